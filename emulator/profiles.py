@@ -1,0 +1,514 @@
+"""Device and CHF profiles: TOML files that describe an emulated PPMID/HCALCS or a CHF OTA server.
+
+A profile is read once, checked completely, and turned into a frozen dataclass; nothing downstream re-checks
+it. An error names the file, the key and what is allowed, on one line. Every key, its meaning and its default
+is documented in the README ("Profiles"); the `help` metadata below is the one source of those texts.
+
+Behaviour the GB documents leave open (SPEC.md "UNCONFIRMED") is a setting here with the default SPEC.md
+recommends: MinimumBlockPeriod unit, whether the CHF requires a hardware version, what an untargeted device
+is told, and when the CHF tells a PPMID to activate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import zigpy.types as t
+
+from emulator.errors import InputError
+
+SMART_ENERGY_PROFILE = 0x0109
+HOME_AUTOMATION_PROFILE = 0x0104
+
+# Device IDs: SE "Prepayment Terminal" and "Load Control Device" (SPEC.md §7: mapping UNCONFIRMED).
+DEFAULT_DEVICE_IDS = {"ppmid": 0x0506, "hcalcs": 0x0504}
+
+# Deliberate deviations an emulated device can be given, so each conformance check has a device that fails it.
+# One switch per behaviour of the OTA client; the client consults them where the conforming behaviour lives.
+DEVICE_FAULTS: dict[str, str] = {
+    "no_hardware_version": "omit the hardware version from Query Next Image Request (C-04)",
+    "query_on_any_notify": "query on every broadcast Image Notify, ignoring mismatching fields and jitter (C-02, C-03)",
+    "ignore_unicast_notify": "do not query after a unicast Image Notify (C-01)",
+    "accept_same_version": "start a download when offered the version already running (C-05)",
+    "ignore_offset": "store a block at whatever offset it carries instead of the requested one (C-07)",
+    "ignore_wait_for_data": "re-request at once after WAIT_FOR_DATA instead of waiting (C-08)",
+    "ignore_min_block_period": "send block requests back to back, ignoring MinimumBlockPeriod (C-08)",
+    "continue_after_abort": "keep requesting blocks after an ABORT block response (C-09)",
+    "ignore_no_image_default_response": "keep requesting blocks after three 0x98 Default Responses (C-10)",
+    "no_resend": "never resend a block request that got no answer (C-11)",
+    "skip_verification": "accept any image without checking signature, hardware range or identity (C-12)",
+    "activate_while_waiting": "activate at once when told to wait (UpgradeTime 0xFFFFFFFF) (C-14)",
+    "ignore_upgrade_time": "activate at once instead of at UpgradeTime (C-15)",
+    "accept_foreign_upgrade_end": "act on an Upgrade End Response for another image (C-16)",
+    "ignore_activation_policy": "obey the server's UpgradeTime even with out-of-band activation policy (C-17)",
+    "restart_from_zero": "restart every download from offset 0 after a restart (C-20)",
+    "keep_image_type_after_upgrade": "leave ImageTypeID at the new image's type after activating (C-21)",
+    "no_activation_alert": "do not report activation (no CS09-style event) (C-22)",
+    "skip_hash_check": "activate on an Activate Firmware command whatever its hash (C-23)",
+    "activate_without_image": "answer success to Activate Firmware with no image held (C-23)",
+    "no_page_fallback": "keep sending page requests after UNSUP_CLUSTER_COMMAND (C-page)",
+    "no_upgrade_end_on_invalid": "discard an invalid image silently instead of Upgrade End INVALID_IMAGE (C-12)",
+}
+
+
+class ProfileError(InputError):
+    """A profile file that is missing, not TOML, or has a key with a value that is not allowed."""
+
+
+# -- value parsers ---------------------------------------------------------------------------------------
+
+
+def _int(bits: int) -> Any:
+    def parse(value: Any) -> int:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            try:
+                value = int(text, 16) if text.startswith("0x") else int(text, 10)
+            except ValueError:
+                raise ValueError(f"expected an integer (decimal or \"0x..\" hex), got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if not 0 <= value < (1 << bits):
+            raise ValueError(f"expected 0..0x{(1 << bits) - 1:X}, got {value}")
+        return value
+
+    return parse
+
+
+def _optional(parser: Any) -> Any:
+    def parse(value: Any) -> Any:
+        return None if value in ("", "none", None) else parser(value)
+
+    return parse
+
+
+def _number(low: float = 0.0, high: float = float("inf")) -> Any:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"expected {low:g}..{high:g}, got {value}")
+        return float(value)
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _choice(*allowed: str) -> Any:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def parse_eui64(value: Any) -> t.EUI64:
+    """EUI-64 as written by people: "00:0D:6F:00:00:19:8B:36", "000D6F0000198B36" or 0x000D6F0000198B36."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < 1 << 64:
+            raise ValueError(f"expected a 64-bit EUI-64, got {value}")
+        return t.EUI64(value.to_bytes(8, "little"))
+    if not isinstance(value, str):
+        raise ValueError(f"expected an EUI-64 such as \"00:0D:6F:00:00:19:8B:36\", got {value!r}")
+    text = value.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 8:
+        raise ValueError(f"expected an EUI-64 of 16 hex digits such as \"00:0D:6F:00:00:19:8B:36\", got {value!r}")
+    return t.EUI64(raw[::-1])
+
+
+def _eui64_list(value: Any) -> tuple[t.EUI64, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of EUI-64 strings, got {value!r}")
+    return tuple(parse_eui64(item) for item in value)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _faults(value: Any) -> frozenset[str]:
+    names = _str_list(value)
+    unknown = [n for n in names if n not in DEVICE_FAULTS]
+    if unknown:
+        raise ValueError(f"unknown fault {unknown[0]!r} (known: {', '.join(sorted(DEVICE_FAULTS))})")
+    return frozenset(names)
+
+
+def _activation_time(value: Any) -> str:
+    """"now", "wait", "+SECONDS" (relative) or an ISO-8601 UTC time (absolute)."""
+    if value in ("now", "wait"):
+        return value
+    if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
+        return value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return when.isoformat()
+    raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+
+
+def _spec(parser: Any, help: str) -> dict[str, Any]:
+    return {"parse": parser, "help": help}
+
+
+# -- device profile --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    kind: str = field(metadata=_spec(_choice("ppmid", "hcalcs"), "GB device kind: ppmid or hcalcs"))
+    ieee: t.EUI64 = field(metadata=_spec(parse_eui64, "the device's EUI-64"))
+    manufacturer_code: int = field(metadata=_spec(_int(16), "Zigbee manufacturer code"))
+    image_type: int = field(metadata=_spec(_int(16), "OTA image type the device asks for"))
+    file_version: int = field(metadata=_spec(_int(32), "version of the firmware running at start"))
+    hardware_version: int | None = field(
+        default=None, metadata=_spec(_optional(_int(16)), "hardware version sent in Query Next Image (0xVVRR)")
+    )
+    stack_version: int = field(default=0x0002, metadata=_spec(_int(16), "Zigbee stack version (2 = PRO)"))
+    endpoint: int = field(default=1, metadata=_spec(_int(8), "endpoint holding Basic and the OTA client"))
+    profile_id: int = field(
+        default=SMART_ENERGY_PROFILE,
+        metadata=_spec(_int(16), "application profile: 0x0109 Smart Energy (GB) or 0x0104 Home Automation"),
+    )
+    device_id: int | None = field(
+        default=None, metadata=_spec(_optional(_int(16)), "device id (default 0x0506 PPMID, 0x0504 HCALCS)")
+    )
+    manufacturer_name: str = field(default="ota-emu", metadata=_spec(_text, "Basic cluster ManufacturerName"))
+    model: str = field(default="", metadata=_spec(_text, "Basic cluster ModelIdentifier (default: the kind)"))
+    nwk: int | None = field(
+        default=None, metadata=_spec(_optional(_int(16)), "NWK address (default: assigned on join)")
+    )
+    query_interval: float = field(
+        default=86400.0, metadata=_spec(_number(1), "seconds between periodic Query Next Image Requests")
+    )
+    query_start_jitter: float = field(
+        default=300.0, metadata=_spec(_number(0), "the first query comes after a random delay up to this (s)")
+    )
+    max_data_size: int = field(
+        default=63, metadata=_spec(_int(8), "MaximumDataSize asked for in each Image Block Request")
+    )
+    page_requests: bool = field(default=False, metadata=_spec(_bool, "fetch with Image Page Requests"))
+    page_size: int = field(default=1024, metadata=_spec(_int(16), "PageSize of an Image Page Request (bytes)"))
+    response_spacing: int = field(
+        default=20, metadata=_spec(_int(16), "ResponseSpacing of an Image Page Request (ms)")
+    )
+    minimum_block_period: int = field(
+        default=0, metadata=_spec(_int(16), "MinimumBlockPeriod attribute at start (in block_period_unit)")
+    )
+    block_period_unit: str = field(
+        default="ms",
+        metadata=_spec(_choice("ms", "s"), "unit of MinimumBlockPeriod: ms (OTA 09-5264) or s (ZCL §11.10.10)"),
+    )
+    send_min_block_period: bool = field(
+        default=True, metadata=_spec(_bool, "advertise MinimumBlockPeriod in Image Block Requests (rate limiting)")
+    )
+    response_timeout: float = field(
+        default=5.0, metadata=_spec(_number(0.1), "seconds to wait for an answer before resending")
+    )
+    max_resends: int = field(
+        default=3, metadata=_spec(_int(8), "resends of one request before Upgrade End ABORT")
+    )
+    sleepy: bool = field(default=False, metadata=_spec(_bool, "rx off when idle: receives only when it polls"))
+    poll_period: float = field(
+        default=1.0, metadata=_spec(_number(0.05), "seconds between data polls while sleepy (fast poll)")
+    )
+    upgrade_activation_policy: int = field(
+        default=0, metadata=_spec(_int(8), "0 = the OTA server may activate, 1 = out-of-band only")
+    )
+    upgrade_timeout_policy: int = field(
+        default=0, metadata=_spec(_int(8), "0 = apply after Upgrade End Response timeouts, 1 = do not")
+    )
+    upgrade_end_retry: float = field(
+        default=3600.0, metadata=_spec(_number(1), "re-send Upgrade End Request this often while told to wait (s)")
+    )
+    upgrade_wait_threshold: int = field(
+        default=10, metadata=_spec(_int(8), "unanswered Upgrade End Requests before the timeout policy applies")
+    )
+    signers: tuple[str, ...] = field(
+        default=(), metadata=_spec(_str_list, "PEM public keys / certificates trusted to sign images")
+    )
+    require_signature: bool = field(
+        default=False, metadata=_spec(_bool, "reject images without a valid signature from a trusted signer")
+    )
+    activation_fails: bool = field(
+        default=False, metadata=_spec(_bool, "activation of a new image fails (GB activationFailure)")
+    )
+    faults: frozenset[str] = field(
+        default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
+    )
+    source: str = field(default="<built-in>", metadata={"internal": True})
+
+    @property
+    def effective_device_id(self) -> int:
+        return self.device_id if self.device_id is not None else DEFAULT_DEVICE_IDS[self.kind]
+
+    @property
+    def effective_model(self) -> str:
+        return self.model or self.kind.upper()
+
+    @property
+    def block_period_seconds(self) -> float:
+        scale = 0.001 if self.block_period_unit == "ms" else 1.0
+        return self.minimum_block_period * scale
+
+    def replace(self, **changes: Any) -> DeviceProfile:
+        return dataclasses.replace(self, **changes)
+
+    def signer_paths(self) -> list[Path]:
+        base = Path(self.source).parent if self.source != "<built-in>" else Path.cwd()
+        return [(base / p) if not Path(p).is_absolute() else Path(p) for p in self.signers]
+
+
+# -- CHF profile ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    path: str = field(metadata=_spec(_text, "OTA/GB upgrade file (relative to the profile)"))
+    device_ids: tuple[t.EUI64, ...] = field(
+        default=(), metadata=_spec(_eui64_list, "DeviceIDList: EUI-64s allowed this image (empty = any device)")
+    )
+    activation: str | None = field(
+        default=None,
+        metadata=_spec(_optional(_activation_time), "Upgrade End policy for this image (overrides the CHF's)"),
+    )
+
+
+@dataclass(frozen=True)
+class ChfProfile:
+    ieee: t.EUI64 = field(
+        default=t.EUI64.convert("00:DB:12:34:56:78:90:A2"), metadata=_spec(parse_eui64, "the CHF's EUI-64")
+    )
+    endpoint: int = field(default=1, metadata=_spec(_int(8), "endpoint of the OTA server cluster"))
+    profile_id: int = field(default=SMART_ENERGY_PROFILE, metadata=_spec(_int(16), "application profile"))
+    channel: int = field(default=15, metadata=_spec(_int(8), "802.15.4 channel (11..26)"))
+    pan_id: int = field(default=0x1A62, metadata=_spec(_int(16), "PAN ID"))
+    extended_pan_id: t.EUI64 = field(
+        default=t.EUI64.convert("DD:DD:DD:DD:DD:DD:DD:DD"), metadata=_spec(parse_eui64, "extended PAN ID")
+    )
+    network_key: str = field(
+        default="01:03:05:07:09:0B:0D:0F:00:02:04:06:08:0A:0C:0D",
+        metadata=_spec(_text, "network key (16 bytes hex), used for the network and for pcap decryption"),
+    )
+    images: tuple[ImageEntry, ...] = field(default=(), metadata={"internal": True})
+    image_dir: str | None = field(
+        default=None, metadata=_spec(_optional(_text), "folder of upgrade files served to any device")
+    )
+    max_block_size: int = field(
+        default=63, metadata=_spec(_int(8), "largest block served, whatever the client asks (bytes)")
+    )
+    page_requests: bool = field(default=True, metadata=_spec(_bool, "serve Image Page Requests (else 0x81)"))
+    query_specific_file: bool = field(
+        default=True, metadata=_spec(_bool, "serve Query Device Specific File Requests (else 0x81)")
+    )
+    query_policy: str = field(
+        default="upgrade",
+        metadata=_spec(_choice("upgrade", "downgrade", "reinstall", "any"), "which versions a query may be offered"),
+    )
+    require_hardware_version: bool = field(
+        default=False, metadata=_spec(_bool, "refuse queries without a hardware version when the image has a range")
+    )
+    untargeted: str = field(
+        default="no_image",
+        metadata=_spec(
+            _choice("no_image", "not_authorized"), "answer to a device not in the DeviceIDList (0x98 or 0x7E)"
+        ),
+    )
+    minimum_block_period: int = field(
+        default=0, metadata=_spec(_int(16), "MinimumBlockPeriod the server imposes (0 = none)")
+    )
+    block_period_unit: str = field(default="ms", metadata=_spec(_choice("ms", "s"), "unit of minimum_block_period"))
+    wait_for_data: float = field(
+        default=0.0, metadata=_spec(_number(0, 86400), "first block request gets WAIT_FOR_DATA this long (s)")
+    )
+    max_concurrent_downloads: int = field(
+        default=0, metadata=_spec(_int(16), "clients served at once; others get WAIT_FOR_DATA 60 s (0 = no limit)")
+    )
+    ppmid_activation: str = field(
+        default="now",
+        metadata=_spec(_activation_time, "Upgrade End Response for a PPMID: now, +SECONDS, ISO time or wait"),
+    )
+    hcalcs_activation: str = field(
+        default="wait", metadata=_spec(_activation_time, "Upgrade End Response for an HCALCS (GB: wait)")
+    )
+    notify: str = field(
+        default="unicast",
+        metadata=_spec(_choice("none", "unicast", "broadcast"), "Image Notify sent when a target joins"),
+    )
+    notify_payload_type: int = field(default=0, metadata=_spec(_int(8), "Image Notify payload type 0..3"))
+    notify_jitter: int = field(default=100, metadata=_spec(_int(8), "Image Notify QueryJitter 1..100"))
+    transfer_timeout: float = field(
+        default=300.0, metadata=_spec(_number(1), "seconds without a block request before a transfer has failed")
+    )
+    source: str = field(default="<built-in>", metadata={"internal": True})
+
+    def replace(self, **changes: Any) -> ChfProfile:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def block_period_seconds(self) -> float:
+        return self.minimum_block_period * (0.001 if self.block_period_unit == "ms" else 1.0)
+
+    def image_paths(self) -> list[tuple[Path, ImageEntry]]:
+        base = Path(self.source).parent if self.source != "<built-in>" else Path.cwd()
+        return [(base / e.path if not Path(e.path).is_absolute() else Path(e.path), e) for e in self.images]
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, table: dict[str, Any], source: str, prefix: str = "") -> Any:
+    values: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key, raw in table.items():
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ProfileError(f"{source}: unknown key '{prefix}{key}' (allowed: {allowed})")
+        try:
+            values[key] = fields[key].metadata["parse"](raw)
+        except ValueError as exc:
+            raise ProfileError(f"{source}: key '{prefix}{key}': {exc}") from None
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ProfileError(f"{source}: missing required key '{prefix}{missing[0]}'")
+    return values
+
+
+def _read_toml(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    p = Path(path)
+    source = str(p)
+    if not p.exists():
+        raise ProfileError(f"{source}: no such profile file (expected a TOML profile)")
+    if p.is_dir():
+        raise ProfileError(f"{source}: is a directory (expected a TOML profile file)")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8")), source
+    except UnicodeDecodeError:
+        raise ProfileError(f"{source}: not UTF-8 text (expected a TOML profile)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: not valid TOML ({exc})") from None
+
+
+def device_from_dict(table: dict[str, Any], source: str = "<built-in>") -> DeviceProfile:
+    table = dict(table.get("device", table))
+    values = _build(DeviceProfile, table, source, "device." if source.endswith(".toml") else "")
+    profile = DeviceProfile(**values, source=source)
+    _check_device(profile)
+    return profile
+
+
+def _check_device(p: DeviceProfile) -> None:
+    if p.max_data_size == 0:
+        raise ProfileError(f"{p.source}: key 'device.max_data_size': expected 1..255, got 0")
+    if p.upgrade_activation_policy not in (0, 1):
+        raise ProfileError(f"{p.source}: key 'device.upgrade_activation_policy': expected 0 or 1")
+    if p.upgrade_timeout_policy not in (0, 1):
+        raise ProfileError(f"{p.source}: key 'device.upgrade_timeout_policy': expected 0 or 1")
+    if not 1 <= p.endpoint <= 240:
+        raise ProfileError(f"{p.source}: key 'device.endpoint': expected 1..240, got {p.endpoint}")
+    if p.page_requests and p.page_size < p.max_data_size:
+        raise ProfileError(f"{p.source}: key 'device.page_size': expected at least max_data_size ({p.max_data_size})")
+
+
+def load_device(path: str | os.PathLike[str]) -> DeviceProfile:
+    data, source = _read_toml(path)
+    if "device" not in data:
+        raise ProfileError(f"{source}: missing table [device] (expected a device profile)")
+    extra = set(data) - {"device"}
+    if extra:
+        raise ProfileError(f"{source}: unknown table '{sorted(extra)[0]}' (a device profile has only [device])")
+    return device_from_dict(data, source)
+
+
+def chf_from_dict(data: dict[str, Any], source: str = "<built-in>") -> ChfProfile:
+    chf_table = dict(data.get("chf", {}))
+    values = _build(ChfProfile, chf_table, source, "chf.")
+    images_raw = data.get("images", [])
+    if not isinstance(images_raw, list):
+        raise ProfileError(f"{source}: 'images' must be an array of tables ([[images]])")
+    images = []
+    for index, entry in enumerate(images_raw):
+        if not isinstance(entry, dict):
+            raise ProfileError(f"{source}: images[{index}] must be a table with path and device_ids")
+        images.append(ImageEntry(**_build(ImageEntry, entry, source, f"images[{index}].")))
+    profile = ChfProfile(**values, images=tuple(images), source=source)
+    if not 11 <= profile.channel <= 26:
+        raise ProfileError(f"{source}: key 'chf.channel': expected 11..26, got {profile.channel}")
+    if profile.notify_payload_type > 3:
+        raise ProfileError(f"{source}: key 'chf.notify_payload_type': expected 0..3, got {profile.notify_payload_type}")
+    if not 1 <= profile.notify_jitter <= 100:
+        raise ProfileError(f"{source}: key 'chf.notify_jitter': expected 1..100, got {profile.notify_jitter}")
+    if profile.max_block_size == 0:
+        raise ProfileError(f"{source}: key 'chf.max_block_size': expected 1..255, got 0")
+    try:
+        key = bytes.fromhex(profile.network_key.replace(":", ""))
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise ProfileError(f"{source}: key 'chf.network_key': expected 16 bytes of hex, got {profile.network_key!r}")
+    return profile
+
+
+def load_chf(path: str | os.PathLike[str]) -> ChfProfile:
+    data, source = _read_toml(path)
+    extra = set(data) - {"chf", "images"}
+    if extra:
+        raise ProfileError(f"{source}: unknown table '{sorted(extra)[0]}' (a CHF profile has [chf] and [[images]])")
+    return chf_from_dict(data, source)
+
+
+def bundled(name: str) -> Path:
+    """Path of a profile shipped with the package (`profiles/NAME.toml` in the source tree)."""
+    candidates = [Path(__file__).resolve().parent.parent / "profiles" / f"{name}.toml"]
+    with contextlib.suppress(ModuleNotFoundError, TypeError):
+        candidates.append(Path(str(resources.files("emulator") / "_profiles" / f"{name}.toml")))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ProfileError(f"{name}: no bundled profile of that name (expected one of the files in profiles/)")
+
+
+def documented_keys(cls: type) -> list[tuple[str, str, Any]]:
+    """(key, help, default) for every user-settable key: the README's profile tables are generated from this."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        default = "required" if f.default is dataclasses.MISSING else f.default
+        rows.append((f.name, f.metadata["help"], default))
+    return rows

@@ -1,0 +1,613 @@
+"""The CHF's OTA Upgrade cluster server, written once against zigpy's `ControllerApplication`.
+
+It takes OTA frames from the app's ingress hook (`HostMixin`) before zigpy's own `Ota` cluster sees them and
+answers with `app.transmit`, so the same code runs on the loopback radio and on bellows (real dongle or the
+virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…S-18):
+
+* Query Next Image → the policy in `policy.py`; SUCCESS carries the file's total size (S-01…S-05).
+* Image Block Request → a slice of the held file: never more than the client's MaximumDataSize nor the
+  profile's cap, offset echoed, short last block (S-06); unknown image or not a target → Default Response
+  0x98 (S-07); offset past the end → ABORT (S-08); rate limiting through WAIT_FOR_DATA and MinimumBlockPeriod
+  (S-09, S-10).
+* Image Page Request → a paced burst of Block Responses without APS ACKs, or 0x81 when disabled (S-11).
+* Upgrade End Request SUCCESS → Upgrade End Response at the time the GB rules set (PPMID now, HCALCS wait);
+  any other status → Default Response SUCCESS and no Upgrade End Response (S-12, S-13).
+* Query Device Specific File → the file whose destination is the requester, or 0x81 when disabled (S-15).
+* Malformed → 0x80; client-side commands sent to the server → 0x81 (S-16).
+* Per target and image, one `TransferOutcome` with CCS08 meaning (S-18).
+
+The server keeps only what GB reporting and rate limiting need per client (a `Transfer`): the protocol itself
+is stateless — every Block Request names the image and the offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import zigpy.types as t
+import zigpy.zdo.types as zdo_t
+from zigpy.zcl import foundation
+
+from emulator.chf import events as ev
+from emulator.chf.policy import decide_query, specific_file
+from emulator.chf.store import HeldImage, ImageStore
+from emulator.clock import Clock
+from emulator.gb.codes import TransferResponse
+from emulator.ota import frames
+from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, Status
+from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
+
+LOGGER = logging.getLogger(__name__)
+
+ZDO_PROFILE = 0x0000
+BROADCAST_ENDPOINT = 0xFF
+# WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
+BUSY_WAIT_SECONDS = 60
+# Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
+HCALCS_DEVICE_ID = 0x0504
+
+_BLOCK_RESPONSE_ID = frames.COMMAND_IDS["image_block_response"]
+_FRAME_TYPE_MASK = 0x03
+_CLUSTER_SPECIFIC = 0x01
+_MANUFACTURER_SPECIFIC = 0x04
+_SERVER_GENERATED = {cmd.id for cmd in frames.CLIENT_COMMANDS.values()}
+
+Listener = Callable[[ev.ServerEvent], None]
+
+
+@dataclass
+class Transfer:
+    """One client's download of one image, as far as the server sees it."""
+
+    ieee: t.EUI64
+    held: HeldImage
+    started: float
+    last_request: float
+    highest_end: int = 0
+    blocks: int = 0
+    told_to_wait: bool = False
+    done: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class OtaServer:
+    """OTA Upgrade cluster server for a CHF on any zigpy app that has `HostMixin`."""
+
+    def __init__(self, app, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
+        self.app = app
+        self.profile = profile
+        self.store = store
+        self.clock = clock
+        self.transfers: dict[tuple[t.EUI64, tuple[int, int, int]], Transfer] = {}
+        self.outcomes: list[ev.TransferOutcome] = []
+        self._reported: set[tuple[t.EUI64, tuple[int, int, int], TransferResponse]] = set()
+        self._listeners: list[Listener] = []
+        self._remove_hook: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._nwk_cache: dict[int, t.EUI64] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._remove_hook = self.app.add_ingress_handler(self._ingress)
+        self.app.add_listener(self)
+
+    def stop(self) -> None:
+        if self._remove_hook is not None:
+            self._remove_hook()
+            self._remove_hook = None
+        for transfer in self.transfers.values():
+            if transfer.timer is not None:
+                transfer.timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: ev.ServerEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    # -- zigpy app listener: notify targets once zigpy has interviewed them --------------------------------
+
+    def device_initialized(self, device) -> None:
+        if self.profile.notify == "none":
+            return
+        for held in self.store:
+            if held.device_ids and device.ieee in held.device_ids:
+                self.notify(None if self.profile.notify == "broadcast" else device.ieee, held)
+                return
+
+    # -- ingress ------------------------------------------------------------------------------------------
+
+    def _ingress(self, packet: t.ZigbeePacket) -> bool:
+        """Take OTA cluster commands and Default Responses to the server's own commands; leave everything else
+        (e.g. the Read Attributes responses of zigpy's interview) to zigpy."""
+        if packet.cluster_id == CLUSTER_ID and packet.dst_ep != 0 and packet.src_ep != 0:
+            data = packet.data.serialize()
+            if data and data[0] & _FRAME_TYPE_MASK == _CLUSTER_SPECIFIC:
+                self._on_ota_frame(packet, data)
+                return True
+            if (
+                len(data) >= 5
+                and data[0] & (_FRAME_TYPE_MASK | _MANUFACTURER_SPECIFIC) == 0
+                and data[2] == foundation.GeneralCommand.Default_Response
+                and data[3] in _SERVER_GENERATED
+            ):
+                self._emit(ev.DefaultResponseReceived(self._ieee_of(packet), self.clock.now(), data[3], data[4]))
+                return True
+            return False
+        if packet.profile_id == ZDO_PROFILE and packet.cluster_id == zdo_t.ZDOCmd.Match_Desc_req:
+            return self._on_match_desc(packet)
+        return False
+
+    def _on_match_desc(self, packet: t.ZigbeePacket) -> bool:
+        """Answer "who serves OTA?" for the SE profile, which zigpy's ZDO answers with an empty match."""
+        try:
+            tsn, rest = t.uint8_t.deserialize(packet.data.serialize())
+            (_, profile_id, in_clusters, _), _ = _deserialize_zdo(zdo_t.ZDOCmd.Match_Desc_req, rest)
+        except (ValueError, KeyError, IndexError):
+            return False
+        if CLUSTER_ID not in in_clusters or profile_id not in (SMART_ENERGY_PROFILE, HOME_AUTOMATION_PROFILE, 0xFFFF):
+            return False
+        _, types = zdo_t.CLUSTERS[zdo_t.ZDOCmd.Match_Desc_rsp]
+        payload = t.serialize(
+            [foundation.Status.SUCCESS, t.NWK(self._own_nwk), [t.uint8_t(self.profile.endpoint)]], types
+        )
+        self.app.transmit(
+            t.ZigbeePacket(
+                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+                src_ep=0,
+                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+                dst_ep=0,
+                tsn=tsn,
+                profile_id=ZDO_PROFILE,
+                cluster_id=zdo_t.ZDOCmd.Match_Desc_rsp,
+                data=t.SerializableBytes(bytes([tsn]) + payload),
+                tx_options=t.TransmitOptions.NONE,
+                radius=0,
+            )
+        )
+        return True
+
+    @property
+    def _own_nwk(self) -> int:
+        return int(self.app.state.node_info.nwk)
+
+    def _ieee_of(self, packet: t.ZigbeePacket) -> t.EUI64 | None:
+        """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address: this runs for every
+        block, and zigpy looks devices up by NWK with a scan."""
+        if packet.src.addr_mode == t.AddrMode.IEEE:
+            return packet.src.address
+        nwk = packet.src.address
+        ieee = self._nwk_cache.get(nwk)
+        if ieee is not None:
+            device = self.app.devices.get(ieee)
+            if device is not None and device.nwk == nwk:
+                return ieee
+        for device in self.app.devices.values():
+            if device.nwk == nwk:
+                self._nwk_cache[nwk] = device.ieee
+                return device.ieee
+        return None
+
+    def _on_ota_frame(self, packet: t.ZigbeePacket, data: bytes) -> None:
+        try:
+            frame = frames.decode(data)
+        except frames.UnsupportedCommand as exc:
+            self._reject(packet, exc.header.tsn, exc.header.command_id, Status.UNSUP_CLUSTER_COMMAND, str(exc))
+            return
+        except frames.MalformedFrame as exc:
+            if len(data) >= 3:
+                self._reject(packet, data[1], data[2], Status.MALFORMED_COMMAND, str(exc))
+            return
+        ieee = self._ieee_of(packet)
+        if frame.direction != frames.C2S:
+            self._reject(
+                packet, frame.tsn, frame.header.command_id, Status.UNSUP_CLUSTER_COMMAND, "client-side command"
+            )
+            return
+        handler = getattr(self, f"_on_{frame.name}")
+        handler(packet, frame, ieee)
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    def _reply(self, request: t.ZigbeePacket, data: bytes, *, ack: bool = True) -> None:
+        self.app.transmit(
+            t.ZigbeePacket(
+                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+                src_ep=request.dst_ep,
+                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=request.src.address),
+                dst_ep=request.src_ep,
+                tsn=data[1],
+                profile_id=request.profile_id,
+                cluster_id=CLUSTER_ID,
+                data=t.SerializableBytes(data),
+                tx_options=t.TransmitOptions.ACK if ack else t.TransmitOptions.NONE,
+                radius=0,
+            )
+        )
+
+    def _reject(self, packet: t.ZigbeePacket, tsn: int, command_id: int, status: Status, reason: str) -> None:
+        """Default Response with an error status; sent even when default responses are disabled (ZCL: that bit
+        only suppresses success responses), but never to a broadcast."""
+        self._emit(ev.FrameRejected(self._ieee_of(packet), self.clock.now(), command_id, status, reason))
+        if packet.dst.addr_mode == t.AddrMode.Broadcast:
+            return
+        self._reply(
+            packet, frames.default_response(tsn=tsn, command_id=command_id, status=status, direction=frames.S2C)
+        )
+
+    def _report(self, ieee: t.EUI64 | None, held: HeldImage, response: TransferResponse, reason: str) -> None:
+        if ieee is None:
+            return
+        key = (ieee, held.key, response)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        outcome = ev.TransferOutcome(
+            ieee, self.clock.now(), held.manufacturer_id, held.image_type, held.file_version, response, reason
+        )
+        self.outcomes.append(outcome)
+        self._emit(outcome)
+
+    # -- Query Next Image ---------------------------------------------------------------------------------
+
+    def _on_query_next_image(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        cmd = frame.command
+        hardware = cmd.hardware_version if cmd.field_control & cmd.FieldControl.HardwareVersion else None
+        decision = decide_query(
+            self.store,
+            self.profile,
+            ieee if ieee is not None else t.EUI64.UNKNOWN,
+            cmd.manufacturer_code,
+            cmd.image_type,
+            cmd.current_file_version,
+            hardware,
+        )
+        if decision.hardware_mismatch is not None and decision.hardware_mismatch.device_ids:
+            self._report(ieee, decision.hardware_mismatch, TransferResponse.HARDWARE_VERSION_MISMATCH, decision.reason)
+        held = decision.image
+        if held is None:
+            data = frames.encode("query_next_image_response", tsn=frame.tsn, status=decision.status)
+        else:
+            data = frames.encode(
+                "query_next_image_response",
+                tsn=frame.tsn,
+                status=Status.SUCCESS,
+                manufacturer_code=held.manufacturer_id,
+                image_type=held.image_type,
+                file_version=held.file_version,
+                image_size=held.size,
+            )
+        self._emit(
+            ev.QueryAnswered(
+                ieee, self.clock.now(), decision.status, held.file_version if held else None, decision.reason
+            )
+        )
+        self._reply(packet, data)
+
+    # -- Image Block / Page -------------------------------------------------------------------------------
+
+    def _served_image(
+        self, ieee: t.EUI64 | None, manufacturer_id: int, image_type: int, version: int
+    ) -> HeldImage | None:
+        held = self.store.get(manufacturer_id, image_type, version)
+        if held is None or (held.device_ids and ieee not in held.device_ids):
+            return None
+        if held.destination is not None and held.destination != ieee:
+            return None
+        return held
+
+    def _on_image_block(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        cmd = frame.command
+        held = self._served_image(ieee, cmd.manufacturer_code, cmd.image_type, cmd.file_version)
+        if held is None:
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.NO_IMAGE_AVAILABLE, "no such image held")
+            return
+        if cmd.file_offset >= held.size:
+            self._reply(packet, frames.encode("image_block_response", tsn=frame.tsn, status=Status.ABORT))
+            return
+        transfer = self._track(ieee, held, cmd.file_offset)
+        delay, period, reason = self._rate_limit(transfer, cmd)
+        if delay is not None:
+            transfer.told_to_wait = True
+            now = self.clock.zcl_utc()
+            self._emit(ev.WaitForDataSent(ieee, self.clock.now(), delay, period, reason))
+            self._reply(
+                packet,
+                frames.encode(
+                    "image_block_response",
+                    tsn=frame.tsn,
+                    status=Status.WAIT_FOR_DATA,
+                    current_time=now,
+                    request_time=now + delay,
+                    minimum_block_period=period,
+                ),
+            )
+            return
+        size = min(cmd.maximum_data_size, self.profile.max_block_size)
+        self._send_block(packet, frame.tsn, held, cmd.file_offset, size, ack=True)
+        transfer.blocks += 1
+
+    def _send_block(
+        self, request: t.ZigbeePacket, tsn: int, held: HeldImage, offset: int, size: int, *, ack: bool
+    ) -> int:
+        chunk = held.data[offset : offset + size]
+        # Built by hand: the Image Block Response is the one frame per block on the hot path; the layout is
+        # SPEC.md §2.6 (FC 0x19, TSN, 0x05, status 0, mfr, type, version, offset, length, data).
+        data = (
+            b"\x19"
+            + bytes((tsn, _BLOCK_RESPONSE_ID, 0))
+            + held.manufacturer_id.to_bytes(2, "little")
+            + held.image_type.to_bytes(2, "little")
+            + held.file_version.to_bytes(4, "little")
+            + offset.to_bytes(4, "little")
+            + bytes((len(chunk),))
+            + chunk
+        )
+        self._reply(request, data, ack=ack)
+        return len(chunk)
+
+    def _track(self, ieee: t.EUI64 | None, held: HeldImage, offset: int) -> Transfer:
+        now = self.clock.now()
+        key = (ieee, held.key)
+        transfer = self.transfers.get(key)  # type: ignore[arg-type]
+        if transfer is None or transfer.done:
+            transfer = Transfer(ieee, held, now, now)  # type: ignore[arg-type]
+            self.transfers[key] = transfer  # type: ignore[index]
+            self._emit(ev.TransferStarted(ieee, now, held.file_version, held.size, offset))
+            self._arm_timeout(transfer)
+        transfer.last_request = now
+        return transfer
+
+    def _arm_timeout(self, transfer: Transfer) -> None:
+        loop = asyncio.get_running_loop()
+        due = transfer.last_request + self.profile.transfer_timeout - self.clock.now()
+        transfer.timer = loop.call_later(max(due, 0.0), self._check_timeout, transfer)
+
+    def _check_timeout(self, transfer: Transfer) -> None:
+        if transfer.done:
+            return
+        if self.clock.now() - transfer.last_request < self.profile.transfer_timeout:
+            self._arm_timeout(transfer)
+            return
+        transfer.done = True
+        self._report(
+            transfer.ieee,
+            transfer.held,
+            TransferResponse.FILE_TRANSFER_FAILURE,
+            f"no block request for {self.profile.transfer_timeout:g} s",
+        )
+
+    def _rate_limit(self, transfer: Transfer, cmd) -> tuple[int | None, int | None, str]:
+        """(delay seconds, MinimumBlockPeriod to impose, why) when this request must wait; (None, ...) if not."""
+        profile = self.profile
+        period = profile.minimum_block_period if profile.minimum_block_period else None
+        if profile.wait_for_data and not transfer.told_to_wait:
+            return math.ceil(profile.wait_for_data), period, "server asks the client to wait before the download"
+        if profile.max_concurrent_downloads:
+            busy = sum(
+                1
+                for other in self.transfers.values()
+                if other is not transfer
+                and not other.done
+                and self.clock.now() - other.last_request < profile.transfer_timeout
+            )
+            if busy >= profile.max_concurrent_downloads:
+                return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
+        if period is not None:
+            advertised = cmd.minimum_block_period if cmd.field_control & cmd.FieldControl.MinimumBlockPeriod else None
+            if advertised is not None and advertised != period:
+                return 0, period, f"client period {advertised} differs from the server's {period}"
+        return None, period, ""
+
+    def _on_image_page(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        cmd = frame.command
+        if not self.profile.page_requests:
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.UNSUP_CLUSTER_COMMAND, "page requests off")
+            return
+        held = self._served_image(ieee, cmd.manufacturer_code, cmd.image_type, cmd.file_version)
+        if held is None:
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.NO_IMAGE_AVAILABLE, "no such image held")
+            return
+        if cmd.file_offset > held.size or cmd.maximum_data_size > cmd.page_size or cmd.maximum_data_size == 0:
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.INVALID_VALUE, "bad page request")
+            return
+        transfer = self._track(ieee, held, cmd.file_offset)
+        task = asyncio.get_running_loop().create_task(self._serve_page(packet, frame.tsn, held, cmd, transfer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_page(self, packet: t.ZigbeePacket, tsn: int, held: HeldImage, cmd, transfer: Transfer) -> None:
+        """Unsolicited Block Responses up to the page end or end of file, spaced ResponseSpacing ms, without APS
+        ACKs (SPEC.md §2.5: the client re-requests what it missed)."""
+        size = min(cmd.maximum_data_size, self.profile.max_block_size)
+        end = min(cmd.file_offset + cmd.page_size, held.size)
+        offset = cmd.file_offset
+        spacing = cmd.response_spacing / 1000
+        while offset < end:
+            offset += self._send_block(packet, tsn, held, offset, min(size, end - offset), ack=False)
+            transfer.blocks += 1
+            transfer.last_request = self.clock.now()
+            if offset < end:
+                await asyncio.sleep(spacing)
+
+    # -- Upgrade End --------------------------------------------------------------------------------------
+
+    def _on_upgrade_end(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        cmd = frame.command
+        self._emit(ev.UpgradeEndReceived(ieee, self.clock.now(), cmd.status, cmd.file_version))
+        held = self.store.get(cmd.manufacturer_code, cmd.image_type, cmd.file_version)
+        transfer = self.transfers.get((ieee, held.key)) if held is not None else None  # type: ignore[arg-type]
+        if transfer is not None:
+            transfer.done = True
+        if cmd.status != Status.SUCCESS:
+            if held is not None:
+                self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")
+            if frames.wants_default_response(frame.header):
+                self._reply(
+                    packet,
+                    frames.default_response(
+                        tsn=frame.tsn, command_id=frame.header.command_id, status=Status.SUCCESS, direction=frames.S2C
+                    ),
+                )
+            return
+        if held is None or (held.device_ids and ieee not in held.device_ids):
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.NO_IMAGE_AVAILABLE, "no such image held")
+            return
+        self._report(ieee, held, TransferResponse.SUCCESS, "client verified the image")
+        current, upgrade = self.upgrade_times(self._activation_for(ieee, held))
+        self._emit(ev.UpgradeEndResponseSent(ieee, self.clock.now(), held.file_version, current, upgrade, False))
+        self._reply(
+            packet,
+            frames.encode(
+                "upgrade_end_response",
+                tsn=frame.tsn,
+                manufacturer_code=held.manufacturer_id,
+                image_type=held.image_type,
+                file_version=held.file_version,
+                current_time=current,
+                upgrade_time=upgrade,
+            ),
+        )
+
+    def _activation_for(self, ieee: t.EUI64 | None, held: HeldImage) -> str:
+        if held.activation is not None:
+            return held.activation
+        device = self.app.devices.get(ieee) if ieee is not None else None
+        if device is not None:
+            for endpoint_id, endpoint in device.endpoints.items():
+                if endpoint_id != 0 and getattr(endpoint, "device_type", None) == HCALCS_DEVICE_ID:
+                    return self.profile.hcalcs_activation
+        return self.profile.ppmid_activation
+
+    def upgrade_times(self, activation: str) -> tuple[int, int]:
+        """(CurrentTime, UpgradeTime) for an activation setting (SPEC.md §2.8): "now", "wait", "+N" uses the
+        relative form (CurrentTime 0), an ISO time the absolute one."""
+        now = self.clock.zcl_utc()
+        if activation == "now":
+            return now, now
+        if activation == "wait":
+            return now, UPGRADE_TIME_WAIT
+        if activation.startswith("+"):
+            return 0, int(activation[1:])
+        when = datetime.fromisoformat(activation)
+        return now, max(now, int((when - self.clock.utc_from_zcl(0)).total_seconds()))
+
+    def send_upgrade_end_response(
+        self, ieee: t.EUI64 | None, held: HeldImage, activation: str = "now", *, endpoint: int | None = None
+    ) -> None:
+        """Unsolicited Upgrade End Response (S-14): unicast to `ieee`, or broadcast when None — how a server
+        schedules activation on devices that were told to wait."""
+        current, upgrade = self.upgrade_times(activation)
+        data = frames.encode(
+            "upgrade_end_response",
+            tsn=self.app.get_sequence(),
+            manufacturer_code=held.manufacturer_id,
+            image_type=held.image_type,
+            file_version=held.file_version,
+            current_time=current,
+            upgrade_time=upgrade,
+        )
+        self._emit(ev.UpgradeEndResponseSent(ieee, self.clock.now(), held.file_version, current, upgrade, True))
+        self._send_unsolicited(ieee, data, endpoint)
+
+    # -- Query Device Specific File -------------------------------------------------------------------------
+
+    def _on_query_specific_file(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        cmd = frame.command
+        if not self.profile.query_specific_file:
+            self._reject(packet, frame.tsn, frame.header.command_id, Status.UNSUP_CLUSTER_COMMAND, "QDSF off")
+            return
+        held = specific_file(self.store, cmd.request_node_addr, cmd.manufacturer_code, cmd.image_type)
+        if held is None or (ieee is not None and held.destination != ieee):
+            data = frames.encode("query_specific_file_response", tsn=frame.tsn, status=Status.NO_IMAGE_AVAILABLE)
+        else:
+            data = frames.encode(
+                "query_specific_file_response",
+                tsn=frame.tsn,
+                status=Status.SUCCESS,
+                manufacturer_code=held.manufacturer_id,
+                image_type=held.image_type,
+                file_version=held.file_version,
+                image_size=held.size,
+            )
+        self._reply(packet, data)
+
+    # -- Image Notify and image management --------------------------------------------------------------------
+
+    def notify(
+        self,
+        ieee: t.EUI64 | None,
+        held: HeldImage | None = None,
+        *,
+        payload_type: int | None = None,
+        query_jitter: int | None = None,
+        endpoint: int | None = None,
+    ) -> None:
+        """Image Notify (S-17): unicast to `ieee`, or broadcast when None (default response disabled)."""
+        payload_type = self.profile.notify_payload_type if payload_type is None else payload_type
+        jitter = self.profile.notify_jitter if query_jitter is None else query_jitter
+        fields: dict[str, int] = {"payload_type": payload_type, "query_jitter": jitter}
+        if held is not None:
+            if payload_type >= 1:
+                fields["manufacturer_code"] = held.manufacturer_id
+            if payload_type >= 2:
+                fields["image_type"] = held.image_type
+            if payload_type >= 3:
+                fields["new_file_version"] = held.file_version
+        data = frames.encode("image_notify", tsn=self.app.get_sequence(), **fields)
+        self._emit(ev.NotifySent(ieee, self.clock.now(), payload_type, jitter, ieee is None))
+        self._send_unsolicited(ieee, data, endpoint)
+
+    def _send_unsolicited(self, ieee: t.EUI64 | None, data: bytes, endpoint: int | None) -> None:
+        if ieee is None:
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=t.BroadcastAddress.ALL_DEVICES)
+            dst_ep = BROADCAST_ENDPOINT
+            tx = t.TransmitOptions.NONE
+        else:
+            device = self.app.get_device(ieee=ieee)
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=device.nwk)
+            dst_ep = endpoint if endpoint is not None else _ota_client_endpoint(device)
+            tx = t.TransmitOptions.ACK
+        self.app.transmit(
+            t.ZigbeePacket(
+                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+                src_ep=self.profile.endpoint,
+                dst=dst,
+                dst_ep=dst_ep,
+                tsn=data[1],
+                profile_id=self.profile.profile_id,
+                cluster_id=CLUSTER_ID,
+                data=t.SerializableBytes(data),
+                tx_options=tx,
+                radius=0,
+            )
+        )
+
+    def discard(self, held: HeldImage, reason: str = "image discarded by the CHF") -> None:
+        """Stop holding `held`; each target that has not completed it gets a CCS08 "image discarded"."""
+        self.store.remove(held)
+        completed = {o.ieee for o in self.outcomes if o.file_version == held.file_version and o.response == 0}
+        for ieee in held.device_ids:
+            if ieee not in completed:
+                self._report(ieee, held, TransferResponse.IMAGE_DISCARDED, reason)
+
+
+def _ota_client_endpoint(device) -> int:
+    for endpoint_id, endpoint in device.endpoints.items():
+        if endpoint_id != 0 and CLUSTER_ID in getattr(endpoint, "out_clusters", {}):
+            return endpoint_id
+    return 1
+
+
+def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes):
+    _, types = zdo_t.CLUSTERS[command]
+    return t.deserialize(data, types)

@@ -1,0 +1,78 @@
+"""What the CHF needs from any zigpy `ControllerApplication`, whichever radio sits below it.
+
+Mixed into the loopback app and into bellows' EZSP app, so the CHF server is written once against zigpy's
+radio API (ZIGPY_BELLOWS.md §2.4):
+
+* **One ingress hook.** Every received packet is offered to the registered handlers first (the OTA server);
+  a handler that takes the packet returns True and zigpy never sees it. This is what stops zigpy's own `Ota`
+  cluster from answering NO_IMAGE_AVAILABLE to a device's Query Next Image, and zigpy's ZDO from answering
+  an SE Match_Desc_req with "no match".
+* **The Smart Energy fix.** zigpy parses ZCL only for the HA and ZLL profiles and silently drops 0x0109 frames
+  (§1.2), so an SE device's interview times out and SE responses never resolve a request. The fix is applied
+  here, at the one ingress point, by presenting SE ZCL frames to zigpy as HA ones: the ZCL bytes are identical,
+  and unlike a `ZigbeeDevice` subclass created in `add_device` it also covers the shadow devices zigpy builds
+  for re-interviews and clones. Handlers registered above see the packet with its real profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import zigpy.exceptions
+import zigpy.types as t
+from zigpy.profiles import zha
+
+from emulator.profiles import SMART_ENERGY_PROFILE
+
+LOGGER = logging.getLogger(__name__)
+
+IngressHandler = Callable[[t.ZigbeePacket], bool]
+
+# Settings every emulator-hosted zigpy app needs: no database, no network fetches for OTA providers, no
+# background jobs that would send unexpected frames during a test or a conformance run.
+ZIGPY_BASE_CONFIG = {
+    "database_path": None,
+    "backup_enabled": False,
+    "topology_scan_enabled": False,
+    "watchdog_enabled": False,
+    "ota": {"providers": [], "extra_providers": [], "broadcast_enabled": False},
+}
+
+
+class HostMixin:
+    """Ingress hooks and the SE-profile fix for a zigpy `ControllerApplication` subclass."""
+
+    _ingress: list[IngressHandler]
+
+    def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]:
+        """Offer every received packet to `handler` before zigpy; returns a function that removes it."""
+        if not hasattr(self, "_ingress"):
+            self._ingress = []
+        self._ingress.append(handler)
+        return lambda: self._ingress.remove(handler)
+
+    def transmit(self, packet: t.ZigbeePacket) -> None:
+        """Send without waiting: the CHF answers from a synchronous ingress handler. A delivery failure is
+        logged, not raised — the OTA client owns retries (it re-requests what it did not get)."""
+        task = asyncio.get_running_loop().create_task(self.send_packet(packet))  # type: ignore[attr-defined]
+        task.add_done_callback(_log_delivery_failure)
+
+    def packet_received(self, packet: t.ZigbeePacket) -> None:
+        for handler in getattr(self, "_ingress", ()):
+            if handler(packet):
+                return
+        if packet.profile_id == SMART_ENERGY_PROFILE and packet.src_ep != 0 and packet.dst_ep != 0:
+            packet = packet.replace(profile_id=zha.PROFILE_ID)
+        super().packet_received(packet)  # type: ignore[misc]
+
+
+def _log_delivery_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, zigpy.exceptions.DeliveryError):
+        LOGGER.debug("delivery failed: %s", exc)
+    elif exc is not None:
+        LOGGER.error("sending a frame failed", exc_info=exc)

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> None:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     A reader (or a restarted device reading its state) sees either the old file or the new one, never a part.
+    `mode` applies to the new file (private keys pass 0o600; the temporary file starts private either way).
     """
     target = Path(path)
     payload = data.encode() if isinstance(data, str) else data
@@ -21,6 +22,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

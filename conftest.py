@@ -4,6 +4,8 @@ Tests marked `virtual_time` run on `emulator.clock.VirtualTimeLoop`: protocol ho
 WAIT_FOR_DATA, scheduled activation) pass in milliseconds and the test never depends on the machine's speed.
 """
 
+import asyncio
+
 import pytest
 
 from emulator.clock import VirtualTimeLoop
@@ -16,4 +18,4 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item):
     if item.get_closest_marker("virtual_time") is not None:
         return {"virtual": VirtualTimeLoop}
-    return None
+    return {"real": asyncio.new_event_loop}

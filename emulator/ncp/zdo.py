@@ -1,0 +1,144 @@
+"""The ZDO requests an EmberZNet coordinator answers by itself: bytes of a request in, bytes of a response out.
+
+The stack serves its own descriptors and addresses (Node, Active EP, Simple and Match descriptors; IEEE and NWK
+address), whether the request came over the air or from the host addressed to the coordinator's own NWK
+address — bellows' coordinator self-interview depends on the latter (ZIGPY_BELLOWS.md §3.4 step 6).
+Frames are built with zigpy's ZDO schemas (`zigpy.zdo.types.CLUSTERS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import zigpy.types as zt
+import zigpy.zdo.types as zdo_t
+
+BROADCASTS = frozenset({0xFFFF, 0xFFFD, 0xFFFC})
+WILDCARD_PROFILE = 0xFFFF
+
+SUPPORTED = frozenset(
+    {
+        zdo_t.ZDOCmd.Node_Desc_req,
+        zdo_t.ZDOCmd.Active_EP_req,
+        zdo_t.ZDOCmd.Simple_Desc_req,
+        zdo_t.ZDOCmd.Match_Desc_req,
+        zdo_t.ZDOCmd.IEEE_addr_req,
+        zdo_t.ZDOCmd.NWK_addr_req,
+    }
+)
+ENDPOINT_REQUESTS = frozenset({zdo_t.ZDOCmd.Active_EP_req, zdo_t.ZDOCmd.Simple_Desc_req, zdo_t.ZDOCmd.Match_Desc_req})
+
+# EmberZNet coordinator, 2.4 GHz: alternate PAN coordinator, FFD, mains, rx-on-when-idle, allocates addresses;
+# server mask = primary trust centre | network manager | stack compliance revision 22.
+COORDINATOR_MAC_CAPABILITY = 0x8F
+COORDINATOR_SERVER_MASK = 0x2C41
+MAX_BUFFER_SIZE = 82
+MAX_TRANSFER_SIZE = 128
+
+
+@dataclass
+class Coordinator:
+    """Everything the responder needs to know about the node it answers for."""
+
+    nwk: int
+    ieee: zt.EUI64
+    manufacturer_code: int
+    endpoints: dict[int, zdo_t.SimpleDescriptor] = field(default_factory=dict)
+
+    def node_descriptor(self) -> zdo_t.NodeDescriptor:
+        return zdo_t.NodeDescriptor(
+            logical_type=zdo_t.LogicalType.Coordinator,
+            complex_descriptor_available=0,
+            user_descriptor_available=0,
+            reserved=0,
+            aps_flags=0,
+            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+            mac_capability_flags=zdo_t.NodeDescriptor.MACCapabilityFlags(COORDINATOR_MAC_CAPABILITY),
+            manufacturer_code=self.manufacturer_code,
+            maximum_buffer_size=MAX_BUFFER_SIZE,
+            maximum_incoming_transfer_size=MAX_TRANSFER_SIZE,
+            server_mask=COORDINATOR_SERVER_MASK,
+            maximum_outgoing_transfer_size=MAX_TRANSFER_SIZE,
+            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability(0),
+        )
+
+
+def _frame(tsn: int, command: zdo_t.ZDOCmd, values: list) -> tuple[int, bytes]:
+    return int(command), bytes([tsn]) + zt.serialize(values, zdo_t.CLUSTERS[command][1])
+
+
+def _address_values(me: Coordinator, request_type: int) -> list:
+    """A single-device response stops after the NWK address; an extended one lists no associated devices
+    (the coordinator's children answer for themselves)."""
+    values = [zdo_t.Status.SUCCESS, me.ieee, me.nwk]
+    if request_type == zdo_t.AddrRequestType.Extended:
+        values += [0, 0, []]
+    return values
+
+
+def not_supported(cluster: int, payload: bytes) -> tuple[int, bytes]:
+    """The reply to a request the stack does not serve and no application takes."""
+    return (cluster | 0x8000), bytes([payload[0] if payload else 0, zdo_t.Status.NOT_SUPPORTED])
+
+
+def answer(cluster: int, payload: bytes, me: Coordinator, *, broadcast: bool = False) -> tuple[int, bytes] | None:
+    """The response cluster and frame for a request the coordinator serves, or None if it sends nothing.
+
+    Broadcast requests are answered only when the answer is about this node (Match_Desc with a match,
+    address requests that name it), as ZDO requires so a broadcast does not draw a reply from every node.
+    Raises ValueError for a request frame that does not parse.
+    """
+    try:
+        command = zdo_t.ZDOCmd(cluster)
+    except ValueError:
+        return None
+    if command not in SUPPORTED:
+        return None
+    if not payload:
+        raise ValueError(f"ZDO {command.name} without a transaction sequence number")
+    tsn = payload[0]
+    values, _ = zt.deserialize(payload[1:], zdo_t.CLUSTERS[command][1])
+    status = zdo_t.Status
+
+    if command == zdo_t.ZDOCmd.NWK_addr_req:
+        ieee = values[0]
+        if ieee != me.ieee:
+            return None
+        return _frame(tsn, zdo_t.ZDOCmd.NWK_addr_rsp, _address_values(me, values[1]))
+    if command == zdo_t.ZDOCmd.IEEE_addr_req:
+        nwk = values[0]
+        if nwk != me.nwk and nwk not in BROADCASTS:
+            return None
+        return _frame(tsn, zdo_t.ZDOCmd.IEEE_addr_rsp, _address_values(me, values[1]))
+
+    nwk = values[0]
+    if nwk != me.nwk and not (command == zdo_t.ZDOCmd.Match_Desc_req and nwk in BROADCASTS):
+        if broadcast:
+            return None
+        rsp = zdo_t.ZDOCmd(cluster | 0x8000)
+        return int(rsp), bytes([tsn, status.DEVICE_NOT_FOUND]) + zt.NWK(nwk).serialize()
+
+    if command == zdo_t.ZDOCmd.Node_Desc_req:
+        return _frame(tsn, zdo_t.ZDOCmd.Node_Desc_rsp, [status.SUCCESS, me.nwk, me.node_descriptor()])
+    if command == zdo_t.ZDOCmd.Active_EP_req:
+        return _frame(tsn, zdo_t.ZDOCmd.Active_EP_rsp, [status.SUCCESS, me.nwk, sorted(me.endpoints)])
+    if command == zdo_t.ZDOCmd.Simple_Desc_req:
+        endpoint = values[1]
+        if not 1 <= endpoint <= 240:
+            return int(zdo_t.ZDOCmd.Simple_Desc_rsp), bytes([tsn, status.INVALID_EP]) + zt.NWK(me.nwk).serialize()
+        descriptor = me.endpoints.get(endpoint)
+        if descriptor is None:
+            return int(zdo_t.ZDOCmd.Simple_Desc_rsp), bytes([tsn, status.NOT_ACTIVE]) + zt.NWK(me.nwk).serialize()
+        sized = zdo_t.SizePrefixedSimpleDescriptor(**descriptor.as_dict())
+        return _frame(tsn, zdo_t.ZDOCmd.Simple_Desc_rsp, [status.SUCCESS, me.nwk, sized])
+
+    _, profile, in_clusters, out_clusters = values
+    matches = sorted(
+        ep
+        for ep, desc in me.endpoints.items()
+        if (profile in (desc.profile, WILDCARD_PROFILE))
+        and (set(in_clusters) & set(desc.input_clusters) or set(out_clusters) & set(desc.output_clusters))
+    )
+    if broadcast and not matches:
+        return None
+    return _frame(tsn, zdo_t.ZDOCmd.Match_Desc_rsp, [status.SUCCESS, me.nwk, matches])

@@ -239,6 +239,10 @@ class DeviceProfile:
     max_resends: int = field(
         default=3, metadata=_spec(_int(8), "resends of one request before Upgrade End ABORT")
     )
+    download_retry: float = field(
+        default=300.0,
+        metadata=_spec(_number(1), "after a download failed on the link, query again this soon (s) and resume"),
+    )
     sleepy: bool = field(default=False, metadata=_spec(_bool, "rx off when idle: receives only when it polls"))
     poll_period: float = field(
         default=1.0, metadata=_spec(_number(0.05), "seconds between data polls while sleepy (fast poll)")

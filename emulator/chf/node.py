@@ -1,0 +1,108 @@
+"""A running CHF: a zigpy coordinator app (loopback on the virtual air, or bellows on an EZSP port) with the
+OTA server attached. The server does not know which radio it has; only starting the app differs."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import urllib.parse
+from typing import Any
+
+import serialx
+import zigpy.exceptions
+
+from emulator.chf.server import OtaServer
+from emulator.chf.store import ImageStore
+from emulator.clock import Clock
+from emulator.errors import InputError
+from emulator.profiles import ChfProfile
+from emulator.radio.air import Air
+from emulator.radio.ezsp import EzspApp, ezsp_config
+from emulator.radio.loopback import LoopbackApp, loopback_config
+
+# How long `ota-emu chf` gives a dongle (or a virtual NCP) to answer before saying so.
+EZSP_CONNECT_TIMEOUT = 10.0
+
+
+class RadioError(InputError):
+    """The coordinator port is missing, busy, or nothing on it speaks EZSP."""
+
+
+def _network(profile: ChfProfile) -> dict[str, Any]:
+    return {
+        "channel": profile.channel,
+        "pan_id": profile.pan_id,
+        "extended_pan_id": profile.extended_pan_id,
+        "network_key": bytes.fromhex(profile.network_key.replace(":", "")),
+    }
+
+
+class ChfNode:
+    def __init__(self, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
+        self.profile = profile
+        self.store = store
+        self.clock = clock
+        self.app: LoopbackApp | EzspApp
+        self.server: OtaServer
+
+    async def start_loopback(self, air: Air) -> None:
+        config = loopback_config(ieee=self.profile.ieee, **_network(self.profile))
+        self.app = await LoopbackApp.start_on(air, config, self.profile.ieee)
+        self._attach()
+
+    async def start_ezsp(self, path: str, *, baudrate: int = 115200, flow_control: str = "software") -> None:
+        """Connect bellows to `path` (a serial device, tcp://HOST:PORT or socket://HOST:PORT), form the network
+        the profile describes if the stick has none, or resume the one it has."""
+        _check_port(path)
+        app = EzspApp(
+            ezsp_config(path=path, baudrate=baudrate, flow_control=flow_control, **_network(self.profile))
+        )
+        try:
+            async with asyncio.timeout(EZSP_CONNECT_TIMEOUT):
+                await app.startup(auto_form=True)
+        except TimeoutError:
+            await _quietly_shutdown(app)
+            raise RadioError(
+                f"{path}: no EZSP answer within {EZSP_CONNECT_TIMEOUT:g} s (tried ASH reset and EZSP version "
+                f"at {baudrate} baud, flow control {flow_control}; is it a Silicon Labs NCP?)"
+            ) from None
+        except (OSError, serialx.SerialException, zigpy.exceptions.ControllerException) as exc:
+            await _quietly_shutdown(app)
+            raise RadioError(f"{path}: cannot open the EZSP port ({_reason(exc)})") from None
+        self.app = app
+        self._attach()
+
+    def _attach(self) -> None:
+        self.server = OtaServer(self.app, self.profile, self.store, self.clock)
+        self.server.start()
+
+    async def stop(self) -> None:
+        self.server.stop()
+        await self.app.shutdown()
+
+
+def _check_port(path: str) -> None:
+    """Fail fast and clearly on a device path that cannot be a serial port (URLs are left to serialx)."""
+    if urllib.parse.urlparse(path).scheme:
+        return
+    if not os.path.exists(path):
+        raise RadioError(f"{path}: no such serial port (expected a dongle path such as /dev/ttyUSB0 or tcp://HOST:PORT)")
+    if os.path.isdir(path):
+        raise RadioError(f"{path}: is a directory (expected a serial port)")
+
+
+async def _quietly_shutdown(app: EzspApp) -> None:
+    try:
+        await app.shutdown()
+    except Exception:  # cleaning up after a failure that is already being reported
+        return
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
+        return "port is busy: another program has it open"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text

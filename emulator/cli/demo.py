@@ -1,0 +1,73 @@
+"""`ota-emu demo`: the whole product on built-in defaults, in a few seconds."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from emulator import keys
+from emulator.chf.store import HeldImage
+from emulator.cli.run import run_han
+from emulator.files import write_atomic
+from emulator.han import Han, HanOptions
+from emulator.ota.image import build_gb
+from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
+from emulator.profiles import bundled, load_chf, load_device
+
+PAYLOAD_SIZE = 32 * 1024
+NEW_VERSION = 0x00000002
+
+
+def demo_payload(size: int = PAYLOAD_SIZE, seed: int = 0x0DB) -> bytes:
+    """A reproducible stand-in for a Manufacturer Image (the same bytes on every machine)."""
+    return random.Random(seed).randbytes(size)
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo key and images here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def command(out: Path | None, as_json: bool) -> int:
+    """Build and sign GB Upgrade Images with a fresh demo key, then upgrade one emulated PPMID (distribution and
+    activation in one step) and one HCALCS (held, then activated by a hash-checked Activate Firmware command)
+    from the in-process CHF, on virtual time."""
+    console = Console(stderr=True, quiet=as_json)
+    with tempfile.TemporaryDirectory(prefix="ota-emu-demo-") as scratch:
+        folder = out or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        key = keys.generate_private_key()
+        write_atomic(folder / "demo-signer.key.pem", keys.private_key_pem(key), mode=0o600)
+        signer = folder / "demo-signer.pub.pem"
+        write_atomic(signer, keys.public_key_pem(key.public_key()))
+        console.print(f"[bold]1.[/] Generated a P-256 demo signing key ({signer.name})")
+
+        ppmid = load_device(bundled("ppmid")).replace(signers=(str(signer),), require_signature=True)
+        hcalcs = load_device(bundled("hcalcs")).replace(signers=(str(signer),), require_signature=True)
+        images = []
+        for profile in (ppmid, hcalcs):
+            image = build_gb(
+                profile.manufacturer_code,
+                profile.image_type,
+                NEW_VERSION,
+                payload=demo_payload(seed=profile.image_type),
+                header_string=f"ota-emu demo {profile.kind.upper()} image",
+                hw_min=0x1111,
+                hw_max=0x1211,
+            )
+            image = sign_image(image, key)
+            path = folder / f"{profile.kind}-0x{NEW_VERSION:08X}.ota"
+            write_atomic(path, image.serialize())
+            check = verify_image(image, [key.public_key()])
+            images.append(HeldImage(image, image.serialize(), frozenset({profile.ieee}), source=str(path)))
+            console.print(
+                f"[bold]2.[/] Built {path.name}: GB Upgrade Image, {len(image.serialize())} bytes, "
+                f"mfr 0x{profile.manufacturer_code:04X} type 0x{profile.image_type:04X}, HW 0x1111..0x1211, "
+                f"signature {'verifies' if check.ok else 'FAILS'}; Manufacturer Image Hash "
+                f"{manufacturer_image_hash(image).hex()[:16]}…"
+            )
+        console.print("[bold]3.[/] Upgrading a PPMID and an HCALCS from the in-process CHF (virtual time)…")
+        han = Han(load_chf(bundled("chf")), [ppmid, hcalcs], images, HanOptions(activate_hcalcs=True))
+        return run_han(han, limit=7 * 86400.0, virtual=True, as_json=as_json)

@@ -1,0 +1,105 @@
+"""`ota-emu run`: emulated PPMIDs/HCALCSs upgrading from the in-process CHF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emulator import clock
+from emulator.chf.store import load_images
+from emulator.cli.display import RunProgress, print_outcome
+from emulator.errors import InputError
+from emulator.han import Han, HanOptions, expand
+from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio.air import LinkModel
+
+DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
+DEFAULT_LIMIT_REAL = 600.0
+
+probability = click.FloatRange(0.0, 1.0)
+
+
+@click.command("run")
+@click.option("--chf", "chf_path", type=click.Path(path_type=Path), help="CHF profile (default: the bundled chf.toml).")
+@click.option(
+    "--device",
+    "device_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Device profile; repeat for more (default: the bundled ppmid.toml and hcalcs.toml).",
+)
+@click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True, help="Devices per profile.")
+@click.option(
+    "--image",
+    "image_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Upgrade file to serve, held for every device of the run (repeatable).",
+)
+@click.option("--virtual-time/--real-time", default=True, show_default=True, help="Protocol time runs virtual (fast).")
+@click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
+@click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
+@click.option("--latency", type=click.FloatRange(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
+@click.option("--until", "limit", type=click.FloatRange(1.0), help="Stop after this much protocol time (s).")
+@click.option("--activate", is_flag=True, help="Send Activate Firmware to each HCALCS once it holds its image.")
+@click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress bars).")
+def command(
+    chf_path: Path | None,
+    device_paths: tuple[Path, ...],
+    count: int,
+    image_paths: tuple[Path, ...],
+    virtual_time: bool,
+    loss: float,
+    duplicate: float,
+    latency: float,
+    seed: int,
+    state_dir: Path | None,
+    limit: float | None,
+    activate: bool,
+    activate_after: float | None,
+    as_json: bool,
+) -> int:
+    """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
+    end with a table of outcomes (protocol time and wall time). Exit 0 when every device ended upgraded,
+    held (an HCALCS waiting for Activate Firmware) or had no image meant for it; 1 otherwise."""
+    chf = load_chf(chf_path or bundled("chf"))
+    profiles = [load_device(p) for p in device_paths] or [load_device(bundled(n)) for n in ("ppmid", "hcalcs")]
+    try:
+        devices = expand(profiles, count)
+    except ValueError as exc:
+        raise InputError(f"--device: {exc}") from None
+    images = load_images(image_paths, device_ids=[d.ieee for d in devices])
+    if not images and not chf.images and chf.image_dir is None:
+        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    options = HanOptions(
+        seed=seed,
+        link=LinkModel(latency=latency, loss=loss, duplicate=duplicate),
+        state_dir=state_dir,
+        activate_hcalcs=activate,
+        activate_after=activate_after,
+    )
+    limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
+    return run_han(Han(chf, devices, images, options), limit=limit, virtual=virtual_time, as_json=as_json)
+
+
+def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool) -> int:
+    """Start `han`, wait until it settles (or `limit` protocol seconds), print outcomes; the exit code."""
+
+    async def main() -> tuple[bool, float, float]:
+        await han.start()
+        with RunProgress(han.summaries, enabled=not as_json) as progress:
+            han.add_listener(progress)
+            settled = await han.settle(limit)
+        protocol, wall = han.clock.now(), han.clock.wall_elapsed()
+        await han.stop()
+        return settled, protocol, wall
+
+    settled, protocol, wall = clock.run(main, virtual=virtual)
+    summaries = list(han.summaries.values())
+    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json, extra={"settled": settled})
+    ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)
+    return 0 if ok else 1

@@ -1,0 +1,228 @@
+"""An in-process GB HAN: the virtual air, the CHF (zigpy loopback app + OTA server) and emulated devices.
+
+This is what `ota-emu run` and `ota-emu demo` drive and what end-to-end tests and the benchmark build on. It
+also keeps the one summary a user wants at the end: for each device, where it started, where it ended and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import zigpy.types as t
+
+from emulator.chf import events as server_events
+from emulator.chf.node import ChfNode
+from emulator.chf.server import OtaServer
+from emulator.chf.store import HeldImage, ImageStore
+from emulator.clock import Clock
+from emulator.device import events as device_events
+from emulator.device.device import EmulatedDevice
+from emulator.gb.codes import ActivationResponse, TransferResponse
+from emulator.ota.signing import manufacturer_image_hash
+from emulator.profiles import ChfProfile, DeviceProfile
+from emulator.radio.air import Air, LinkModel
+from emulator.radio.loopback import LoopbackApp
+
+FIRST_DEVICE_NWK = 0x1001
+
+Event = server_events.ServerEvent | device_events.DeviceEvent
+
+
+@dataclass
+class DeviceSummary:
+    """Where one device stands: `result` is pending, upgraded, held (HCALCS waiting for Activate Firmware),
+    failed or no-image (the CHF holds nothing for it)."""
+
+    ieee: t.EUI64
+    kind: str
+    nwk: int
+    start_version: int
+    version: int
+    result: str = "pending"
+    reason: str = ""
+    offset: int = 0
+    size: int = 0
+    finished_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["ieee"] = str(self.ieee)
+        return data
+
+
+@dataclass(frozen=True)
+class HanOptions:
+    seed: int = 0
+    link: LinkModel = field(default_factory=LinkModel)
+    state_dir: Path | None = None
+    start_utc: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+    activate_hcalcs: bool = False
+    activate_after: float | None = None
+
+
+def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
+    """`count` devices per profile; copies get consecutive EUI-64s (the last bytes count up)."""
+    devices = []
+    for profile in profiles:
+        base = int.from_bytes(bytes(profile.ieee), "little")
+        for index in range(count):
+            ieee = t.EUI64(((base + index) & (1 << 64) - 1).to_bytes(8, "little"))
+            devices.append(profile if index == 0 else profile.replace(ieee=ieee, nwk=None))
+    seen: set[t.EUI64] = set()
+    for profile in devices:
+        if profile.ieee in seen:
+            raise ValueError(f"two devices share the EUI-64 {profile.ieee}; give each profile its own ieee")
+        seen.add(profile.ieee)
+    return devices
+
+
+class Han:
+    """Build with profiles, `await start()`, `await settle()`, then read `summaries` and `events`."""
+
+    def __init__(
+        self,
+        chf: ChfProfile,
+        devices: list[DeviceProfile],
+        images: Iterable[HeldImage] = (),
+        options: HanOptions | None = None,
+    ) -> None:
+        self.chf_profile = chf
+        self.device_profiles = devices
+        self.options = options or HanOptions()
+        self.store = ImageStore.from_profile(chf, images)
+        self.events: list[Event] = []
+        self.summaries: dict[t.EUI64, DeviceSummary] = {}
+        self.devices: dict[t.EUI64, EmulatedDevice] = {}
+        self._listeners: list[Callable[[Event], None]] = []
+        self._settled = asyncio.Event()
+        self.air: Air
+        self.clock: Clock
+        self.app: LoopbackApp
+        self.server: OtaServer
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        options = self.options
+        self.clock = Clock(options.start_utc)
+        self.air = Air(seed=options.seed, link=options.link)
+        self.chf = ChfNode(self.chf_profile, self.store, self.clock)
+        await self.chf.start_loopback(self.air)
+        self.app, self.server = self.chf.app, self.chf.server
+        self.server.add_listener(self._on_event)
+        if options.state_dir is not None:
+            options.state_dir.mkdir(parents=True, exist_ok=True)
+        for index, profile in enumerate(self.device_profiles):
+            nwk = profile.nwk if profile.nwk is not None else FIRST_DEVICE_NWK + index
+            device = EmulatedDevice(
+                profile, self.air, self.clock, nwk=nwk, state_dir=options.state_dir, seed=options.seed * 7919 + index
+            )
+            device.add_listener(self._on_event)
+            self.devices[profile.ieee] = device
+            self.summaries[profile.ieee] = DeviceSummary(
+                profile.ieee, profile.kind, nwk, device.running_version, device.running_version
+            )
+        for device in self.devices.values():
+            await device.start()
+
+    async def stop(self) -> None:
+        for device in self.devices.values():
+            await device.stop()
+        await self.chf.stop()
+
+    async def settle(self, limit: float) -> bool:
+        """Run until every device has a final result or `limit` protocol seconds pass; True when all settled."""
+        self._check_settled()
+        try:
+            await asyncio.wait_for(self._settled.wait(), limit)
+        except TimeoutError:
+            return False
+        return True
+
+    async def activate(
+        self, ieee: t.EUI64, image_hash: bytes | None = None, at: datetime | None = None
+    ) -> device_events.ActivationReply:
+        """Send the HCALCS Activate Firmware command (CS06); by default with the hash of the image it holds."""
+        device = self.devices[ieee]
+        if image_hash is None:
+            image_hash = self.hash_for(device)
+        return await device.activate_firmware(image_hash, at)
+
+    def hash_for(self, device: EmulatedDevice) -> bytes:
+        """The Manufacturer Image Hash a supplier would send: that of the image the CHF holds for the device."""
+        profile = device.profile
+        held = [
+            h
+            for h in self.store
+            if h.manufacturer_id == profile.manufacturer_code
+            and h.image_type == profile.image_type
+            and h.targets(profile.ieee)
+        ]
+        if not held:
+            return bytes(32)
+        return manufacturer_image_hash(max(held, key=lambda h: h.file_version).image)
+
+    # -- bookkeeping --------------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        self.events.append(event)
+        summary = self.summaries.get(event.ieee) if event.ieee is not None else None
+        if summary is not None:
+            self._update(summary, event)
+        for listener in self._listeners:
+            listener(event)
+
+    def _finish(self, summary: DeviceSummary, result: str, reason: str) -> None:
+        summary.result = result
+        summary.reason = reason
+        summary.finished_at = self.clock.now()
+        self._check_settled()
+
+    def _update(self, summary: DeviceSummary, event: Event) -> None:
+        de, se = device_events, server_events
+        if isinstance(event, de.DownloadStarted):
+            summary.size, summary.offset = event.size, event.offset
+            if summary.result != "pending":
+                summary.result, summary.finished_at = "pending", None
+        elif isinstance(event, de.Progress):
+            summary.offset, summary.size = event.offset, event.size
+        elif isinstance(event, de.Activated):
+            summary.version = event.new_version if event.success else summary.version
+            self._finish(
+                summary, "upgraded" if event.success else "failed", "" if event.success else "activation failed"
+            )
+        elif isinstance(event, de.ActivationOutcome):
+            summary.version = event.version
+            ok = event.response_code == ActivationResponse.SUCCESS
+            self._finish(summary, "upgraded" if ok else "failed", "" if ok else event.response_code.name.lower())
+        elif isinstance(event, de.WaitingToUpgrade):
+            if self.options.activate_hcalcs and summary.kind == "hcalcs":
+                self._schedule_activation(summary.ieee)
+            else:
+                self._finish(summary, "held", "waiting for Activate Firmware")
+        elif isinstance(event, de.ImageVerified) and not event.ok:
+            self._finish(summary, "failed", f"invalid image: {event.reason}")
+        elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.result == "pending":
+            if summary.size == 0:
+                self._finish(summary, "no-image", f"query answered 0x{event.status:02X}")
+        elif isinstance(event, se.TransferOutcome) and event.response != TransferResponse.SUCCESS:
+            self._finish(summary, "failed", event.reason)
+
+    def _schedule_activation(self, ieee: t.EUI64) -> None:
+        after = self.options.activate_after
+        at = None if after is None else self.clock.utc() + timedelta(seconds=after)
+        task = asyncio.get_running_loop().create_task(self.activate(ieee, at=at))
+        task.add_done_callback(lambda done: done.exception())
+
+    def _check_settled(self) -> None:
+        if self.summaries and all(s.result != "pending" for s in self.summaries.values()):
+            self._settled.set()
+        else:
+            self._settled.clear()

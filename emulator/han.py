@@ -24,6 +24,8 @@ from emulator.clock import Clock
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, TransferResponse
+from emulator.ncp.faults import Faults
+from emulator.ncp.server import VirtualNcp
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ChfProfile, DeviceProfile
 from emulator.radio.air import Air, LinkModel
@@ -64,6 +66,9 @@ class HanOptions:
     start_utc: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     activate_hcalcs: bool = False
     activate_after: float | None = None
+    radio: str = "loopback"
+    ezsp_version: int = 13
+    ncp_faults: Faults | None = None
 
 
 def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
@@ -101,6 +106,7 @@ class Han:
         self.devices: dict[t.EUI64, EmulatedDevice] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._settled = asyncio.Event()
+        self.ncp: VirtualNcp | None = None
         self.air: Air
         self.clock: Clock
         self.app: LoopbackApp
@@ -114,7 +120,16 @@ class Han:
         self.clock = Clock(options.start_utc)
         self.air = Air(seed=options.seed, link=options.link)
         self.chf = ChfNode(self.chf_profile, self.store, self.clock)
-        await self.chf.start_loopback(self.air)
+        if options.radio == "ezsp":
+            # bellows over tcp:// to a virtual NCP whose air carries the devices: the real EZSP code path.
+            self.ncp = VirtualNcp(
+                self.air, ezsp_version=options.ezsp_version, faults=options.ncp_faults, seed=options.seed
+            )
+            await self.ncp.start()
+            await self.chf.start_ezsp(self.ncp.url)
+            await self.ncp.wait_for_network()
+        else:
+            await self.chf.start_loopback(self.air)
         self.app, self.server = self.chf.app, self.chf.server
         self.server.add_listener(self._on_event)
         if options.state_dir is not None:
@@ -136,6 +151,8 @@ class Han:
         for device in self.devices.values():
             await device.stop()
         await self.chf.stop()
+        if self.ncp is not None:
+            await self.ncp.stop()
 
     async def settle(self, limit: float) -> bool:
         """Run until every device has a final result or `limit` protocol seconds pass; True when all settled."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import serialx
 import zigpy.exceptions
+import zigpy.zdo.types as zdo_t
 
 from emulator.chf.server import OtaServer
 from emulator.chf.store import ImageStore
@@ -38,6 +39,23 @@ def _network(profile: ChfProfile) -> dict[str, Any]:
     }
 
 
+# What a CHF offers on its Smart Energy endpoint: Basic, Time, the OTA server and Key Establishment.
+CHF_DEVICE_TYPE = 0x0500  # SE Energy Service Interface
+CHF_INPUT_CLUSTERS = (0x0000, 0x000A, 0x0019, 0x0800)
+CHF_OUTPUT_CLUSTERS = (0x0800,)
+
+
+def chf_endpoint_descriptor(profile: ChfProfile) -> zdo_t.SimpleDescriptor:
+    return zdo_t.SimpleDescriptor(
+        endpoint=profile.endpoint,
+        profile=profile.profile_id,
+        device_type=CHF_DEVICE_TYPE,
+        device_version=0,
+        input_clusters=list(CHF_INPUT_CLUSTERS),
+        output_clusters=list(CHF_OUTPUT_CLUSTERS),
+    )
+
+
 class ChfNode:
     def __init__(self, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
         self.profile = profile
@@ -58,6 +76,7 @@ class ChfNode:
         app = EzspApp(
             ezsp_config(path=path, baudrate=baudrate, flow_control=flow_control, **_network(self.profile))
         )
+        app.chf_endpoint = chf_endpoint_descriptor(self.profile)
         try:
             async with asyncio.timeout(EZSP_CONNECT_TIMEOUT):
                 await app.startup(auto_form=True)

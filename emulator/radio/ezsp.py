@@ -19,6 +19,15 @@ FLOW_CONTROL = ("hardware", "software", "none")
 class EzspApp(HostMixin, bellows.zigbee.application.ControllerApplication):
     """bellows' EZSP coordinator with the CHF ingress hook and the SE-profile fix."""
 
+    async def _reset(self) -> None:
+        """bellows registers endpoints once, at connect; forming a network resets the NCP, and an NCP forgets
+        its endpoints on reset (UG100 addEndpoint). Without this the freshly formed CHF answers Match_Desc for
+        its OTA server with no endpoint until the next restart. Endpoints can be added while the network is down,
+        which it is right after a reset."""
+        await super()._reset()
+        self._created_device_endpoints.clear()
+        await self.register_endpoints()
+
 
 def ezsp_config(
     *,

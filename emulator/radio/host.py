@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import zigpy.exceptions
 import zigpy.types as t
+import zigpy.zdo.types as zdo_t
 from zigpy.profiles import zha
 
 from emulator.profiles import SMART_ENERGY_PROFILE
@@ -29,6 +30,9 @@ from emulator.profiles import SMART_ENERGY_PROFILE
 LOGGER = logging.getLogger(__name__)
 
 IngressHandler = Callable[[t.ZigbeePacket], bool]
+
+# Endpoints zigpy registers on every coordinator (HA 1, ZLL 2, Green Power 242).
+ZIGPY_ENDPOINTS = frozenset({1, 2, 242})
 
 # Settings every emulator-hosted zigpy app needs: no database, no network fetches for OTA providers, no
 # background jobs that would send unexpected frames during a test or a conformance run.
@@ -45,6 +49,22 @@ class HostMixin:
     """Ingress hooks and the SE-profile fix for a zigpy `ControllerApplication` subclass."""
 
     _ingress: list[IngressHandler]
+    # The CHF's own endpoint. On a real stick the NCP answers Match_Desc_req itself from the endpoints the host
+    # registered, so the CHF's Smart Energy endpoint (with the OTA server cluster) must be registered there: it
+    # takes the place of the zigpy endpoint of the same number, or is added beside them.
+    chf_endpoint: zdo_t.SimpleDescriptor | None = None
+
+    async def add_endpoint(self, descriptor: zdo_t.SimpleDescriptor) -> None:
+        chf = self.chf_endpoint
+        if chf is not None and descriptor.endpoint == chf.endpoint:
+            descriptor = chf
+        await super().add_endpoint(descriptor)  # type: ignore[misc]
+
+    async def register_endpoints(self) -> None:
+        await super().register_endpoints()  # type: ignore[misc]
+        chf = self.chf_endpoint
+        if chf is not None and chf.endpoint not in ZIGPY_ENDPOINTS:
+            await self.add_endpoint(chf)
 
     def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]:
         """Offer every received packet to `handler` before zigpy; returns a function that removes it."""

@@ -1,0 +1,397 @@
+"""Captures of the virtual HAN: a real in-process upgrade written as 802.15.4 + NWK (+ CCM*) + APS frames, read
+back by tshark (with and without the network key) and rebuilt into the served image by zigpy-cli."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import zigpy.types as t
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from scapy.config import conf as scapy_conf
+from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS
+from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
+from scapy.utils import rdpcap
+
+from emulator import clock
+from emulator.chf.store import HeldImage
+from emulator.errors import InputError
+from emulator.han import Han, HanOptions
+from emulator.ota import frames
+from emulator.ota.image import build_gb
+from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio.capture import CaptureError, FrameEncoder, PcapWriter, parse_network_key
+
+START = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
+# Not one of the keys zigpy-cli tries by itself, so only --add-network-key can open this capture.
+OTHER_KEY = bytes.fromhex("8f3a55c2d1e07b96a4f10c3e5d7b2a19")
+OTA = 0x0019
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt: tshark)")
+
+
+@dataclass
+class Upgrade:
+    encrypted: Path
+    plain: Path
+    other_key: Path
+    key: bytes
+    image: bytes
+    tapped: list[tuple[t.ZigbeePacket, float]]
+    written: int
+    origin: float
+    ieees: dict[int, t.EUI64]
+
+
+def _run_upgrade(directory: Path) -> Upgrade:
+    ppmid = load_device(bundled("ppmid"))
+    chf = load_chf(bundled("chf"))
+    payload = random.Random(3).randbytes(2000)
+    image = build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))
+    key = parse_network_key(chf.network_key)
+    paths = {name: directory / f"{name}.pcap" for name in ("encrypted", "plain", "other")}
+    tapped: list[tuple[t.ZigbeePacket, float]] = []
+
+    async def main() -> tuple[int, float]:
+        han = Han(chf, [ppmid], [held], HanOptions(start_utc=START))
+        await han.start()
+        origin = han.clock.loop_time_at(START)
+        writers = [
+            PcapWriter(paths["encrypted"], network_key=key, pan_id=chf.pan_id, clock=han.clock),
+            PcapWriter(paths["plain"], network_key=None, pan_id=chf.pan_id, clock=han.clock),
+            PcapWriter(paths["other"], network_key=OTHER_KEY, pan_id=chf.pan_id, clock=han.clock),
+        ]
+        for writer in writers:
+            writer.attach(han.air)
+        han.air.add_tap(lambda packet, at: tapped.append((packet, at)))
+        assert await han.settle(86400)
+        await han.stop()
+        for writer in writers:
+            writer.close()
+        assert han.devices[ppmid.ieee].state.running_image == held.data
+        assert {w.frames for w in writers} == {len(tapped)}
+        return writers[0].frames, origin
+
+    written, origin = clock.run(main, virtual=True)
+    ieees = {0x0000: chf.ieee, 0x1001: ppmid.ieee}
+    return Upgrade(paths["encrypted"], paths["plain"], paths["other"], key, held.data, tapped, written, origin, ieees)
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> Upgrade:
+    return _run_upgrade(tmp_path_factory.mktemp("capture"))
+
+
+def tshark(pcap: Path, *args: str, key: bytes | None = None) -> list[list[str]]:
+    command = ["tshark", "-r", str(pcap)]
+    if key is not None:
+        command += ["-o", f'uat:zigbee_pc_keys:"{key.hex(":")}","Normal","net"']
+    done = subprocess.run([*command, *args], capture_output=True, text=True, check=True, timeout=60)
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def served_blocks(upgrade: Upgrade) -> list[int]:
+    """File offsets of the successful Image Block Responses the CHF put on the air, decoded from the tap."""
+    offsets = []
+    for packet, _ in upgrade.tapped:
+        if packet.cluster_id != OTA or packet.src.address != 0x0000:
+            continue
+        frame = frames.decode(packet.data.serialize())
+        if frame.name == "image_block_response" and frame.command.status == frames.Status.SUCCESS:
+            offsets.append(frame.command.file_offset)
+    return offsets
+
+
+OTA_COMMANDS = "zbee_zcl_general.ota.cmd.srv_rx.id || zbee_zcl_general.ota.cmd.srv_tx.id"
+OTA_FIELDS = (
+    "-Y", OTA_COMMANDS, "-T", "fields",
+    "-e", "zbee_zcl_general.ota.cmd.srv_rx.id", "-e", "zbee_zcl_general.ota.cmd.srv_tx.id",
+    "-e", "zbee_zcl_general.ota.file.offset",
+)  # fmt: skip
+
+
+def ota_commands(upgrade: Upgrade) -> list[tuple[str, str]]:
+    """(client-to-server id, server-to-client id) of every OTA cluster command on the air, from the tap."""
+    commands = []
+    for packet, _ in upgrade.tapped:
+        data = packet.data.serialize()
+        if packet.cluster_id == OTA and data[0] & 0x03 == 0x01:
+            command_id = f"0x{data[2]:02x}"
+            commands.append(("", command_id) if data[0] & 0x08 else (command_id, ""))
+    return commands
+
+
+def block_offsets(rows: list[list[str]]) -> list[int]:
+    return [int(offset) for _, to_client, offset in rows if to_client == "0x05"]
+
+
+@needs_tshark
+def test_encrypted_capture_decodes_every_ota_frame_with_the_network_key(upgrade: Upgrade) -> None:
+    assert tshark(upgrade.encrypted, "-Y", "_ws.malformed || _ws.expert.severity >= warning", key=upgrade.key) == []
+    rows = tshark(upgrade.encrypted, "-T", "fields", "-e", "wpan.fcs_ok", "-e", "zbee_nwk.security", key=upgrade.key)
+    assert len(rows) == upgrade.written == len(upgrade.tapped)
+    assert {tuple(r) for r in rows} == {("1", "1")}
+
+    ota_rows = tshark(upgrade.encrypted, *OTA_FIELDS, key=upgrade.key)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
+    blocks = served_blocks(upgrade)
+    assert len(blocks) > 30
+    assert block_offsets(ota_rows) == blocks
+    # Every frame the capture holds is a ZCL or ZDP frame tshark could open.
+    zcl_or_zdp = tshark(
+        upgrade.encrypted, "-Y", "zbee_zcl || zbee_zdp", "-T", "fields", "-e", "frame.number", key=upgrade.key
+    )
+    assert len(zcl_or_zdp) == upgrade.written
+
+
+@needs_tshark
+def test_encrypted_capture_stays_closed_without_the_key(upgrade: Upgrade) -> None:
+    assert tshark(upgrade.encrypted, "-Y", "zbee_zcl || zbee_zdp") == []
+    assert len(tshark(upgrade.encrypted, "-Y", "zbee_nwk.security == 1")) == upgrade.written
+    assert tshark(upgrade.encrypted, "-Y", "zbee_zcl", key=OTHER_KEY) == []
+
+
+@needs_tshark
+def test_unencrypted_capture_decodes(upgrade: Upgrade) -> None:
+    assert tshark(upgrade.plain, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
+    assert tshark(upgrade.plain, "-Y", "zbee_nwk.security == 1") == []
+    ota_rows = tshark(upgrade.plain, *OTA_FIELDS)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
+    assert block_offsets(ota_rows) == served_blocks(upgrade)
+
+
+@needs_tshark
+def test_timestamps_are_protocol_time_on_the_runs_utc(upgrade: Upgrade) -> None:
+    rows = tshark(upgrade.plain, "-T", "fields", "-e", "frame.time_epoch")
+    expected = [START.timestamp() + (at - upgrade.origin) for _, at in upgrade.tapped]
+    assert len(rows) == len(expected)
+    for (stamp,), want in zip(rows, expected, strict=True):
+        assert abs(float(stamp) - want) < 2e-6
+
+
+@needs_tshark
+def test_addresses_and_counters_on_the_air(upgrade: Upgrade) -> None:
+    rows = tshark(
+        upgrade.plain,
+        "-T", "fields",
+        "-e", "wpan.dst16", "-e", "wpan.src16", "-e", "wpan.dst_pan", "-e", "wpan.seq_no",
+        "-e", "zbee_nwk.dst", "-e", "zbee_nwk.src", "-e", "zbee_nwk.seqno",
+        "-e", "zbee_aps.cluster", "-e", "zbee_aps.zdp_cluster", "-e", "zbee_aps.profile",
+        "-e", "zbee_aps.dst", "-e", "zbee_aps.src",
+    )  # fmt: skip
+    seen: dict[str, int] = {}
+    for row, (packet, _) in zip(rows, upgrade.tapped, strict=True):
+        mac_dst, mac_src, pan, mac_seq, nwk_dst, nwk_src, nwk_seq, cluster, zdp_cluster, profile, dst_ep, src_ep = row
+        assert int(pan, 16) == 0x1A62
+        assert int(nwk_src, 16) == packet.src.address == int(mac_src, 16)
+        broadcast = packet.dst.addr_mode == t.AddrMode.Broadcast
+        assert int(mac_dst, 16) == (0xFFFF if broadcast else int(packet.dst.address))
+        assert int(nwk_dst, 16) == int(packet.dst.address)
+        assert (int(cluster or zdp_cluster, 16), int(profile, 16)) == (packet.cluster_id, packet.profile_id)
+        assert (int(dst_ep), int(src_ep)) == (packet.dst_ep, packet.src_ep)
+        # Each sender counts its own MAC and NWK sequence numbers up from 0.
+        count = seen.get(nwk_src, 0)
+        assert int(mac_seq) == int(nwk_seq) == count % 256
+        seen[nwk_src] = count + 1
+
+
+@needs_tshark
+def test_zigpy_rebuilds_the_served_image_byte_identical(upgrade: Upgrade, tmp_path: Path) -> None:
+    def reconstruct(output: Path, *keys: str) -> list[Path]:
+        output.mkdir()
+        cli = "import sys; from zigpy_cli.__main__ import cli; sys.exit(cli())"
+        command = [sys.executable, "-c", cli, "ota", "reconstruct-from-pcaps", "--output-root", str(output)]
+        for key in keys:
+            command += ["--add-network-key", key]
+        subprocess.run([*command, str(upgrade.other_key)], capture_output=True, check=True, timeout=60)
+        return sorted(output.glob("*.ota"))
+
+    [rebuilt] = reconstruct(tmp_path / "with-key", OTHER_KEY.hex(":"))
+    assert "_partial" not in rebuilt.name and "_unk_size" not in rebuilt.name
+    assert rebuilt.read_bytes() == upgrade.image
+    assert reconstruct(tmp_path / "without-key") == []
+
+
+def test_scapy_dissects_the_same_layers(upgrade: Upgrade, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second, independent reading of every frame: scapy's 802.15.4 and Zigbee dissectors."""
+    monkeypatch.setattr(scapy_conf, "dot15d4_protocol", "zigbee")
+    plain, secured = rdpcap(str(upgrade.plain)), rdpcap(str(upgrade.encrypted))
+    assert len(plain) == len(secured) == len(upgrade.tapped)
+    frame_counters: dict[int, int] = {}
+    for plain_record, secured_record, (packet, _) in zip(plain, secured, upgrade.tapped, strict=True):
+        mac = Dot15d4FCS(bytes(plain_record))
+        src = packet.src.address
+        assert (mac.fcf_frametype, mac.fcf_panidcompress, mac[Dot15d4Data].src_addr) == (1, 1, src)
+        nwk = mac[ZigbeeNWK]
+        assert (nwk.frametype, nwk.proto_version, nwk.source, nwk.flags.security) == (0, 2, src, False)
+        aps = mac[ZigbeeAppDataPayload]
+        assert (aps.cluster, aps.profile, aps.dst_endpoint, aps.src_endpoint) == (
+            packet.cluster_id,
+            packet.profile_id,
+            packet.dst_ep,
+            packet.src_ep,
+        )
+        assert bytes(plain_record)[-2 - len(packet.data.serialize()) : -2] == packet.data.serialize()
+
+        security = Dot15d4FCS(bytes(secured_record))[ZigbeeSecurityHeader]
+        assert (security.key_type, security.extended_nonce, security.nwk_seclevel) == (1, 1, 0)
+        assert security.source == int.from_bytes(bytes(upgrade.ieees[src]), "little")
+        assert security.fc == frame_counters.get(src, 0)
+        frame_counters[src] = security.fc + 1
+
+
+# -- frame layout, byte-exact ------------------------------------------------------------------------------
+
+
+def nwk(address: int) -> t.AddrModeAddress:
+    return t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=address)
+
+
+def ota_packet(src: int, dst: t.AddrModeAddress, data: bytes, **extra: object) -> t.ZigbeePacket:
+    fields = {
+        "src": nwk(src), "src_ep": 1, "dst": dst, "dst_ep": 1, "tsn": 7, "profile_id": 0x0109, "cluster_id": OTA,
+        "data": t.SerializableBytes(data), "tx_options": t.TransmitOptions.ACK, "radius": 0,
+    }  # fmt: skip
+    fields.update(extra)
+    return t.ZigbeePacket(**fields)
+
+
+def crc16_kermit(data: bytes) -> bytes:
+    """802.15.4 FCS (ITU-T CRC-16, reflected, initial value 0), as the standard defines it."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+ZCL = bytes.fromhex("190705001d12840002000000400000000401020304")
+
+
+def test_unsecured_unicast_and_broadcast_frames_byte_exact() -> None:
+    encoder = FrameEncoder(pan_id=0x1A62, network_key=None)
+    first = encoder.encode(ota_packet(0x0000, nwk(0x1001), ZCL))
+    body = (
+        bytes.fromhex("6188 00 621a 0110 0000")  # MAC: data, ack request, PAN ID compression, short/short; seq 0
+        + bytes.fromhex("4800 0110 0000 1e 00")  # NWK: data, v2, discover route; dst, src, radius 30, seq 0
+        + bytes.fromhex("40 01 1900 0901 01 00")  # APS: data, unicast, ack request; ep 1, OTA, SE, ep 1, counter 0
+        + ZCL
+    )
+    assert first == body + crc16_kermit(body)
+
+    broadcast = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=0xFFFD)
+    second = encoder.encode(ota_packet(0x0000, broadcast, ZCL, tx_options=t.TransmitOptions.NONE, radius=5))
+    body = (
+        bytes.fromhex("4188 01 621a ffff 0000")  # no ack request, MAC broadcast; seq 1
+        + bytes.fromhex("0800 fdff 0000 05 01")  # route discovery suppressed; radius 5, seq 1
+        + bytes.fromhex("08 01 1900 0901 01 01")  # APS broadcast delivery; counter 1
+        + ZCL
+    )
+    assert second == body + crc16_kermit(body)
+
+    # Another sender keeps its own counters.
+    other = encoder.encode(ota_packet(0x1001, nwk(0x0000), ZCL))
+    assert other[2] == 0 and other[16] == 0
+
+
+def test_secured_frame_is_ccm_star_level_5_with_the_senders_ieee() -> None:
+    key = bytes(range(16))
+    ieee = t.EUI64.convert("00:db:12:34:56:78:90:a4")
+    encoder = FrameEncoder(pan_id=0x1A62, network_key=key)
+    encoder.add_node(0x1001, ieee)
+    frames_out = [encoder.encode(ota_packet(0x1001, nwk(0x0000), ZCL)) for _ in range(2)]
+    for counter, frame in enumerate(frames_out):
+        assert frame[-2:] == crc16_kermit(frame[:-2])
+        header = frame[9:17]
+        assert header == bytes.fromhex(f"4802 0000 0110 1e {counter:02x}")  # security flag set
+        aux = frame[17:31]
+        # Level bits sent as 0; key id 1 (network key); extended nonce; frame counter; source IEEE; key seq 0.
+        assert aux == bytes([0x28]) + counter.to_bytes(4, "little") + bytes(ieee) + b"\x00"
+        sealed = frame[31:-2]
+        nonce = bytes(ieee) + counter.to_bytes(4, "little") + b"\x2d"
+        authenticated = header + b"\x2d" + aux[1:]
+        aps = AESCCM(key, tag_length=4).decrypt(nonce, sealed, authenticated)
+        assert aps == bytes.fromhex(f"40 01 1900 0901 01 {counter:02x}") + ZCL
+
+
+def test_unknown_sender_gets_a_stable_stand_in_ieee() -> None:
+    encoder = FrameEncoder(pan_id=0x1A62, network_key=bytes(16))
+    frame = encoder.encode(ota_packet(0x2002, nwk(0x0000), ZCL))
+    assert frame[22:30] == bytes.fromhex("0220ffffffffffff")
+    encoder.add_resolver(lambda address: t.EUI64.convert("11:22:33:44:55:66:77:88") if address == 0x3003 else None)
+    frame = encoder.encode(ota_packet(0x3003, nwk(0x0000), ZCL))
+    assert frame[22:30] == bytes(t.EUI64.convert("11:22:33:44:55:66:77:88"))
+
+
+# -- the file ----------------------------------------------------------------------------------------------
+
+
+def pcap_records(path: Path) -> list[tuple[int, int, bytes]]:
+    data = path.read_bytes()
+    assert data[:4] == bytes.fromhex("d4c3b2a1") and int.from_bytes(data[20:24], "little") == 195
+    records, position = [], 24
+    while position < len(data):
+        seconds, micros, length = (int.from_bytes(data[position + i : position + i + 4], "little") for i in (0, 4, 8))
+        records.append((seconds, micros, data[position + 16 : position + 16 + length]))
+        position += 16 + length
+    return records
+
+
+def test_capture_appears_only_when_closed(tmp_path: Path) -> None:
+    target = tmp_path / "run.pcap"
+    writer = PcapWriter(target, network_key=None, pan_id=0x1A62)
+    writer.write(ota_packet(0x0000, nwk(0x1001), ZCL), 10.0)
+    writer.write(ota_packet(0x1001, nwk(0x0000), ZCL), 12.5)
+    assert not target.exists()
+    [temporary] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert writer.close() == target and not temporary.exists()
+    (s1, u1, f1), (s2, u2, f2) = pcap_records(target)
+    # Without a clock the first frame takes the wall-clock UTC; the next follows by loop time.
+    assert (s2 * 1_000_000 + u2) - (s1 * 1_000_000 + u1) == 2_500_000
+    assert f1.endswith(ZCL + crc16_kermit(f1[:-2])) and f2[5:9] == bytes.fromhex("00000110")
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(ota_packet(0x0000, nwk(0x1001), ZCL), 13.0)
+
+
+def test_empty_and_discarded_captures(tmp_path: Path) -> None:
+    with PcapWriter(tmp_path / "empty.pcap", network_key=None, pan_id=1) as writer:
+        pass
+    assert writer.frames == 0 and pcap_records(tmp_path / "empty.pcap") == []
+    dropped = PcapWriter(tmp_path / "dropped.pcap", network_key=None, pan_id=1)
+    dropped.write(ota_packet(0x0000, nwk(0x1001), ZCL), 1.0)
+    dropped.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pcap"]
+
+
+def test_a_run_that_raises_keeps_the_frames_written_before_it(tmp_path: Path) -> None:
+    target = tmp_path / "failed.pcap"
+    with pytest.raises(RuntimeError), PcapWriter(target, network_key=None, pan_id=1) as writer:
+        writer.write(ota_packet(0x0000, nwk(0x1001), ZCL), 1.0)
+        raise RuntimeError("the run failed")
+    assert len(pcap_records(target)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["failed.pcap"]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: PcapWriter(d / "x.pcap", network_key=bytes(15), pan_id=1), "network key: expected 16 bytes"),
+        (lambda d: PcapWriter(d / "nowhere" / "x.pcap", network_key=None, pan_id=1), "does not exist"),
+        (lambda d: parse_network_key("01:02:zz"), "network key '01:02:zz': expected 16 bytes of hex"),
+    ],
+)
+def test_bad_capture_inputs_are_one_line_errors(tmp_path: Path, make, expected: str) -> None:
+    with pytest.raises(CaptureError) as caught:
+        make(tmp_path)
+    assert isinstance(caught.value, InputError)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())

@@ -32,6 +32,8 @@ from emulator.radio.air import Air, LinkModel
 from emulator.radio.loopback import LoopbackApp
 
 FIRST_DEVICE_NWK = 0x1001
+# CCS08 outcomes after which a device cannot get this image: a failed transfer is retried by the device.
+FINAL_FAILURES = frozenset({TransferResponse.IMAGE_DISCARDED, TransferResponse.HARDWARE_VERSION_MISMATCH})
 
 Event = server_events.ServerEvent | device_events.DeviceEvent
 
@@ -107,7 +109,8 @@ class Han:
         self._listeners: list[Callable[[Event], None]] = []
         self._settled = asyncio.Event()
         self.ncp: VirtualNcp | None = None
-        self.air: Air
+        # Made here, not in start(), so a capture can listen from the first frame.
+        self.air = Air(seed=self.options.seed, link=self.options.link)
         self.clock: Clock
         self.app: LoopbackApp
         self.server: OtaServer
@@ -118,7 +121,6 @@ class Han:
     async def start(self) -> None:
         options = self.options
         self.clock = Clock(options.start_utc)
-        self.air = Air(seed=options.seed, link=options.link)
         self.chf = ChfNode(self.chf_profile, self.store, self.clock)
         if options.radio == "ezsp":
             # bellows over tcp:// to a virtual NCP whose air carries the devices: the real EZSP code path.
@@ -229,8 +231,10 @@ class Han:
         elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.result == "pending":
             if summary.size == 0:
                 self._finish(summary, "no-image", f"query answered 0x{event.status:02X}")
-        elif isinstance(event, se.TransferOutcome) and event.response != TransferResponse.SUCCESS:
+        elif isinstance(event, se.TransferOutcome) and event.response in FINAL_FAILURES:
             self._finish(summary, "failed", event.reason)
+        elif isinstance(event, se.TransferOutcome) and event.response == TransferResponse.FILE_TRANSFER_FAILURE:
+            summary.reason = f"retrying after: {event.reason}"
 
     def _schedule_activation(self, ieee: t.EUI64) -> None:
         after = self.options.activate_after

@@ -12,8 +12,8 @@ from test_device_harness import SERVER_IEEE, Status, bench, gb_image, ppmid_prof
 from zigpy.zcl import foundation
 
 from emulator.device import events
-from emulator.device.blocks import decode_block_success, encode_block_request
 from emulator.ota import frames
+from emulator.ota.blocks import decode_block_success, encode_block_request
 
 DEVICE = 0x1234
 ZDO = {"dst_ep": 0, "src_ep": 0, "profile_id": 0}

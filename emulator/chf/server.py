@@ -39,6 +39,7 @@ from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
+from emulator.ota.blocks import decode_block_request, encode_block_response
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
 
@@ -51,7 +52,7 @@ BUSY_WAIT_SECONDS = 60
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
 HCALCS_DEVICE_ID = 0x0504
 
-_BLOCK_RESPONSE_ID = frames.COMMAND_IDS["image_block_response"]
+IMAGE_BLOCK = frames.COMMAND_IDS["image_block"]
 _FRAME_TYPE_MASK = 0x03
 _CLUSTER_SPECIFIC = 0x01
 _MANUFACTURER_SPECIFIC = 0x04
@@ -198,6 +199,10 @@ class OtaServer:
         return None
 
     def _on_ota_frame(self, packet: t.ZigbeePacket, data: bytes) -> None:
+        block = decode_block_request(data)
+        if block is not None:
+            self._serve_block(packet, self._ieee_of(packet), *block)
+            return
         try:
             frame = frames.decode(data)
         except frames.UnsupportedCommand as exc:
@@ -306,16 +311,42 @@ class OtaServer:
         return held
 
     def _on_image_block(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
+        """Block requests that carry RequestNodeAddress (the common ones take the `blocks` fast path)."""
         cmd = frame.command
-        held = self._served_image(ieee, cmd.manufacturer_code, cmd.image_type, cmd.file_version)
+        period = cmd.minimum_block_period if cmd.field_control & cmd.FieldControl.MinimumBlockPeriod else None
+        self._serve_block(
+            packet,
+            ieee,
+            frame.tsn,
+            cmd.manufacturer_code,
+            cmd.image_type,
+            cmd.file_version,
+            cmd.file_offset,
+            cmd.maximum_data_size,
+            period,
+        )
+
+    def _serve_block(
+        self,
+        packet: t.ZigbeePacket,
+        ieee: t.EUI64 | None,
+        tsn: int,
+        manufacturer_id: int,
+        image_type: int,
+        version: int,
+        offset: int,
+        maximum_data_size: int,
+        advertised_period: int | None,
+    ) -> None:
+        held = self._served_image(ieee, manufacturer_id, image_type, version)
         if held is None:
-            self._reject(packet, frame.tsn, frame.header.command_id, Status.NO_IMAGE_AVAILABLE, "no such image held")
+            self._reject(packet, tsn, IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE, "no such image held")
             return
-        if cmd.file_offset >= held.size:
-            self._reply(packet, frames.encode("image_block_response", tsn=frame.tsn, status=Status.ABORT))
+        if offset >= held.size:
+            self._reply(packet, frames.encode("image_block_response", tsn=tsn, status=Status.ABORT))
             return
-        transfer = self._track(ieee, held, cmd.file_offset)
-        delay, period, reason = self._rate_limit(transfer, cmd)
+        transfer = self._track(ieee, held, offset)
+        delay, period, reason = self._rate_limit(transfer, advertised_period)
         if delay is not None:
             transfer.told_to_wait = True
             now = self.clock.zcl_utc()
@@ -324,7 +355,7 @@ class OtaServer:
                 packet,
                 frames.encode(
                     "image_block_response",
-                    tsn=frame.tsn,
+                    tsn=tsn,
                     status=Status.WAIT_FOR_DATA,
                     current_time=now,
                     request_time=now + delay,
@@ -332,27 +363,15 @@ class OtaServer:
                 ),
             )
             return
-        size = min(cmd.maximum_data_size, self.profile.max_block_size)
-        self._send_block(packet, frame.tsn, held, cmd.file_offset, size, ack=True)
+        self._send_block(packet, tsn, held, offset, min(maximum_data_size, self.profile.max_block_size), ack=True)
         transfer.blocks += 1
 
     def _send_block(
         self, request: t.ZigbeePacket, tsn: int, held: HeldImage, offset: int, size: int, *, ack: bool
     ) -> int:
         chunk = held.data[offset : offset + size]
-        # Built by hand: the Image Block Response is the one frame per block on the hot path; the layout is
-        # SPEC.md §2.6 (FC 0x19, TSN, 0x05, status 0, mfr, type, version, offset, length, data).
-        data = (
-            b"\x19"
-            + bytes((tsn, _BLOCK_RESPONSE_ID, 0))
-            + held.manufacturer_id.to_bytes(2, "little")
-            + held.image_type.to_bytes(2, "little")
-            + held.file_version.to_bytes(4, "little")
-            + offset.to_bytes(4, "little")
-            + bytes((len(chunk),))
-            + chunk
-        )
-        self._reply(request, data, ack=ack)
+        manufacturer_id, image_type, version = held.key
+        self._reply(request, encode_block_response(tsn, manufacturer_id, image_type, version, offset, chunk), ack=ack)
         return len(chunk)
 
     def _track(self, ieee: t.EUI64 | None, held: HeldImage, offset: int) -> Transfer:
@@ -386,7 +405,7 @@ class OtaServer:
             f"no block request for {self.profile.transfer_timeout:g} s",
         )
 
-    def _rate_limit(self, transfer: Transfer, cmd) -> tuple[int | None, int | None, str]:
+    def _rate_limit(self, transfer: Transfer, advertised: int | None) -> tuple[int | None, int | None, str]:
         """(delay seconds, MinimumBlockPeriod to impose, why) when this request must wait; (None, ...) if not."""
         profile = self.profile
         period = profile.minimum_block_period if profile.minimum_block_period else None
@@ -402,10 +421,8 @@ class OtaServer:
             )
             if busy >= profile.max_concurrent_downloads:
                 return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
-        if period is not None:
-            advertised = cmd.minimum_block_period if cmd.field_control & cmd.FieldControl.MinimumBlockPeriod else None
-            if advertised is not None and advertised != period:
-                return 0, period, f"client period {advertised} differs from the server's {period}"
+        if period is not None and advertised is not None and advertised != period:
+            return 0, period, f"client period {advertised} differs from the server's {period}"
         return None, period, ""
 
     def _on_image_page(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:

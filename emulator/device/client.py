@@ -40,10 +40,10 @@ from zigpy.zdo.types import ZDOCmd
 
 from emulator.clock import Clock
 from emulator.device import events, firmware, zdo
-from emulator.device.blocks import encode_block_request
 from emulator.device.state import DeviceState, ImageRef, StateStore
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota import frames
+from emulator.ota.blocks import encode_block_request
 from emulator.profiles import DeviceProfile
 
 LOGGER = logging.getLogger(__name__)

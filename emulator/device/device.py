@@ -32,10 +32,10 @@ from zigpy.zcl.clusters.general import Basic
 
 from emulator.clock import Clock
 from emulator.device import attributes, events, firmware, zdo
-from emulator.device.blocks import decode_block_success
 from emulator.device.client import JOIN_POLL_WINDOW, OtaClient
 from emulator.device.state import DeviceState, StateStore
 from emulator.ota import frames
+from emulator.ota.blocks import decode_block_success
 from emulator.profiles import DeviceProfile
 from emulator.radio.air import Air
 

@@ -30,6 +30,7 @@ from emulator.profiles import SMART_ENERGY_PROFILE
 LOGGER = logging.getLogger(__name__)
 
 IngressHandler = Callable[[t.ZigbeePacket], bool]
+Tap = Callable[[t.ZigbeePacket, float], None]
 
 # Endpoints zigpy registers on every coordinator (HA 1, ZLL 2, Green Power 242).
 ZIGPY_ENDPOINTS = frozenset({1, 2, 242})
@@ -66,6 +67,25 @@ class HostMixin:
         if chf is not None and chf.endpoint not in ZIGPY_ENDPOINTS:
             await self.add_endpoint(chf)
 
+    def add_tap(self, tap: Tap) -> Callable[[], None]:
+        """`tap(packet, loop_time)` sees every frame the CHF's radio sends or receives (a capture on a real stick,
+        where there is no virtual air to listen to); returns a function that removes it."""
+        if not hasattr(self, "_taps"):
+            self._taps: list[Tap] = []
+        self._taps.append(tap)
+        return lambda: self._taps.remove(tap)
+
+    def _tap(self, packet: t.ZigbeePacket) -> None:
+        taps = getattr(self, "_taps", None)
+        if taps:
+            now = asyncio.get_running_loop().time()
+            for tap in taps:
+                tap(packet, now)
+
+    async def send_packet(self, packet: t.ZigbeePacket) -> None:
+        self._tap(packet)
+        await super().send_packet(packet)  # type: ignore[misc]
+
     def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]:
         """Offer every received packet to `handler` before zigpy; returns a function that removes it."""
         if not hasattr(self, "_ingress"):
@@ -80,6 +100,7 @@ class HostMixin:
         task.add_done_callback(_log_delivery_failure)
 
     def packet_received(self, packet: t.ZigbeePacket) -> None:
+        self._tap(packet)
         for handler in getattr(self, "_ingress", ()):
             if handler(packet):
                 return

@@ -159,9 +159,11 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
 
     def transmit(self, packet: t.ZigbeePacket) -> None:
         # The air is synchronous to hand a frame to: no task per frame on the OTA hot path.
+        self._tap(packet)
         self.air.send(packet)
 
     async def send_packet(self, packet: t.ZigbeePacket) -> None:
+        self._tap(packet)
         if self.air.send(packet) or packet.dst.addr_mode not in (t.AddrMode.NWK, t.AddrMode.IEEE):
             return
         known = (

@@ -103,6 +103,10 @@ class Clock:
         """Protocol seconds since the clock was created."""
         return self._loop.time() - self._origin
 
+    def since_start(self, loop_time: float) -> float:
+        """Protocol seconds for a loop timestamp (taps on the air report loop time)."""
+        return loop_time - self._origin
+
     def utc(self) -> datetime:
         return self._start_utc + timedelta(seconds=self.now())
 

@@ -1,0 +1,90 @@
+"""Recording what crosses the bench's radio as `FrameRecord`s: the evidence every verdict cites.
+
+A record is made from a zigpy `ZigbeePacket` wherever the bench listens — the virtual air (`Air.add_tap`) for
+emulated devices, the CHF's radio (`HostMixin.add_tap`) for a real device behind a dongle — and decoded with the
+same OTA decoder the server uses, so the evidence names commands and fields exactly as the checks read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import zigpy.types as t
+import zigpy.zdo.types as zdo_t
+
+from emulator.clock import Clock
+from emulator.conformance.model import FrameRecord
+from emulator.ota import frames
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, t.EUI64):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if not isinstance(value, str | float | bool | type(None)) else value
+
+
+def describe(packet: t.ZigbeePacket) -> tuple[str, dict[str, Any]]:
+    """(command name, fields) of an OTA-cluster or ZDO frame; ("cluster 0xNNNN", {}) for anything else."""
+    data = packet.data.serialize()
+    if packet.cluster_id == frames.CLUSTER_ID:
+        try:
+            frame = frames.decode(data)
+        except frames.UnsupportedCommand as exc:
+            return f"unsupported OTA command 0x{exc.header.command_id:02X}", {}
+        except frames.MalformedFrame as exc:
+            return "malformed OTA frame", {"error": str(exc)}
+        fields = {key: _plain(value) for key, value in frame.command.as_dict().items() if value is not None}
+        fields["tsn"] = frame.tsn
+        fields["disable_default_response"] = bool(frame.header.frame_control.disable_default_response)
+        return frame.name, fields
+    if packet.profile_id == 0 and packet.src_ep == 0:
+        try:
+            return zdo_t.ZDOCmd(packet.cluster_id).name, {}
+        except ValueError:
+            return f"ZDO 0x{packet.cluster_id:04X}", {}
+    return f"cluster 0x{packet.cluster_id:04X}", {}
+
+
+def record(packet: t.ZigbeePacket, at: float) -> FrameRecord:
+    name, fields = describe(packet)
+    return FrameRecord(
+        at=round(at, 6),
+        src=int(packet.src.address) if packet.src is not None and packet.src.addr_mode != t.AddrMode.IEEE else 0,
+        dst=int(packet.dst.address) if packet.dst.addr_mode != t.AddrMode.IEEE else -1,
+        src_ep=int(packet.src_ep or 0),
+        dst_ep=int(packet.dst_ep or 0),
+        profile_id=int(packet.profile_id or 0),
+        cluster_id=int(packet.cluster_id),
+        name=name,
+        fields=fields,
+        hex=packet.data.serialize().hex(),
+    )
+
+
+class Recorder:
+    """Collects the frames between the CHF and one device (by NWK address), timed on the run's clock."""
+
+    def __init__(self, clock: Clock, nwk: int | None = None, *, keep: Callable[[t.ZigbeePacket], bool] | None = None):
+        self.clock = clock
+        self.nwk = nwk
+        self.frames: list[FrameRecord] = []
+        self._keep = keep
+
+    def __call__(self, packet: t.ZigbeePacket, loop_time: float) -> None:
+        if self.nwk is not None:
+            src = packet.src.address if packet.src is not None else None
+            if self.nwk not in (src, packet.dst.address) and packet.dst.addr_mode != t.AddrMode.Broadcast:
+                return
+        if self._keep is not None and not self._keep(packet):
+            return
+        self.frames.append(record(packet, self.clock.since_start(loop_time)))
+
+    def named(self, *names: str) -> list[FrameRecord]:
+        return [f for f in self.frames if f.name in names]

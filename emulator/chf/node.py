@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
+import logging
 import os
 import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
 import serialx
@@ -20,10 +23,15 @@ from emulator.errors import InputError
 from emulator.profiles import ChfProfile
 from emulator.radio.air import Air
 from emulator.radio.ezsp import EzspApp, ezsp_config
+from emulator.radio.host import IngressHandler
 from emulator.radio.loopback import LoopbackApp, loopback_config
+
+LOGGER = logging.getLogger(__name__)
 
 # How long `ota-emu chf` gives a dongle (or a virtual NCP) to answer before saying so.
 EZSP_CONNECT_TIMEOUT = 10.0
+# Pauses between attempts to get a lost EZSP port back (the last one repeats).
+RECONNECT_DELAYS = (0.2, 1.0, 2.0, 5.0)
 
 
 class RadioError(InputError):
@@ -57,12 +65,21 @@ def chf_endpoint_descriptor(profile: ChfProfile) -> zdo_t.SimpleDescriptor:
 
 
 class ChfNode:
-    def __init__(self, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
+    """`observers` see every packet the CHF receives before the OTA server takes it (they must not take it
+    themselves): how a front end follows each client's requested offset without the server reporting per block."""
+
+    def __init__(
+        self, profile: ChfProfile, store: ImageStore, clock: Clock, *, observers: Iterable[IngressHandler] = ()
+    ) -> None:
         self.profile = profile
         self.store = store
         self.clock = clock
+        self.observers = tuple(observers)
         self.app: LoopbackApp | EzspApp
         self.server: OtaServer
+        self.reconnects = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start_loopback(self, air: Air) -> None:
         config = loopback_config(ieee=self.profile.ieee, **_network(self.profile))
@@ -86,17 +103,54 @@ class ChfNode:
                 f"{path}: no EZSP answer within {EZSP_CONNECT_TIMEOUT:g} s (tried ASH reset and EZSP version "
                 f"at {baudrate} baud, flow control {flow_control}; is it a Silicon Labs NCP?)"
             ) from None
-        except (OSError, serialx.SerialException, zigpy.exceptions.ControllerException) as exc:
+        except (
+            OSError,
+            serialx.SerialException,
+            zigpy.exceptions.ControllerException,
+            zigpy.exceptions.RadioException,  # zigpy wraps a refused or reset connection in TransientConnectionError
+        ) as exc:
             await _quietly_shutdown(app)
             raise RadioError(f"{path}: cannot open the EZSP port ({_reason(exc)})") from None
         self.app = app
         self._attach()
+        app.add_listener(self)
 
     def _attach(self) -> None:
+        for observer in self.observers:
+            self.app.add_ingress_handler(observer)
         self.server = OtaServer(self.app, self.profile, self.store, self.clock)
         self.server.start()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """zigpy listener event: bellows lost the NCP (an unsolicited reset, the ASH link failing, the port
+        closing). zigpy 2.4 has no reconnect loop of its own — Home Assistant's ZHA restarts the app — so the CHF
+        restarts the same app object: the server's ingress hook, its transfers and the devices zigpy knows all
+        survive, and clients resume with their next block request."""
+        if self._stopping or (self._reconnecting is not None and not self._reconnecting.done()):
+            return
+        LOGGER.warning("lost the EZSP port (%r); reconnecting", exc)
+        self.reconnects += 1
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        app = self.app
+        for attempt in itertools.count():
+            await _quietly_shutdown(app)  # type: ignore[arg-type]
+            try:
+                async with asyncio.timeout(EZSP_CONNECT_TIMEOUT):
+                    await app.startup()
+            except Exception as exc:  # whatever went wrong, a reconnect loop logs it and tries again
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                LOGGER.warning("reconnecting to the EZSP port failed (%s); next try in %g s", _reason(exc), delay)
+                await asyncio.sleep(delay)
+            else:
+                LOGGER.warning("EZSP port back after %d attempt(s)", attempt + 1)
+                return
+
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         self.server.stop()
         await self.app.shutdown()
 
@@ -119,9 +173,13 @@ async def _quietly_shutdown(app: EzspApp) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
+    """The cause a user can act on. zigpy wraps a refused connection in TransientConnectionError and a locked
+    port (EBUSY) in PermissionError, so the chain of causes is searched."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    if any(isinstance(e, OSError) and e.errno == errno.EBUSY for e in chain):
         return "port is busy: another program has it open"
-    if isinstance(exc, ConnectionRefusedError):
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "connection refused: nothing listens there"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text
+    return next((str(e).splitlines()[0] for e in chain if str(e)), type(exc).__name__)

@@ -204,6 +204,17 @@ class VirtualNcp:
         coordinator without a network cannot admit them."""
         await self.stack.network_ready.wait()
 
+    async def wait_for_joining(self) -> None:
+        """Until the network is up and the host has opened joining (permitJoining), which is when a real device
+        can join. Earlier, bellows may still be starting up (or about to reset the NCP) and would miss the join."""
+        loop = asyncio.get_running_loop()
+        stack = self.stack
+        while True:
+            await stack.joining_permitted.wait()
+            if stack.network_up and stack.permit_until > loop.time():
+                return
+            stack.joining_permitted.clear()  # that window has closed: wait for the next one
+
     def fail_next_sends(self, count: int = 1) -> None:
         """The next `count` unicasts are reported DELIVERY_FAILED by messageSentHandler (and not sent)."""
         self.faults.fail_next_sends += count

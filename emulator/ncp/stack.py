@@ -125,6 +125,7 @@ class EmberStack(StackTables, StackMessaging):
         self._stack_counters: Counter[bt.EmberCounterType] = Counter()
         self.ieee = self._boot_ieee()
         self.network_ready = asyncio.Event()
+        self.joining_permitted = asyncio.Event()  # set by permitJoining with a duration; `permit_until` ends it
         self.reboot()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class EmberStack(StackTables, StackMessaging):
         self.manufacturer_code = DEFAULT_MANUFACTURER_CODE
         self.pending_security: bt.EmberInitialSecurityState | None = None
         self.permit_until = 0.0
+        self.joining_permitted.clear()
         self._aps_counter = 0
         ieee = self._boot_ieee()
         if ieee != self.ieee:
@@ -367,6 +369,10 @@ class EmberStack(StackTables, StackMessaging):
         duration = a["duration"]
         loop = asyncio.get_running_loop()
         self.permit_until = loop.time() + (float("inf") if duration == 0xFF else duration)
+        if duration:
+            self.joining_permitted.set()
+        else:
+            self.joining_permitted.clear()
         return {"status": OK}
 
     def _cmd_tokenFactoryReset(self, a: dict) -> dict:

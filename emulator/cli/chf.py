@@ -1,0 +1,465 @@
+"""`ota-emu chf`: a test CHF on an EZSP coordinator (a Silicon Labs USB stick, or the virtual NCP), through bellows.
+
+The OTA server is the one `ota-emu run` uses in process; only its radio differs. The command forms or resumes the
+stick's network, keeps joining open while a target is missing, follows every transfer from the server's side
+(the offset each client asks for, the CCS08 outcome the server reports) and stops when each target has its
+outcome, at `--until`, or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import zigpy.types as t
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from emulator import clock
+from emulator.chf import events as server_events
+from emulator.chf.node import ChfNode
+from emulator.chf.store import ImageStore, load_images
+from emulator.errors import InputError
+from emulator.gb.codes import TransferResponse
+from emulator.ota import frames
+from emulator.ota.blocks import decode_block_request
+from emulator.profiles import bundled, load_chf, parse_eui64
+from emulator.radio.ezsp import FLOW_CONTROL
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean "forever"
+# After the last outcome, the Upgrade End Response that follows it is still on its way to the stick.
+FINAL_SEND_GRACE = 1.0
+PERMIT_RETRY = 2.0
+MAX_BARS = 12
+_PAGE_REQUEST = frames.COMMAND_IDS["image_page"]
+
+
+class Eui64Type(click.ParamType):
+    name = "EUI64"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> t.EUI64:
+        if isinstance(value, t.EUI64):
+            return value
+        try:
+            return parse_eui64(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@dataclass
+class TargetStatus:
+    """One device as the CHF sees it: on the network, how far its download is (the offset it asked for last),
+    and the outcome the server reported with CCS08 meaning."""
+
+    ieee: t.EUI64
+    target: bool
+    nwk: int | None = None
+    joined: bool = False
+    file_version: int | None = None
+    offset: int = 0
+    size: int = 0
+    outcome: server_events.TransferOutcome | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome is not None and self.outcome.response == TransferResponse.SUCCESS
+
+    def as_dict(self) -> dict[str, Any]:
+        outcome = self.outcome
+        return {
+            "ieee": str(self.ieee),
+            "target": self.target,
+            "joined": self.joined,
+            "nwk": None if self.nwk is None else f"0x{self.nwk:04X}",
+            "file_version": None if self.file_version is None else f"0x{self.file_version:08X}",
+            "offset": self.offset,
+            "size": self.size,
+            "outcome": None if outcome is None else outcome.response.name.lower(),
+            "response_code": None if outcome is None else int(outcome.response),
+            "alert_code": None if outcome is None else f"0x{int(outcome.alert_code):04X}",
+            "reason": "" if outcome is None else outcome.reason,
+        }
+
+
+class Watch:
+    """Follows the run from the CHF's side: zigpy's join/interview events, each client's block requests
+    (offered before the server takes them) and the server's transfer events."""
+
+    def __init__(self, targets: list[t.EUI64], *, progress: bool) -> None:
+        self.status = {ieee: TargetStatus(ieee, target=True) for ieee in targets}
+        self.node: ChfNode | None = None
+        self.all_done = asyncio.Event()
+        self.all_joined = asyncio.Event()
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=Console(stderr=True)
+        )
+        self.show = progress and sys.stderr.isatty()
+        self._bars: dict[t.EUI64, TaskID] = {}
+        self._check()
+
+    def _get(self, ieee: t.EUI64) -> TargetStatus:
+        status = self.status.get(ieee)
+        if status is None:
+            status = self.status[ieee] = TargetStatus(ieee, target=False)
+        return status
+
+    @property
+    def targets(self) -> list[TargetStatus]:
+        return [s for s in self.status.values() if s.target]
+
+    def _check(self) -> None:
+        targets = self.targets
+        if targets and all(s.outcome is not None for s in targets):
+            self.all_done.set()
+        if targets and all(s.joined for s in targets):
+            self.all_joined.set()
+        else:
+            self.all_joined.clear()
+
+    # -- zigpy app listener -------------------------------------------------------------------------------------
+
+    def device_joined(self, device) -> None:
+        """Only devices the run is about are listed: the targets, and any device served an image."""
+        status = self.status.get(device.ieee)
+        if status is not None:
+            status.joined, status.nwk = True, int(device.nwk)
+            self._check()
+
+    device_initialized = device_joined
+
+    def device_left(self, device) -> None:
+        if device.ieee in self.status:
+            self.status[device.ieee].joined = False
+            self._check()
+
+    # -- what the CHF receives and reports ----------------------------------------------------------------------
+
+    def observe(self, packet: t.ZigbeePacket) -> bool:
+        """Ingress observer: the offset of every Image Block/Page Request. Never takes the packet."""
+        if packet.cluster_id != frames.CLUSTER_ID or packet.src_ep == 0 or self.node is None:
+            return False
+        data = packet.data.serialize()
+        block = decode_block_request(data)
+        if block is not None:
+            version, offset = block[3], block[4]
+        elif len(data) >= 3 and data[0] & 0x03 == 0x01 and data[2] == _PAGE_REQUEST:
+            try:
+                command = frames.decode(data).command
+            except (frames.MalformedFrame, frames.UnsupportedCommand):
+                return False
+            version, offset = command.file_version, command.file_offset
+        else:
+            return False
+        try:
+            ieee = self.node.app.get_device(nwk=packet.src.address).ieee
+        except KeyError:
+            return False
+        status = self._get(ieee)
+        if status.file_version != version:
+            status.file_version, status.offset = version, 0
+        status.offset = max(status.offset, offset)
+        self._draw(status)
+        return False
+
+    def on_server_event(self, event: server_events.ServerEvent) -> None:
+        if event.ieee is None:
+            return
+        if isinstance(event, server_events.TransferStarted):
+            status = self._get(event.ieee)
+            status.file_version, status.size, status.offset = event.file_version, event.size, event.offset
+            self._draw(status)
+        elif isinstance(event, server_events.TransferOutcome):
+            status = self._get(event.ieee)
+            if status.outcome is None:  # the first outcome is the one a CHF alerts (CCS08)
+                status.outcome = event
+                status.file_version = event.file_version
+                if event.response == TransferResponse.SUCCESS and status.size:
+                    status.offset = status.size
+                self._draw(status)
+                self._check()
+
+    # -- progress bars ------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Watch:
+        if self.show:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            self._progress.stop()
+
+    def _draw(self, status: TargetStatus) -> None:
+        if not self.show:
+            return
+        if len(self.status) > MAX_BARS:
+            status = TargetStatus(t.EUI64.UNKNOWN, target=True)
+            status.size = sum(s.size for s in self.status.values())
+            status.offset = sum(s.offset for s in self.status.values())
+            label = f"{len(self.status)} devices"
+        else:
+            label = str(status.ieee)
+        bar = self._bars.get(status.ieee)
+        if bar is None:
+            bar = self._bars[status.ieee] = self._progress.add_task(label, total=status.size or None)
+        self._progress.update(bar, description=label, completed=status.offset, total=status.size or None)
+
+
+@dataclass
+class RunResult:
+    port: str
+    network: dict[str, Any]
+    statuses: list[TargetStatus]
+    stopped: str
+    wall_time: float
+    reconnects: int
+
+    def exit_code(self) -> int:
+        targets = [s for s in self.statuses if s.target]
+        if targets:
+            return 0 if all(s.succeeded for s in targets) else 1
+        return 0 if all(s.outcome is None or s.succeeded for s in self.statuses) else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        targets = [s for s in self.statuses if s.target]
+        return {
+            "radio": "ezsp",
+            "port": self.port,
+            "network": self.network,
+            "complete": bool(targets) and all(s.outcome is not None for s in targets),
+            "stopped": self.stopped,
+            "wall_time_s": round(self.wall_time, 3),
+            "reconnects": self.reconnects,
+            "devices": [s.as_dict() for s in self.statuses],
+        }
+
+
+async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
+    """Permit joining while a target is missing, then close it (an open network admits anyone). Without
+    targets (images held for any device) it stays open."""
+    while not watch.all_joined.is_set():
+        try:
+            await node.app.permit(seconds)
+        except Exception as exc:  # the stick may be mid-reconnect: whatever failed, try again shortly
+            LOGGER.warning("could not open joining: %r", exc)
+            await asyncio.sleep(PERMIT_RETRY)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.all_joined.wait(), seconds)
+    try:
+        await node.app.permit(0)
+    except Exception as exc:  # joining times out by itself anyway
+        LOGGER.warning("could not close joining: %r", exc)
+
+
+def _notify_known_targets(node: ChfNode, watch: Watch, store: ImageStore) -> None:
+    """Targets zigpy interviewed before the server was attached (they joined while bellows was still starting)
+    missed the server's Image Notify on `device_initialized`: send it now."""
+    if node.profile.notify == "none":
+        return
+    for status in watch.targets:
+        device = node.app.devices.get(status.ieee)
+        if device is None:
+            continue
+        watch.device_joined(device)
+        held = next((h for h in store if h.device_ids and status.ieee in h.device_ids), None)
+        if device.is_initialized and held is not None:
+            node.server.notify(None if node.profile.notify == "broadcast" else status.ieee, held)
+
+
+async def _run(
+    node: ChfNode,
+    watch: Watch,
+    port: str,
+    *,
+    baudrate: int,
+    flow_control: str,
+    permit: int,
+    until: float | None,
+    quiet: bool,
+) -> RunResult:
+    started = time.monotonic()
+    await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control)
+    app = node.app
+    network = app.state.network_info
+    summary = {
+        "ieee": str(app.state.node_info.ieee),
+        "pan_id": f"0x{int(network.pan_id):04X}",
+        "extended_pan_id": str(network.extended_pan_id),
+        "channel": int(network.channel),
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        if not quiet:
+            targets = len(watch.targets)
+            click.echo(
+                f"CHF on {port}: PAN {summary['pan_id']}, channel {summary['channel']}, IEEE {summary['ieee']}; "
+                f"{len(node.store)} image(s) for {targets} target(s)",
+                err=True,
+            )
+        node.server.add_listener(watch.on_server_event)
+        app.add_listener(watch)
+        _notify_known_targets(node, watch, node.store)
+        if permit:
+            tasks.append(loop.create_task(_keep_joining_open(node, watch, permit)))
+        waits = [loop.create_task(stop.wait()), loop.create_task(watch.all_done.wait())]
+        await asyncio.wait(waits, timeout=until, return_when=asyncio.FIRST_COMPLETED)
+        tasks.extend(waits)
+        if watch.all_done.is_set():
+            stopped = "outcomes"
+            await asyncio.sleep(FINAL_SEND_GRACE)
+        else:
+            stopped = "signal" if stop.is_set() else "until"
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        for task in tasks:
+            task.cancel()
+        await node.stop()
+    return RunResult(port, summary, list(watch.status.values()), stopped, time.monotonic() - started, node.reconnects)
+
+
+def _outcome_text(status: TargetStatus) -> tuple[str, str]:
+    outcome = status.outcome
+    if outcome is None:
+        return "-", "-"
+    return outcome.response.name.lower().replace("_", " "), f"{int(outcome.response)} (0x{int(outcome.alert_code):04X})"
+
+
+def print_result(result: RunResult, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        return
+    network = result.network
+    table = Table(
+        title=f"CHF on {result.port}",
+        caption=f"PAN {network['pan_id']}, channel {network['channel']}; stopped by {result.stopped} after "
+        f"{result.wall_time:.1f} s" + (f"; {result.reconnects} reconnect(s)" if result.reconnects else ""),
+    )
+    for column in ("EUI-64", "target", "on network", "image", "served", "outcome", "CCS08", "note"):
+        table.add_column(column)
+    for status in result.statuses:
+        outcome, code = _outcome_text(status)
+        table.add_row(
+            str(status.ieee),
+            "yes" if status.target else "no",
+            f"yes, 0x{status.nwk:04X}" if status.joined and status.nwk is not None else "no",
+            "-" if status.file_version is None else f"0x{status.file_version:08X}",
+            f"{status.offset}/{status.size}" if status.size else "-",
+            outcome,
+            code,
+            "" if status.outcome is None else status.outcome.reason,
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@click.command("chf")
+@click.option(
+    "--radio",
+    type=click.Choice(["ezsp"]),
+    default="ezsp",
+    show_default=True,
+    help="Coordinator type (in-process runs are `ota-emu run`).",
+)
+@click.option(
+    "--device",
+    "port",
+    required=True,
+    metavar="PATH_OR_URL",
+    help="The stick's serial port (/dev/ttyUSB0), or tcp://HOST:PORT / socket://HOST:PORT for a network bridge "
+    "or `ota-emu ncp`.",
+)
+@click.option("--baudrate", type=click.IntRange(1200), default=115200, show_default=True, help="Serial speed.")
+@click.option(
+    "--flow-control",
+    type=click.Choice(FLOW_CONTROL),
+    default="software",
+    show_default=True,
+    help="Serial flow control: software (XON/XOFF, bellows' default) or hardware (RTS/CTS); bellows takes none "
+    "as software.",
+)
+@click.option("--profile", "profile_path", type=click.Path(path_type=Path), help="CHF profile (default: bundled).")
+@click.option(
+    "--image",
+    "image_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Upgrade file to hold for the --target devices (repeatable).",
+)
+@click.option("--target", "targets", type=Eui64Type(), multiple=True, help="EUI-64 of a target device (repeatable).")
+@click.option(
+    "--permit",
+    type=click.IntRange(0, MAX_PERMIT),
+    default=MAX_PERMIT,
+    show_default=True,
+    help="Open joining this many seconds at a time while a target is missing (0: never open it).",
+)
+@click.option(
+    "--until", type=click.FloatRange(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
+def command(
+    radio: str,
+    port: str,
+    baudrate: int,
+    flow_control: str,
+    profile_path: Path | None,
+    image_paths: tuple[Path, ...],
+    targets: tuple[t.EUI64, ...],
+    permit: int,
+    until: float | None,
+    as_json: bool,
+) -> int:
+    """Run the CHF OTA server on an EZSP coordinator through bellows and upgrade the target devices.
+
+    It forms the profile's network on a blank stick or resumes the one the stick has, holds each --image for
+    the --target devices (and the profile's [[images]] for their DeviceIDLists), opens joining while a target
+    is missing, and shows each transfer as the CHF sees it. It stops when every target has a transfer outcome
+    (the first one reported, with CCS08 meaning: 0 success, 1 image discarded, 2 hardware version mismatch,
+    3 file transfer failure), at --until, or on Ctrl-C, then prints a table of the targets. Exit 0 when every
+    target's transfer succeeded, 1 otherwise, 2 for bad input or a port that cannot be used.
+    """
+    chf = load_chf(profile_path or bundled("chf"))
+    if image_paths and not targets:
+        raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
+    images = load_images(image_paths, device_ids=targets)
+    store = ImageStore.from_profile(chf, images)
+    if not len(store):
+        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    everyone = list(dict.fromkeys([*targets, *(ieee for held in store for ieee in held.device_ids)]))
+
+    async def main() -> RunResult:
+        watch = Watch(everyone, progress=not as_json)
+        node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe])
+        watch.node = node
+        with watch:
+            return await _run(
+                node,
+                watch,
+                port,
+                baudrate=baudrate,
+                flow_control=flow_control,
+                permit=permit,
+                until=until,
+                quiet=as_json,
+            )
+
+    result = clock.run(main, virtual=False)
+    print_result(result, as_json=as_json)
+    return result.exit_code()

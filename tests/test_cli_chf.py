@@ -1,0 +1,257 @@
+"""`ota-emu chf` as a lab runs it: bad input through the CLI, ports that are closed, missing, busy or silent,
+and the two-terminal recipe — `ota-emu ncp --device profiles/ppmid.toml` in one process, `ota-emu chf` on its
+tcp:// URL in another — upgrading the emulated PPMID over real sockets, bellows and the virtual NCP."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from emulator.cli import main
+
+RUN_TIMEOUT = 30
+PPMID = "00:DB:12:34:56:78:90:A4"
+SECOND_PPMID = "00:DB:12:34:56:78:90:A5"  # the next EUI-64, as `ota-emu ncp --count 2` gives it
+ABSENT = "00:DB:12:34:56:78:90:FF"
+PROFILES = Path(__file__).parent.parent / "profiles"
+
+
+def run(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="ota-emu")
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ota-emu: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def ppmid_image(tmp_path: Path) -> Path:
+    """A 2 KiB GB Upgrade Image for the bundled PPMID profile (manufacturer, type and hardware range match)."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(bytes(range(256)) * 8)
+    out = tmp_path / "ppmid.ota"
+    result = run(
+        "image", "build", "--format", "gb", "--manufacturer", "0x121D", "--image-type", "0x0084",
+        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", payload, "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- bad input -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--radio", "znp", "--device", "/dev/ttyACM0"], ["--radio", "'znp' is not 'ezsp'"]),
+        ([], ["Missing option '--device'"]),
+        (["--device", "tcp://127.0.0.1:1", "--target", "00:11"], ["--target", "16 hex digits", "'00:11'"]),
+        (["--device", "tcp://127.0.0.1:1", "--flow-control", "rts"], ["--flow-control", "'rts'"]),
+        (["--device", "tcp://127.0.0.1:1", "--permit", "300"], ["--permit", "300"]),
+        (["--device", "tcp://127.0.0.1:1"], ["chf.toml: no image to serve", "expected --image FILE"]),
+        (["--device", "tcp://127.0.0.1:1", "--image", "nope.ota", "--target", PPMID], ["nope.ota: no such file"]),
+    ],
+)
+def test_bad_arguments(args: list[str], fragments: list[str]) -> None:
+    assert_one_line_error(run("chf", *args), *fragments)
+
+
+def test_an_image_needs_its_targets(ppmid_image: Path) -> None:
+    assert_one_line_error(
+        run("chf", "--device", "tcp://127.0.0.1:1", "--image", ppmid_image), "--image", "no --target EUI64"
+    )
+
+
+def test_a_profile_error_names_file_and_key(tmp_path: Path, ppmid_image: Path) -> None:
+    profile = tmp_path / "chf.toml"
+    profile.write_text("[chf]\nchannel = 40\n")
+    result = run(
+        "chf", "--device", "tcp://127.0.0.1:1", "--profile", profile, "--image", ppmid_image, "--target", PPMID
+    )
+    assert_one_line_error(result, str(profile), "chf.channel", "11..26")
+
+
+def test_a_missing_serial_port_is_named(ppmid_image: Path) -> None:
+    result = run("chf", "--device", "/dev/ttyUSB97", "--image", ppmid_image, "--target", PPMID)
+    assert_one_line_error(result, "/dev/ttyUSB97: no such serial port")
+
+
+def test_a_closed_port_fails_with_one_line_and_exit_2(ppmid_image: Path) -> None:
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    chf = subprocess.run(
+        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", url, "--image", str(ppmid_image),
+         "--target", PPMID],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert chf.returncode == 2, chf.stderr
+    assert chf.stderr.splitlines() == [f"ota-emu: error: {url}: cannot open the EZSP port (connection refused: "
+                                       "nothing listens there)"]  # fmt: skip
+    assert chf.stdout == ""
+
+
+@contextlib.contextmanager
+def pseudo_terminal() -> Iterator[str]:
+    """A serial port nobody answers on: the slave side of a fresh pty."""
+    master, slave = pty.openpty()
+    try:
+        yield os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_port_another_program_holds_is_busy(ppmid_image: Path) -> None:
+    with pseudo_terminal() as path, open(path, "rb", buffering=0) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what bellows, zigpy and serialx take on a port
+        result = run("chf", "--device", path, "--image", ppmid_image, "--target", PPMID)
+    assert_one_line_error(result, path, "busy")
+
+
+def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
+    with pseudo_terminal() as path:
+        result = run("chf", "--device", path, "--baudrate", "460800", "--image", ppmid_image, "--target", PPMID)
+    assert_one_line_error(result, path, "no EZSP answer", "460800 baud", "flow control software", "Silicon Labs NCP")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--count", "2"], ["--count needs at least one --device PROFILE"]),
+        (["--device", "absent.toml"], ["absent.toml"]),
+        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"], ["--device", "share the EUI-64"]),
+        (["--device", PROFILES / "ppmid.toml", "--count", "0"], ["--count", "0"]),
+    ],
+)
+def test_bad_ncp_device_arguments(args: list[object], fragments: list[str]) -> None:
+    assert_one_line_error(run("ncp", *args), *fragments)
+
+
+# -- two terminals: ota-emu ncp with an emulated device, ota-emu chf on its URL ------------------------------------
+
+
+@contextlib.contextmanager
+def virtual_dongle(*devices: Path, count: int = 1) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    args = [sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--count", str(count)]
+    for device in devices:
+        args += ["--device", str(device)]
+    ncp = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = ncp.stdout.readline()  # type: ignore[union-attr]
+        match = re.fullmatch(r"Virtual EZSP v13 NCP listening on (tcp://127\.0\.0\.1:\d+)\n", banner)
+        assert match, banner
+        yield match.group(1), ncp
+    finally:
+        if ncp.poll() is None:
+            ncp.send_signal(signal.SIGTERM)
+        ncp.communicate(timeout=RUN_TIMEOUT)
+
+
+def chf(url: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", url, *map(str, args)],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
+    )  # fmt: skip
+
+
+def stop(ncp: subprocess.Popen[str]) -> str:
+    ncp.send_signal(signal.SIGTERM)
+    out, err = ncp.communicate(timeout=RUN_TIMEOUT)
+    assert ncp.returncode == 0, err
+    assert "Traceback" not in err
+    return out
+
+
+def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
+    with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
+        done = chf(url, "--image", ppmid_image, "--target", PPMID, "--json")
+        dongle = stop(ncp)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["complete"], report["stopped"], report["port"]) == (True, "outcomes", url)
+    [target] = report["devices"]
+    size = ppmid_image.stat().st_size
+    assert target == {
+        "ieee": PPMID.lower(),
+        "target": True,
+        "joined": True,
+        "nwk": "0x1001",
+        "file_version": "0x00000002",
+        "offset": size,
+        "size": size,
+        "outcome": "success",
+        "response_code": 0,
+        "alert_code": "0x8F8A",
+        "reason": "client verified the image",
+    }
+    assert report["network"]["pan_id"] == "0x1A62" and report["network"]["channel"] == 15
+    lines = dongle.splitlines()
+    assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in lines
+    assert f"Device {PPMID.lower()} now runs 0x00000002" in lines
+
+
+def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
+    with virtual_dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
+        run_ = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "chf", "--device", url, "--image", str(ppmid_image), "--target", PPMID,
+             "--target", ABSENT],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        seen = []
+        try:
+            while (line := ncp.stdout.readline()) and "now runs" not in line:  # type: ignore[union-attr]
+                seen.append(line.rstrip("\n"))
+            assert line == f"Device {PPMID.lower()} now runs 0x00000002\n"
+        finally:
+            run_.send_signal(signal.SIGINT)
+            out, err = run_.communicate(timeout=RUN_TIMEOUT)
+        stop(ncp)
+    # --count 2: the profile's PPMID and a copy with the next EUI-64, which the CHF holds no image for
+    assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in seen
+    assert f"Device PPMID {SECOND_PPMID.lower()} joined as NWK 0x1002" in seen
+    assert run_.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"CHF on {url}" in out and "stopped by signal" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert set(rows) == {PPMID.lower(), ABSENT.lower()}
+    assert "success" in rows[PPMID.lower()] and "0 (0x8F8A)" in rows[PPMID.lower()]
+    assert "yes, 0x1001" in rows[PPMID.lower()]
+    absent = [cell.strip() for cell in rows[ABSENT.lower()].split("│")[1:-1]]
+    assert absent == [ABSENT.lower(), "yes", "no", "-", "-", "-", "-", ""]
+
+
+def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
+    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+        done = chf(url, "--image", ppmid_image, "--target", ABSENT, "--until", "1", "--json")
+        stop(ncp)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["complete"], report["stopped"]) == (False, "until")
+    # The HCALCS on the air joined but is no target and was served nothing: not a row of this run.
+    [target] = report["devices"]
+    assert (target["ieee"], target["joined"], target["outcome"], target["offset"]) == (ABSENT.lower(), False, None, 0)

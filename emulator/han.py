@@ -191,7 +191,9 @@ class Han:
     # -- bookkeeping --------------------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        self.events.append(event)
+        # Progress is folded into the summary, not kept: a thousand downloads are half a million blocks.
+        if not isinstance(event, device_events.Progress):
+            self.events.append(event)
         summary = self.summaries.get(event.ieee) if event.ieee is not None else None
         if summary is not None:
             self._update(summary, event)

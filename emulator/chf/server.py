@@ -411,11 +411,13 @@ class OtaServer:
         period = profile.minimum_block_period if profile.minimum_block_period else None
         if profile.wait_for_data and not transfer.told_to_wait:
             return math.ceil(profile.wait_for_data), period, "server asks the client to wait before the download"
-        if profile.max_concurrent_downloads:
+        if profile.max_concurrent_downloads and not transfer.blocks:
+            # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
             busy = sum(
                 1
                 for other in self.transfers.values()
                 if other is not transfer
+                and other.blocks
                 and not other.done
                 and self.clock.now() - other.last_request < profile.transfer_timeout
             )
@@ -526,7 +528,7 @@ class OtaServer:
         current, upgrade = self.upgrade_times(activation)
         data = frames.encode(
             "upgrade_end_response",
-            tsn=self.app.get_sequence(),
+            tsn=self._sequence(ieee),
             manufacturer_code=held.manufacturer_id,
             image_type=held.image_type,
             file_version=held.file_version,
@@ -580,9 +582,15 @@ class OtaServer:
                 fields["image_type"] = held.image_type
             if payload_type >= 3:
                 fields["new_file_version"] = held.file_version
-        data = frames.encode("image_notify", tsn=self.app.get_sequence(), **fields)
+        data = frames.encode("image_notify", tsn=self._sequence(ieee), **fields)
         self._emit(ev.NotifySent(ieee, self.clock.now(), payload_type, jitter, ieee is None))
         self._send_unsolicited(ieee, data, endpoint)
+
+    def _sequence(self, ieee: t.EUI64 | None) -> int:
+        """A fresh TSN: from zigpy's per-device counter for a unicast, so it never repeats one zigpy itself just
+        used towards that device (its interview sends an Image Notify too); from the app's for a broadcast."""
+        device = self.app.devices.get(ieee) if ieee is not None else None
+        return device.get_sequence() if device is not None else self.app.get_sequence()
 
     def _send_unsolicited(self, ieee: t.EUI64 | None, data: bytes, endpoint: int | None) -> None:
         if ieee is None:

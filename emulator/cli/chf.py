@@ -34,6 +34,7 @@ from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
 from emulator.profiles import bundled, load_chf, parse_eui64
+from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.ezsp import FLOW_CONTROL
 
 LOGGER = logging.getLogger(__name__)
@@ -289,10 +290,13 @@ async def _run(
     permit: int,
     until: float | None,
     quiet: bool,
+    capture: PcapWriter | None = None,
 ) -> RunResult:
     started = time.monotonic()
     await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control)
     app = node.app
+    if capture is not None:
+        capture.attach_radio(app)
     network = app.state.network_info
     summary = {
         "ieee": str(app.state.node_info.ieee),
@@ -413,6 +417,9 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 @click.option(
     "--until", type=click.FloatRange(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
 )
+@click.option(
+    "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the CHF's radio sent and received."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
     radio: str,
@@ -424,6 +431,7 @@ def command(
     targets: tuple[t.EUI64, ...],
     permit: int,
     until: float | None,
+    pcap: Path | None,
     as_json: bool,
 ) -> int:
     """Run the CHF OTA server on an EZSP coordinator through bellows and upgrade the target devices.
@@ -444,6 +452,12 @@ def command(
         raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
     everyone = list(dict.fromkeys([*targets, *(ieee for held in store for ieee in held.device_ids)]))
 
+    capture = (
+        PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
+        if pcap is not None
+        else None
+    )
+
     async def main() -> RunResult:
         watch = Watch(everyone, progress=not as_json)
         node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe])
@@ -458,8 +472,13 @@ def command(
                 permit=permit,
                 until=until,
                 quiet=as_json,
+                capture=capture,
             )
 
-    result = clock.run(main, virtual=False)
+    try:
+        result = clock.run(main, virtual=False)
+    finally:
+        if capture is not None:
+            capture.close()
     print_result(result, as_json=as_json)
     return result.exit_code()

@@ -13,6 +13,7 @@ from emulator.errors import InputError
 from emulator.han import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
+from emulator.radio.capture import PcapWriter, parse_network_key
 
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
@@ -46,6 +47,9 @@ probability = click.FloatRange(0.0, 1.0)
 @click.option("--until", "limit", type=click.FloatRange(1.0), help="Stop after this much protocol time (s).")
 @click.option("--activate", is_flag=True, help="Send Activate Firmware to each HCALCS once it holds its image.")
 @click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
+@click.option(
+    "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what crossed the air to this pcap."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress bars).")
 def command(
     chf_path: Path | None,
@@ -61,6 +65,7 @@ def command(
     limit: float | None,
     activate: bool,
     activate_after: float | None,
+    pcap: Path | None,
     as_json: bool,
 ) -> int:
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
@@ -83,11 +88,19 @@ def command(
         activate_after=activate_after,
     )
     limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
-    return run_han(Han(chf, devices, images, options), limit=limit, virtual=virtual_time, as_json=as_json)
+    return run_han(Han(chf, devices, images, options), limit=limit, virtual=virtual_time, as_json=as_json, pcap=pcap)
 
 
-def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool) -> int:
+def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:
     """Start `han`, wait until it settles (or `limit` protocol seconds), print outcomes; the exit code."""
+    chf = han.chf_profile
+    capture = (
+        PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
+        if pcap is not None
+        else None
+    )
+    if capture is not None:
+        capture.attach(han.air)
 
     async def main() -> tuple[bool, float, float]:
         await han.start()
@@ -98,7 +111,11 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool) -> int:
         await han.stop()
         return settled, protocol, wall
 
-    settled, protocol, wall = clock.run(main, virtual=virtual)
+    try:
+        settled, protocol, wall = clock.run(main, virtual=virtual)
+    finally:
+        if capture is not None:
+            capture.close()
     summaries = list(han.summaries.values())
     print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json, extra={"settled": settled})
     ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)

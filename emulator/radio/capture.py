@@ -258,6 +258,7 @@ class PcapWriter:
         self.frames = 0
         self._anchor: tuple[float, float] | None = None
         self._air: Air | None = None
+        self._remove_tap: Callable[[], None] | None = None
         if clock is not None:
             reference = clock.utc()
             self._anchor = (reference.timestamp(), clock.loop_time_at(reference))
@@ -282,6 +283,22 @@ class PcapWriter:
             lambda ieee: node.nwk if (node := air.node_by_ieee(ieee)) is not None else None,
         )
         air.add_tap(self.write)
+
+    def attach_radio(self, app) -> None:
+        """Capture what the CHF's own radio sends and receives (a real stick has no virtual air to listen to);
+        IEEE addresses come from zigpy's device table."""
+
+        def ieee_of(nwk: int) -> t.EUI64 | None:
+            if nwk == app.state.node_info.nwk:
+                return app.state.node_info.ieee
+            return next((d.ieee for d in app.devices.values() if d.nwk == nwk), None)
+
+        def nwk_of(ieee: t.EUI64) -> int | None:
+            device = app.devices.get(ieee)
+            return None if device is None else int(device.nwk)
+
+        self.encoder.add_resolver(ieee_of, nwk_of)
+        self._remove_tap = app.add_tap(self.write)
 
     def add_node(self, nwk: int, ieee: t.EUI64) -> None:
         """Name a node's IEEE address (needed for NWK security) when it is not on an attached air."""
@@ -336,6 +353,9 @@ class PcapWriter:
         self._remove_tmp()
 
     def _detach(self) -> None:
+        if self._remove_tap is not None:
+            self._remove_tap()
+            self._remove_tap = None
         if self._air is not None:
             with contextlib.suppress(ValueError):
                 self._air.remove_tap(self.write)

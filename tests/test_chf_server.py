@@ -4,6 +4,7 @@ on the virtual air."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -502,3 +503,49 @@ async def test_zigpy_ota_cluster_never_answers_in_our_place(han):
     client.query()
     assert decode((await client.expect())[1]).command.status == Status.SUCCESS
     await client.silence()
+
+
+async def test_random_and_truncated_frames_never_break_the_server(han):
+    """Fuzz: random bytes and every truncation of each client command; the server answers errors with Default
+    Responses (0x80/0x81) or not at all, never raises, and still serves a good query afterwards."""
+    client = han.client(PPMID)
+    rng = random.Random(17)
+    samples = [
+        bytes([0x01, rng.randrange(256), rng.randrange(16)]) + rng.randbytes(rng.randrange(30)) for _ in range(300)
+    ]
+    good = [
+        frames.encode(
+            "query_next_image",
+            tsn=1,
+            field_control=1,
+            manufacturer_code=MFR,
+            image_type=TYPE,
+            current_file_version=1,
+            hardware_version=0x1111,
+        ),
+        frames.encode(
+            "image_block",
+            tsn=2,
+            field_control=0,
+            manufacturer_code=MFR,
+            image_type=TYPE,
+            file_version=2,
+            file_offset=0,
+            maximum_data_size=63,
+        ),
+        frames.encode(
+            "upgrade_end", tsn=3, status=Status.ABORT, manufacturer_code=MFR, image_type=TYPE, file_version=2
+        ),
+    ]
+    samples += [frame[:cut] for frame in good for cut in range(len(frame))]
+    for sample in samples:
+        client.send_raw(sample) if len(sample) >= 2 else None
+    await asyncio.sleep(30)
+    answers = []
+    while not client.inbox.empty():
+        answers.append(client.inbox.get_nowait()[1])
+    errors = [a for a in answers if a[2] == 0x0B]
+    assert errors and {a[4] for a in errors} <= {0x00, 0x80, 0x81, 0x87, 0x98}, {a.hex() for a in errors}
+    assert han.air.stats["receiver_errors"] == 0
+    client.query()
+    assert decode((await client.expect())[1]).command.status == Status.SUCCESS

@@ -41,6 +41,7 @@ probability = click.FloatRange(0.0, 1.0)
 @click.option("--virtual-time/--real-time", default=True, show_default=True, help="Protocol time runs virtual (fast).")
 @click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
 @click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
+@click.option("--reorder", type=probability, default=0.0, show_default=True, help="Probability a frame is overtaken.")
 @click.option("--latency", type=click.FloatRange(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
@@ -59,6 +60,7 @@ def command(
     virtual_time: bool,
     loss: float,
     duplicate: float,
+    reorder: float,
     latency: float,
     seed: int,
     state_dir: Path | None,
@@ -82,7 +84,7 @@ def command(
         raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
     options = HanOptions(
         seed=seed,
-        link=LinkModel(latency=latency, loss=loss, duplicate=duplicate),
+        link=LinkModel(latency=latency, loss=loss, duplicate=duplicate, reorder=reorder),
         state_dir=state_dir,
         activate_hcalcs=activate,
         activate_after=activate_after,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from emulator.device import events
 from emulator.device.device import EmulatedDevice
 from emulator.ota import frames
 from emulator.ota import image as ota_image
+from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import DEVICE_FAULTS
 
 Scenario = Callable[[list[str], Path], Awaitable[Any]]
@@ -242,6 +244,41 @@ async def no_page_fallback(faults: list[str], _: Path) -> tuple[int, int]:
     return len(b.server.sent("image_page")), len(b.server.sent("image_block"))
 
 
+async def assume_full_blocks(faults: list[str], _: Path) -> list[int]:
+    b = await bench(ppmid_profile(faults=faults), image=gb_image(size=300))
+    b.server.max_block = 40
+    await b.server.wait_for("image_block", 3)
+    await b.device.stop()
+    return _offsets(b)[:3]
+
+
+async def upgrade_end_running_version(faults: list[str], _: Path) -> list[int]:
+    b = await bench(ppmid_profile(faults=faults), image=gb_image(size=100))
+    await b.server.wait_for("upgrade_end")
+    await b.device.stop()
+    return [r.frame.command.file_version for r in b.server.sent("upgrade_end")]
+
+
+async def ignore_timeout_policy(faults: list[str], _: Path) -> bool:
+    def never(_b, _r: Received) -> None:
+        return None
+
+    return await _activated_after(
+        faults, never, 12 * 3600, upgrade_timeout_policy=1, upgrade_end_retry=600, upgrade_wait_threshold=3
+    )
+
+
+async def activate_future_dated_now(faults: list[str], _: Path) -> tuple[bool, int]:
+    b = await bench(hcalcs_profile(faults=faults), image=gb_image(3, image_type=0x0085, size=100))
+    b.server.upgrade_time = "wait"
+    await b.log.wait(events.WaitingToUpgrade)
+    held = ota_image.parse(b.device.downloaded_image)
+    reply = await b.device.activate_firmware(manufacturer_image_hash(held), b.clock.utc() + timedelta(hours=6))
+    version_soon = b.device.running_version
+    await b.device.stop()
+    return reply.accepted, version_soon
+
+
 # fault → (scenario, what a conforming device does, what the faulty one does)
 CASES: dict[str, tuple[Scenario, Any, Any]] = {
     "no_hardware_version": (no_hardware_version, 1, 0),
@@ -266,6 +303,10 @@ CASES: dict[str, tuple[Scenario, Any, Any]] = {
     "activate_without_image": (activate_without_image, 1, 0),
     "no_page_fallback": (no_page_fallback, (1, 6), (4, 0)),
     "no_upgrade_end_on_invalid": (no_upgrade_end_on_invalid, [Status.INVALID_IMAGE], []),
+    "assume_full_blocks": (assume_full_blocks, [0, 40, 80], [0, 63, 126]),
+    "upgrade_end_running_version": (upgrade_end_running_version, [2], [1]),
+    "ignore_timeout_policy": (ignore_timeout_policy, False, True),
+    "activate_future_dated_now": (activate_future_dated_now, (True, 1), (False, 3)),
 }
 
 

@@ -314,13 +314,16 @@ class OtaClient:
 
     def _send_upgrade_end(self, status: Status, ref: ImageRef) -> None:
         tsn = self._tsn()
+        version = ref.file_version
+        if status == Status.SUCCESS and "upgrade_end_running_version" in self.faults:
+            version = self.state.running_version
         data = frames.encode(
             "upgrade_end",
             tsn=tsn,
             status=status,
             manufacturer_code=ref.manufacturer_code,
             image_type=ref.image_type,
-            file_version=ref.file_version,
+            file_version=version,
         )
         self.host.send_ota(data, tsn)
         self.host.emit(
@@ -328,7 +331,7 @@ class OtaClient:
             status=int(status),
             manufacturer_code=ref.manufacturer_code,
             image_type=ref.image_type,
-            file_version=ref.file_version,
+            file_version=version,
         )
 
     def _held_types(self) -> set[int]:
@@ -708,6 +711,8 @@ class OtaClient:
                     continue
                 buf[b_offset : b_offset + length] = b_data
                 state.file_offset = b_offset + length
+                if "assume_full_blocks" in faults and not paging:
+                    state.file_offset = min(size, b_offset + max_size)
                 if got:
                     while (ahead_len := got.pop(state.file_offset, 0)) > 0:
                         state.file_offset += ahead_len
@@ -807,7 +812,7 @@ class OtaClient:
                     misses += 1
                     if (
                         misses >= profile.upgrade_wait_threshold
-                        and profile.upgrade_timeout_policy == 0
+                        and (profile.upgrade_timeout_policy == 0 or "ignore_timeout_policy" in self.faults)
                         and profile.upgrade_activation_policy == 0
                     ):
                         activate_at = loop.time()
@@ -912,7 +917,7 @@ class OtaClient:
 
     def activate_firmware(self, image_hash: bytes, at: datetime | None) -> events.ActivationReply:
         """Activate Firmware (GBCS CS06): now, or accepted now and executed at `at`."""
-        if at is not None:
+        if at is not None and "activate_future_dated_now" not in self.faults:
             when = self.host.clock.loop_time_at(at)
             if when > self._loop.time():
                 handle = self._loop.call_at(when, self._future_activation, image_hash)

@@ -1,0 +1,230 @@
+"""The device conformance bench: run a PPMID or HCALCS through the selected checks and report the verdicts.
+
+    report = run_device_checks(DeviceTarget(profile=load_device("profiles/ppmid.toml")))
+
+Each check runs as its own short scenario against the test CHF (`scenarios.py`, `gb_scenarios.py`) in a session
+of the device's world (`dut.py`): a fresh HAN for an emulated device, the same device in turn for one behind a
+coordinator. A check the DUT's kind rules out is not applicable; a scenario that cannot decide, or that runs
+past its budget, is inconclusive with the reason — a run never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import zigpy.types as t
+
+from emulator import clock
+from emulator.chf.store import HeldImage
+from emulator.conformance.checks import BOTH, select
+from emulator.conformance.dut import EmulatedWorld, Notice, RadioWorld
+from emulator.conformance.gb_scenarios import GB_SCENARIOS
+from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
+from emulator.conformance.scenarios import SCENARIOS, Scenario
+from emulator.conformance.testchf import TEST_CHF, TestChf
+from emulator.conformance.trial import Inconclusive, NotApplicable
+from emulator.profiles import DeviceProfile
+from emulator.radio.capture import PcapWriter, parse_network_key
+
+ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS}
+# The most protocol time one check may take (its scenario's own windows are all shorter).
+VIRTUAL_BUDGET = 4 * 86400.0
+REAL_BUDGET = 6 * 3600.0
+
+Progress = Callable[[Check, CheckResult | None], None]
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """The device under test: an emulated one from `profile` (on the loopback radio, virtual time; or
+    `radio="ezsp"`, bellows and a virtual NCP, real time), or a real one on the EZSP coordinator at `port`
+    named by `ieee`. For a real device, `kind` (ppmid|hcalcs) selects the GB checks, `image` is an upgrade
+    file it accepts and `block_period_unit` the unit it reads MinimumBlockPeriod in."""
+
+    profile: DeviceProfile | None = None
+    radio: str = "loopback"
+    port: str | None = None
+    ieee: t.EUI64 | None = None
+    kind: str | None = None
+    image: HeldImage | None = None
+    block_period_unit: str = "ms"
+    join_timeout: float = 300.0
+    seed: int = 0
+
+    @property
+    def virtual(self) -> bool:
+        return self.port is None and self.radio == "loopback"
+
+    def describe(self) -> tuple[str, str]:
+        if self.profile is not None:
+            profile = self.profile
+            how = "loopback radio, virtual time" if self.virtual else "bellows and a virtual EZSP NCP, real time"
+            return (
+                f"{profile.kind.upper()} {profile.ieee} (emulated, {profile.source})",
+                f"Device conformance of an emulated {profile.kind.upper()} against the test CHF ({how}); "
+                "a fresh HAN for every check",
+            )
+        kind = self.kind.upper() if self.kind else "device"
+        return (
+            f"{kind} {self.ieee} on {self.port}",
+            f"Device conformance of a device behind the EZSP coordinator at {self.port}; checks ran one after "
+            "another on the same device (it cannot be reset between them)",
+        )
+
+
+def run_device_checks(
+    target: DeviceTarget,
+    checks: Sequence[str] | None = None,
+    *,
+    pcap: Path | None = None,
+    notice: Notice | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Run the checks named (all by default; an unknown ID is an `UnknownCheck` error before anything runs) on
+    their own event loop — virtual time for an emulated device on the loopback radio."""
+    selected = select(checks)
+    return clock.run(
+        lambda: check_device(target, selected, pcap=pcap, notice=notice, progress=progress), virtual=target.virtual
+    )
+
+
+class _Capture:
+    """One pcap for the whole run: every session's CHF radio writes into it."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.writer: PcapWriter | None = None
+
+    def open(self, network_key: bytes, pan_id: int) -> None:
+        if self.path is not None and self.writer is None:
+            self.writer = PcapWriter(self.path, network_key=network_key, pan_id=pan_id)
+
+    def __call__(self, chf: TestChf) -> None:
+        if self.path is None:
+            return
+        if self.writer is None:
+            info = chf.app.state.network_info
+            self.open(bytes(info.network_key.key), int(info.pan_id))
+        assert self.writer is not None
+        chf.capture(self.writer)
+
+    def close(self, failed: bool) -> str | None:
+        if self.writer is None:
+            return None
+        if failed:
+            self.writer.discard()
+            return None
+        return str(self.writer.close())
+
+
+def _world(target: DeviceTarget, capture: _Capture, notice: Notice | None) -> EmulatedWorld | RadioWorld:
+    if target.profile is not None:
+        # The test CHF forms its network with these settings, so the capture can be opened before the first frame
+        # (and an unwritable path is reported before any check runs).
+        capture.open(parse_network_key(TEST_CHF.network_key), TEST_CHF.pan_id)
+        return EmulatedWorld(target.profile, radio=target.radio, seed=target.seed, capture=capture)
+    assert target.port is not None and target.ieee is not None
+    return RadioWorld(
+        target.port,
+        target.ieee,
+        kind=target.kind,
+        block_period_unit=target.block_period_unit,
+        image=target.image,
+        join_timeout=target.join_timeout,
+        notice=notice,
+        capture=capture,
+    )
+
+
+async def check_device(
+    target: DeviceTarget,
+    checks: Sequence[Check],
+    *,
+    pcap: Path | None = None,
+    notice: Notice | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """`run_device_checks` inside a running event loop."""
+    loop = asyncio.get_running_loop()
+    began, wall = loop.time(), time.monotonic()
+    capture = _Capture(pcap)
+    world = _world(target, capture, notice)
+    results: list[CheckResult] = []
+    failed = True
+    try:
+        await world.start()
+        budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
+        for check in checks:
+            if progress is not None:
+                progress(check, None)
+            result = await _run_check(world, check, budget)
+            results.append(result)
+            if progress is not None:
+                progress(check, result)
+        failed = False
+    finally:
+        await world.stop()
+        written = capture.close(failed)
+    name, description = target.describe()
+    notes = []
+    if world.shared and world.absent is None:
+        notes.append("checks ran in sequence on one device; an earlier check may have left it holding an image")
+    return Report(
+        target=name,
+        description=description,
+        results=results,
+        protocol_time=loop.time() - began,
+        wall_time=time.monotonic() - wall,
+        pcap=written,
+        notes=notes,
+    )
+
+
+def _applicability(world: EmulatedWorld | RadioWorld, check: Check) -> CheckResult | None:
+    if world.absent is not None:
+        return CheckResult(check, Verdict.INCONCLUSIVE, world.absent)
+    if check.applies_to == BOTH:
+        return None
+    kinds = " and ".join(k.upper() for k in check.applies_to)
+    if world.kind is None:
+        return CheckResult(
+            check, Verdict.INCONCLUSIVE, f"applies to {kinds} only; the device's kind is unknown (--kind)"
+        )
+    if world.kind not in check.applies_to:
+        article = "an" if world.kind == "hcalcs" else "a"
+        return CheckResult(
+            check, Verdict.NOT_APPLICABLE, f"applies to {kinds} only; the DUT is {article} {world.kind.upper()}"
+        )
+    return None
+
+
+async def _run_check(world: EmulatedWorld | RadioWorld, check: Check, budget: float) -> CheckResult:
+    ruled = _applicability(world, check)
+    if ruled is not None:
+        return ruled
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        async with asyncio.timeout(budget):
+            async with world.session() as trial:
+                outcome = await ALL_SCENARIOS[check.id](trial)
+        result = CheckResult(check, outcome.verdict, outcome.reason, outcome.evidence, outcome.timeline)
+    except Inconclusive as exc:
+        result = CheckResult(check, Verdict.INCONCLUSIVE, exc.reason, exc.evidence)
+    except NotApplicable as exc:
+        result = CheckResult(check, Verdict.NOT_APPLICABLE, exc.reason, exc.evidence)
+    except TimeoutError:
+        result = CheckResult(check, Verdict.INCONCLUSIVE, f"the scenario did not finish within {budget:g} s")
+    result.duration = loop.time() - start
+    return result
+
+
+def exit_code(report: Report) -> int:
+    """0 when every MUST check passed or does not apply; 1 when one failed or could not be decided."""
+    decided = {Verdict.PASS, Verdict.NOT_APPLICABLE}
+    musts = [r for r in report.results if r.check.level == Level.MUST]
+    return 0 if all(r.verdict in decided for r in musts) else 1

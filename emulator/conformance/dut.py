@@ -1,0 +1,281 @@
+"""Where the device under test lives, and how each check gets a session with it.
+
+* `EmulatedWorld`: an emulated PPMID/HCALCS from a profile. Every check gets a fresh HAN — a new air, CHF and
+  device with empty state — so no verdict depends on an earlier check. On the loopback radio this runs on
+  virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP (real time).
+* `RadioWorld`: a device reached through an EZSP coordinator (a real dongle, or a virtual NCP's URL), named
+  by its EUI-64. The bench opens joining and waits for it; checks then run one after another on the same
+  device, which cannot be reset in between (the report says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import zigpy.exceptions
+import zigpy.types as t
+
+from emulator.chf.node import ChfNode
+from emulator.chf.store import HeldImage
+from emulator.clock import Clock
+from emulator.conformance.checks import HCALCS, PPMID
+from emulator.conformance.testchf import TEST_CHF, TestChf
+from emulator.conformance.trial import REAL_TIMING, VIRTUAL_TIMING, Dut, Inconclusive, Timing, Trial
+from emulator.device.device import EmulatedDevice
+from emulator.han import FIRST_DEVICE_NWK
+from emulator.ncp.server import VirtualNcp
+from emulator.profiles import DEFAULT_DEVICE_IDS, DeviceProfile
+from emulator.radio.air import Air
+
+Capture = Callable[[TestChf], None]
+Notice = Callable[[str], None]
+
+# zigpy accepts at most this many seconds per permit-joining call; longer windows are renewed.
+MAX_PERMIT = 254
+PERMIT_TIMEOUT = 10.0
+# How long (real time) the EZSP path gets to finish sending before its session shuts down.
+DRAIN = 0.5
+KIND_BY_DEVICE_ID = {device_id: kind for kind, device_id in DEFAULT_DEVICE_IDS.items()}
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class EmulatedWorld:
+    """A fresh in-process HAN per check around one emulated device."""
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        *,
+        radio: str = "loopback",
+        seed: int = 0,
+        capture: Capture | None = None,
+        start_utc: datetime | None = None,
+    ) -> None:
+        self.profile = profile
+        self.radio = radio
+        self.seed = seed
+        self.capture = capture
+        self.start_utc = start_utc or datetime.now(UTC).replace(microsecond=0)
+        self.timing: Timing = VIRTUAL_TIMING if radio == "loopback" else REAL_TIMING
+        self.absent: str | None = None
+        self.shared = False
+
+    @property
+    def kind(self) -> str:
+        return self.profile.kind
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Trial]:
+        profile = self.profile
+        air = Air(seed=self.seed)
+        clock = Clock(self.start_utc)
+        chf = TestChf(clock, profile.ieee, FIRST_DEVICE_NWK)
+        node = ChfNode(TEST_CHF, chf.store, clock, observers=[chf.intercept])
+        ncp: VirtualNcp | None = None
+        state = tempfile.TemporaryDirectory(prefix="ota-emu-conform-")
+        dut = Dut(profile.ieee, profile.kind, profile.block_period_unit)
+        started = False
+        try:
+            if self.radio == "ezsp":
+                ncp = VirtualNcp(air, seed=self.seed)
+                await ncp.start()
+                assert ncp.url is not None
+                await node.start_ezsp(ncp.url)
+                await ncp.wait_for_network()
+            else:
+                await node.start_loopback(air)
+            started = True
+            chf.attach(node)
+            if self.capture is not None:
+                self.capture(chf)
+            restarts = 0
+
+            async def restart() -> EmulatedDevice:
+                nonlocal restarts
+                restarts += 1
+                if dut.device is not None:
+                    await dut.device.stop()
+                return await self._device(air, clock, Path(state.name), restarts)
+
+            dut.restarter = restart
+            dut.listen(await self._device(air, clock, Path(state.name), 0))
+            yield Trial(chf, dut, clock, self.timing, None)
+        finally:
+            if dut.device is not None:
+                await dut.device.stop()
+            chf.detach()
+            if ncp is not None:
+                await asyncio.sleep(DRAIN)  # frames bellows still has in flight, so shutting down fails none
+            if started:
+                await node.stop()
+            if ncp is not None:
+                await ncp.stop()
+            state.cleanup()
+
+    async def _device(self, air: Air, clock: Clock, state_dir: Path, generation: int) -> EmulatedDevice:
+        device = EmulatedDevice(
+            self.profile,
+            air,
+            clock,
+            nwk=FIRST_DEVICE_NWK,
+            state_dir=state_dir,
+            seed=self.seed * 7919 + generation,
+        )
+        await device.start()
+        return device
+
+
+class _JoinWatch:
+    """zigpy listener: set when the device under test joins (or is interviewed)."""
+
+    def __init__(self, ieee: t.EUI64) -> None:
+        self.ieee = ieee
+        self.seen = asyncio.Event()
+
+    def device_joined(self, device) -> None:
+        if device.ieee == self.ieee:
+            self.seen.set()
+
+    def device_initialized(self, device) -> None:
+        self.device_joined(device)
+
+
+class RadioWorld:
+    """A device on an EZSP coordinator's network: one CHF for the whole run, checks in sequence."""
+
+    def __init__(
+        self,
+        port: str,
+        ieee: t.EUI64,
+        *,
+        kind: str | None = None,
+        block_period_unit: str = "ms",
+        image: HeldImage | None = None,
+        join_timeout: float = 300.0,
+        notice: Notice | None = None,
+        capture: Capture | None = None,
+    ) -> None:
+        self.port = port
+        self.ieee = ieee
+        self.image = image
+        self.join_timeout = join_timeout
+        self.notice = notice or _quiet
+        self.capture = capture
+        self.timing = REAL_TIMING
+        self.dut = Dut(ieee, kind, block_period_unit)
+        self.absent: str | None = None
+        self.shared = True
+        self._clock: Clock | None = None
+        self._chf: TestChf | None = None
+        self._node: ChfNode | None = None
+        self._sessions = 0
+
+    @property
+    def kind(self) -> str | None:
+        """As given, else as zigpy's interview of the device shows (once it has got that far)."""
+        if self.dut.kind is None and self.absent is None and self._node is not None:
+            self.dut.kind = self._kind_from_interview()
+        return self.dut.kind
+
+    async def start(self) -> None:
+        """Connect to the coordinator (an `InputError` if the port is unusable), then wait for the DUT."""
+        self._clock = Clock()
+        chf = self._chf = TestChf(self._clock, self.ieee)
+        node = ChfNode(TEST_CHF, chf.store, self._clock, observers=[chf.intercept])
+        await node.start_ezsp(self.port)
+        self._node = node
+        chf.attach(node)
+        if self.capture is not None:
+            self.capture(chf)
+        self.absent = await self._wait_for_device()
+
+    async def stop(self) -> None:
+        if self._chf is not None:
+            self._chf.detach()
+        if self._node is not None:
+            await asyncio.sleep(DRAIN)
+            await self._node.stop()
+
+    async def _wait_for_device(self) -> str | None:
+        assert self._chf is not None and self._node is not None
+        app = self._node.app
+        watch = _JoinWatch(self.ieee)
+        app.add_listener(watch)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.join_timeout
+        self.notice(
+            f"Joining is open for {self.join_timeout:g} s: power on device {self.ieee} (or reset it to join the "
+            "network); the checks start when it has joined."
+        )
+        try:
+            while not self._present(watch):
+                left = deadline - loop.time()
+                if left <= 0:
+                    return (
+                        f"device {self.ieee} did not join within {self.join_timeout:g} s (joining was open; is it "
+                        "powered, in range and allowed to join?)"
+                    )
+                window = min(MAX_PERMIT, max(1, math.ceil(left)))
+                await self._permit(window)
+                closes = min(loop.time() + window, deadline)
+                while not self._present(watch) and (wait := closes - loop.time()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(wait, 1.0)):
+                            await watch.seen.wait()
+        finally:
+            app.remove_listener(watch)
+            await self._permit(0)
+        self.notice(f"Device {self.ieee} is on the network; running the checks.")
+        return None
+
+    async def _permit(self, seconds: int) -> None:
+        """Open (or with 0 close) joining; a coordinator that does not manage it is noted, not waited for."""
+        assert self._node is not None
+        try:
+            async with asyncio.timeout(PERMIT_TIMEOUT):
+                await self._node.app.permit(seconds)
+        except (TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
+            self.notice(f"Could not {'open' if seconds else 'close'} joining on the coordinator ({exc!r})")
+
+    def _present(self, watch: _JoinWatch) -> bool:
+        """Joined now, or already on the network and heard from."""
+        assert self._chf is not None
+        return watch.seen.is_set() or bool(self._chf.frames)
+
+    def _kind_from_interview(self) -> str | None:
+        """PPMID or HCALCS from the SE device id zigpy's interview read (SPEC.md §7: the mapping is a
+        profile default, UNCONFIRMED for real devices)."""
+        assert self._node is not None
+        device = self._node.app.devices.get(self.ieee)
+        for endpoint_id, endpoint in device.endpoints.items() if device is not None else ():
+            kind = KIND_BY_DEVICE_ID.get(getattr(endpoint, "device_type", None)) if endpoint_id else None
+            if kind in (PPMID, HCALCS):
+                return kind
+        return None
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Trial]:
+        if self.absent is not None:
+            raise Inconclusive(self.absent)
+        assert self._chf is not None and self._clock is not None
+        self._chf.reset()
+        self._sessions += 1
+        try:
+            yield Trial(self._chf, self.dut, self._clock, self.timing, self.image, self._sessions)
+        finally:
+            self._chf.reset()

@@ -1,0 +1,316 @@
+"""One check's run: the test CHF, the device under test, and the steps every scenario is built from.
+
+A scenario is an async function of a `Trial` that returns an `Outcome` (verdict, reason, the deciding frames,
+a transfer timeline) or raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
+DUT is, get it to query, offer it an image, wait for the transfer to end, see it reboot into new firmware —
+judge only from frames on the CHF radio, so they hold for a real device as well as an emulated one. Where a GB
+outcome travels in a GBCS message this bench cannot see, an emulated DUT's events stand in for it (`Dut`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import zigpy.types as t
+
+from emulator.chf.store import HeldImage
+from emulator.clock import Clock
+from emulator.conformance import images
+from emulator.conformance.images import DutIdentity
+from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
+from emulator.conformance.testchf import TestChf, chf_sent, dut_sent
+from emulator.device import events as device_events
+from emulator.device.device import EmulatedDevice
+from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
+
+# OTA client attributes (SPEC.md §3.1) the scenarios read.
+CURRENT_FILE_VERSION = 0x0002
+IMAGE_UPGRADE_STATUS = 0x0006
+IMAGE_TYPE_ID = 0x0008
+UPGRADE_ACTIVATION_POLICY = 0x000B
+UPGRADE_TIMEOUT_POLICY = 0x000C
+
+REQUESTS = ("image_block", "image_page")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long the test CHF gives the DUT, in protocol seconds.
+
+    `quiet`: for a query of its own before the CHF prompts one; `response`: to react to a frame; `spontaneous`:
+    for a periodic query (a GB device queries daily: free on virtual time, capped on real time); `stall`:
+    without any block request before a transfer counts as stopped; `transfer`: for a whole download."""
+
+    quiet: float = 5.0
+    response: float = 30.0
+    spontaneous: float = 2 * 86400.0
+    stall: float = 120.0
+    transfer: float = 6 * 3600.0
+
+
+VIRTUAL_TIMING = Timing()
+REAL_TIMING = Timing(spontaneous=300.0, transfer=3600.0)
+
+
+class Inconclusive(Exception):
+    """The scenario could not decide: the DUT did not do what the check needs (the reason says what)."""
+
+    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence or []
+
+
+class NotApplicable(Exception):
+    """The rule does not apply to this DUT (its kind, or a policy it declares)."""
+
+    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence = evidence or []
+
+
+@dataclass
+class Outcome:
+    verdict: Verdict
+    reason: str
+    evidence: list[FrameRecord] = field(default_factory=list)
+    timeline: list[TimelinePoint] = field(default_factory=list)
+
+
+def evidence(*items: FrameRecord | list[FrameRecord] | None) -> list[FrameRecord]:
+    """The frames that decided a verdict, in time order, each once."""
+    seen: dict[int, FrameRecord] = {}
+    for item in items:
+        for frame in item if isinstance(item, list) else [item]:
+            if frame is not None:
+                seen.setdefault(id(frame), frame)
+    return sorted(seen.values(), key=lambda f: f.at)
+
+
+@dataclass
+class Dut:
+    """The device under test. An emulated one also offers what a real one gets through other channels: its
+    events (standing in for the GBCS alerts it would send), Activate Firmware (CS06, which reaches a real
+    device through the GBCS tunnel) and a restart (a power cycle)."""
+
+    ieee: t.EUI64
+    kind: str | None
+    block_period_unit: str = "ms"
+    device: EmulatedDevice | None = None
+    events: list[device_events.DeviceEvent] = field(default_factory=list)
+    restarter: Callable[[], Awaitable[EmulatedDevice]] | None = None
+
+    @property
+    def emulated(self) -> bool:
+        return self.device is not None
+
+    def listen(self, device: EmulatedDevice) -> None:
+        self.device = device
+        device.add_listener(self.events.append)
+
+    async def restart(self) -> None:
+        assert self.restarter is not None
+        self.listen(await self.restarter())
+
+    async def activate_firmware(
+        self, image_hash: bytes, at: datetime | None = None
+    ) -> device_events.ActivationReply | None:
+        if self.device is None:
+            return None
+        return await self.device.activate_firmware(image_hash, at)
+
+
+@dataclass
+class Download:
+    """How an offered transfer went, as far as the frames tell: the offer, the DUT's Upgrade End Request (None
+    when it stopped without one) and the CHF's Upgrade End Response (if any)."""
+
+    mark: int
+    held: HeldImage
+    offer: FrameRecord
+    end: FrameRecord | None = None
+    response: FrameRecord | None = None
+
+    @property
+    def end_status(self) -> int | None:
+        return None if self.end is None else int(self.end.fields["status"])
+
+
+class Trial:
+    def __init__(
+        self, chf: TestChf, dut: Dut, clock: Clock, timing: Timing, image: HeldImage | None, version_step: int = 1
+    ) -> None:
+        self.chf = chf
+        self.dut = dut
+        self.clock = clock
+        self.timing = timing
+        self.supplied = image
+        # How far above the running version a synthetic image is: checks in sequence on one device each offer
+        # a version of their own, so an image an earlier check left held is never offered again.
+        self.version_step = version_step
+        self.identity: DutIdentity | None = None
+        self.first_query: FrameRecord | None = None
+
+    # -- getting the DUT to talk ----------------------------------------------------------------------
+
+    async def prompt_query(self, *, quiet: float | None = None) -> FrameRecord | None:
+        """The DUT's next Query Next Image Request: one of its own within `quiet` s, else one a unicast Image
+        Notify asks for, else (a DUT that ignores the notify) its next periodic one."""
+        timing = self.timing
+        is_query = dut_sent("query_next_image")
+        mark = self.chf.mark()
+        query = await self.chf.expect(is_query, timing.quiet if quiet is None else quiet, mark)
+        if query is None and self.chf.nwk is not None:
+            self.chf.notify(0, 100)
+            query = await self.chf.expect(is_query, timing.response, mark)
+        if query is None:
+            query = await self.chf.expect(is_query, timing.spontaneous, mark)
+        return query
+
+    async def learn(self) -> DutIdentity:
+        """Who the DUT is, from its first query (answered NO_IMAGE_AVAILABLE: the store is still empty)."""
+        query = await self.prompt_query()
+        if query is None:
+            raise Inconclusive(
+                f"the DUT sent no Query Next Image Request, not even after a unicast Image Notify "
+                f"(waited {self.timing.spontaneous:g} s)"
+            )
+        self.first_query = query
+        self.identity = DutIdentity.from_query(query)
+        # Let the answer arrive and the DUT return to idle before the scenario goes on.
+        await self.chf.expect(chf_sent("query_next_image_response"), self.timing.response, self.chf.after(query))
+        await asyncio.sleep(1.0)
+        return self.identity
+
+    # -- images ---------------------------------------------------------------------------------------
+
+    def good_image(self, activation: str | None = None) -> HeldImage:
+        """The operator's image if one was given, else a synthetic one a version above the running one."""
+        identity = self._identity()
+        version = images.other_version(identity.file_version, self.version_step)
+        base = self.supplied or images.synthetic(identity, version)
+        return images.for_device(base, self.dut.ieee, activation)
+
+    def _identity(self) -> DutIdentity:
+        assert self.identity is not None, "learn() first"
+        return self.identity
+
+    def hold(self, held: HeldImage) -> HeldImage:
+        self.chf.store.add(held)
+        return held
+
+    async def offer(self, held: HeldImage) -> Download:
+        """Hold `held` for the DUT and get it offered: a query the CHF answers with SUCCESS."""
+        mark = self.chf.mark()
+        self.hold(held)
+        query = await self.prompt_query(quiet=0)
+        if query is None:
+            raise Inconclusive("the DUT did not query again, so the image could not be offered")
+        offer = await self.chf.expect(
+            lambda f: f.src == 0 and f.name == "query_next_image_response" and f.fields.get("status") == 0,
+            self.timing.response,
+            mark,
+        )
+        if offer is None:
+            answers = self.chf.since(mark, chf_sent("query_next_image_response"))
+            raise Inconclusive("the CHF could not offer the image to the DUT's query", evidence(query, answers))
+        return Download(mark, held, offer)
+
+    async def finish(self, download: Download) -> Download:
+        """Wait until the DUT ends the transfer with an Upgrade End Request, or stops requesting blocks."""
+        chf = self.chf
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.transfer
+        moving = dut_sent("upgrade_end", *REQUESTS)
+        index = download.mark
+        while (left := deadline - loop.time()) > 0:
+            frame = await chf.expect(moving, min(left, self.timing.stall), index)
+            if frame is None:
+                break
+            index = chf.after(frame)
+            if frame.name == "upgrade_end":
+                download.end = frame
+                download.response = await chf.expect(chf_sent("upgrade_end_response"), self.timing.response, index)
+                break
+        return download
+
+    async def download(self, held: HeldImage) -> Download:
+        return await self.finish(await self.offer(held))
+
+    async def verified_download(self, activation: str) -> Download:
+        """A good image downloaded and reported SUCCESS: the precondition of every activation check."""
+        download = await self.download(self.good_image(activation))
+        if download.end_status == Status.SUCCESS and download.response is not None:
+            return download
+        raise Inconclusive(self.rejection(download), evidence(download.offer, download.end, download.response))
+
+    def rejection(self, download: Download) -> str:
+        """Why a download that should have ended in Upgrade End SUCCESS did not (for the reason of a verdict)."""
+        if download.end is None:
+            return f"the DUT did not complete the download ({self.progress(download)})"
+        if download.end_status == Status.INVALID_IMAGE and self.supplied is None:
+            return (
+                "the DUT rejected the bench's unsigned synthetic image (Upgrade End INVALID_IMAGE); give an image "
+                "it accepts (--image) to run this check"
+            )
+        if download.response is None:
+            return f"the DUT's Upgrade End Request (status 0x{download.end_status:02X}) got no Upgrade End Response"
+        return f"the download ended with Upgrade End status 0x{download.end_status:02X}"
+
+    def progress(self, download: Download) -> str:
+        served = self.chf.since(download.mark, chf_sent("image_block_response"))
+        ends = [
+            int(f.fields["file_offset"]) + len(f.fields.get("image_data", "")) // 2
+            for f in served
+            if f.fields.get("status") == 0
+        ]
+        return f"{max(ends, default=0)} of {download.held.size} bytes served"
+
+    # -- activation -----------------------------------------------------------------------------------
+
+    async def reboot(self, since: int, within: float) -> FrameRecord | None:
+        """The DUT's Device_annce after `since`: how a device shows it restarted into new firmware."""
+        return await self.chf.expect(dut_sent("Device_annce"), within, since)
+
+    async def read(self, *attribute_ids: int) -> dict[int, int] | None:
+        values = await self.chf.read(*attribute_ids, within=self.timing.response)
+        return None if values is None else {k: int(v) for k, v in values.items()}
+
+    async def running_version(self) -> int | None:
+        values = await self.read(CURRENT_FILE_VERSION)
+        return None if values is None else values.get(CURRENT_FILE_VERSION)
+
+    def waiting_response(self, download: Download) -> bool:
+        response = download.response
+        return response is not None and int(response.fields["upgrade_time"]) == UPGRADE_TIME_WAIT
+
+    # -- evidence -------------------------------------------------------------------------------------
+
+    def timeline(self, since: int) -> list[TimelinePoint]:
+        """The transfer as the DUT drove it: each block request's offset, and marks where the CHF made it wait,
+        aborted it, or the DUT ended it."""
+        points: list[TimelinePoint] = []
+        for frame in self.chf.since(since):
+            fields = frame.fields
+            if frame.src != 0 and frame.name in REQUESTS:
+                points.append(TimelinePoint(frame.at, int(fields["file_offset"])))
+            elif frame.src != 0 and frame.name == "upgrade_end":
+                status = int(fields["status"])
+                label = "abort" if status == Status.ABORT else f"Upgrade End 0x{status:02X}"
+                points.append(TimelinePoint(frame.at, points[-1].offset if points else 0, label))
+            elif frame.src == 0 and frame.name == "image_block_response" and fields.get("status") != 0:
+                status = int(fields["status"])
+                offset = points[-1].offset if points else 0
+                if status == Status.WAIT_FOR_DATA:
+                    delay = int(fields["request_time"]) - int(fields["current_time"])
+                    points.append(TimelinePoint(frame.at, offset, f"wait {delay} s (WAIT_FOR_DATA)"))
+                else:
+                    points.append(TimelinePoint(frame.at, offset, f"abort (Image Block Response 0x{status:02X})"))
+            elif frame.src == 0 and frame.name == "Default_Response" and fields.get("status") != 0:
+                offset = points[-1].offset if points else 0
+                points.append(TimelinePoint(frame.at, offset, f"Default Response 0x{int(fields['status']):02X}"))
+        return points

@@ -63,6 +63,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         self._virtual_now = 0.0
         super().__init__(selector=_VirtualSelector(self))
+        # asyncio runs a timer when it is due before now + resolution; at 1e-9 s that sum stops changing once
+        # virtual time passes 2**24 s (194 days) and a timer due "now" would never run.
+        self._clock_resolution = 1e-6
 
     def time(self) -> float:
         return self._virtual_now

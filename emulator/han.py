@@ -109,6 +109,7 @@ class Han:
         self._listeners: list[Callable[[Event], None]] = []
         self._settled = asyncio.Event()
         self.ncp: VirtualNcp | None = None
+        self._activation_sent: set[t.EUI64] = set()
         # Made here, not in start(), so a capture can listen from the first frame.
         self.air = Air(seed=self.options.seed, link=self.options.link)
         self.clock: Clock
@@ -225,7 +226,9 @@ class Han:
             self._finish(summary, "upgraded" if ok else "failed", "" if ok else event.response_code.name.lower())
         elif isinstance(event, de.WaitingToUpgrade):
             if self.options.activate_hcalcs and summary.kind == "hcalcs":
-                self._schedule_activation(summary.ieee)
+                if summary.ieee not in self._activation_sent:
+                    self._activation_sent.add(summary.ieee)
+                    self._schedule_activation(summary.ieee)
             else:
                 self._finish(summary, "held", "waiting for Activate Firmware")
         elif isinstance(event, de.ImageVerified) and not event.ok:

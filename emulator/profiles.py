@@ -56,6 +56,10 @@ DEVICE_FAULTS: dict[str, str] = {
     "activate_without_image": "answer success to Activate Firmware with no image held (C-23)",
     "no_page_fallback": "keep sending page requests after UNSUP_CLUSTER_COMMAND (C-page)",
     "no_upgrade_end_on_invalid": "discard an invalid image silently instead of Upgrade End INVALID_IMAGE (C-12)",
+    "assume_full_blocks": "advance FileOffset by MaximumDataSize whatever length the block had (C-06)",
+    "upgrade_end_running_version": "name the running file version in Upgrade End Request SUCCESS (C-13)",
+    "ignore_timeout_policy": "apply after unanswered Upgrade End Requests even with UpgradeTimeoutPolicy 1 (C-18)",
+    "activate_future_dated_now": "execute a future-dated Activate Firmware at once instead of at its time (C-23)",
 }
 
 
@@ -268,6 +272,16 @@ class DeviceProfile:
     activation_fails: bool = field(
         default=False, metadata=_spec(_bool, "activation of a new image fails (GB activationFailure)")
     )
+    gbcs_key: str | None = field(
+        default=None,
+        metadata=_spec(_optional(_text), "PEM P-256 private key the device signs its GBCS messages with"),
+    )
+    supplier_signer: str | None = field(
+        default=None,
+        metadata=_spec(
+            _optional(_text), "PEM certificate or public key an HCALCS checks Activate Firmware (CS06) signatures with"
+        ),
+    )
     faults: frozenset[str] = field(
         default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
     )
@@ -374,6 +388,13 @@ class ChfProfile:
     notify_jitter: int = field(default=100, metadata=_spec(_int(8), "Image Notify QueryJitter 1..100"))
     transfer_timeout: float = field(
         default=300.0, metadata=_spec(_number(1), "seconds without a block request before a transfer has failed")
+    )
+    gbcs_key: str | None = field(
+        default=None, metadata=_spec(_optional(_text), "PEM P-256 private key the CHF signs its CCS08 alerts with")
+    )
+    alert_recipient: t.EUI64 = field(
+        default=t.EUI64.convert("90:B3:D5:1F:30:00:00:02"),
+        metadata=_spec(parse_eui64, "recipient id of the CCS08 and CS09 alerts"),
     )
     source: str = field(default="<built-in>", metadata={"internal": True})
 

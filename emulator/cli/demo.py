@@ -10,10 +10,11 @@ import click
 from rich.console import Console
 
 from emulator import keys
+from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
 from emulator.cli.run import run_han
 from emulator.files import write_atomic
-from emulator.han import Han, HanOptions
+from emulator.han import HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
 from emulator.profiles import bundled, load_chf, load_device
@@ -45,7 +46,12 @@ def command(out: Path | None, as_json: bool) -> int:
         console.print(f"[bold]1.[/] Generated a P-256 demo signing key ({signer.name})")
 
         ppmid = load_device(bundled("ppmid")).replace(signers=(str(signer),), require_signature=True)
-        hcalcs = load_device(bundled("hcalcs")).replace(signers=(str(signer),), require_signature=True)
+        supplier = keys.generate_private_key()
+        supplier_signer = folder / "demo-supplier.pub.pem"
+        write_atomic(supplier_signer, keys.public_key_pem(supplier.public_key()))
+        hcalcs = load_device(bundled("hcalcs")).replace(
+            signers=(str(signer),), require_signature=True, supplier_signer=str(supplier_signer)
+        )
         images = []
         for profile in (ppmid, hcalcs):
             image = build_gb(
@@ -69,5 +75,11 @@ def command(out: Path | None, as_json: bool) -> int:
                 f"{manufacturer_image_hash(image).hex()[:16]}…"
             )
         console.print("[bold]3.[/] Upgrading a PPMID and an HCALCS from the in-process CHF (virtual time)…")
-        han = Han(load_chf(bundled("chf")), [ppmid, hcalcs], images, HanOptions(activate_hcalcs=True))
-        return run_han(han, limit=7 * 86400.0, virtual=True, as_json=as_json)
+        options = HanOptions(activate_hcalcs=True)
+        han = GbcsHan(load_chf(bundled("chf")), [ppmid, hcalcs], images, options, supplier_key=supplier)
+        code = run_han(han, limit=7 * 86400.0, virtual=True, as_json=as_json)
+        alert_log = folder / "alerts.jsonl"
+        han.alert_log.write(alert_log)
+        kept = str(alert_log) if out else f"{alert_log.name} (keep it with --out DIR)"
+        console.print(f"[bold]4.[/] {han.alert_log.summary()}, signed; alert log {kept}")
+        return code

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emulator import clock
+from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
 from emulator.errors import InputError
@@ -51,6 +52,11 @@ probability = click.FloatRange(0.0, 1.0)
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what crossed the air to this pcap."
 )
+@click.option(
+    "--alert-log",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the run's signed GBCS messages (CCS08, CS09, CS06) here as JSON lines, signers' public keys beside.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress bars).")
 def command(
     chf_path: Path | None,
@@ -68,6 +74,7 @@ def command(
     activate: bool,
     activate_after: float | None,
     pcap: Path | None,
+    alert_log: Path | None,
     as_json: bool,
 ) -> int:
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
@@ -90,7 +97,16 @@ def command(
         activate_after=activate_after,
     )
     limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
-    return run_han(Han(chf, devices, images, options), limit=limit, virtual=virtual_time, as_json=as_json, pcap=pcap)
+    if alert_log is not None:
+        check_log_path(alert_log)
+        han = GbcsHan(chf, devices, images, options)
+    else:
+        han = Han(chf, devices, images, options)
+    code = run_han(han, limit=limit, virtual=virtual_time, as_json=as_json, pcap=pcap)
+    if isinstance(han, GbcsHan) and alert_log is not None:
+        han.alert_log.write(alert_log)
+        click.echo(f"{han.alert_log.summary()} written to {alert_log}", err=True)
+    return code
 
 
 def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:

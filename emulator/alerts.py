@@ -23,13 +23,11 @@ that produced it and its protocol time. Beside it go the public keys of the orig
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from emulator.errors import InputError
 from emulator.files import write_atomic
 from emulator.gb.codes import ActivationResponse, AlertCode
 from emulator.gb.frame import GbcsFrame, decode_message, parse, sign_message, verify
+from emulator.gb.jsonable import iso, json_value
 from emulator.gb.messages import (
     ActivateFirmwareAlert,
     ActivateFirmwareCommand,
@@ -83,32 +82,6 @@ def gbcs_time_not_before(when: datetime) -> datetime:
 def version_octets(version: int) -> bytes:
     """An OTA file version as GBCS carries a firmware version: 4 octets, big-endian."""
     return version.to_bytes(4, "big")
-
-
-def iso(when: datetime) -> str:
-    return (
-        when.astimezone(UTC)
-        .isoformat(timespec="milliseconds" if when.microsecond else "seconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def json_value(value: object) -> Any:
-    """JSON form of a decoded field or event field: ids as printed EUI-64s, octets as hex, enums by name."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, IntEnum):
-        named = {"value": int(value), "name": value.name.lower()}
-        return {**named, "hex": f"0x{value:04X}"} if isinstance(value, AlertCode) else named
-    if isinstance(value, t.EUI64):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, float):
-        return round(value, 3)
-    return value
 
 
 def event_fields(event: object) -> dict[str, Any]:

@@ -1,13 +1,26 @@
-"""Shared fixtures: paths to the test data under tests/data/."""
+"""Shared fixtures: paths to the test data under tests/data/; and the one-line-error check of bad CLI input."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 DATA = Path(__file__).parent / "data"
 GB_VECTORS = DATA / "gb-vectors"
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    """Bad input fails as the CLI promises: exit code 2 and one stderr line "ota-emu: error: ..." containing each
+    fragment, never a traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ota-emu: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from conftest import assert_one_line_error
 from emulator import keys
 from emulator.alerts import public_key_name
 from emulator.cli import main
@@ -203,15 +204,6 @@ def test_unsigned_hash_command_is_taken_only_without_a_supplier_signer(lab: Path
     assert_one_line_error(activate(lab, "dcc.toml", "--hash", digest), "unsigned, expected a signature by")
     code, report = activate_json(lab, "unchecked.toml", "--hash", digest)
     assert code == 0 and report["command"]["signature"]["status"] == "not checked"
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ota-emu: error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def p384_certificate(path: Path) -> Path:

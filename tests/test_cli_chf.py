@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from conftest import assert_one_line_error
 from emulator.cli import main
 
 RUN_TIMEOUT = 30
@@ -31,16 +32,6 @@ PROFILES = Path(__file__).parent.parent / "profiles"
 
 def run(*args: object) -> Result:
     return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="ota-emu")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ota-emu: error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture

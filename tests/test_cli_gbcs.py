@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from conftest import assert_one_line_error
 from emulator import keys
 from emulator.cli import main
 from emulator.gb.frame import sign_message
@@ -48,16 +49,6 @@ def decode_json(*args: object) -> tuple[int, dict]:
     result = run("gbcs", "decode", "--json", *args)
     assert "Traceback" not in result.output
     return result.exit_code, json.loads(result.stdout)
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ota-emu: error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # --- good input ---------------------------------------------------------------------------------------------------

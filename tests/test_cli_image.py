@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from zigpy.ota.image import OTAImage, parse_ota_image
 
+from conftest import assert_one_line_error
 from emulator import keys
 from emulator.cli import main
 from emulator.ota.image import load, parse
@@ -25,16 +26,6 @@ PPMID_BUILD = [
 
 def run(*args: object) -> Result:
     return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="ota-emu")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ota-emu: error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture

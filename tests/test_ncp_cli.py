@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from conftest import assert_one_line_error
 from emulator.cli import main
 from emulator.ncp.state import NetworkState
 
@@ -24,16 +25,6 @@ ZIGPY_CLI = "from zigpy_cli.__main__ import cli; cli()"  # the `zigpy` console s
 
 def run(*args: object) -> Result:
     return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="ota-emu")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ota-emu: error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.mark.parametrize(

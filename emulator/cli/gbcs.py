@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from datetime import datetime
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import click
-import zigpy.types as t
 
 from emulator import keys
-from emulator.gb.codes import MESSAGE_TITLES, AlertCode, MessageCode
+from emulator.gb.codes import MESSAGE_TITLES, MessageCode
 from emulator.gb.frame import GbcsFrame, bytes_from_hex, decode_message, parse, verify
+from emulator.gb.jsonable import json_value
 from emulator.gb.messages import GbcsError, GbcsMessage
 
 VERIFIED = "verified"
@@ -99,15 +96,15 @@ def _report(frame: GbcsFrame, payload: GbcsMessage, status: str, source: str, si
             "mac": frame.mac.hex(),
             "mac_status": NOT_CHECKED,
         },
-        "cra_flag": _value(frame.cra_flag),
+        "cra_flag": json_value(frame.cra_flag),
         "originator_counter": frame.originator_counter,
-        "originator_id": _value(frame.originator_id),
-        "recipient_id": _value(frame.recipient_id),
-        "date_time": _value(frame.date_time),
+        "originator_id": json_value(frame.originator_id),
+        "recipient_id": json_value(frame.recipient_id),
+        "date_time": json_value(frame.date_time),
         "message_code": {"value": int(code), "hex": f"0x{code:04X}", "name": MESSAGE_TITLES[MessageCode(code)]},
-        "supplementary_remote_party_id": _value(frame.supplementary_remote_party_id),
+        "supplementary_remote_party_id": json_value(frame.supplementary_remote_party_id),
         "supplementary_remote_party_counter": frame.supplementary_remote_party_counter,
-        "content": {"type": type(payload).__name__, **_value(payload)},
+        "content": {"type": type(payload).__name__, **json_value(payload)},
         "content_hex": frame.content.hex(),
         "signature": {
             "status": status,
@@ -115,22 +112,6 @@ def _report(frame: GbcsFrame, payload: GbcsMessage, status: str, source: str, si
             "value": None if frame.signature is None else frame.signature.hex(),
         },
     }
-
-
-def _value(value: object) -> Any:
-    """JSON form of a decoded field: ids as printed EUI-64s, octets as hex, enums with their names."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, IntEnum):
-        named = {"value": int(value), "name": value.name.lower()}
-        return {**named, "hex": f"0x{value:04X}"} if isinstance(value, AlertCode) else named
-    if isinstance(value, t.EUI64):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    return value
 
 
 def _text_lines(report: dict[str, Any], indent: str) -> list[str]:

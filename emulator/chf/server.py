@@ -67,9 +67,7 @@ class Transfer:
 
     ieee: t.EUI64
     held: HeldImage
-    started: float
     last_request: float
-    highest_end: int = 0
     blocks: int = 0
     told_to_wait: bool = False
     done: bool = False
@@ -379,7 +377,7 @@ class OtaServer:
         key = (ieee, held.key)
         transfer = self.transfers.get(key)  # type: ignore[arg-type]
         if transfer is None or transfer.done:
-            transfer = Transfer(ieee, held, now, now)  # type: ignore[arg-type]
+            transfer = Transfer(ieee, held, now)  # type: ignore[arg-type]
             self.transfers[key] = transfer  # type: ignore[index]
             self._emit(ev.TransferStarted(ieee, now, held.file_version, held.size, offset))
             self._arm_timeout(transfer)

@@ -279,7 +279,7 @@ class FrameEncoder:
         aps += packet.data.serialize()
         wanted = bool(packet.tx_options & t.TransmitOptions.APS_Encryption) if aps_encrypted is None else aps_encrypted
         if wanted and not multi:
-            aps = self._secure_aps(aps, src, nwk_dst, packet.dst, counters)
+            aps = self._secure_aps(aps, src, nwk_dst, dst.address, counters)
         return self._frame(src, nwk_dst, multi, aps, packet.radius or DEFAULT_RADIUS, counters, self.network_key)
 
     def encode_transport_key(
@@ -298,11 +298,9 @@ class FrameEncoder:
         network_key = self.network_key if nwk_secured else None
         return self._frame(src, dst, False, secured, DEFAULT_RADIUS, counters, network_key)
 
-    def _secure_aps(
-        self, frame: bytes, src: int, nwk_dst: int, dst: t.AddrModeAddress, counters: _NodeCounters
-    ) -> bytes:
+    def _secure_aps(self, frame: bytes, src: int, nwk_dst: int, address: object, counters: _NodeCounters) -> bytes:
         source = self.ieee_of(src)
-        target = dst.address if dst.addr_mode == t.AddrMode.IEEE else self.ieee_of(nwk_dst)
+        target = address if isinstance(address, t.EUI64) else self.ieee_of(nwk_dst)
         key = self._link_keys.get(_pair(source, target))
         if key is None:
             self.missing_link_keys.add(_pair(source, target))

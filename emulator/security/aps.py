@@ -73,7 +73,7 @@ def header_length(frame: bytes) -> int:
     if not frame:
         raise MalformedFrameError("APS frame: empty")
     control = frame[0]
-    kind = ApsFrameType(control & _FRAME_TYPE_MASK)
+    kind = control & _FRAME_TYPE_MASK
     delivery = (control & _DELIVERY_MASK) >> _DELIVERY_SHIFT
     if kind == ApsFrameType.INTER_PAN:
         raise MalformedFrameError("APS frame: an inter-PAN frame carries no APS security")
@@ -115,12 +115,18 @@ def secure(frame: bytes, key: bytes, aux: AuxHeader, source: bytes | None = None
     return header + ccm.encrypt(_key_for(key, aux.key_id), header, aux, frame[length:], source)
 
 
-def security_header(frame: bytes) -> AuxHeader:
-    """The auxiliary header of a secured APS frame, read before the key is chosen (its key id and source)."""
+def parse_secured(frame: bytes) -> tuple[int, AuxHeader]:
+    """The APS header length and the auxiliary header of a secured APS frame, read before the key is chosen
+    (its key id and source); pass both on to `unsecure_parsed`."""
     length = header_length(frame)
     if not frame[0] & APS_SECURITY:
         raise MalformedFrameError(f"APS frame control {frame[0]:#04x}: the frame is not secured")
-    return AuxHeader.from_bytes(frame, length)
+    return length, AuxHeader.from_bytes(frame, length)
+
+
+def security_header(frame: bytes) -> AuxHeader:
+    """The auxiliary header of a secured APS frame."""
+    return parse_secured(frame)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +143,13 @@ def unsecure(frame: bytes, key: bytes, source: bytes | None = None) -> Unsecured
 
     Raises `MalformedFrameError` if the frame cannot be read and `BadMicError` if it does not verify.
     """
-    length = header_length(frame)
-    aux = security_header(frame)
-    header = frame[:length]
-    plain = ccm.decrypt(_key_for(key, aux.key_id), header, aux, frame[length + aux.size :], source)
+    length, aux = parse_secured(frame)
+    return unsecure_parsed(frame, length, aux, key, source)
+
+
+def unsecure_parsed(frame: bytes, length: int, aux: AuxHeader, key: bytes, source: bytes | None = None) -> Unsecured:
+    """`unsecure` for a frame already read with `parse_secured` (header length `length`, auxiliary header `aux`)."""
+    plain = ccm.decrypt(_key_for(key, aux.key_id), frame[:length], aux, frame[length + aux.size :], source)
     return Unsecured(bytes([frame[0] & ~APS_SECURITY]) + frame[1:length] + plain, aux)
 
 

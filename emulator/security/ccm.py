@@ -71,6 +71,9 @@ class KeyId(IntEnum):
     KEY_LOAD = 3  # HMAC-MMO(link key, 0x02): protects Transport-Key commands carrying a link key
 
 
+_KEY_IDS = tuple(KeyId)
+
+
 class FrameSecurityError(InputError):
     """A secured frame from the air that cannot be accepted. Subclasses say why; none of them is a crash."""
 
@@ -148,7 +151,7 @@ class AuxHeader:
         if len(data) < offset + 5:
             raise MalformedFrameError(f"auxiliary security header: expected at least 5 bytes at offset {offset}")
         control = data[offset]
-        key_id = KeyId((control & _KEY_ID_MASK) >> _KEY_ID_SHIFT)
+        key_id = _KEY_IDS[(control & _KEY_ID_MASK) >> _KEY_ID_SHIFT]
         (frame_counter,) = _COUNTER.unpack_from(data, offset + 1)
         position = offset + 5
         source = None
@@ -205,11 +208,10 @@ def encrypt(key: bytes, header: bytes, aux: AuxHeader, payload: bytes, source: b
     address when the header does not carry it (extended nonce off).
     """
     sender = _source(aux, source)
-    sent = aux.with_level(0)
-    control = sent.control | NETWORK_SECURITY_LEVEL
-    authenticated = header + sent._pack(control)
-    sealed = cipher(key).encrypt(nonce(sender, aux.frame_counter, control), payload, authenticated)
-    return sent.to_bytes() + sealed
+    sent = aux.control & ~_LEVEL_MASK
+    control = sent | NETWORK_SECURITY_LEVEL
+    sealed = cipher(key).encrypt(nonce(sender, aux.frame_counter, control), payload, header + aux._pack(control))
+    return aux._pack(sent) + sealed
 
 
 def decrypt(key: bytes, header: bytes, aux: AuxHeader, sealed: bytes, source: bytes | None = None) -> bytes:

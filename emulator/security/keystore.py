@@ -109,34 +109,39 @@ class Opened:
 class SecurityContext:
     """One node's APS security state. Pure: no I/O, no clock; the caller hands frames in and out."""
 
-    __slots__ = ("_incoming", "_link_keys", "eui", "outgoing_frame_counter")
+    __slots__ = ("_eui_bytes", "_incoming", "_link_keys", "eui", "outgoing_frame_counter")
 
     def __init__(self, eui: t.EUI64, *, outgoing_frame_counter: int = 0) -> None:
         self.eui = eui
         self.outgoing_frame_counter = outgoing_frame_counter
-        self._link_keys: dict[t.EUI64, LinkKey] = {}
-        self._incoming: dict[t.EUI64, int] = {}
+        # Keyed by the IEEE address as sent (bytes hash fast; zigpy's EUI64 hashes its text form).
+        self._eui_bytes = bytes(eui)
+        self._link_keys: dict[bytes, tuple[t.EUI64, LinkKey]] = {}
+        self._incoming: dict[bytes, int] = {}
 
     # -- keys ---------------------------------------------------------------------------------------------
 
     def set_link_key(self, partner: t.EUI64, key: bytes, origin: KeyOrigin) -> None:
         """Install (or replace) the link key shared with `partner`; frames under it count from 0 again."""
-        self._link_keys[partner] = LinkKey(bytes(key), origin)
-        self._incoming.pop(partner, None)
+        address = bytes(partner)
+        self._link_keys[address] = (partner, LinkKey(bytes(key), origin))
+        self._incoming.pop(address, None)
 
     def remove_link_key(self, partner: t.EUI64) -> None:
-        self._link_keys.pop(partner, None)
-        self._incoming.pop(partner, None)
+        address = bytes(partner)
+        self._link_keys.pop(address, None)
+        self._incoming.pop(address, None)
 
     def link_key(self, partner: t.EUI64) -> LinkKey | None:
-        return self._link_keys.get(partner)
+        entry = self._link_keys.get(bytes(partner))
+        return None if entry is None else entry[1]
 
     def partners(self) -> dict[t.EUI64, LinkKey]:
-        return dict(self._link_keys)
+        return dict(self._link_keys.values())
 
     def incoming_frame_counter(self, partner: t.EUI64) -> int:
         """The lowest frame counter still accepted from `partner`."""
-        return self._incoming.get(partner, 0)
+        return self._incoming.get(bytes(partner), 0)
 
     # -- frames -------------------------------------------------------------------------------------------
 
@@ -150,13 +155,13 @@ class SecurityContext:
     def secure(self, frame: bytes, partner: t.EUI64, key_id: KeyId = KeyId.DATA) -> bytes:
         """Secure the unsecured APS frame `frame` for `partner` with their link key (or one derived from it),
         carrying this node's IEEE address (extended nonce) and its next frame counter."""
-        entry = self._link_keys.get(partner)
+        entry = self._link_keys.get(bytes(partner))
         if entry is None:
             raise UnknownKeyError(f"node {self.eui}: no link key for {partner}")
         if key_id == KeyId.NETWORK:
             raise ValueError("APS frames here are secured with a link key or a key derived from it, not key id 1")
-        aux = AuxHeader(key_id, self.next_frame_counter(), bytes(self.eui))
-        return aps.secure(frame, entry.key, aux)
+        aux = AuxHeader(key_id, self.next_frame_counter(), self._eui_bytes)
+        return aps.secure(frame, entry[1].key, aux)
 
     def unsecure(self, frame: bytes, sender: t.EUI64 | None = None) -> Opened:
         """Open a secured APS frame from the air.
@@ -166,21 +171,24 @@ class SecurityContext:
         key, `BadMicError` if the frame does not verify, `StaleFrameCounterError` for a replayed or old frame and
         `MalformedFrameError` for a frame that cannot be read.
         """
-        aux = aps.security_header(frame)
+        length, aux = aps.parse_secured(frame)
         if aux.source is not None:
-            sender = t.EUI64(aux.source)
-        if sender is None:
+            address = aux.source
+        elif sender is not None:
+            address = bytes(sender)
+        else:
             raise UnknownKeyError(f"node {self.eui}: a secured frame without a source IEEE address, sender unknown")
         if aux.key_id == KeyId.NETWORK:
             raise UnknownKeyError(f"node {self.eui}: APS security with the network key (key id 1) is not accepted")
-        entry = self._link_keys.get(sender)
+        entry = self._link_keys.get(address)
         if entry is None:
-            raise UnknownKeyError(f"node {self.eui}: no link key for {sender}")
-        expected = self._incoming.get(sender, 0)
+            raise UnknownKeyError(f"node {self.eui}: no link key for {t.EUI64(address)}")
+        partner, link_key = entry
+        expected = self._incoming.get(address, 0)
         if aux.frame_counter < expected:
             raise StaleFrameCounterError(
-                f"node {self.eui}: frame counter {aux.frame_counter} from {sender} is below {expected}"
+                f"node {self.eui}: frame counter {aux.frame_counter} from {partner} is below {expected}"
             )
-        opened = aps.unsecure(frame, entry.key, bytes(sender))
-        self._incoming[sender] = aux.frame_counter + 1
-        return Opened(opened.frame, opened.aux, sender, entry.origin)
+        opened = aps.unsecure_parsed(frame, length, aux, link_key.key, address)
+        self._incoming[address] = aux.frame_counter + 1
+        return Opened(opened.frame, opened.aux, partner, link_key.origin)

@@ -1,5 +1,6 @@
-"""Captures of the virtual HAN: a real in-process upgrade written as 802.15.4 + NWK (+ CCM*) + APS frames, read
-back by tshark (with and without the network key) and rebuilt into the served image by zigpy-cli."""
+"""Captures of the virtual HAN: a real in-process upgrade written as 802.15.4 + NWK (+ CCM*) + APS (+ CCM*)
+frames, read back by tshark (with and without the network and link keys) and scapy, and rebuilt into the served
+image by zigpy-cli."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from emulator.radio.capture import (
     parse_network_key,
     tshark_key_options,
 )
-from emulator.security.aps import NetworkKeyTransport
+from emulator.security.aps import ApplicationLinkKeyTransport, NetworkKeyTransport, TrustCenterLinkKeyTransport
 from emulator.security.keystore import requires_aps_encryption
 
 START = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
@@ -557,6 +558,33 @@ def test_zigpy_rebuilds_the_image_from_an_aps_encrypted_capture(
     # (Without the link key tshark shows no OTA field at all: test_without_the_link_key_the_ota_payload_stays_closed.)
     [rebuilt] = reconstruct(tmp_path / "both", upgrade.key, CBKE_KEY)
     assert "_partial" not in rebuilt.name and rebuilt.read_bytes() == upgrade.image
+
+
+@needs_tshark
+def test_every_transport_key_type_opens_in_tshark(tmp_path: Path) -> None:
+    """Network key and trust-center link key under the key-transport key (key id 2), an application link key
+    under the key-load key (key id 3): Wireshark derives both from the one unhashed link key."""
+    link_key = bytes(convert_install_code(INSTALL_CODE))
+    writer = PcapWriter(tmp_path / "keys.pcap", network_key=None, pan_id=0x1A62)
+    writer.add_node(0x0000, CHF_IEEE)
+    writer.add_node(0x1001, PPMID_IEEE)
+    commands: list[tuple[NetworkKeyTransport | TrustCenterLinkKeyTransport | ApplicationLinkKeyTransport, str, str]] = [
+        (NetworkKeyTransport(bytes(range(16)), 5, bytes(PPMID_IEEE), bytes(CHF_IEEE)), "0x02", "0x01"),
+        (TrustCenterLinkKeyTransport(CBKE_KEY, bytes(PPMID_IEEE), bytes(CHF_IEEE)), "0x02", "0x04"),
+        (ApplicationLinkKeyTransport(bytes(range(16, 32)), bytes(CHF_IEEE), initiator=True), "0x03", "0x03"),
+    ]
+    for number, (command, _, _) in enumerate(commands):
+        writer.write_transport_key(0x0000, 0x1001, command, link_key, float(number))
+    writer.close()
+    rows = tshark_with(
+        writer.path, writer.tshark_options(), "-T", "fields", "-e", "zbee.sec.key_id",
+        "-e", "zbee_aps.cmd.key_type", "-e", "zbee_aps.cmd.key", "-e", "_ws.malformed",
+    )  # fmt: skip
+    assert [(key_id, key_type, bytes.fromhex(key.replace(":", ""))) for key_id, key_type, key, _ in rows] == [
+        (key_id, key_type, command.key) for command, key_id, key_type in commands
+    ]
+    assert {malformed for *_, malformed in rows} == {""}
+    assert tshark_with(writer.path, [], "-Y", "zbee_aps.cmd.key") == []
 
 
 def test_scapy_reads_the_aps_security_header(

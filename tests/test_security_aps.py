@@ -89,6 +89,22 @@ def test_aux_header_round_trip(aux: AuxHeader, wire: str) -> None:
         assert scapy.key_seqnum == aux.key_sequence
 
 
+@given(
+    key_id=st.sampled_from(KeyId),
+    counter=st.integers(0, 0xFFFFFFFF),
+    source=st.none() | st.binary(min_size=8, max_size=8),
+    key_sequence=st.integers(0, 255),
+    level=st.integers(0, 7),
+    reserved=st.sampled_from([0, 0x40, 0x80, 0xC0]),
+)
+def test_aux_header_bytes_round_trip(
+    key_id: KeyId, counter: int, source: bytes | None, key_sequence: int, level: int, reserved: int
+) -> None:
+    sequence = key_sequence if key_id == KeyId.NETWORK else None
+    aux = AuxHeader(key_id, counter, source, sequence, level, reserved)
+    assert AuxHeader.from_bytes(aux.to_bytes()) == aux and len(aux.to_bytes()) == aux.size
+
+
 @pytest.mark.parametrize("wire", ["", "30 010000", "30 01000000 aaaaaa", "28 01000000 aaaaaa00006f0d00", "08 01000000"])
 def test_truncated_aux_header_is_malformed(wire: str) -> None:
     with pytest.raises(MalformedFrameError) as caught:

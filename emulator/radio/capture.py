@@ -154,8 +154,9 @@ def keys_file_text(keys: Iterable[CaptureKey]) -> str:
     return header + "".join(f"{row}\n" for row in rows)
 
 
-def _pair(a: t.EUI64, b: t.EUI64) -> frozenset[t.EUI64]:
-    return frozenset((a, b))
+def _pair(a: t.EUI64, b: t.EUI64) -> frozenset[bytes]:
+    """A node pair as a dict key; bytes rather than EUI64s, which hash through their text form (per frame)."""
+    return frozenset((bytes(a), bytes(b)))
 
 
 def parse_network_key(text: str) -> bytes:
@@ -189,7 +190,7 @@ class FrameEncoder:
             raise CaptureError(f"network key: expected {NETWORK_KEY_SIZE} bytes, got {len(network_key)}")
         self.pan_id = pan_id
         self.network_key = network_key
-        self._link_keys: dict[frozenset[t.EUI64], bytes] = {}
+        self._link_keys: dict[frozenset[bytes], bytes] = {}
         #: Node pairs whose frames asked for APS encryption but had no link key here: written without it.
         self.missing_link_keys: set[frozenset[t.EUI64]] = set()
         for (a, b), key in (link_keys or {}).items():
@@ -303,7 +304,7 @@ class FrameEncoder:
         target = address if isinstance(address, t.EUI64) else self.ieee_of(nwk_dst)
         key = self._link_keys.get(_pair(source, target))
         if key is None:
-            self.missing_link_keys.add(_pair(source, target))
+            self.missing_link_keys.add(frozenset((source, target)))
             return frame
         aux = AuxHeader(KeyId.DATA, counters.aps_frame_counter, bytes(source))
         counters.aps_frame_counter += 1

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import zigpy.types as t
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from se_vectors import SUITE1, SUITE2, VECTORS, Vector, credentials_of, ephemeral_key_of
 
 from emulator.radio.capture import PcapWriter
@@ -424,3 +426,28 @@ def test_tshark_reads_the_exchange(vector: Vector, tmp_path: Path) -> None:
     assert rows[6]["zbee_zcl_se.ke.terminate.status"] == "0x02"
     assert rows[6]["zbee_zcl_se.ke.terminate.wait.time"] == "30"
 
+
+
+# --- never an exception for what the partner sends -----------------------------------------------------------
+_FUZZ_U, _FUZZ_V = _pair()
+
+
+@settings(max_examples=40, deadline=None)
+@given(stage=st.integers(0, 2), command_id=st.integers(0, 4), payload=st.binary(max_size=90),
+       prefix=st.sampled_from([b"", b"\x02", b"\x03", b"\x01\x00", b"\x01\x00\x02\x02", b"\x02\x00\x02\x02"]))
+def test_arbitrary_payloads_never_raise(stage: int, command_id: int, payload: bytes, prefix: bytes) -> None:
+    data = prefix + payload
+    u, v = Initiator(_FUZZ_U, CHF), Responder(_FUZZ_V, DEVICE)
+    request = u.start(0.0, 0x0001).outbound[0]  # suite 1: the cheaper curve keeps the examples fast
+    if stage >= 1:
+        response = v.receive(request, 0.0).outbound[0]  # type: ignore[arg-type]
+        ephemeral = u.receive(response, 0.0).outbound[0]  # type: ignore[arg-type]
+        if stage == 2:  # both sides now wait for Confirm Key Data
+            u.receive(v.receive(ephemeral, 0.0).outbound[0], 0.0)  # type: ignore[arg-type]
+    for machine in (u, v):
+        step = machine.receive_payload(command_id, data, 0.1)
+        for message in step.outbound:
+            assert isinstance(message, TerminateKeyEstablishment | EphemeralDataResponse | ConfirmKeyDataResponse
+                              | InitiateKeyEstablishmentResponse | EphemeralDataRequest | ConfirmKeyDataRequest)
+        if isinstance(step.outcome, Failed) and step.outcome.terminate is not None:
+            assert step.outbound == (step.outcome.terminate,)

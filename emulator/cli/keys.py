@@ -1,7 +1,8 @@
-"""`ota-emu keys ...`: manufacturer signing keys."""
+"""`ota-emu keys ...`: manufacturer signing keys, and the link keys derived from Smart Energy install codes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -9,11 +10,12 @@ import click
 from emulator import keys
 from emulator.errors import InputError
 from emulator.files import write_atomic
+from emulator.security.install_code import InstallCode, key_load_key, key_transport_key
 
 
 @click.group("keys")
 def command() -> None:
-    """Generate P-256 signing keys for Manufacturer Image signatures."""
+    """Generate P-256 signing keys for Manufacturer Image signatures; derive install-code link keys."""
 
 
 @command.command("generate")
@@ -43,3 +45,30 @@ def generate_command(directory: Path, name: str, force: bool) -> None:
     write_atomic(public_path, keys.public_key_pem(key.public_key()))
     click.echo(f"{private_path}: private key (keep it secret)")
     click.echo(f"{public_path}: public key")
+
+
+@command.command("install-code")
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def install_code_command(code: str, as_json: bool) -> None:
+    """Check an install code and print the link key derived from it.
+
+    CODE is 6, 8, 12 or 16 bytes of hex, with or without its CRC-16/X-25 (least significant byte first;
+    checked when given); spaces, colons and dashes are ignored. The link key is AES-MMO over the code and CRC
+    (Silicon Labs AN1089); the key-transport and key-load keys are its keyed hash with 0x00 and 0x02 (Zigbee
+    specification 05-3474 Annex B.1.4), the keys that protect the network-key transport at join.
+    """
+    parsed = InstallCode.parse(code)
+    fields = {
+        "install_code": parsed.code.hex().upper(),
+        "crc": f"{parsed.crc:04X}",
+        "install_code_with_crc": parsed.with_crc.hex().upper(),
+        "link_key": parsed.key.hex().upper(),
+        "key_transport_key": key_transport_key(parsed.key).hex().upper(),
+        "key_load_key": key_load_key(parsed.key).hex().upper(),
+    }
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    for name, value in fields.items():
+        click.echo(f"{name.replace('_', ' ') + ':':24}{value}")

@@ -38,6 +38,7 @@ from emulator.alerts import (
     gbcs_time_not_before,
     trusted_supplier,
 )
+from emulator.cli.params import ProfileParam
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
@@ -81,7 +82,7 @@ class Eui64(click.ParamType):
 
 @click.command("activate")
 @click.option(
-    "--device", "device_path", required=True, type=click.Path(path_type=Path), help="The HCALCS's device profile."
+    "--device", "device_path", required=True, type=ProfileParam(), help="The HCALCS's device profile (file or name)."
 )
 @click.option(
     "--state-dir",

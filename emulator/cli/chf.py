@@ -29,6 +29,7 @@ from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
+from emulator.cli.params import ProfileParam
 from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
@@ -398,7 +399,9 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Serial flow control: software (XON/XOFF, bellows' default) or hardware (RTS/CTS); bellows takes none "
     "as software.",
 )
-@click.option("--profile", "profile_path", type=click.Path(path_type=Path), help="CHF profile (default: bundled).")
+@click.option(
+    "--profile", "profile_path", type=ProfileParam(), help="CHF profile: a TOML file or a bundled name (default: chf)."
+)
 @click.option(
     "--image",
     "image_paths",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from emulator.cli.params import ProfileParam
 from emulator.clock import Clock
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
@@ -99,9 +100,10 @@ async def _serve(listen: str, ezsp_version: int, state: str | None, seed: int, p
 @click.option(
     "--device",
     "device_paths",
-    type=click.Path(path_type=Path),
+    type=ProfileParam(),
     multiple=True,
-    help="Device profile (e.g. profiles/ppmid.toml) of an emulated device on the dongle's air; repeatable.",
+    help="Device profile (a TOML file or a bundled name: ppmid, hcalcs, faults/NAME) of an emulated device on the "
+    "dongle's air; repeatable.",
 )
 @click.option("--count", type=click.IntRange(1, 1000), help="Devices per --device profile, with consecutive EUI-64s.")
 def command(

@@ -10,6 +10,7 @@ from emulator import clock
 from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
+from emulator.cli.params import ProfileParam
 from emulator.errors import InputError
 from emulator.han import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
@@ -23,13 +24,14 @@ probability = click.FloatRange(0.0, 1.0)
 
 
 @click.command("run")
-@click.option("--chf", "chf_path", type=click.Path(path_type=Path), help="CHF profile (default: the bundled chf.toml).")
+@click.option("--chf", "chf_path", type=ProfileParam(), help="CHF profile: a TOML file or bundled name (default: chf).")
 @click.option(
     "--device",
     "device_paths",
-    type=click.Path(path_type=Path),
+    type=ProfileParam(),
     multiple=True,
-    help="Device profile; repeat for more (default: the bundled ppmid.toml and hcalcs.toml).",
+    help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME); repeat for more "
+    "(default: ppmid and hcalcs).",
 )
 @click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True, help="Devices per profile.")
 @click.option(

@@ -38,7 +38,7 @@ from emulator.alerts import (
     gbcs_time_not_before,
     trusted_supplier,
 )
-from emulator.cli.params import ProfileParam
+from emulator.cli.params import ProfileParam, example
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
@@ -80,7 +80,13 @@ class Eui64(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@click.command("activate")
+@click.command(
+    "activate",
+    epilog=example(
+        "ota-emu activate --device hcalcs --state-dir lab/ --hash $(ota-emu image hash hcalcs.ota)",
+        "ota-emu activate --device hcalcs --state-dir lab/ --gbcs CS06.HEX --alert-log alerts.jsonl --json",
+    ),
+)
 @click.option(
     "--device", "device_path", required=True, type=ProfileParam(), help="The HCALCS's device profile (file or name)."
 )

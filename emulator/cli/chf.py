@@ -29,7 +29,7 @@ from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
-from emulator.cli.params import ProfileParam
+from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
 from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
@@ -374,7 +374,15 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-@click.command("chf")
+@click.command(
+    "chf",
+    cls=AliasedCommand,
+    aliases={"--profile": "--chf", "--device": "--port"},
+    epilog=example(
+        "ota-emu chf --port /dev/ttyUSB0 --image ppmid.ota --target 00:DB:12:34:56:78:90:A4",
+        "ota-emu chf --port tcp://127.0.0.1:PORT --chf my-chf.toml --image ppmid.ota --target 00:DB:12:34:56:78:90:A4",
+    ),
+)
 @click.option(
     "--radio",
     type=click.Choice(["ezsp"]),
@@ -383,10 +391,11 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Coordinator type (in-process runs are `ota-emu run`).",
 )
 @click.option(
-    "--device",
+    "--port",
     "port",
     required=True,
-    metavar="PATH_OR_URL",
+    type=PortParam(),
+    metavar="PORT",
     help="The stick's serial port (/dev/ttyUSB0), or tcp://HOST:PORT / socket://HOST:PORT for a network bridge "
     "or `ota-emu ncp`.",
 )
@@ -400,7 +409,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     "as software.",
 )
 @click.option(
-    "--profile", "profile_path", type=ProfileParam(), help="CHF profile: a TOML file or a bundled name (default: chf)."
+    "--chf", "profile_path", type=ProfileParam(), help="CHF profile: a TOML file or a bundled name (default: chf)."
 )
 @click.option(
     "--image",
@@ -418,7 +427,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Open joining this many seconds at a time while a target is missing (0: never open it).",
 )
 @click.option(
-    "--until", type=click.FloatRange(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
+    "--until", type=FiniteFloat(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
 )
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the CHF's radio sent and received."

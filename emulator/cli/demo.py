@@ -12,6 +12,7 @@ from rich.console import Console
 from emulator import keys
 from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
+from emulator.cli.params import example
 from emulator.cli.run import run_han
 from emulator.files import write_atomic
 from emulator.han import HanOptions
@@ -28,7 +29,7 @@ def demo_payload(size: int = PAYLOAD_SIZE, seed: int = 0x0DB) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-@click.command("demo")
+@click.command("demo", epilog=example("ota-emu demo", "ota-emu demo --out demo/ --json"))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo key and images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def command(out: Path | None, as_json: bool) -> int:

@@ -19,6 +19,7 @@ bundled name (`ProfileParam`), and output paths are checked before any work star
 from __future__ import annotations
 
 import math
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,27 @@ def rewrite_aliases(args: list[str], aliases: dict[str, str]) -> list[str]:
 def example(*lines: str) -> str:
     """A `--help` epilog of example command lines, kept as written (click rewraps paragraphs otherwise)."""
     return "\b\nExample" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class PortParam(click.ParamType):
+    """Where an EZSP stick is: a serial port path, or `tcp://HOST:PORT` / `socket://HOST:PORT` for a network serial
+    bridge (or `ota-emu ncp`). A URL is checked here, so a typo fails before bellows starts."""
+
+    name = "port"
+    SCHEMES = ("tcp", "socket")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "://" not in text:
+            if not text:
+                self.fail("'' is not a serial port (expected e.g. /dev/ttyUSB0 or tcp://HOST:PORT)", param, ctx)
+            return text
+        parts = urllib.parse.urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in self.SCHEMES or not parts.hostname or port is None or port == 0 or parts.path:
+            self.fail(f"{text!r} is not a usable port (expected a serial port such as /dev/ttyUSB0, or "
+                      "tcp://HOST:PORT or socket://HOST:PORT with PORT 1..65535)", param, ctx)
+        return text

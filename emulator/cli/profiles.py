@@ -47,7 +47,7 @@ def _summary(text: str) -> str:
     return comment if end < 0 else comment[: end + 1]
 
 
-@click.group("profiles")
+@click.group("profiles", epilog=example("ota-emu profiles list", "ota-emu run --device faults/no-resend --image x.ota"))
 def command() -> None:
     """The device and CHF profiles shipped with ota-emu. Any `--device` or `--chf` option takes one by name
     (`ppmid`, `hcalcs`, `chf`, `faults/<name>`) as well as a path to a TOML file."""

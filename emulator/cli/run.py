@@ -10,7 +10,7 @@ from emulator import clock
 from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
-from emulator.cli.params import ProfileParam
+from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.han import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
@@ -20,10 +20,16 @@ from emulator.radio.capture import PcapWriter, parse_network_key
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
 
-probability = click.FloatRange(0.0, 1.0)
+probability = FiniteFloat(0.0, 1.0)
 
 
-@click.command("run")
+@click.command(
+    "run",
+    epilog=example(
+        "ota-emu run --device ppmid --count 10 --image ppmid.ota --loss 0.2 --seed 7",
+        "ota-emu run --device hcalcs --image hcalcs.ota --activate --alert-log alerts.jsonl --json",
+    ),
+)
 @click.option("--chf", "chf_path", type=ProfileParam(), help="CHF profile: a TOML file or bundled name (default: chf).")
 @click.option(
     "--device",
@@ -45,12 +51,12 @@ probability = click.FloatRange(0.0, 1.0)
 @click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
 @click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
 @click.option("--reorder", type=probability, default=0.0, show_default=True, help="Probability a frame is overtaken.")
-@click.option("--latency", type=click.FloatRange(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
+@click.option("--latency", type=FiniteFloat(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
-@click.option("--until", "limit", type=click.FloatRange(1.0), help="Stop after this much protocol time (s).")
+@click.option("--until", "limit", type=FiniteFloat(1.0), help="Stop after this much protocol time (s).")
 @click.option("--activate", is_flag=True, help="Send Activate Firmware to each HCALCS once it holds its image.")
-@click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
+@click.option("--activate-after", type=FiniteFloat(0.0), help="Future-date that activation by N seconds.")
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what crossed the air to this pcap."
 )

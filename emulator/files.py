@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from emulator.errors import InputError
@@ -54,6 +54,13 @@ def check_output_file(
     which the write would destroy). `what` says what the file is for the error line; with `create_parents` the
     command promises to create missing folders above it."""
     target = Path(path)
+    with _path_trouble(target, what):
+        _check_file(target, what, inputs, create_parents)
+
+
+def _check_file(
+    target: Path, what: str, inputs: Iterable[str | os.PathLike[str] | None], create_parents: bool
+) -> None:
     if target.is_dir():
         raise OutputPathError(f"{target}: is a directory (expected {what})")
     if target.exists() and not target.is_file():
@@ -75,6 +82,11 @@ def check_output_dir(
     """Refuse, before any work, a folder the command could not use: an existing non-directory, a missing one the
     command does not create (`create=False`), or one it cannot create or write files in."""
     target = Path(path)
+    with _path_trouble(target, what):
+        _check_dir(target, what, create, inputs)
+
+
+def _check_dir(target: Path, what: str, create: bool, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
     if target.exists() and not target.is_dir():
         raise OutputPathError(f"{target}: is not a directory (expected {what})")
     if not target.exists() and not create:
@@ -83,14 +95,23 @@ def check_output_dir(
     _check_writable_folder(target, target, what)
 
 
+@contextlib.contextmanager
+def _path_trouble(target: Path, what: str) -> Iterator[None]:
+    """A path the system cannot even look at (a name too long, a loop of links) is bad input too."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputPathError(f"{target}: {exc.strerror or exc} (expected {what})") from None
+
+
 def _refuse_inputs(target: Path, what: str, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
     for item in inputs:
         if item is None:
             continue
         source = Path(item)
         if _same_file(target, source):
-            raise OutputPathError(f"{target}: is also an input of this command ({source}); expected {what} "
-                                  "that is not one of its inputs")
+            raise OutputPathError(f"{target}: is the same file as the input {source}, which writing it would "
+                                  f"destroy (expected {what} apart from the inputs)")
 
 
 def _same_file(a: Path, b: Path) -> bool:

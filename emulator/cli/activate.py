@@ -43,6 +43,7 @@ from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
 from emulator.errors import InputError
+from emulator.files import check_output_file
 from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
 from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
 from emulator.profiles import DeviceProfile, load_device, parse_eui64
@@ -160,6 +161,12 @@ def command(
         )
     if alert_log is not None:
         check_log_path(alert_log)
+        inputs = [device_path, supplier_key, *(store.json_path.parent.glob("*"))]
+        if gbcs is not None:
+            with contextlib.suppress(OSError):  # hex too long to be a file name
+                if Path(gbcs).is_file():
+                    inputs.append(Path(gbcs))
+        check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
     now = _parse_now(now_text)
     trusted = trusted_supplier(profile)
     key = configured_key(profile)

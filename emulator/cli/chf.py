@@ -31,6 +31,7 @@ from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
 from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
 from emulator.errors import InputError
+from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
@@ -455,6 +456,8 @@ def command(
     3 file transfer failure), at --until, or on Ctrl-C, then prints a table of the targets. Exit 0 when every
     target's transfer succeeded, 1 otherwise, 2 for bad input or a port that cannot be used.
     """
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
     if image_paths and not targets:
         raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")

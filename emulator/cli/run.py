@@ -12,6 +12,7 @@ from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
 from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
+from emulator.files import check_output_dir, check_output_file
 from emulator.han import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
@@ -88,6 +89,13 @@ def command(
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
     end with a table of outcomes (protocol time and wall time). Exit 0 when every device ended upgraded,
     held (an HCALCS waiting for Activate Firmware) or had no image meant for it; 1 otherwise."""
+    inputs = [*image_paths, *device_paths, chf_path]
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
+    if alert_log is not None:
+        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
+    if state_dir is not None:
+        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
     chf = load_chf(chf_path or bundled("chf"))
     profiles = [load_device(p) for p in device_paths] or [load_device(bundled(n)) for n in ("ppmid", "hcalcs")]
     try:

@@ -244,9 +244,9 @@ def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) ->
     # --count 2: the profile's PPMID and a copy with the next EUI-64, which the CHF holds no image for
     assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in seen
     assert f"Device PPMID {SECOND_PPMID.lower()} joined as NWK 0x1002" in seen
-    assert run_.returncode == 1, err
+    assert run_.returncode == 130, err
     assert "Traceback" not in err
-    assert f"CHF on {url}" in out and "stopped by signal" in out
+    assert f"CHF on {url} (interrupted by SIGINT)" in out and "stopped by signal" in out
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     assert set(rows) == {PPMID.lower(), ABSENT.lower()}
     assert "success" in rows[PPMID.lower()] and "0 (0x8F8A)" in rows[PPMID.lower()]
@@ -265,3 +265,26 @@ def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
     # The HCALCS on the air joined but is no target and was served nothing: not a row of this run.
     [target] = report["devices"]
     assert (target["ieee"], target["joined"], target["outcome"], target["offset"]) == (ABSENT.lower(), False, None, 0)
+
+
+def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143(ppmid_image: Path) -> None:
+    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", ABSENT,
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # The HCALCS on the air joins once the CHF opens joining: the CHF is up and waiting for ABSENT.
+            while (line := ncp.stdout.readline()) and "joined" not in line:  # type: ignore[union-attr]
+                pass
+            assert "joined" in line
+        finally:
+            waiting.send_signal(signal.SIGTERM)
+            out, err = waiting.communicate(timeout=RUN_TIMEOUT)
+        stop(ncp)
+    assert waiting.returncode == 143, err
+    report = json.loads(out)
+    assert (report["stopped"], report["interrupted"], report["complete"]) == ("signal", "SIGTERM", False)
+    [target] = report["devices"]
+    assert (target["ieee"], target["joined"], target["outcome"]) == (ABSENT.lower(), False, None)

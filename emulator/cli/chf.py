@@ -228,8 +228,12 @@ class RunResult:
     stopped: str
     wall_time: float
     reconnects: int
+    interrupted_by: signal.Signals | None = None
 
     def exit_code(self) -> int:
+        """0 when every target succeeded, 1 otherwise; 128 + the signal number (130, 143) when interrupted."""
+        if self.interrupted_by is not None:
+            return 128 + int(self.interrupted_by)
         targets = [s for s in self.statuses if s.target]
         if targets:
             return 0 if all(s.succeeded for s in targets) else 1
@@ -243,6 +247,7 @@ class RunResult:
             "network": self.network,
             "complete": bool(targets) and all(s.outcome is not None for s in targets),
             "stopped": self.stopped,
+            "interrupted": None if self.interrupted_by is None else self.interrupted_by.name,
             "wall_time_s": round(self.wall_time, 3),
             "reconnects": self.reconnects,
             "devices": [s.as_dict() for s in self.statuses],
@@ -307,9 +312,15 @@ async def _run(
         "channel": int(network.channel),
     }
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     tasks: list[asyncio.Task[Any]] = []
     try:
         if not quiet:
@@ -338,7 +349,15 @@ async def _run(
         for task in tasks:
             task.cancel()
         await node.stop()
-    return RunResult(port, summary, list(watch.status.values()), stopped, time.monotonic() - started, node.reconnects)
+    return RunResult(
+        port,
+        summary,
+        list(watch.status.values()),
+        stopped,
+        time.monotonic() - started,
+        node.reconnects,
+        received[0] if received and stopped == "signal" else None,
+    )
 
 
 def _outcome_text(status: TargetStatus) -> tuple[str, str]:
@@ -353,8 +372,9 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
         return
     network = result.network
+    interrupted = "" if result.interrupted_by is None else f" (interrupted by {result.interrupted_by.name})"
     table = Table(
-        title=f"CHF on {result.port}",
+        title=f"CHF on {result.port}{interrupted}",
         caption=f"PAN {network['pan_id']}, channel {network['channel']}; stopped by {result.stopped} after "
         f"{result.wall_time:.1f} s" + (f"; {result.reconnects} reconnect(s)" if result.reconnects else ""),
     )

@@ -61,10 +61,12 @@ class RunProgress:
         self._progress.update(task, completed=summary.offset, total=summary.size or None)
 
 
-def outcome_table(summaries: Iterable[DeviceSummary], *, protocol_time: float, wall_time: float) -> Table:
-    table = Table(
-        title="Upgrade outcomes", caption=f"protocol time {_duration(protocol_time)}, wall time {wall_time:.2f} s"
-    )
+def outcome_table(
+    summaries: Iterable[DeviceSummary], *, protocol_time: float, wall_time: float, interrupted: str | None = None
+) -> Table:
+    """The outcome of every device; an interrupted run says so in its title (pending rows were still open)."""
+    title = "Upgrade outcomes" if interrupted is None else f"Upgrade outcomes so far (interrupted by {interrupted})"
+    table = Table(title=title, caption=f"protocol time {_duration(protocol_time)}, wall time {wall_time:.2f} s")
     for column in ("device", "kind", "EUI-64", "from", "to", "result", "bytes", "finished", "note"):
         table.add_column(column)
     for index, s in enumerate(summaries, 1):
@@ -89,6 +91,7 @@ def print_outcome(
     wall_time: float,
     as_json: bool,
     extra: dict[str, Any] | None = None,
+    interrupted: str | None = None,
 ) -> None:
     if as_json:
         document = {
@@ -99,7 +102,9 @@ def print_outcome(
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
-    _stdout_console().print(outcome_table(summaries, protocol_time=protocol_time, wall_time=wall_time))
+    _stdout_console().print(
+        outcome_table(summaries, protocol_time=protocol_time, wall_time=wall_time, interrupted=interrupted)
+    )
 
 
 def _stdout_console() -> Console:

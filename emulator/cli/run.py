@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -125,8 +129,58 @@ def command(
     return code
 
 
+class Interruption:
+    """Ctrl-C (SIGINT) or SIGTERM during a run: ends the wait for the devices, so that the run still prints what
+    was decided so far, keeps its capture and alert log, and exits 128 + the signal number (130, 143)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.event = asyncio.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interruption]:
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self._received, signum)
+        try:
+            yield self
+        finally:
+            for signum in self.SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    def _received(self, signum: signal.Signals) -> None:
+        if self.signal is None:
+            self.signal = signum
+        self.event.set()
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signal is None else self.signal.name
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.signal is None else 128 + int(self.signal)
+
+
+async def settle_or_interrupt(han: Han, limit: float, interruption: Interruption) -> bool:
+    """`han.settle(limit)`, cut short by a signal: True when every device settled."""
+    settle = asyncio.ensure_future(han.settle(limit))
+    interrupted = asyncio.ensure_future(interruption.event.wait())
+    await asyncio.wait([settle, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if settle.done():
+        return settle.result()
+    settle.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await settle
+    return False
+
+
 def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:
-    """Start `han`, wait until it settles (or `limit` protocol seconds), print outcomes; the exit code."""
+    """Start `han`, wait until it settles (or `limit` protocol seconds, or a signal), print outcomes; the exit
+    code (128 + the signal number when interrupted)."""
     chf = han.chf_profile
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
@@ -136,11 +190,13 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     if capture is not None:
         capture.attach(han.air)
 
+    interruption = Interruption()
+
     async def main() -> tuple[bool, float, float]:
         await han.start()
-        with RunProgress(han.summaries, enabled=not as_json) as progress:
+        with RunProgress(han.summaries, enabled=not as_json) as progress, interruption.installed():
             han.add_listener(progress)
-            settled = await han.settle(limit)
+            settled = await settle_or_interrupt(han, limit, interruption)
         protocol, wall = han.clock.now(), han.clock.wall_elapsed()
         await han.stop()
         return settled, protocol, wall
@@ -151,6 +207,9 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
         if capture is not None:
             capture.close()
     summaries = list(han.summaries.values())
-    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json, extra={"settled": settled})
+    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json,
+                  extra={"settled": settled, "interrupted": interruption.name}, interrupted=interruption.name)
+    if interruption.exit_code is not None:
+        return interruption.exit_code
     ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)
     return 0 if ok else 1

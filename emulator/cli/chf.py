@@ -22,13 +22,14 @@ from typing import Any
 import click
 import zigpy.types as t
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
+from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
 from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_file
@@ -96,6 +97,22 @@ class TargetStatus:
         }
 
 
+def target_text(status: TargetStatus, transfer: Transfer, *, now: float, joining_until: float | None) -> str:
+    """What the CHF is waiting for with one device, beside its bar: to join (and for how long joining stays
+    open), its first query, its blocks (rate, time left), its Upgrade End Request, or the outcome it reported."""
+    outcome = status.outcome
+    if outcome is not None:
+        verdict = f"{outcome.response.name.lower().replace('_', ' ')} (CCS08 {int(outcome.response)})"
+        return progress_text(Transfer(phase=verdict, offset=status.offset, size=status.size))
+    if not status.joined and status.size == 0:
+        if joining_until is None or joining_until <= now:
+            return f"waiting for {status.ieee} to join; joining closed"
+        return f"waiting for {status.ieee} to join; joining open for {joining_until - now:.0f} s"
+    if status.size == 0:
+        return "joined; waiting for its Query Next Image Request"
+    return progress_text(transfer)
+
+
 class Watch:
     """Follows the run from the CHF's side: zigpy's join/interview events, each client's block requests
     (offered before the server takes them) and the server's transfer events."""
@@ -106,11 +123,27 @@ class Watch:
         self.all_done = asyncio.Event()
         self.all_joined = asyncio.Event()
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=Console(stderr=True)
+            TextColumn("{task.description}"), BarColumn(), StatusColumn(), console=Console(stderr=True)
         )
         self.show = progress and sys.stderr.isatty()
         self._bars: dict[t.EUI64, TaskID] = {}
+        self.transfers: dict[t.EUI64, Transfer] = {}
+        self.joining_until: float | None = None  # monotonic time joining closes again, while it is open
         self._check()
+
+    def _transfer(self, status: TargetStatus) -> Transfer:
+        """Kept up with `status` on the wall clock; its phase is the server's view of the download."""
+        transfer = self.transfers.setdefault(status.ieee, Transfer())
+        now = time.monotonic()
+        if status.size and transfer.started_at is None:
+            transfer.start(status.offset, status.size, now)
+        transfer.size = status.size
+        transfer.advance(status.offset, now)
+        if status.size and status.offset >= status.size and status.outcome is None:
+            transfer.phase = "waiting for Upgrade End Request (the device verifies the image)"
+        elif status.outcome is None:
+            transfer.phase = "downloading"
+        return transfer
 
     def _get(self, ieee: t.EUI64) -> TargetStatus:
         status = self.status.get(ieee)
@@ -198,6 +231,8 @@ class Watch:
     def __enter__(self) -> Watch:
         if self.show:
             self._progress.start()
+            for status in self.targets:
+                self._draw(status)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -207,17 +242,24 @@ class Watch:
     def _draw(self, status: TargetStatus) -> None:
         if not self.show:
             return
+        transfer = self._transfer(status)
         if len(self.status) > MAX_BARS:
-            status = TargetStatus(t.EUI64.UNKNOWN, target=True)
-            status.size = sum(s.size for s in self.status.values())
-            status.offset = sum(s.offset for s in self.status.values())
-            label = f"{len(self.status)} devices"
-        else:
-            label = str(status.ieee)
-        bar = self._bars.get(status.ieee)
+            total = sum(s.size for s in self.status.values())
+            done = sum(s.offset for s in self.status.values())
+            text = aggregate_text(list(self.transfers.values()), len(self.status))
+            self._update(t.EUI64.UNKNOWN, f"{len(self.status)} devices", done, total, lambda: text)
+            return
+
+        def line() -> str:
+            return target_text(status, transfer, now=time.monotonic(), joining_until=self.joining_until)
+
+        self._update(status.ieee, str(status.ieee), status.offset, status.size, line)
+
+    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Any) -> None:
+        bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[status.ieee] = self._progress.add_task(label, total=status.size or None)
-        self._progress.update(bar, description=label, completed=status.offset, total=status.size or None)
+            bar = self._bars[key] = self._progress.add_task(label, total=total or None, status=line)
+        self._progress.update(bar, description=label, completed=done, total=total or None, status=line)
 
 
 @dataclass
@@ -264,8 +306,10 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
             LOGGER.warning("could not open joining: %r", exc)
             await asyncio.sleep(PERMIT_RETRY)
             continue
+        watch.joining_until = time.monotonic() + seconds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watch.all_joined.wait(), seconds)
+    watch.joining_until = None
     try:
         await node.app.permit(0)
     except Exception as exc:  # joining times out by itself anyway

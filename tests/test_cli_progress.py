@@ -142,3 +142,16 @@ def test_the_chf_line_ends_with_the_ccs08_outcome(response: TransferResponse, te
     status = TargetStatus(EUI, target=True, joined=True, offset=100, size=100)
     status.outcome = server_events.TransferOutcome(EUI, 9.0, 0x121D, 0x0084, 2, response, "")
     assert target_text(status, Transfer(), now=10.0, joining_until=None) == text
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from emulator.cli import main
+
+    ppmid = load_device(bundled("ppmid"))
+    path = tmp_path / "ppmid.ota"
+    path.write_bytes(image_for(ppmid).data)
+    result = CliRunner().invoke(main, ["run", "--device", "ppmid", "--image", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "upgraded" in result.stdout

@@ -21,14 +21,21 @@ from __future__ import annotations
 import math
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from emulator.profiles import ProfileError, resolve_profile
 
+if TYPE_CHECKING:  # click's ParamType is generic in recent releases only; at run time any 8.x will do
+    IntParamType = click.ParamType[int]
+    PathParamType = click.ParamType[Path]
+    StrParamType = click.ParamType[str]
+else:
+    IntParamType = PathParamType = StrParamType = click.ParamType
 
-class Number(click.ParamType):
+
+class Number(IntParamType):
     """An unsigned integer written in decimal or 0x-hex, checked against a bit width."""
 
     name = "number"
@@ -36,7 +43,7 @@ class Number(click.ParamType):
     def __init__(self, bits: int) -> None:
         self.bits = bits
 
-    def convert(self, value, param, ctx):  # type: ignore[override]
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             number = value
         else:
@@ -67,7 +74,7 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
-class ProfileParam(click.ParamType):
+class ProfileParam(PathParamType):
     """A profile: a TOML file path, or the name of a bundled profile (`ppmid`, `hcalcs`, `chf`,
     `faults/<name>`); the value is the path to load."""
 
@@ -123,7 +130,7 @@ def example(*lines: str) -> str:
     return "\b\nExample" + ("s" if len(lines) > 1 else "") + ":\n" + "\n".join(f"  {line}" for line in lines)
 
 
-class PortParam(click.ParamType):
+class PortParam(StrParamType):
     """Where an EZSP stick is: a serial port path, or `tcp://HOST:PORT` / `socket://HOST:PORT` for a network serial
     bridge (or `ota-emu ncp`). A URL is checked here, so a typo fails before bellows starts."""
 

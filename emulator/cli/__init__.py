@@ -33,7 +33,11 @@ class _Main(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n  ota-emu demo\n  ota-emu run --device ppmid --image ppmid.ota\n  ota-emu profiles list",
+)
 @click.version_option(__version__, prog_name="ota-emu")
 def main() -> None:
     """Emulate GB smart-metering HAN devices (PPMID, HCALCS) upgrading their firmware over the Zigbee OTA

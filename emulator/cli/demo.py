@@ -12,8 +12,9 @@ from rich.console import Console
 from emulator import keys
 from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
+from emulator.cli.params import example
 from emulator.cli.run import run_han
-from emulator.files import write_atomic
+from emulator.files import check_output_dir, write_atomic
 from emulator.han import HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
@@ -28,13 +29,15 @@ def demo_payload(size: int = PAYLOAD_SIZE, seed: int = 0x0DB) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-@click.command("demo")
+@click.command("demo", epilog=example("ota-emu demo", "ota-emu demo --out demo/ --json"))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo key and images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def command(out: Path | None, as_json: bool) -> int:
     """Build and sign GB Upgrade Images with a fresh demo key, then upgrade one emulated PPMID (distribution and
     activation in one step) and one HCALCS (held, then activated by a hash-checked Activate Firmware command)
     from the in-process CHF, on virtual time."""
+    if out is not None:
+        check_output_dir(out, "a folder for the demo key, images and alert log")
     console = Console(stderr=True, quiet=as_json)
     with tempfile.TemporaryDirectory(prefix="ota-emu-demo-") as scratch:
         folder = out or Path(scratch)

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
+from emulator.cli.params import AliasedCommand, example
 from emulator.errors import InputError
-from emulator.files import write_atomic
+from emulator.files import check_output_dir, write_atomic
 from emulator.profiles import parse_eui64
 from emulator.security import credentials as files
 from emulator.security.ca import DEFAULT_ISSUER, CertificateAuthority
@@ -42,7 +43,13 @@ class _Eui64(click.ParamType[bytes]):
             self.fail(str(exc), param, ctx)
 
 
-@click.group("certs")
+@click.group(
+    "certs",
+    epilog=example(
+        "ota-emu certs ca -o ca/ --suite 2",
+        "ota-emu certs issue --ca ca/ --eui64 00:DB:12:34:56:78:90:A4 -o creds/",
+    ),
+)
 def command() -> None:
     """Smart Energy implicit certificates (crypto suites 1 and 2) from a test CA, for key establishment (CBKE)."""
 
@@ -62,8 +69,7 @@ def _issuer(text: str) -> bytes:
 
 
 def _prepare(directory: Path, names: list[str], force: bool) -> list[Path]:
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory}: is not a directory (expected a directory for the credential files)")
+    check_output_dir(directory, "a directory for the credential files")
     paths = [directory / name for name in names]
     existing = [path for path in paths if path.exists()]
     if existing and not force:
@@ -83,8 +89,13 @@ def _read(path: Path, expected: str) -> str:
         raise InputError(f"{path}: not text (expected {expected})") from None
 
 
-@command.command("ca")
-@click.option("-o", "--output", "directory", type=click.Path(path_type=Path), required=True,
+@command.command(
+    "ca",
+    cls=AliasedCommand,
+    aliases={"--output": "--out"},
+    epilog=example("ota-emu certs ca -o ca/ --suite 2"),
+)
+@click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
               help="Directory for ca.key.json (private) and ca.pub.json (created if missing).")
 @click.option("--suite", type=SUITES, required=True, help="Crypto suite: 1 (sect163k1) or 2 (sect283k1).")
 @click.option("--issuer", default=DEFAULT_ISSUER.decode(), show_default=True,
@@ -102,12 +113,17 @@ def ca_command(directory: Path, suite: str, issuer: str, force: bool) -> None:
     click.echo(f"{public_path}: CA public key {ca.public_key.to_bytes().hex().upper()}")
 
 
-@command.command("issue")
+@command.command(
+    "issue",
+    cls=AliasedCommand,
+    aliases={"--output": "--out"},
+    epilog=example("ota-emu certs issue --ca ca/ --eui64 00:DB:12:34:56:78:90:A4 --suite 2 -o creds/"),
+)
 @click.option("--ca", "ca_path", type=click.Path(path_type=Path), required=True,
               help="The CA: its directory (with ca.key.json) or its ca.key.json file.")
 @click.option("--eui64", type=_Eui64(), required=True, help="EUI-64 of the device (the certificate subject).")
 @click.option("--suite", type=SUITES, help="Crypto suite (must be the CA's; default: the CA's).")
-@click.option("-o", "--output", "directory", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
               help="Directory for EUI64.cbke.json (created if missing).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def issue_command(ca_path: Path, eui64: bytes, suite: str | None, directory: Path, force: bool) -> None:
@@ -124,7 +140,7 @@ def issue_command(ca_path: Path, eui64: bytes, suite: str | None, directory: Pat
     click.echo(f"{path}: suite-{ca.suite.value} certificate and private key for {_eui(eui64)}")
 
 
-@command.command("show")
+@command.command("show", epilog=example("ota-emu certs show creds/00DB1234567890A4.cbke.json --json"))
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def show_command(file: Path, as_json: bool) -> None:

@@ -57,7 +57,7 @@ def generate_command(directory: Path, name: str, force: bool, as_json: bool) -> 
     click.echo(f"{public_path}: public key")
 
 
-@command.command("install-code")
+@command.command("install-code", epilog=example("ota-emu keys install-code 83FED3407A939723A5C639B26916D505C3B5"))
 @click.argument("code")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def install_code_command(code: str, as_json: bool) -> None:

@@ -20,12 +20,13 @@ the clock was created, so protocol time and the times written into frames agree.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import selectors
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ZCL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -100,14 +101,18 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._ticks / TICKS_PER_SECOND
 
-    def call_later(self, delay, callback, *args, context=None):  # type: ignore[no-untyped-def, override]
+    def call_later(  # type: ignore[override]
+        self, delay: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.TimerHandle:
         # now + a delay below the float resolution of now is now: a positive delay must still move time.
         when = self.time() + delay
         if delay > 0:
             when = max(when, (self._ticks + 1) / TICKS_PER_SECOND)
         return self.call_at(when, callback, *args, context=context)
 
-    def call_at(self, when, callback, *args, context=None):  # type: ignore[no-untyped-def, override]
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.TimerHandle:
         return super().call_at(self._deadline(when), callback, *args, context=context)
 
     def _deadline(self, when: float) -> float:
@@ -138,8 +143,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             raise Stalled(self._stall_message())
 
     def _stall_message(self) -> str:
-        pending = [h for h in self._scheduled if not h.cancelled()]
-        culprit = min(pending, key=lambda h: h.when(), default=None) or (self._ready[0] if self._ready else None)
+        # asyncio's own queues: the timer heap and the callbacks ready to run.
+        scheduled: list[asyncio.TimerHandle] = getattr(self, "_scheduled", [])
+        ready: Any = getattr(self, "_ready", ())
+        pending = [h for h in scheduled if not h.cancelled()]
+        culprit = min(pending, key=lambda h: h.when(), default=None) or (ready[0] if ready else None)
         return (
             f"virtual time stopped at {self.time():.6f} s: {self._stall_iterations} loop iterations ran without it "
             f"moving on (next callback: {culprit!r})"

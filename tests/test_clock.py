@@ -7,10 +7,13 @@ import asyncio
 import random
 import time
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from emulator import clock
 from emulator.chf.store import HeldImage
+from emulator.cli import _Main
 from emulator.han import Han, HanOptions, expand
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
@@ -124,3 +127,31 @@ async def test_fifty_devices_at_20_percent_loss_settle_on_twenty_seeds() -> None
         results = await settle_lossy(devices, image, seed, 0.2)
         assert len(results) == 50
     print(f"50 devices x 20 seeds at 20 % loss: {time.perf_counter() - started:.2f} s wall")
+
+
+def test_a_stalled_command_ends_with_one_line_and_exit_1() -> None:
+    """The command line's error handling (the `ota-emu` group class) turns a stall into one stderr line."""
+
+    async def spin() -> None:
+        loop = asyncio.get_running_loop()
+
+        def again() -> None:
+            loop.call_later(0, again)
+
+        again()
+        await asyncio.sleep(10)
+
+    @click.group(cls=_Main)
+    def group() -> None:
+        pass
+
+    @group.command("spin")
+    def spin_command() -> None:
+        with asyncio.Runner(loop_factory=lambda: clock.VirtualTimeLoop(stall_iterations=1000)) as runner:
+            runner.run(spin())
+
+    result = CliRunner().invoke(group, ["spin"], prog_name="ota-emu")
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ota-emu: error: virtual time stopped at 0.000000 s: 1000 loop iterations")
+    assert "Traceback" not in result.output

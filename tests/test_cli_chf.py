@@ -154,7 +154,8 @@ def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
     [
         (["--count", "2"], ["--count needs at least one --device PROFILE"]),
         (["--device", "absent.toml"], ["absent.toml"]),
-        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"], ["--device", "share the EUI-64"]),
+        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"],
+         ["--device", "would both be 00:db:12:34:56:78:90:a4"]),
         (["--device", PROFILES / "ppmid.toml", "--count", "0"], ["--count", "0"]),
     ],
 )

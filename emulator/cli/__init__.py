@@ -11,6 +11,7 @@ import sys
 import click
 
 from emulator import __version__
+from emulator.clock import Stalled
 from emulator.errors import InputError
 
 
@@ -27,6 +28,9 @@ class _Main(click.Group):
         except InputError as exc:
             click.echo(f"ota-emu: error: {exc}", err=True)
             sys.exit(2)
+        except Stalled as exc:
+            click.echo(f"ota-emu: error: {exc}", err=True)
+            sys.exit(1)
         except (click.Abort, KeyboardInterrupt):
             click.echo("ota-emu: interrupted", err=True)
             sys.exit(130)

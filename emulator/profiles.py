@@ -111,7 +111,7 @@ def _bool(value: Any) -> bool:
 
 def _choice(*allowed: str) -> Any:
     def parse(value: Any) -> str:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return value
 
@@ -164,7 +164,7 @@ def _faults(value: Any) -> frozenset[str]:
 
 def _activation_time(value: Any) -> str:
     """"now", "wait", "+SECONDS" (relative) or an ISO-8601 UTC time (absolute)."""
-    if value in ("now", "wait"):
+    if isinstance(value, str) and value in ("now", "wait"):
         return value
     if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
         return value

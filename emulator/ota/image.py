@@ -35,6 +35,7 @@ from zigpy.ota.image import (
 
 from emulator.errors import InputError
 from emulator.keys import SIGNATURE_LENGTH
+from emulator.structs import replaced
 
 Kind = Literal["gb", "zigbee"]
 KINDS: tuple[Kind, ...] = ("gb", "zigbee")
@@ -154,7 +155,7 @@ class UpgradeImage:
         """Where `manufacturer_image` starts in the serialized file (None for a zigbee file without tag 0x0000)."""
         if self.kind == "gb":
             return self.header.header_length
-        offset = self.header.header_length
+        offset: int = self.header.header_length
         for element in self.subelements:
             if element.tag_id == ElementTagId.UPGRADE_IMAGE:
                 return offset + SUBELEMENT_OVERHEAD
@@ -173,7 +174,7 @@ class UpgradeImage:
 
     def _sized_header(self, content_length: int) -> OTAImageHeader:
         length = header_length_for(self.header.field_control or 0)
-        return self.header.replace(header_length=length, image_size=length + content_length)
+        return replaced(self.header, header_length=length, image_size=length + content_length)
 
 
 @dataclass(frozen=True)

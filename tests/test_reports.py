@@ -421,6 +421,32 @@ def test_a_hold_after_the_transfer_is_drawn_to_the_end_of_the_check_with_the_res
     assert "protocol time since the check started" in text
 
 
+def test_a_power_cycle_breaks_the_transfer_line_and_repeated_marks_are_counted(tmp_path: Path) -> None:
+    restarted = frame(2.0, 0x1001, "Device_annce", {}, "00")
+    timeline = [
+        TimelinePoint(1.0, 0),
+        TimelinePoint(1.2, 409),
+        TimelinePoint(1.3, 819),
+        *(TimelinePoint(1.4 + i / 10, 819, "Default Response 0x98") for i in range(3)),
+        TimelinePoint(225.0, 0),
+    ]
+    result = CheckResult(check("C-20", "Resumes after a restart", Level.SHOULD), Verdict.FAIL, "restarted from 0",
+                         [restarted], timeline, 240.0, None, (0.0, 240.0))  # fmt: skip
+    path = tmp_path / "report.html"
+    write_html(Report("PPMID", "restart", [result]), path)
+    _, html = parse_html(path)
+    x = [80 + (at - 1.0) / 239 * 620 for at in (1.3, 2.0, 225.0)]  # the axis runs from the first request
+    first, second = (p["points"].split() for p in html.find("polyline", **{"class": "transfer"}))
+    # The line ends at the restart at the offset the device had reached, and starts again at its next request.
+    assert first[-1] == f"{x[1]:.1f},{24 + 176 - 819 / 819 * 176:.1f}"
+    assert max(float(pair.split(",")[0]) for pair in first) == pytest.approx(x[1], abs=0.05)
+    assert f"{x[0]:.1f},24.0" in first
+    assert second == [f"{x[2]:.1f},{24 + 176:.1f}"]
+    labels = [t.strip() for t in "".join(html.text).split("\n")]
+    assert [m["data-mark"] for m in html.find("g", **{"class": "marker"})] == ["event", "restart"]
+    assert any("Default Response 0x98 ×3" in label for label in labels)
+
+
 CHROMIUM = next((p for name in ("chromium", "chromium-browser") if (p := shutil.which(name))), None)
 
 

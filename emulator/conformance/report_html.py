@@ -30,6 +30,8 @@ from emulator.ota.frames import UPGRADE_TIME_WAIT
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 80, 20, 24, 40
+LABEL_ROWS = 4
+GROUP_PX = 8.0
 
 VERDICT_CLASS = {
     Verdict.PASS: "pass",
@@ -188,12 +190,14 @@ def timeline_svg(
     parts.extend(_spans(marked, ordered, stop, x))
     parts.append(f'<line class="axis" x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}"/>')
     parts.append(f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>')
-    steps: list[str] = []
-    for index, point in enumerate(ordered):
-        if index:
-            steps.append(f"{_num(x(point.at))},{_num(y(ordered[index - 1].offset))}")
-        steps.append(f"{_num(x(point.at))},{_num(y(point.offset))}")
-    parts.append(f'<polyline class="transfer" points="{" ".join(steps)}"/>')
+    restarts = [m.at for m in extra if mark_kind(m.mark) == "restart"]
+    for run in _runs(ordered, restarts):
+        steps: list[str] = []
+        for index, (at, offset) in enumerate(run):
+            if index:
+                steps.append(f"{_num(x(at))},{_num(y(run[index - 1][1]))}")
+            steps.append(f"{_num(x(at))},{_num(y(offset))}")
+        parts.append(f'<polyline class="transfer" points="{" ".join(steps)}"/>')
     if stop > ordered[-1].at:
         tip = escape(f"no further request for {span_text(stop - ordered[-1].at)}, until the check ended")
         parts.append(
@@ -202,10 +206,11 @@ def timeline_svg(
         )
     if len(transfer) <= 200:
         parts.extend(f'<circle class="point" cx="{_num(x(p.at))}" cy="{_num(y(p.offset))}" r="2"/>' for p in transfer)
-    for index, point in enumerate(marked):
+    for index, (point, count) in enumerate(_grouped(marked, x)):
         kind = mark_kind(point.mark)
         px, py = _num(x(point.at)), _num(y(point.offset))
-        tip = escape(f"{point.mark} at {span_text(point.at - origin)}, offset {point.offset}")
+        label = point.mark if count == 1 else f"{point.mark} ×{count}"
+        tip = escape(f"{label} at {span_text(point.at - origin)}, offset {point.offset}")
         # Labels of marks in the right half read leftwards, so they stay inside the chart.
         right_half = x(point.at) > LEFT + plot_w / 2
         label_position = (
@@ -215,8 +220,8 @@ def timeline_svg(
             f'<g class="marker" data-mark="{kind}"><title>{tip}</title>'
             f'<line class="mark {kind}" x1="{px}" y1="{TOP}" x2="{px}" y2="{bottom}"/>'
             f'<circle class="dot {kind}" cx="{px}" cy="{py}" r="4.5"/>'
-            f'<text class="label {kind}" {label_position} y="{TOP + 11 + (index % 3) * 13}">'
-            f"{escape(point.mark)}</text></g>"
+            f'<text class="label {kind}" {label_position} y="{TOP + 11 + (index % LABEL_ROWS) * 13}">'
+            f"{escape(label)}</text></g>"
         )
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
         at = start + fraction * length
@@ -235,6 +240,33 @@ def timeline_svg(
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _runs(ordered: list[TimelinePoint], restarts: list[float]) -> list[list[tuple[float, int]]]:
+    """The transfer as stretches between restarts: a device that restarts stops requesting, so the line ends at
+    the restart and picks up at its next request instead of holding the old offset across the power cycle."""
+    runs: list[list[tuple[float, int]]] = [[]]
+    pending = sorted(restarts)
+    for point in ordered:
+        if pending and point.at > pending[0] and runs[-1]:
+            runs[-1].append((pending[0], runs[-1][-1][1]))
+            runs.append([])
+        while pending and pending[0] < point.at:
+            pending.pop(0)
+        runs[-1].append((point.at, point.offset))
+    return [run for run in runs if run]
+
+
+def _grouped(marked: list[TimelinePoint], x: Callable[[float], float]) -> list[tuple[TimelinePoint, int]]:
+    """Marks with the same label closer than a few pixels drawn once with a count (three Default Responses a
+    second apart on an hour's axis), so their labels do not overprint."""
+    groups: list[tuple[TimelinePoint, int]] = []
+    for point in marked:
+        if groups and groups[-1][0].mark == point.mark and x(point.at) - x(groups[-1][0].at) < GROUP_PX:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((point, 1))
+    return groups
 
 
 def _spans(

@@ -11,6 +11,7 @@ reports say "not readable").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import zigpy.types as t
@@ -35,6 +36,11 @@ BASIC_ATTRIBUTES = {
 }
 OTA_ATTRIBUTES = {0x0002: "current_file_version", 0x0007: "manufacturer_id", 0x0008: "image_type_id"}
 HEX_WIDTH = {"current_file_version": 8, "manufacturer_id": 4, "image_type_id": 4}
+
+# zigpy's integer types, as typed callables.
+_U8: Callable[[int], Any] = t.uint8_t
+_U16: Callable[[int], Any] = t.uint16_t
+_NWK: Callable[[int], Any] = t.NWK
 
 
 def read_request(tsn: int, attribute_ids: list[int], *, to_client: bool) -> bytes:
@@ -82,16 +88,16 @@ async def read_attributes(chf: TestChf, cluster: int, attribute_ids: list[int], 
     tsn = chf.next_tsn()
     profile = chf.server.profile
     packet = t.ZigbeePacket(
-        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(CHF_NWK)),
-        src_ep=profile.endpoint,
-        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(chf.nwk)),
-        dst_ep=chf.endpoint,
-        tsn=tsn,
-        profile_id=profile.profile_id,
-        cluster_id=cluster,
+        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=_NWK(CHF_NWK)),
+        src_ep=_U8(profile.endpoint),
+        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=_NWK(chf.nwk)),
+        dst_ep=_U8(chf.endpoint),
+        tsn=_U8(tsn),
+        profile_id=_U16(profile.profile_id),
+        cluster_id=_U16(cluster),
         data=t.SerializableBytes(read_request(tsn, attribute_ids, to_client=cluster == OTA_CLUSTER)),
         tx_options=t.TransmitOptions.ACK,
-        radius=0,
+        radius=_U8(0),
     )
     mark = chf.mark()
     chf.app.transmit(packet)

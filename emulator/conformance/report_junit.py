@@ -104,8 +104,8 @@ def junit_xml(report: Report) -> bytes:
         "skipped": str(counts["not_applicable"] + len(report.should_failures) + len(not_run)),
         "time": _seconds(report.wall_time),
     }
-    suites = ET.Element("testsuites", name=SUITES_NAME, **totals)
-    suite = ET.SubElement(suites, "testsuite", name=visible(report.target), **totals)
+    suites = ET.Element("testsuites", {"name": SUITES_NAME, **totals})
+    suite = ET.SubElement(suites, "testsuite", {"name": visible(report.target), **totals})
     if report.run is not None:
         # xs:dateTime without a zone suffix, as JUnit writers put it.
         suite.set("timestamp", report.run.started_utc.removesuffix("Z").split("+")[0])
@@ -119,7 +119,8 @@ def junit_xml(report: Report) -> bytes:
     notes = [counts_text(report), outcome_text(report), *report.notes]
     ET.SubElement(suite, "system-out").text = visible("\n".join(notes))
     ET.indent(suites)
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
 
 
 def write_junit(report: Report, path: str | os.PathLike[str]) -> None:

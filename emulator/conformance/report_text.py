@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from typing import Any
 
 import zigpy.types as t
@@ -65,12 +66,13 @@ HEX_DIGITS = {
     "new_file_version": 8,
 }
 STATUS_FIELDS = frozenset({"status"})
+_STATUS: Callable[[int], enum.Enum] = foundation.Status
 
 
 def status_text(code: int) -> str:
     """A ZCL status code as 0xNN and its name: `0x98 NO_IMAGE_AVAILABLE`."""
     try:
-        return f"0x{code:02X} {foundation.Status(code).name}"
+        return f"0x{code:02X} {_STATUS(code).name}"
     except ValueError:
         return f"0x{code:02X}"
 

@@ -76,12 +76,13 @@ def _either(new_value: Any, old_value: Any, new: str, old: str) -> Any:
 
 class _CheckProgress:
     """Where a run is: check n of N, what it plays and waits for, how long it is expected to take and about how
-    long the run has left. A live bar on a terminal; on a log (stderr not a terminal) one line as each check
-    starts and ends, for runs on real time only (a virtual-time run is over in seconds)."""
+    long the run has left, on stderr (so also with --json). A live bar on a terminal; on a log (stderr not a
+    terminal) one line as each check starts and ends, for runs on real time only (a virtual-time run is over
+    in seconds)."""
 
-    def __init__(self, enabled: bool, *, real_time: bool, expected: dict[str, float | None] | None = None) -> None:
-        self.live = enabled and sys.stderr.isatty()
-        self.lines = enabled and not self.live and real_time
+    def __init__(self, *, real_time: bool, expected: dict[str, float | None] | None = None) -> None:
+        self.live = sys.stderr.isatty()
+        self.lines = not self.live and real_time
         self.real_time = real_time
         self.expected = expected or {}
         self._progress = Progress(
@@ -367,7 +368,7 @@ def _run_device(
     kind = target.profile.kind if target.profile is not None else target.kind
     decided = {r.check.id for r in done}
     expected = {c.id: expected_seconds(c.id, kind) for c in select(ids) if c.id not in decided}
-    with _CheckProgress(not as_json, real_time=not target.virtual, expected=expected) as progress:
+    with _CheckProgress(real_time=not target.virtual, expected=expected) as progress:
         report = run_device_checks(
             target,
             ids,

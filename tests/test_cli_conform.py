@@ -180,6 +180,10 @@ def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
     assert result.stdout.count("did not join within 2 s") == 3
     assert "Joining is open for 2 s: power on device 00:db:12:34:56:78:90:a4" in result.stderr
     assert "could not be decided" in result.stdout and "Traceback" not in result.output
+    # No device, nothing read: the report says so rather than leaving the identity out.
+    assert "DUT EUI-64: 00:db:12:34:56:78:90:a4" in result.stdout
+    assert "DUT Manufacturer: not readable" in result.stdout
+    assert "DUT Firmware (file version): not readable" in result.stdout
 
 
 def test_a_device_on_the_coordinator_network_is_checked_through_bellows():

@@ -96,3 +96,21 @@ def test_a_resumed_run_keeps_the_decided_checks_and_runs_the_rest() -> None:
     assert ran == ["C-04", "C-13", "C-23d"]
     assert [r.check.id for r in report.results] == ["C-01", "C-04", "C-13", "C-23d"]
     assert report.results[0] is first.results[0] and not report.interrupted
+
+
+def test_on_real_time_progress_says_what_the_check_waits_for() -> None:
+    """An emulated PPMID through bellows and a virtual NCP: real time, as for a device behind a dongle."""
+    steps: list[Step] = []
+    report = run_device_checks(
+        DeviceTarget(profile=load_device(bundled("ppmid")), radio="ezsp"), ["C-01"], progress=steps.append
+    )
+    assert [r.verdict for r in report.results] == [Verdict.PASS]
+    waits = [(s.waiting, s.wait) for s in steps if s.waiting is not None]
+    assert waits and all(s.check.id == "C-01" and s.result is None for s in steps if s.waiting)
+    # C-01 sends a unicast Image Notify and waits up to 30 s for the query it must draw (OTA §11.13.3).
+    assert "query_next_image from the DUT" in {what for what, _ in waits}
+    assert all(0 < seconds <= 30.0 for what, seconds in waits if what == "query_next_image from the DUT")
+    # Virtual-time runs are over in moments: no waits are reported.
+    virtual: list[Step] = []
+    run_device_checks(hcalcs(), ["C-01"], progress=virtual.append)
+    assert [s.waiting for s in virtual] == [None, None]

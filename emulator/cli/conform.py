@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -41,6 +40,8 @@ from emulator.profiles import load_device, parse_eui64
 
 # Wide enough that a table in a CI log keeps one line per check.
 LOG_WIDTH = 160
+# Waits at least this long (seconds) get a line of their own in a log.
+LONG_WAIT = 60.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,7 +95,17 @@ class _CheckProgress:
             console=Console(stderr=True),
         )
         self._task: TaskID | None = None
-        self._started = time.monotonic()
+        self._waited = ""
+
+    def _waiting(self, step: Step) -> None:
+        """What the check waits for now: on the live line always; in a log once per check and kind of frame,
+        for waits of a minute or more (a transfer's many short waits for the next block would flood it)."""
+        text = f"{step.check.id} waiting for {step.waiting}, up to {span_text(step.wait or 0.0)}"
+        if self.live and self._task is not None:
+            self._progress.update(self._task, description=text)
+        elif self.lines and (step.wait or 0.0) >= LONG_WAIT and step.waiting != self._waited:
+            self._waited = step.waiting or ""
+            click.echo(f"[{step.index}/{step.total}] {text}", err=True)
 
     def __enter__(self) -> _CheckProgress:
         if self.live:
@@ -120,7 +131,11 @@ class _CheckProgress:
         return f"{check.id} {check.title} ({expected}{self.left(step)}) — {check.scenario}"
 
     def __call__(self, step: Step) -> None:
+        if step.waiting is not None:
+            self._waiting(step)
+            return
         if step.result is None:
+            self._waited = ""
             text = self.describe(step)
             if self.live:
                 if self._task is None:

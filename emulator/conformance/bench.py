@@ -52,13 +52,16 @@ INTERRUPTED_EXIT = 130
 @dataclass(frozen=True)
 class Step:
     """A check starting (`result` None) or ended: its place in the run and the time it is expected to take
-    (protocol seconds; None when unknown)."""
+    (protocol seconds; None when unknown). On real time, also each time the check starts waiting for a frame:
+    `waiting` says for what, `wait` for how many seconds at most."""
 
     index: int
     total: int
     check: Check
     result: CheckResult | None
     expected: float | None
+    waiting: str | None = None
+    wait: float | None = None
 
 
 Progress = Callable[[Step], None]
@@ -199,9 +202,11 @@ async def check_device(
                     results.append(decided[check.id])
                     continue
                 expected = expected_seconds(check.id, world.kind)
+                step = Step(index, len(checks), check, None, expected)
                 if progress is not None:
-                    progress(Step(index, len(checks), check, None, expected))
-                result = await _run_check(world, check, budget)
+                    progress(step)
+                waiting = None if progress is None or target.virtual else _waits(progress, step)
+                result = await _run_check(world, check, budget, waiting)
                 results.append(result)
                 if progress is not None:
                     progress(Step(index, len(checks), check, result, expected))
@@ -258,6 +263,13 @@ def _terminate_cancels(enabled: bool) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _waits(progress: Progress, step: Step) -> Callable[[str, float], None]:
+    def waiting(what: str, seconds: float) -> None:
+        progress(replace(step, waiting=what, wait=seconds))
+
+    return waiting
+
+
 async def _identity(world: EmulatedWorld | RadioWorld, target: DeviceTarget) -> DutInfo:
     """Who the device says it is, read in a session of its own before the checks (nothing read from a device
     that never joined)."""
@@ -286,7 +298,12 @@ def _applicability(world: EmulatedWorld | RadioWorld, check: Check) -> CheckResu
     return None
 
 
-async def _run_check(world: EmulatedWorld | RadioWorld, check: Check, budget: float) -> CheckResult:
+async def _run_check(
+    world: EmulatedWorld | RadioWorld,
+    check: Check,
+    budget: float,
+    waiting: Callable[[str, float], None] | None = None,
+) -> CheckResult:
     ruled = _applicability(world, check)
     if ruled is not None:
         return ruled
@@ -298,10 +315,12 @@ async def _run_check(world: EmulatedWorld | RadioWorld, check: Check, budget: fl
         async with asyncio.timeout(budget):
             async with world.session() as trial:
                 began = trial.clock.now()
+                trial.chf.on_wait = waiting
                 try:
                     outcome = await ALL_SCENARIOS[check.id](trial)
                 finally:
                     ended = trial.clock.now()
+                    trial.chf.on_wait = None
         result = CheckResult(check, outcome.verdict, outcome.reason, outcome.evidence, outcome.timeline)
     except Inconclusive as exc:
         result = CheckResult(check, Verdict.INCONCLUSIVE, exc.reason, exc.evidence)

@@ -126,6 +126,10 @@ def test_server_subcommand_runs_the_server_checks(tmp_path):
     assert table(result.stdout) == {"S-01": "pass", "S-07": "pass"}
     data = json.loads((tmp_path / "report.json").read_text())
     assert [r["check"]["id"] for r in data["results"]] == ["S-01", "S-07"]
+    jsonschema.Draft202012Validator(load_schema(), format_checker=jsonschema.FormatChecker()).validate(data)
+    assert data["run"]["bench"] == "server" and data["run"]["settings"]["server"] == "ours" and data["dut"] is None
+    cases = ET.parse(tmp_path / "report.xml").getroot().iter("testcase")
+    assert [c.get("classname") for c in cases] == ["ota_emu.conformance.S-01", "ota_emu.conformance.S-07"]
 
 
 class NcpThread:

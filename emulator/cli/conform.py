@@ -20,6 +20,7 @@ from rich.table import Table
 
 from emulator import __version__
 from emulator.chf.store import HeldImage
+from emulator.cli.params import ProfileParam
 from emulator.conformance import server_checks
 from emulator.conformance.bench import DeviceTarget, Step, exit_code, run_device_checks
 from emulator.conformance.checks import CHECKS, parse_ids, select
@@ -251,7 +252,12 @@ def _list_checks(as_json: bool) -> None:
 
 
 @command.command("device")
-@click.option("--dut", "dut_path", type=click.Path(path_type=Path), help="Profile of an emulated device under test.")
+@click.option(
+    "--dut",
+    "dut_path",
+    type=ProfileParam(),
+    help="Profile of an emulated device under test (a TOML file or a bundled name).",
+)
 @click.option(
     "--radio",
     type=click.Choice(["loopback", "ezsp"]),

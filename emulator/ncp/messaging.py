@@ -70,6 +70,9 @@ class StackMessaging:
     _persist_soon: Callable[[], None]
     _cmd_permitJoining: Callable[[dict], dict]
     node_id_of: Callable[[zt.EUI64], int | None]
+    is_trust_centre: bool
+    node_type: bt.EmberNodeType
+    child_joined: Callable[[int, zt.EUI64], None]
     ieee_of: Callable[[int], zt.EUI64 | None]
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
@@ -355,6 +358,8 @@ class StackMessaging:
         me = zdo.Coordinator(
             nwk=self.nwk, ieee=self.ieee, manufacturer_code=self.manufacturer_code, endpoints=self.endpoints
         )
+        if not self.is_trust_centre:
+            me = zdo.joined_node(me, self.node_type)
         try:
             reply = zdo.answer(cluster, message, me, broadcast=broadcast)
         except ValueError:
@@ -419,6 +424,12 @@ class StackMessaging:
         """The air reports a join through this coordinator's network: tell the host (trust centre decision)."""
         if not self._attached:
             return  # a stopped NCP stays registered with the air, which has no way to unregister a listener
+        if ieee == self.ieee:
+            return  # our own join (joining.py)
+        if not self.is_trust_centre:
+            if parent_nwk == self.nwk and self.network_up:
+                self.child_joined(nwk, ieee)
+            return
         self._known[ieee] = nwk
         node = self.air.node(nwk)
         if parent_nwk == self.nwk and node is not None and not getattr(node, "router", False):

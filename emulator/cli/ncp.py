@@ -47,16 +47,23 @@ async def _join_devices(
         click.echo(f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}")
 
 
-async def _serve(listen: str, ezsp_version: int, state: str | None, seed: int, profiles: list[DeviceProfile]) -> None:
+async def _serve(
+    listen: str, ezsp_version: int, state: str | None, seed: int, profiles: list[DeviceProfile], more: tuple[str, ...]
+) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
     ncp = VirtualNcp(air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen)
+    # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network.
+    others = [VirtualNcp(air, ezsp_version=ezsp_version, seed=seed + n, listen=url) for n, url in enumerate(more, 1)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with ncp:
+    async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
         click.echo(f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}")
+        for other in others:
+            await stack.enter_async_context(other)
+            click.echo(f"Virtual EZSP v{ezsp_version} NCP listening on {other.url}")
         network = ncp.state
         if network.formed:
             click.echo(
@@ -80,7 +87,10 @@ async def _serve(listen: str, ezsp_version: int, state: str | None, seed: int, p
 @click.option(
     "--listen",
     metavar="tcp://HOST:PORT",
-    help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port).",
+    multiple=True,
+    help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port). "
+    "Repeat it for several sticks on the same virtual air (one forms the network, the others join it); "
+    "--state is the first one's.",
 )
 @click.option("--pty", "use_pty", is_flag=True, help="Serve the serial link on a new pseudo-terminal instead.")
 @click.option(
@@ -105,7 +115,7 @@ async def _serve(listen: str, ezsp_version: int, state: str | None, seed: int, p
 )
 @click.option("--count", type=click.IntRange(1, 1000), help="Devices per --device profile, with consecutive EUI-64s.")
 def command(
-    listen: str | None,
+    listen: tuple[str, ...],
     use_pty: bool,
     ezsp_version: str,
     state: str | None,
@@ -124,7 +134,7 @@ def command(
     network and opened joining (one line each), answer its interview and upgrade from its OTA server, e.g. from
     `ota-emu chf --radio ezsp --device tcp://127.0.0.1:PORT --image FILE --target EUI64`.
     """
-    if listen is not None and use_pty:
+    if listen and use_pty:
         raise click.UsageError("choose either --listen or --pty, not both")
     if count is not None and not device_paths:
         raise click.UsageError("--count needs at least one --device PROFILE")
@@ -132,4 +142,5 @@ def command(
         profiles = expand([load_device(p) for p in device_paths], count or 1)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
-    asyncio.run(_serve(PTY if use_pty else listen or "tcp://127.0.0.1:0", int(ezsp_version), state, seed, profiles))
+    first, *more = listen or ("tcp://127.0.0.1:0",)
+    asyncio.run(_serve(PTY if use_pty else first, int(ezsp_version), state, seed, profiles, tuple(more)))

@@ -152,6 +152,7 @@ class StickRadio:
         self._worker: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
+        self._open = False  # set once `open` has succeeded: only then does a lost link mean "reconnect"
         self._tag = 0
         self._incoming_fields: list[str] = []
 
@@ -169,6 +170,7 @@ class StickRadio:
             await self._disconnect()
             raise
         self._worker = asyncio.get_running_loop().create_task(self._send_loop(), name=f"stick {self.port}")
+        self._open = True
         return self.joined
 
     async def close(self) -> None:
@@ -220,7 +222,7 @@ class StickRadio:
     def connection_lost(self, exc: Exception | None) -> None:
         """The stick reset or the link failed: reconnect, resume the network from the stick's tokens, and carry
         on (the device's OTA client resumes its download from its offset)."""
-        if self._closing or (self._reconnecting is not None and not self._reconnecting.done()):
+        if not self._open or self._closing or (self._reconnecting is not None and not self._reconnecting.done()):
             return
         self.stats["reconnects"] += 1
         self._tell(f"Stick on {self.port} lost ({_reason(exc) if exc else 'closed'}); reconnecting")
@@ -463,6 +465,7 @@ class StickRadio:
         if packet.tx_options & t.TransmitOptions.ACK:
             options |= bt.EmberApsOption.APS_OPTION_RETRY | bt.EmberApsOption.APS_OPTION_ENABLE_ROUTE_DISCOVERY
         dst = packet.dst
+        assert dst is not None, "a device always addresses its frames"
         aps = bt.EmberApsFrame(
             profileId=packet.profile_id,
             clusterId=packet.cluster_id,

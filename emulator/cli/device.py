@@ -51,6 +51,7 @@ class DeviceRun:
     pcap: Path | None = None
     quiet: bool = False
     seed: int = 0
+    stay: bool = False
 
 
 class DeviceWatch:
@@ -114,9 +115,10 @@ class DeviceWatch:
         self._activation = asyncio.get_running_loop().create_task(self.device.activate_firmware(image_hash, at))
 
 
-async def run_device(run: DeviceRun) -> tuple[DeviceSummary, str, float, Joined]:
-    """Join (or resume), run the device until it has an outcome, `until` seconds pass or a signal comes; save its
-    state and leave the stick. Returns the summary, why it stopped, the wall time and where it joined."""
+async def run_device(run: DeviceRun, stop: asyncio.Event | None = None) -> tuple[DeviceSummary, str, float, Joined]:
+    """Join (or resume), run the device until it has an outcome (unless `run.stay`), `until` seconds pass, a
+    signal comes or `stop` is set; save its state and leave the stick. Returns the summary, why it stopped, the
+    wall time and where it joined."""
     started = time.monotonic()
     profile = run.profile.replace(sleepy=run.plan.role == Role.SLEEPY)  # the device polls when the stick sleeps
     radio = StickRadio(run.port, run.plan, baudrate=run.baudrate, flow_control=run.flow_control)
@@ -147,7 +149,7 @@ async def run_device(run: DeviceRun) -> tuple[DeviceSummary, str, float, Joined]
         run.state_dir.mkdir(parents=True, exist_ok=True)
     device = EmulatedDevice(profile, radio, clock.Clock(), nwk=joined.nwk, state_dir=run.state_dir, seed=run.seed)
     summary = DeviceSummary(joined.ieee, profile.kind, joined.nwk, device.running_version, device.running_version)
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -156,11 +158,13 @@ async def run_device(run: DeviceRun) -> tuple[DeviceSummary, str, float, Joined]
             watch = DeviceWatch(summary, device, run, progress)
             device.add_listener(watch)
             await device.start()
-            waits = [loop.create_task(stop.wait()), loop.create_task(watch.done.wait())]
+            waits = [loop.create_task(stop.wait())]
+            if not run.stay:
+                waits.append(loop.create_task(watch.done.wait()))
             await asyncio.wait(waits, timeout=run.until, return_when=asyncio.FIRST_COMPLETED)
             for task in waits:
                 task.cancel()
-            if watch.done.is_set():
+            if watch.done.is_set() and not run.stay:
                 stopped = "outcome"
                 await asyncio.sleep(FINAL_SEND_GRACE)
             else:
@@ -231,6 +235,12 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
 @click.option("--activate", is_flag=True, help="An HCALCS activates the image it holds (CS06 with its hash).")
 @click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
 @click.option("--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the stick sent and received.")
+@click.option(
+    "--stay",
+    is_flag=True,
+    help="Stay on the network after the outcome until --until or Ctrl-C (zigpy re-reads and re-interviews an "
+    "upgraded device).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the device's random choices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
@@ -251,6 +261,7 @@ def command(
     activate_after: float | None,
     pcap: Path | None,
     seed: int,
+    stay: bool,
     as_json: bool,
 ) -> int:
     """Run one emulated PPMID or HCALCS on an EZSP stick that joins an existing network.
@@ -289,6 +300,7 @@ def command(
         pcap=pcap,
         quiet=as_json,
         seed=seed,
+        stay=stay,
     )
     summary, stopped, wall, joined = clock.run(lambda: run_device(run), virtual=False)
     if as_json:

@@ -162,9 +162,15 @@ async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_pa
         requested: list[int] = []  # offsets of the device's Image Block Requests, as the air carries them
         b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
         first = await device()
-        partial = StateStore(state, b.stick.stack.ieee).download_path
+        store = StateStore(state, b.stick.stack.ieee)
         try:
-            await until(lambda: partial.exists() and partial.stat().st_size >= 8192, within=40)
+            # Killed once its state says it has 8 KiB (the blob is written before the JSON that points at it).
+            await until(
+                lambda: (
+                    (saved := store.load()) is not None and saved.download is not None and saved.file_offset >= 8192
+                ),
+                within=40,
+            )
         finally:
             first.send_signal(signal.SIGKILL)
             await first.wait()

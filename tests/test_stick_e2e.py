@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from emulator.cli.device import DeviceRun, run_device
 from emulator.clock import Clock
 from emulator.device.state import StateStore
 from emulator.ncp.server import VirtualNcp
+from emulator.ncp.state import NetworkState
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import Air
 from emulator.radio.stick import JoinPlan, Role
@@ -212,3 +214,52 @@ def test_no_open_network_within_the_join_timeout_is_one_line() -> None:
 
     result = asyncio.run(serve())
     assert_one_line_error(result, "no network let the stick join within 1 s")
+
+
+@real_time
+async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_other(tmp_path: Path) -> None:
+    """The issue's own setup: `ota-emu ncp --listen A --listen B`, `ota-emu chf` on A, `ota-emu device` on B."""
+    image = build_image(tmp_path, "0x0084")
+    stick_eui64 = str(NetworkState.new(seed=1).ieee)  # the second stick of `ota-emu ncp --seed 0`
+    ncp = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        urls = []
+        for _ in range(2):
+            line = (await ncp.stdout.readline()).decode()  # type: ignore[union-attr]
+            urls.append(line.rsplit(" ", 1)[-1].strip())
+        chf = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "chf", "--device", urls[0], "--image", str(image)),
+            *("--target", stick_eui64, "--json"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        device = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "device", "--port", urls[1]),
+            *("--device", str(quick_profile(tmp_path, "ppmid")), "--join-timeout", "30", "--until", "60"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(90):
+            device_out, device_err = await device.communicate()
+            chf_out, chf_err = await chf.communicate()
+    finally:
+        ncp.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await ncp.communicate()
+    assert device.returncode == 0, device_err.decode()
+    assert chf.returncode == 0, chf_err.decode()
+    assert b"Traceback" not in device_err + chf_err
+    assert device_out.decode().startswith(f"PPMID {stick_eui64}: upgraded, runs 0x00000002 (was 0x00000001)")
+    assert f"Device PPMID {stick_eui64} joined PAN 0x1A62 on channel 15" in device_err.decode()
+    report = json.loads(chf_out)
+    [target] = report["devices"]
+    assert (target["ieee"], target["outcome"], target["response_code"], target["alert_code"]) == (
+        stick_eui64,
+        "success",
+        0,
+        "0x8F8A",
+    )

@@ -263,3 +263,52 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
         0,
         "0x8F8A",
     )
+
+
+@real_time
+async def test_a_stick_reset_mid_download_is_a_reconnect_and_the_download_goes_on(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0084", bytes(range(256)) * 24)  # 6 KiB
+    async with bench(image) as b:
+        run = DeviceRun(
+            port=b.stick.url or "",
+            profile=load_device(quick_profile(tmp_path, "ppmid")),
+            plan=JoinPlan(Role.END_DEVICE, join_timeout=10),
+            until=60,
+            quiet=True,
+        )
+        device_run = asyncio.create_task(run_device(run))
+        requested: list[int] = []
+        b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
+        await until(lambda: any(offset >= 2048 for offset in requested), within=30)
+        network_inits = b.stick.counters.commands["networkInit"]
+        at_reset = len(requested)
+        b.stick.inject_reset("rstack")  # the stick reboots on its own (watchdog) mid-download
+        summary, stopped, _, _ = await device_run
+    assert (stopped, summary.result, summary.version) == ("outcome", "upgraded", 2)
+    assert b.stick.counters.commands["networkInit"] == network_inits + 1  # the host brought the stick back up
+    assert min(requested[at_reset:]) >= 2048 - 63  # and the download went on from where it was
+    assert [int(o.response) for o in b.outcomes()] == [0]
+
+
+@real_time
+async def test_ctrl_c_saves_the_partial_download_and_exits_with_the_outcome_line(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)
+    state = tmp_path / "state"
+    async with bench(image) as b:
+        device = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "device", "--port", b.stick.url or ""),
+            *("--device", str(quick_profile(tmp_path, "ppmid")), "--state-dir", str(state), "--until", "60"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        requested: list[int] = []
+        b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
+        await until(lambda: any(offset >= 2048 for offset in requested), within=30)
+        device.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            out, err = await device.communicate()
+        saved = StateStore(state, b.stick.stack.ieee).load()
+    assert device.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    assert "pending" in out.decode() and "stopped by signal" in out.decode()
+    assert saved is not None and saved.download is not None and saved.file_offset >= 2048

@@ -336,9 +336,31 @@ async def test_a_joined_router_beacons_parents_the_next_joiner_and_answers_as_a_
     call(router, "joinNetwork", nodeType=bt.EmberNodeType.ROUTER, parameters=wanted())
     await settle()
     assert router.network_up and router.router
-    # The coordinator closes joining; the router opens it: the next joiner has only the router as a parent.
+    # The coordinator closes joining, then opens it network-wide with a Mgmt_Permit_Joining_req broadcast, which
+    # the router obeys; then it closes its own again: the next joiner has only the router as a parent.
     call(coordinator, "permitJoining", duration=0)
-    call(router, "permitJoining", duration=60)
+    assert router.beacon() is not None and not router.beacon().permit_joining  # type: ignore[union-attr]
+    aps = bt.EmberApsFrame(
+        profileId=0,
+        clusterId=zdo_t.ZDOCmd.Mgmt_Permit_Joining_req,
+        sourceEndpoint=0,
+        destinationEndpoint=0,
+        options=bt.EmberApsOption.APS_OPTION_NONE,
+        groupId=0,
+        sequence=4,
+    )
+    call(
+        coordinator,
+        "sendBroadcast",
+        destination=0xFFFC,
+        apsFrame=aps,
+        radius=0,
+        messageTag=1,
+        messageContents=b"\x04\x3c\x00",
+    )
+    await settle()
+    assert router.beacon().permit_joining  # type: ignore[union-attr]
+    call(coordinator, "permitJoining", duration=0)
     call(child, "startScan", scanType=bt.EzspNetworkScanType.ACTIVE_SCAN, channelMask=[CHANNEL], duration=3)
     call(child, "setInitialSecurityState", state=joiner_security())
     call(child, "joinNetwork", nodeType=bt.EmberNodeType.SLEEPY_END_DEVICE, parameters=wanted())

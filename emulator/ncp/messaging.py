@@ -71,6 +71,7 @@ class StackMessaging:
     _cmd_permitJoining: Callable[[dict], dict]
     node_id_of: Callable[[zt.EUI64], int | None]
     is_trust_centre: bool
+    router: bool
     node_type: bt.EmberNodeType
     child_joined: Callable[[int, zt.EUI64], None]
     ieee_of: Callable[[int], zt.EUI64 | None]
@@ -334,6 +335,8 @@ class StackMessaging:
         """Serve a ZDO request from the air; True if the host should get a copy (per APPLICATION_ZDO_FLAGS)."""
         flags = _ZDO_FLAGS(self.config.get(_C.CONFIG_APPLICATION_ZDO_FLAGS, 0))
         cluster = packet.cluster_id
+        if cluster == zdo_t.ZDOCmd.Mgmt_Permit_Joining_req and len(message) >= 2 and self.router:
+            self._cmd_permitJoining({"duration": message[1]})  # routers obey it (Zigbee spec §2.4.3.3.7)
         if cluster == zdo_t.ZDOCmd.Device_annce and len(message) >= 11:
             ieee, _ = zt.EUI64.deserialize(message[3:11])
             self._known[ieee] = int.from_bytes(message[1:3], "little")

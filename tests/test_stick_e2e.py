@@ -107,14 +107,15 @@ async def bench(image: Path) -> AsyncIterator[Bench]:
             await node.stop()
 
 
+@pytest.mark.parametrize("role", [Role.END_DEVICE, Role.ROUTER])
 @real_time
-async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_path: Path) -> None:
+async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_path: Path, role: Role) -> None:
     image = build_image(tmp_path, "0x0084")
     async with bench(image) as b:
         run = DeviceRun(
             port=b.stick.url or "",
             profile=load_device(quick_profile(tmp_path, "ppmid")),
-            plan=JoinPlan(Role.END_DEVICE, join_timeout=10),
+            plan=JoinPlan(role, join_timeout=10),
             state_dir=tmp_path / "state",
             until=30,
             pcap=tmp_path / "device.pcap",
@@ -124,6 +125,7 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_pa
         await until(b.outcomes)
     assert (stopped, summary.result, summary.version) == ("outcome", "upgraded", 2)
     assert summary.ieee == b.stick.stack.ieee and not joined.resumed
+    assert b.stick.stack.node_type == role.node_type and b.stick.stack.router == (role == Role.ROUTER)
     assert (summary.offset, summary.size) == (image.stat().st_size, image.stat().st_size)
     [outcome] = b.outcomes()
     assert (outcome.ieee, int(outcome.response), int(outcome.alert_code)) == (joined.ieee, 0, 0x8F8A)  # CCS08

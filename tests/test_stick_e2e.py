@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import shutil
 import signal
@@ -22,6 +23,7 @@ import pytest
 import zigpy.types as zt
 from click.testing import CliRunner, Result
 from test_capture import OTA_FIELDS, block_offsets, tshark
+from test_cli_chf import pseudo_terminal
 from test_ncp_joining import real_time, until
 
 from conftest import assert_one_line_error
@@ -35,6 +37,7 @@ from emulator.device.state import StateStore
 from emulator.ncp.server import VirtualNcp
 from emulator.ncp.state import NetworkState
 from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio import stick as stick_radio
 from emulator.radio.air import Air
 from emulator.radio.stick import JoinPlan, Role
 
@@ -320,3 +323,17 @@ async def test_ctrl_c_saves_the_partial_download_and_exits_with_the_outcome_line
     assert b"Traceback" not in err
     assert "pending" in out.decode() and "stopped by signal" in out.decode()
     assert saved is not None and saved.download is not None and saved.file_offset >= 2048
+
+
+def test_a_port_another_program_holds_is_busy() -> None:
+    with pseudo_terminal() as path, open(path, "rb", buffering=0) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what bellows, zigpy and serialx take on a port
+        result = cli("device", "--port", path, "--device", PROFILES / "ppmid.toml")
+    assert_one_line_error(result, path, "busy")
+
+
+def test_a_port_where_nothing_speaks_ezsp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stick_radio, "CONNECT_TIMEOUT", 2.0)  # 10 s in use; the message is what is checked
+    with pseudo_terminal() as path:
+        result = cli("device", "--port", path, "--device", PROFILES / "ppmid.toml", "--baudrate", "460800")
+    assert_one_line_error(result, path, "no EZSP answer within 2 s", "460800 baud", "Silicon Labs NCP")

@@ -209,8 +209,8 @@ class StickRadio:
         return True
 
     def poll(self, nwk: int) -> int:
-        if self.plan.role == Role.SLEEPY:
-            self._queue.put_nowait(None if self._closing else _POLL)
+        if self.plan.role == Role.SLEEPY and not self._closing:
+            self._queue.put_nowait(_POLL)
         return 0
 
     def node(self, nwk: int) -> Node | None:
@@ -389,6 +389,8 @@ class StickRadio:
         elif name == "stackStatusHandler":
             status = bt.sl_Status.from_ember_status(args[0])
             if status == bt.sl_Status.NETWORK_DOWN and not self._closing:
+                # Said, not mended: a stick that loses its parent without resetting is not rejoined here (a
+                # reset, the common case, is: `connection_lost`).
                 self._tell(f"Stick on {self.port}: network down")
 
     def _incoming(self, values: dict[str, Any]) -> None:

@@ -6,6 +6,13 @@ run and no I/O is pending, the loop jumps straight to its next timer instead of 
 time (query intervals, WAIT_FOR_DATA, scheduled activation) then passes in the CPU time its events cost — and
 zigpy's own timeouts move on the same clock. Runs that talk to a socket (bellows, the virtual NCP) use real time.
 
+Virtual time is kept in whole microsecond ticks, and every timer's deadline is rounded up to a tick: a
+deadline later than "now", however slightly, is at least one tick ahead, so a callback that re-arms itself
+for "the rest of the interval" always moves time forward. (With float deadlines a remainder of 1e-13 s
+could add nothing to the clock, and the loop ran the same timer forever at the same instant.) Should a run
+still stop moving time while callbacks keep coming, the loop raises `Stalled` with the culprit, instead of
+spinning.
+
 ZCL UTCTime (seconds since 2000-01-01 00:00 UTC) is derived from the same loop clock, anchored at the moment
 the clock was created, so protocol time and the times written into frames agree.
 """
@@ -13,15 +20,28 @@ the clock was created, so protocol time and the times written into frames agree.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import selectors
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ZCL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
+
+TICKS_PER_SECOND = 1_000_000
+# A deadline within this fraction of a tick above a tick is that tick (absorbs float error of now + delay).
+TICK_TOLERANCE = 0.01
+# Loop iterations at one virtual instant with nothing but timers and callbacks to run before the run is
+# declared stalled. A HAN's deepest legitimate chain of same-instant callbacks is a few dozen.
+STALL_ITERATIONS = 200_000
+
+
+class Stalled(RuntimeError):
+    """The virtual clock stopped: callbacks keep running at one instant and time never moves on."""
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -42,10 +62,15 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def select(self, timeout=None):  # type: ignore[override]
         ready = self._real.select(0)
-        if ready or timeout == 0:
+        if ready:
+            self._loop.progressed()
+            return ready
+        if timeout == 0:
+            self._loop.same_instant()
             return ready
         if timeout is None:
             # No timer is due: only I/O (or another thread) can wake the loop, so wait for it for real.
+            self._loop.progressed()
             return self._real.select(None)
         self._loop.advance(timeout)
         return []
@@ -58,20 +83,75 @@ class _VirtualSelector(selectors.BaseSelector):
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose `time()` is virtual and jumps to the next timer whenever the loop would sleep."""
+    """An event loop whose `time()` is virtual and jumps to the next timer whenever the loop would sleep.
 
-    def __init__(self) -> None:
-        self._virtual_now = 0.0
+    Time is an integer count of ticks; `time()` and every timer deadline are ticks / TICKS_PER_SECOND, so
+    comparing a deadline with the clock is exact.
+    """
+
+    def __init__(self, stall_iterations: int = STALL_ITERATIONS) -> None:
+        self._ticks = 0
+        self._idle_iterations = 0
+        self._stall_iterations = stall_iterations
         super().__init__(selector=_VirtualSelector(self))
-        # asyncio runs a timer when it is due before now + resolution; at 1e-9 s that sum stops changing once
-        # virtual time passes 2**24 s (194 days) and a timer due "now" would never run.
-        self._clock_resolution = 1e-6
+        # asyncio runs a timer when it is due before now + resolution. Half a tick: a timer on the current
+        # tick runs, one on the next tick waits for the clock to get there.
+        self._clock_resolution = 0.5 / TICKS_PER_SECOND
 
     def time(self) -> float:
-        return self._virtual_now
+        return self._ticks / TICKS_PER_SECOND
+
+    def call_later(  # type: ignore[override]
+        self, delay: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.TimerHandle:
+        # now + a delay below the float resolution of now is now: a positive delay must still move time.
+        when = self.time() + delay
+        if delay > 0:
+            when = max(when, (self._ticks + 1) / TICKS_PER_SECOND)
+        return self.call_at(when, callback, *args, context=context)
+
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.TimerHandle:
+        return super().call_at(self._deadline(when), callback, *args, context=context)
+
+    def _deadline(self, when: float) -> float:
+        """`when` rounded up to a tick; a deadline after now is at least one tick after now. A deadline already
+        passed is kept as it is (it runs at once, in deadline order)."""
+        if not math.isfinite(when) or when <= self.time():
+            return when
+        ticks = math.ceil(when * TICKS_PER_SECOND - TICK_TOLERANCE)
+        return max(ticks, self._ticks + 1) / TICKS_PER_SECOND
 
     def advance(self, seconds: float) -> None:
-        self._virtual_now += max(0.0, seconds)
+        step = round(max(0.0, seconds) * TICKS_PER_SECOND)
+        if step:
+            self._ticks += step
+            self._idle_iterations = 0
+        else:
+            self.same_instant()
+
+    def progressed(self) -> None:
+        """I/O arrived or the loop waits for it: that is progress even though virtual time stands still."""
+        self._idle_iterations = 0
+
+    def same_instant(self) -> None:
+        """One more loop iteration without time moving on; past STALL_ITERATIONS the run has stalled."""
+        self._idle_iterations += 1
+        if self._idle_iterations > self._stall_iterations:
+            self._idle_iterations = 0
+            raise Stalled(self._stall_message())
+
+    def _stall_message(self) -> str:
+        # asyncio's own queues: the timer heap and the callbacks ready to run.
+        scheduled: list[asyncio.TimerHandle] = getattr(self, "_scheduled", [])
+        ready: Any = getattr(self, "_ready", ())
+        pending = [h for h in scheduled if not h.cancelled()]
+        culprit = min(pending, key=lambda h: h.when(), default=None) or (ready[0] if ready else None)
+        return (
+            f"virtual time stopped at {self.time():.6f} s: {self._stall_iterations} loop iterations ran without it "
+            f"moving on (next callback: {culprit!r})"
+        )
 
 
 def is_virtual(loop: asyncio.AbstractEventLoop | None = None) -> bool:

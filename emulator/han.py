@@ -76,17 +76,27 @@ class HanOptions:
 def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
     """`count` devices per profile; copies get consecutive EUI-64s (the last bytes count up)."""
     devices = []
+    made_by: dict[t.EUI64, str] = {}
     for profile in profiles:
         base = int.from_bytes(bytes(profile.ieee), "little")
         for index in range(count):
             ieee = t.EUI64(((base + index) & (1 << 64) - 1).to_bytes(8, "little"))
             devices.append(profile if index == 0 else profile.replace(ieee=ieee, nwk=None))
-    seen: set[t.EUI64] = set()
-    for profile in devices:
-        if profile.ieee in seen:
-            raise ValueError(f"two devices share the EUI-64 {profile.ieee}; give each profile its own ieee")
-        seen.add(profile.ieee)
+            origin = _origin(profile, index)
+            if ieee in made_by:
+                fix = "change the ieee of one profile" + (", or use a smaller --count" if count > 1 else "")
+                raise ValueError(
+                    f"{made_by[ieee]} and {origin} would both be {ieee}, and a HAN needs one EUI-64 per device ({fix})"
+                )
+            made_by[ieee] = origin
     return devices
+
+
+def _origin(profile: DeviceProfile, index: int) -> str:
+    """Where a device of `expand` comes from, in words: the profile, or which copy of it."""
+    if index == 0:
+        return f"the {profile.kind.upper()} of {profile.source}"
+    return f"{profile.kind.upper()} copy {index + 1} of {profile.source} (--count counts up from {profile.ieee})"
 
 
 class Han:

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from emulator.errors import InputError
@@ -44,11 +45,11 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
     return data
 
 
-def _require_p256(key: object, source: str) -> None:
-    if not isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
-        raise KeyFileError(f"{source}: key is {type(key).__name__.lstrip('_')}, expected an EC P-256 (secp256r1) key")
-    if not isinstance(key.curve, ec.SECP256R1):
-        raise KeyFileError(f"{source}: key is on curve {key.curve.name}, expected P-256 (secp256r1)")
+def _not_p256(key: object, source: str) -> KeyFileError:
+    """The error for a loaded key that is not a P-256 key of the kind asked for: another type, or another curve."""
+    if isinstance(key, PublicKey | PrivateKey):
+        return KeyFileError(f"{source}: key is on curve {key.curve.name}, expected P-256 (secp256r1)")
+    return KeyFileError(f"{source}: key is {type(key).__name__.lstrip('_')}, expected an EC P-256 (secp256r1) key")
 
 
 def private_key_from_pem(data: bytes, source: str = "private key") -> PrivateKey:
@@ -56,12 +57,14 @@ def private_key_from_pem(data: bytes, source: str = "private key") -> PrivateKey
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{source}: not an unencrypted PEM private key ({_reason(exc)})") from None
-    _require_p256(key, source)
-    return key  # type: ignore[return-value]
+    if isinstance(key, PrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise _not_p256(key, source)
 
 
 def public_key_from_pem(data: bytes, source: str = "public key") -> PublicKey:
     """Accept what a lab is handed: a PEM public key, or an X.509 certificate (PEM) of the signer."""
+    key: PublicKeyTypes
     if b"-----BEGIN CERTIFICATE-----" in data:
         try:
             key = x509.load_pem_x509_certificate(data).public_key()
@@ -74,8 +77,9 @@ def public_key_from_pem(data: bytes, source: str = "public key") -> PublicKey:
             raise KeyFileError(
                 f"{source}: not a PEM public key or X.509 certificate ({_reason(exc)})"
             ) from None
-    _require_p256(key, source)
-    return key  # type: ignore[return-value]
+    if isinstance(key, PublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise _not_p256(key, source)
 
 
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:

@@ -11,13 +11,11 @@ is told, and when the CHF tells a PPMID to activate.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +111,7 @@ def _bool(value: Any) -> bool:
 
 def _choice(*allowed: str) -> Any:
     def parse(value: Any) -> str:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return value
 
@@ -166,7 +164,7 @@ def _faults(value: Any) -> frozenset[str]:
 
 def _activation_time(value: Any) -> str:
     """"now", "wait", "+SECONDS" (relative) or an ISO-8601 UTC time (absolute)."""
-    if value in ("now", "wait"):
+    if isinstance(value, str) and value in ("now", "wait"):
         return value
     if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
         return value
@@ -517,15 +515,63 @@ def load_chf(path: str | os.PathLike[str]) -> ChfProfile:
     return chf_from_dict(data, source)
 
 
-def bundled(name: str) -> Path:
-    """Path of a profile shipped with the package (`profiles/NAME.toml` in the source tree)."""
-    candidates = [Path(__file__).resolve().parent.parent / "profiles" / f"{name}.toml"]
-    with contextlib.suppress(ModuleNotFoundError, TypeError):
-        candidates.append(Path(str(resources.files("emulator") / "_profiles" / f"{name}.toml")))
-    for candidate in candidates:
-        if candidate.is_file():
+PACKAGE_PROFILES = "_profiles"  # where the wheel puts profiles/ (pyproject: force-include)
+
+
+def bundled_root(package_dir: Path | None = None) -> Path | None:
+    """The folder of the profiles shipped with ota-emu: `emulator/_profiles` in an installed wheel, `profiles/`
+    beside the package in a checkout; None when neither exists. `package_dir` is the `emulator` package folder
+    (tests pass another one to check a wheel's layout)."""
+    package = package_dir or Path(__file__).resolve().parent
+    for candidate in (package / PACKAGE_PROFILES, package.parent / "profiles"):
+        if (candidate / "chf.toml").is_file():
             return candidate
-    raise ProfileError(f"{name}: no bundled profile of that name (expected one of the files in profiles/)")
+    return None
+
+
+def bundled_names(package_dir: Path | None = None) -> list[str]:
+    """Every bundled profile by name: `chf`, `hcalcs`, `ppmid` first, then `faults/<name>`, each sorted."""
+    root = bundled_root(package_dir)
+    if root is None:
+        return []
+    names = [p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.toml")]
+    return sorted(names, key=lambda name: (name.count("/"), name))
+
+
+def bundled(name: str, package_dir: Path | None = None) -> Path:
+    """Path of a profile shipped with the package by name (`ppmid`, `faults/ignore-wait-for-data`)."""
+    root = bundled_root(package_dir)
+    if root is not None and name in bundled_names(package_dir):
+        return root / f"{name}.toml"
+    raise ProfileError(f"{name}: no bundled profile of that name (expected {_expected_names(name, package_dir)})")
+
+
+def resolve_profile(text: str, package_dir: Path | None = None) -> Path:
+    """What a `--device`/`--chf` value names: an existing path as given, else the bundled profile of that name.
+    Neither is a one-line error that lists the bundled names."""
+    path = Path(text)
+    if path.exists():
+        return path
+    if text in bundled_names(package_dir):
+        return bundled(text, package_dir)
+    raise ProfileError(
+        f"{text}: no such profile file and no bundled profile of that name (expected a TOML file or "
+        f"{_expected_names(text, package_dir)})"
+    )
+
+
+def _expected_names(text: str, package_dir: Path | None) -> str:
+    """The bundled names worth listing on one line: the fault profiles for a `faults/...` name, else the top-level
+    ones and a pointer to the rest."""
+    names = bundled_names(package_dir)
+    if not names:
+        return "a bundled profile, but none is installed"
+    top = [n for n in names if "/" not in n]
+    faults = [n for n in names if n.startswith("faults/")]
+    if text.startswith("faults/") or not top:
+        return "one of " + ", ".join(faults or names)
+    rest = f", or faults/NAME (one of {len(faults)}: `ota-emu profiles list`)" if faults else ""
+    return "one of " + ", ".join(top) + rest
 
 
 def documented_keys(cls: type) -> list[tuple[str, str, Any]]:

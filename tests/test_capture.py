@@ -1,5 +1,6 @@
-"""Captures of the virtual HAN: a real in-process upgrade written as 802.15.4 + NWK (+ CCM*) + APS frames, read
-back by tshark (with and without the network key) and rebuilt into the served image by zigpy-cli."""
+"""Captures of the virtual HAN: a real in-process upgrade written as 802.15.4 + NWK (+ CCM*) + APS (+ CCM*)
+frames, read back by tshark (with and without the network and link keys) and scapy, and rebuilt into the served
+image by zigpy-cli."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from scapy.config import conf as scapy_conf
 from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS
 from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
 from scapy.utils import rdpcap
+from zigpy.util import convert_install_code
 
 from emulator import clock
 from emulator.chf.store import HeldImage
@@ -26,7 +28,16 @@ from emulator.han import Han, HanOptions
 from emulator.ota import frames
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
-from emulator.radio.capture import CaptureError, FrameEncoder, PcapWriter, parse_network_key
+from emulator.radio.capture import (
+    CaptureError,
+    CaptureKey,
+    FrameEncoder,
+    PcapWriter,
+    parse_network_key,
+    tshark_key_options,
+)
+from emulator.security.aps import ApplicationLinkKeyTransport, NetworkKeyTransport, TrustCenterLinkKeyTransport
+from emulator.security.keystore import requires_aps_encryption
 
 START = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 # Not one of the keys zigpy-cli tries by itself, so only --add-network-key can open this capture.
@@ -395,3 +406,309 @@ def test_bad_capture_inputs_are_one_line_errors(tmp_path: Path, make, expected: 
     message = str(caught.value)
     assert expected in message and "\n" not in message
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+# -- APS security: link-key encrypted OTA traffic and the join's Transport-Key ------------------------------
+
+# Silicon Labs AN1089's install code (with its CRC C3 B5); zigpy turns it into the PPMID's join link key.
+INSTALL_CODE = bytes.fromhex("83FED3407A939723A5C639B26916D505C3B5")
+# Stands for the key CBKE leaves the CHF and the PPMID with.
+CBKE_KEY = bytes.fromhex("3d9a0c71e85b24f6a1c3907e5d2b48f1")
+SE_OTA = "zbee_zcl_general.ota"
+
+
+@dataclass
+class ApsCapture:
+    path: Path
+    plain_nwk: Path
+    writer: PcapWriter
+    install_key: bytes
+    encrypted: list[bool]
+
+
+def _se_rule(packet: t.ZigbeePacket) -> bool:
+    data = packet.data.serialize()
+    broadcast = packet.dst.addr_mode == t.AddrMode.Broadcast
+    return requires_aps_encryption(packet.profile_id, packet.cluster_id, broadcast=broadcast, command_id=data[2])
+
+
+def _write_aps_capture(upgrade: Upgrade, path: Path, network_key: bytes | None) -> tuple[PcapWriter, list[bool]]:
+    """The upgrade's traffic written as an SE HAN carries it: the CHF sends the PPMID the network key under its
+    install-code key, then every frame the SE rule names goes APS-encrypted with the CBKE link key (the packets
+    say so with zigpy's APS_Encryption transmit option, as bellows marks them)."""
+    chf, ppmid = upgrade.ieees[0x0000], upgrade.ieees[0x1001]
+    install_key = bytes(convert_install_code(INSTALL_CODE))
+    writer = PcapWriter(path, network_key=network_key, pan_id=0x1A62)
+    for nwk_address, ieee in upgrade.ieees.items():
+        writer.add_node(nwk_address, ieee)
+    key = upgrade.key if network_key is None else network_key
+    command = NetworkKeyTransport(key, 0, destination=bytes(ppmid), source=bytes(chf))
+    writer.write_transport_key(0x0000, 0x1001, command, install_key, upgrade.tapped[0][1] - 1.0, label="ppmid ic")
+    writer.set_link_key(chf, ppmid, CBKE_KEY, label="ppmid cbke")
+    encrypted = []
+    for packet, at in upgrade.tapped:
+        secured = _se_rule(packet)
+        options = packet.tx_options | t.TransmitOptions.APS_Encryption if secured else packet.tx_options
+        writer.write(packet.replace(tx_options=options), at)
+        encrypted.append(secured)
+    writer.close()
+    return writer, encrypted
+
+
+@pytest.fixture(scope="module")
+def aps_capture(upgrade: Upgrade, tmp_path_factory: pytest.TempPathFactory) -> ApsCapture:
+    directory = tmp_path_factory.mktemp("aps")
+    writer, encrypted = _write_aps_capture(upgrade, directory / "aps.pcap", upgrade.key)
+    _, _ = _write_aps_capture(upgrade, directory / "aps-plain-nwk.pcap", None)
+    install_key = bytes(convert_install_code(INSTALL_CODE))
+    return ApsCapture(directory / "aps.pcap", directory / "aps-plain-nwk.pcap", writer, install_key, encrypted)
+
+
+def tshark_with(pcap: Path, options: list[str], *args: str) -> list[list[str]]:
+    command = ["tshark", "-r", str(pcap), *options, *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def test_the_se_rule_secures_the_ota_exchange(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
+    ota = [packet.cluster_id == OTA for packet, _ in upgrade.tapped]
+    assert aps_capture.encrypted == ota and sum(ota) > 30
+    assert aps_capture.writer.encoder.missing_link_keys == set()
+
+
+@needs_tshark
+def test_aps_encrypted_capture_decodes_with_network_and_link_keys(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
+    options = aps_capture.writer.tshark_options()
+    assert tshark_with(aps_capture.path, options, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
+    rows = tshark_with(aps_capture.path, options, "-T", "fields", "-e", "zbee_aps.security", "-e", "zbee.sec.key_id")
+    assert len(rows) == 1 + len(upgrade.tapped)
+    # The Transport-Key: APS security with the key-transport key, NWK header in clear.
+    assert rows[0] == ["1", "0x02"]
+    for (aps_secured, key_ids), secured in zip(rows[1:], aps_capture.encrypted, strict=True):
+        # NWK security (network key) always; APS security (data key) on the frames the SE rule names.
+        assert (aps_secured, key_ids) == (("1", "0x01,0x00") if secured else ("0", "0x01"))
+    ota_rows = tshark_with(aps_capture.path, options, *OTA_FIELDS)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
+    assert block_offsets(ota_rows) == served_blocks(upgrade)
+
+
+@needs_tshark
+def test_without_the_link_key_the_ota_payload_stays_closed(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
+    network_only = tshark_key_options([CaptureKey(upgrade.key, "net")])
+    assert tshark_with(aps_capture.path, network_only, "-Y", SE_OTA) == []
+    # Everything else opens: the ZDO traffic and the APS headers of the secured frames.
+    secured = tshark_with(aps_capture.path, network_only, "-Y", "zbee_aps.security == 1 && zbee_nwk")
+    assert len(secured) == 1 + sum(aps_capture.encrypted)
+    zdp = tshark_with(aps_capture.path, network_only, "-Y", "zbee_zdp")
+    assert len(zdp) == sum(1 for packet, _ in upgrade.tapped if packet.profile_id == 0) > 0
+
+
+@needs_tshark
+def test_install_code_key_opens_the_transport_key_and_wireshark_learns_the_network_key(
+    upgrade: Upgrade, aps_capture: ApsCapture
+) -> None:
+    install_only = tshark_key_options([CaptureKey(aps_capture.install_key, "ic")])
+    [row] = tshark_with(
+        aps_capture.path, install_only, "-Y", "zbee_aps.cmd.id == 0x05", "-T", "fields",
+        "-e", "frame.number", "-e", "zbee_aps.cmd.key_type", "-e", "zbee_aps.cmd.key", "-e", "zbee_aps.cmd.seqno",
+    )  # fmt: skip
+    assert row[0] == "1" and row[1] == "0x01" and bytes.fromhex(row[2].replace(":", "")) == upgrade.key
+    # With the network key learnt from frame 1, the NWK layer of every later frame opens: ZDO decodes...
+    zdp = tshark_with(aps_capture.path, install_only, "-Y", "zbee_zdp")
+    assert len(zdp) == sum(1 for packet, _ in upgrade.tapped if packet.profile_id == 0) > 0
+    # ...and OTA as soon as the CBKE link key is known too.
+    with_link_key = install_only + tshark_key_options([CaptureKey(CBKE_KEY, "cbke")])
+    ota_rows = tshark_with(aps_capture.path, with_link_key, *OTA_FIELDS)
+    assert block_offsets(ota_rows) == served_blocks(upgrade)
+    assert tshark_with(aps_capture.path, install_only, "-Y", SE_OTA) == []
+
+
+@needs_tshark
+def test_keys_file_beside_the_capture(aps_capture: ApsCapture, upgrade: Upgrade) -> None:
+    path = aps_capture.writer.write_keys()
+    assert path == aps_capture.path.with_name("aps.pcap.keys") and path.stat().st_mode & 0o777 == 0o600
+    rows = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert rows == [
+        f'"{upgrade.key.hex(":").upper()}","Normal","network key"',
+        f'"{aps_capture.install_key.hex(":").upper()}","Normal","ppmid ic"',
+        f'"{CBKE_KEY.hex(":").upper()}","Normal","ppmid cbke"',
+    ]
+    # The rows load into tshark as they stand (one UAT option holding them all, as zigpy-cli passes its keys).
+    options = ["-o", "uat:zigbee_pc_keys:" + "\n".join(rows)]
+    assert block_offsets(tshark_with(aps_capture.path, options, *OTA_FIELDS)) == served_blocks(upgrade)
+
+
+@needs_tshark
+def test_zigpy_rebuilds_the_image_from_an_aps_encrypted_capture(
+    upgrade: Upgrade, aps_capture: ApsCapture, tmp_path: Path
+) -> None:
+    """zigpy-cli passes every --add-network-key to tshark's key table, which tries each key for NWK and APS
+    frames alike; so the link key goes in with the same option."""
+
+    def reconstruct(output: Path, *keys: bytes) -> list[Path]:
+        output.mkdir()
+        cli = "import sys; from zigpy_cli.__main__ import cli; sys.exit(cli())"
+        command = [sys.executable, "-c", cli, "ota", "reconstruct-from-pcaps", "--output-root", str(output)]
+        for key in keys:
+            command += ["--add-network-key", key.hex(":")]
+        subprocess.run([*command, str(aps_capture.path)], capture_output=True, check=True, timeout=60)
+        return sorted(output.glob("*.ota"))
+
+    # (Without the link key tshark shows no OTA field at all: test_without_the_link_key_the_ota_payload_stays_closed.)
+    [rebuilt] = reconstruct(tmp_path / "both", upgrade.key, CBKE_KEY)
+    assert "_partial" not in rebuilt.name and rebuilt.read_bytes() == upgrade.image
+
+
+@needs_tshark
+def test_every_transport_key_type_opens_in_tshark(tmp_path: Path) -> None:
+    """Network key and trust-center link key under the key-transport key (key id 2), an application link key
+    under the key-load key (key id 3): Wireshark derives both from the one unhashed link key."""
+    link_key = bytes(convert_install_code(INSTALL_CODE))
+    writer = PcapWriter(tmp_path / "keys.pcap", network_key=None, pan_id=0x1A62)
+    writer.add_node(0x0000, CHF_IEEE)
+    writer.add_node(0x1001, PPMID_IEEE)
+    commands: list[tuple[NetworkKeyTransport | TrustCenterLinkKeyTransport | ApplicationLinkKeyTransport, str, str]] = [
+        (NetworkKeyTransport(bytes(range(16)), 5, bytes(PPMID_IEEE), bytes(CHF_IEEE)), "0x02", "0x01"),
+        (TrustCenterLinkKeyTransport(CBKE_KEY, bytes(PPMID_IEEE), bytes(CHF_IEEE)), "0x02", "0x04"),
+        (ApplicationLinkKeyTransport(bytes(range(16, 32)), bytes(CHF_IEEE), initiator=True), "0x03", "0x03"),
+    ]
+    for number, (command, _, _) in enumerate(commands):
+        writer.write_transport_key(0x0000, 0x1001, command, link_key, float(number))
+    writer.close()
+    rows = tshark_with(
+        writer.path, writer.tshark_options(), "-T", "fields", "-e", "zbee.sec.key_id",
+        "-e", "zbee_aps.cmd.key_type", "-e", "zbee_aps.cmd.key", "-e", "_ws.malformed",
+    )  # fmt: skip
+    assert [(key_id, key_type, bytes.fromhex(key.replace(":", ""))) for key_id, key_type, key, _ in rows] == [
+        (key_id, key_type, command.key) for command, key_id, key_type in commands
+    ]
+    assert {malformed for *_, malformed in rows} == {""}
+    assert tshark_with(writer.path, [], "-Y", "zbee_aps.cmd.key") == []
+
+
+def test_scapy_reads_the_aps_security_header(
+    upgrade: Upgrade, aps_capture: ApsCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the NWK layer in clear, scapy's Zigbee dissector reaches the APS auxiliary header: key id 0 (data
+    key), extended nonce with the sender's IEEE address, a per-sender frame counter."""
+    monkeypatch.setattr(scapy_conf, "dot15d4_protocol", "zigbee")
+    records = rdpcap(str(aps_capture.plain_nwk))
+    transport_key = Dot15d4FCS(bytes(records[0]))
+    assert transport_key[ZigbeeNWK].flags.security is False
+    security = transport_key[ZigbeeSecurityHeader]
+    assert (security.key_type, security.extended_nonce, security.fc) == (2, 1, 0)
+    assert security.source == int.from_bytes(bytes(upgrade.ieees[0x0000]), "little")
+    counters: dict[int, int] = {0x0000: 1}
+    for record, (packet, _), secured in zip(records[1:], upgrade.tapped, aps_capture.encrypted, strict=True):
+        frame = Dot15d4FCS(bytes(record))
+        src = packet.src.address
+        if not secured:
+            assert ZigbeeSecurityHeader not in frame
+            continue
+        aps = frame[ZigbeeAppDataPayload]
+        assert (aps.cluster, aps.profile, aps.frame_control.security) == (OTA, 0x0109, True)
+        security = frame[ZigbeeSecurityHeader]
+        assert (security.key_type, security.extended_nonce, security.nwk_seclevel) == (0, 1, 0)
+        assert security.source == int.from_bytes(bytes(upgrade.ieees[src]), "little")
+        assert security.fc == counters.get(src, 0)
+        counters[src] = security.fc + 1
+        assert packet.data.serialize() not in bytes(record)
+
+
+# -- APS security, byte-exact -------------------------------------------------------------------------------
+
+CHF_IEEE = t.EUI64.convert("00:db:12:34:56:78:90:a2")
+PPMID_IEEE = t.EUI64.convert("00:db:12:34:56:78:90:a4")
+
+
+def _aps_encoder(network_key: bytes | None = None) -> FrameEncoder:
+    encoder = FrameEncoder(pan_id=0x1A62, network_key=network_key, link_keys={(PPMID_IEEE, CHF_IEEE): CBKE_KEY})
+    encoder.add_node(0x0000, CHF_IEEE)
+    encoder.add_node(0x1001, PPMID_IEEE)
+    return encoder
+
+
+def test_aps_secured_frame_layout() -> None:
+    encoder = _aps_encoder()
+    aps_encrypted = ota_packet(0x0000, nwk(0x1001), ZCL, tx_options=t.TransmitOptions.APS_Encryption)
+    for counter in range(2):
+        frame = encoder.encode(aps_encrypted)
+        assert frame[-2:] == crc16_kermit(frame[:-2])
+        aps_header = frame[17:25]
+        # Security bit set; no ack request (the packet did not ask for one).
+        assert aps_header == bytes.fromhex(f"20 01 1900 0901 01 {counter:02x}")
+        aux = frame[25:38]
+        assert aux == bytes([0x20]) + counter.to_bytes(4, "little") + bytes(CHF_IEEE)
+        nonce = bytes(CHF_IEEE) + counter.to_bytes(4, "little") + b"\x25"
+        assert AESCCM(CBKE_KEY, tag_length=4).decrypt(nonce, frame[38:-2], aps_header + b"\x25" + aux[1:]) == ZCL
+
+
+def test_aps_encryption_follows_the_argument_over_the_packet() -> None:
+    encoder = _aps_encoder()
+    plain = ota_packet(0x1001, nwk(0x0000), ZCL)
+    assert encoder.encode(plain, aps_encrypted=True)[17] & 0x20
+    marked = plain.replace(tx_options=t.TransmitOptions.ACK | t.TransmitOptions.APS_Encryption)
+    assert encoder.encode(marked)[17] == 0x60  # ack request and security
+    assert not encoder.encode(marked, aps_encrypted=False)[17] & 0x20
+    # A broadcast is never APS-secured.
+    broadcast = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=0xFFFD)
+    assert encoder.encode(marked.replace(dst=broadcast))[17] == 0x08
+    # Frames addressed by IEEE find the pair too.
+    by_ieee = t.AddrModeAddress(addr_mode=t.AddrMode.IEEE, address=CHF_IEEE)
+    assert encoder.encode(marked.replace(dst=by_ieee))[17] == 0x60
+
+
+def test_aps_encryption_without_a_link_key_is_recorded_and_written_in_clear() -> None:
+    encoder = _aps_encoder()
+    stranger = t.EUI64.convert("00:db:12:34:56:78:90:ff")
+    encoder.add_node(0x2002, stranger)
+    frame = encoder.encode(ota_packet(0x2002, nwk(0x0000), ZCL, tx_options=t.TransmitOptions.APS_Encryption))
+    assert frame[17] == 0x00 and frame.endswith(ZCL + crc16_kermit(frame[:-2]))
+    assert encoder.missing_link_keys == {frozenset({stranger, CHF_IEEE})}
+    # Given the key while writing, the next frame is secured.
+    encoder.set_link_key(CHF_IEEE, stranger, CBKE_KEY)
+    assert encoder.encode(ota_packet(0x2002, nwk(0x0000), ZCL), aps_encrypted=True)[17] == 0x60
+
+
+def test_transport_key_frame_carries_the_regression_vector() -> None:
+    """The SE join's Transport-Key, as built in tests/test_security_aps.py, inside MAC and clear NWK headers."""
+    tc, joiner = t.EUI64.convert("00:0D:6F:00:00:AA:AA:AA"), t.EUI64.convert("00:0D:6F:00:00:BB:BB:BB")
+    install_key = bytes(convert_install_code(bytes.fromhex("83FED3407A939723A5C639B26916D505C3B5")))
+    network_key = bytes.fromhex("00112233445566778899aabbccddeeff")
+    encoder = FrameEncoder(pan_id=0x1A62, network_key=bytes(range(16)), link_keys={(tc, joiner): install_key})
+    encoder.add_node(0x0000, tc)
+    encoder.add_node(0x1001, joiner)
+    # The trust center has sent one APS-secured frame (APS frame counter 0) and 16 frames in all (APS counter 0-15).
+    encoder.encode(ota_packet(0x0000, nwk(0x1001), ZCL), aps_encrypted=True)
+    for _ in range(15):
+        encoder.encode(ota_packet(0x0000, nwk(0x1001), ZCL))
+    command = NetworkKeyTransport(network_key, 0, bytes(joiner), bytes(tc))
+    frame = encoder.encode_transport_key(0x0000, 0x1001, command, install_key)
+    assert frame[9:17] == bytes.fromhex("4800 0110 0000 1e 10")  # NWK: no security flag
+    assert frame[17:-2] == bytes.fromhex(
+        "2110 30 01000000 aaaaaa00006f0d00"
+        "4aa81e5a0f79152f6a5503a9427aa48a3c412571449e16a14d962d57f3a3b69538b484 01cdaa2d"
+    )
+
+
+def test_key_rows_and_tshark_options() -> None:
+    keys = [CaptureKey(bytes(range(16)), "network key"), CaptureKey(CBKE_KEY, 'ppmid "cbke"')]
+    assert tshark_key_options(keys) == [
+        "-o", 'uat:zigbee_pc_keys:"00:01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F","Normal","network key"',
+        "-o", 'uat:zigbee_pc_keys:"3D:9A:0C:71:E8:5B:24:F6:A1:C3:90:7E:5D:2B:48:F1","Normal","ppmid \'cbke\'"',
+    ]  # fmt: skip
+
+
+def test_bad_link_keys_and_unwritable_keys_file_are_one_line_errors(tmp_path: Path) -> None:
+    writer = PcapWriter(tmp_path / "x.pcap", network_key=None, pan_id=1)
+    with pytest.raises(CaptureError, match=r"link key for .*: expected 16 bytes, got 3"):
+        writer.set_link_key(CHF_IEEE, PPMID_IEEE, b"abc")
+    command = NetworkKeyTransport(bytes(16), 0, bytes(PPMID_IEEE), bytes(CHF_IEEE))
+    with pytest.raises(CaptureError, match="Transport-Key link key: expected 16 bytes"):
+        writer.write_transport_key(0, 1, command, b"short", 1.0)
+    with pytest.raises(CaptureError, match=r"keys file .*nowhere.*cannot write") as caught:
+        writer.write_keys(tmp_path / "nowhere" / "x.keys")
+    assert "\n" not in str(caught.value)
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []

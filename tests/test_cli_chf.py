@@ -60,22 +60,41 @@ def closed_port() -> int:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--radio", "znp", "--device", "/dev/ttyACM0"], ["--radio", "'znp' is not 'ezsp'"]),
-        ([], ["Missing option '--device'"]),
-        (["--device", "tcp://127.0.0.1:1", "--target", "00:11"], ["--target", "16 hex digits", "'00:11'"]),
-        (["--device", "tcp://127.0.0.1:1", "--flow-control", "rts"], ["--flow-control", "'rts'"]),
-        (["--device", "tcp://127.0.0.1:1", "--permit", "300"], ["--permit", "300"]),
-        (["--device", "tcp://127.0.0.1:1"], ["chf.toml: no image to serve", "expected --image FILE"]),
-        (["--device", "tcp://127.0.0.1:1", "--image", "nope.ota", "--target", PPMID], ["nope.ota: no such file"]),
+        (["--radio", "znp", "--port", "/dev/ttyACM0"], ["--radio", "'znp' is not 'ezsp'"]),
+        ([], ["Missing option '--port'"]),
+        (["--port", "tcp://127.0.0.1:1", "--target", "00:11"], ["--target", "16 hex digits", "'00:11'"]),
+        (["--port", "tcp://127.0.0.1:1", "--flow-control", "rts"], ["--flow-control", "'rts'"]),
+        (["--port", "tcp://127.0.0.1:1", "--permit", "300"], ["--permit", "300"]),
+        (["--port", "tcp://127.0.0.1:1"], ["chf.toml: no image to serve", "expected --image FILE"]),
+        (["--port", "tcp://127.0.0.1:1", "--image", "nope.ota", "--target", PPMID], ["nope.ota: no such file"]),
     ],
 )
 def test_bad_arguments(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run("chf", *args), *fragments)
 
 
+@pytest.mark.parametrize("port", ["tcp://:notaport", "tcp://127.0.0.1:notaport", "tcp://127.0.0.1", "udp://host:1",
+                                  "tcp://127.0.0.1:0", ""])
+def test_a_port_url_that_cannot_work_is_refused_before_bellows(port: str, ppmid_image: Path) -> None:
+    assert_one_line_error(run("chf", "--port", port, "--image", ppmid_image, "--target", PPMID), "--port", repr(port))
+
+
+def test_the_old_option_names_still_work_with_one_warning_each(tmp_path: Path, ppmid_image: Path) -> None:
+    profile = tmp_path / "chf.toml"
+    profile.write_text("[chf]\nchannel = 40\n")
+    result = run("chf", "--device", "tcp://127.0.0.1:1", "--profile", profile, "--image", ppmid_image,
+                 "--target", PPMID)  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "ota-emu: warning: --device is deprecated, use --port (the old spelling goes in a future release)",
+        "ota-emu: warning: --profile is deprecated, use --chf (the old spelling goes in a future release)",
+        f"ota-emu: error: {profile}: key 'chf.channel': expected 11..26, got 40",
+    ]
+
+
 def test_an_image_needs_its_targets(ppmid_image: Path) -> None:
     assert_one_line_error(
-        run("chf", "--device", "tcp://127.0.0.1:1", "--image", ppmid_image), "--image", "no --target EUI64"
+        run("chf", "--port", "tcp://127.0.0.1:1", "--image", ppmid_image), "--image", "no --target EUI64"
     )
 
 
@@ -83,20 +102,20 @@ def test_a_profile_error_names_file_and_key(tmp_path: Path, ppmid_image: Path) -
     profile = tmp_path / "chf.toml"
     profile.write_text("[chf]\nchannel = 40\n")
     result = run(
-        "chf", "--device", "tcp://127.0.0.1:1", "--profile", profile, "--image", ppmid_image, "--target", PPMID
+        "chf", "--port", "tcp://127.0.0.1:1", "--chf", profile, "--image", ppmid_image, "--target", PPMID
     )
     assert_one_line_error(result, str(profile), "chf.channel", "11..26")
 
 
 def test_a_missing_serial_port_is_named(ppmid_image: Path) -> None:
-    result = run("chf", "--device", "/dev/ttyUSB97", "--image", ppmid_image, "--target", PPMID)
+    result = run("chf", "--port", "/dev/ttyUSB97", "--image", ppmid_image, "--target", PPMID)
     assert_one_line_error(result, "/dev/ttyUSB97: no such serial port")
 
 
 def test_a_closed_port_fails_with_one_line_and_exit_2(ppmid_image: Path) -> None:
     url = f"tcp://127.0.0.1:{closed_port()}"
     chf = subprocess.run(
-        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", url, "--image", str(ppmid_image),
+        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--port", url, "--image", str(ppmid_image),
          "--target", PPMID],
         capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
     )  # fmt: skip
@@ -120,13 +139,13 @@ def pseudo_terminal() -> Iterator[str]:
 def test_a_port_another_program_holds_is_busy(ppmid_image: Path) -> None:
     with pseudo_terminal() as path, open(path, "rb", buffering=0) as holder:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what bellows, zigpy and serialx take on a port
-        result = run("chf", "--device", path, "--image", ppmid_image, "--target", PPMID)
+        result = run("chf", "--port", path, "--image", ppmid_image, "--target", PPMID)
     assert_one_line_error(result, path, "busy")
 
 
 def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
     with pseudo_terminal() as path:
-        result = run("chf", "--device", path, "--baudrate", "460800", "--image", ppmid_image, "--target", PPMID)
+        result = run("chf", "--port", path, "--baudrate", "460800", "--image", ppmid_image, "--target", PPMID)
     assert_one_line_error(result, path, "no EZSP answer", "460800 baud", "flow control software", "Silicon Labs NCP")
 
 
@@ -135,7 +154,8 @@ def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
     [
         (["--count", "2"], ["--count needs at least one --device PROFILE"]),
         (["--device", "absent.toml"], ["absent.toml"]),
-        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"], ["--device", "share the EUI-64"]),
+        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"],
+         ["--device", "would both be 00:db:12:34:56:78:90:a4"]),
         (["--device", PROFILES / "ppmid.toml", "--count", "0"], ["--count", "0"]),
     ],
 )
@@ -165,7 +185,7 @@ def virtual_dongle(*devices: Path, count: int = 1) -> Iterator[tuple[str, subpro
 
 def chf(url: str, *args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", url, *map(str, args)],
+        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--port", url, *map(str, args)],
         capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
     )  # fmt: skip
 
@@ -209,7 +229,7 @@ def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
 def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
         run_ = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "chf", "--device", url, "--image", str(ppmid_image), "--target", PPMID,
+            [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", PPMID,
              "--target", ABSENT],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -225,9 +245,9 @@ def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) ->
     # --count 2: the profile's PPMID and a copy with the next EUI-64, which the CHF holds no image for
     assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in seen
     assert f"Device PPMID {SECOND_PPMID.lower()} joined as NWK 0x1002" in seen
-    assert run_.returncode == 1, err
+    assert run_.returncode == 130, err
     assert "Traceback" not in err
-    assert f"CHF on {url}" in out and "stopped by signal" in out
+    assert f"CHF on {url} (interrupted by SIGINT)" in out and "stopped by signal" in out
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     assert set(rows) == {PPMID.lower(), ABSENT.lower()}
     assert "success" in rows[PPMID.lower()] and "0 (0x8F8A)" in rows[PPMID.lower()]
@@ -246,3 +266,26 @@ def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
     # The HCALCS on the air joined but is no target and was served nothing: not a row of this run.
     [target] = report["devices"]
     assert (target["ieee"], target["joined"], target["outcome"], target["offset"]) == (ABSENT.lower(), False, None, 0)
+
+
+def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143(ppmid_image: Path) -> None:
+    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", ABSENT,
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # The HCALCS on the air joins once the CHF opens joining: the CHF is up and waiting for ABSENT.
+            while (line := ncp.stdout.readline()) and "joined" not in line:  # type: ignore[union-attr]
+                pass
+            assert "joined" in line
+        finally:
+            waiting.send_signal(signal.SIGTERM)
+            out, err = waiting.communicate(timeout=RUN_TIMEOUT)
+        stop(ncp)
+    assert waiting.returncode == 143, err
+    report = json.loads(out)
+    assert (report["stopped"], report["interrupted"], report["complete"]) == ("signal", "SIGTERM", False)
+    [target] = report["devices"]
+    assert (target["ieee"], target["joined"], target["outcome"]) == (ABSENT.lower(), False, None)

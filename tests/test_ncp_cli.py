@@ -55,14 +55,35 @@ def test_bad_arguments(args: list[str], fragment: str) -> None:
 def test_bad_state_file_is_refused_and_left_alone(tmp_path: Path, content: str, fragment: str) -> None:
     path = tmp_path / "ncp.json"
     path.write_text(content)
-    assert_one_line_error(run("ncp", "--state", path), f"state file {path}", fragment)
+    assert_one_line_error(run("ncp", "--state-dir", tmp_path), f"state file {path}", fragment)
     assert path.read_text() == content
 
 
-def test_state_file_in_a_missing_directory(tmp_path: Path) -> None:
-    path = tmp_path / "absent" / "ncp.json"
-    assert_one_line_error(run("ncp", "--state", path), f"state file {path}", "does not exist")
-    assert not path.parent.exists()
+def test_the_old_state_file_option_still_works_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text("{not json")
+    result = run("ncp", "--state", path)
+    assert result.exit_code == 2
+    warning, error = result.stderr.splitlines()
+    assert warning.startswith("ota-emu: warning: --state FILE is deprecated, use --state-dir DIR")
+    assert error.startswith(f"ota-emu: error: state file {path}: not JSON")
+
+
+@pytest.mark.parametrize("where", ["absent/ncp.json", "plain/ncp.json"])
+def test_old_state_file_in_a_missing_or_plain_folder(tmp_path: Path, where: str) -> None:
+    (tmp_path / "plain").write_text("x")
+    path = tmp_path / where
+    result = run("ncp", "--state", path)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith(f"ota-emu: error: {path}: ")
+    assert not (tmp_path / "absent").exists()
+
+
+def test_state_dir_that_is_a_file_or_under_proc(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert_one_line_error(run("ncp", "--state-dir", plain), str(plain), "is a file")
+    assert_one_line_error(run("ncp", "--state-dir", "/proc/ota-emu-ncp"), "/proc/ota-emu-ncp", "cannot write in /proc")
 
 
 def test_port_in_use(tmp_path: Path) -> None:
@@ -74,7 +95,8 @@ def test_port_in_use(tmp_path: Path) -> None:
 
 
 def test_zigpy_cli_reads_the_virtual_network_and_sigterm_saves_the_state(tmp_path: Path) -> None:
-    path = tmp_path / "ncp.json"
+    path = tmp_path / "lab" / "ncp.json"
+    path.parent.mkdir()
     state = NetworkState.new(seed=21)
     state.formed, state.channel, state.pan_id = True, 25, 0x4D2E
     state.extended_pan_id = "0a0b0c0d0e0f1011"
@@ -85,18 +107,21 @@ def test_zigpy_cli_reads_the_virtual_network_and_sigterm_saves_the_state(tmp_pat
     ieee = ":".join(f"{b:02x}" for b in bytes.fromhex(state.eui64))
 
     ncp = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--state", str(path)],
+        [sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--state-dir", str(path.parent),
+         "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        banner = ncp.stdout.readline()  # type: ignore[union-attr]
-        match = re.fullmatch(r"Virtual EZSP v13 NCP listening on (tcp://127\.0\.0\.1:(\d+))\n", banner)
+        banner = json.loads(ncp.stdout.readline())  # type: ignore[union-attr]
+        assert (banner["event"], banner["ezsp_version"], banner["ieee"]) == ("listening", 13, ieee)
+        assert banner["network"] == {"pan_id": "0x4D2E", "channel": 25, "extended_pan_id": "0a0b0c0d0e0f1011"}
+        match = re.fullmatch(r"tcp://127\.0\.0\.1:(\d+)", banner["url"])
         assert match, banner
-        assert int(match.group(2)) != 0
+        assert int(match.group(1)) != 0
         info = subprocess.run(
-            [sys.executable, "-c", ZIGPY_CLI, "radio", "ezsp", match.group(1), "info"],
+            [sys.executable, "-c", ZIGPY_CLI, "radio", "ezsp", banner["url"], "info"],
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT,
@@ -113,7 +138,7 @@ def test_zigpy_cli_reads_the_virtual_network_and_sigterm_saves_the_state(tmp_pat
         ncp.send_signal(signal.SIGTERM)
         out, err = ncp.communicate(timeout=RUN_TIMEOUT)
     assert ncp.returncode == 0, err
-    assert f"network state saved to {path}" in out
+    assert json.loads(out.splitlines()[-1]) == {"event": "stopped", "state_file": str(path)}
     assert "Traceback" not in err
     saved = json.loads(path.read_text())
     assert saved["formed"] is True and saved["pan_id"] == 0x4D2E

@@ -243,7 +243,7 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
             line = (await ncp.stdout.readline()).decode()  # type: ignore[union-attr]
             urls.append(line.rsplit(" ", 1)[-1].strip())
         chf = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "emulator", "chf", "--device", urls[0], "--image", str(image)),
+            *(sys.executable, "-m", "emulator", "chf", "--port", urls[0], "--image", str(image)),
             *("--target", stick_eui64, "--json"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

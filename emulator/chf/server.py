@@ -392,7 +392,9 @@ class OtaServer:
     def _check_timeout(self, transfer: Transfer) -> None:
         if transfer.done:
             return
-        if self.clock.now() - transfer.last_request < self.profile.transfer_timeout:
+        # The same sum as `_arm_timeout`'s: with `now - last < timeout` the two could disagree by a rounding
+        # error, and a timer re-armed for "0 s left" at the same instant would run forever.
+        if transfer.last_request + self.profile.transfer_timeout - self.clock.now() > 0:
             self._arm_timeout(transfer)
             return
         transfer.done = True

@@ -11,6 +11,7 @@ import sys
 import click
 
 from emulator import __version__
+from emulator.clock import Stalled
 from emulator.errors import InputError
 
 
@@ -27,13 +28,20 @@ class _Main(click.Group):
         except InputError as exc:
             click.echo(f"ota-emu: error: {exc}", err=True)
             sys.exit(2)
+        except Stalled as exc:
+            click.echo(f"ota-emu: error: {exc}", err=True)
+            sys.exit(1)
         except (click.Abort, KeyboardInterrupt):
             click.echo("ota-emu: interrupted", err=True)
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n  ota-emu demo\n  ota-emu run --device ppmid --image ppmid.ota\n  ota-emu profiles list",
+)
 @click.version_option(__version__, prog_name="ota-emu")
 def main() -> None:
     """Emulate GB smart-metering HAN devices (PPMID, HCALCS) upgrading their firmware over the Zigbee OTA

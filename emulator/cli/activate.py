@@ -38,10 +38,12 @@ from emulator.alerts import (
     gbcs_time_not_before,
     trusted_supplier,
 )
+from emulator.cli.params import ProfileParam, example
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
 from emulator.errors import InputError
+from emulator.files import check_output_file
 from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
 from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
 from emulator.profiles import DeviceProfile, load_device, parse_eui64
@@ -79,9 +81,15 @@ class Eui64(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@click.command("activate")
+@click.command(
+    "activate",
+    epilog=example(
+        "ota-emu activate --device hcalcs --state-dir lab/ --hash $(ota-emu image hash hcalcs.ota)",
+        "ota-emu activate --device hcalcs --state-dir lab/ --gbcs CS06.HEX --alert-log alerts.jsonl --json",
+    ),
+)
 @click.option(
-    "--device", "device_path", required=True, type=click.Path(path_type=Path), help="The HCALCS's device profile."
+    "--device", "device_path", required=True, type=ProfileParam(), help="The HCALCS's device profile (file or name)."
 )
 @click.option(
     "--state-dir",
@@ -153,6 +161,12 @@ def command(
         )
     if alert_log is not None:
         check_log_path(alert_log)
+        inputs = [device_path, supplier_key, *(store.json_path.parent.glob("*"))]
+        if gbcs is not None:
+            with contextlib.suppress(OSError):  # hex too long to be a file name
+                if Path(gbcs).is_file():
+                    inputs.append(Path(gbcs))
+        check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
     now = _parse_now(now_text)
     trusted = trusted_supplier(profile)
     key = configured_key(profile)

@@ -22,14 +22,17 @@ from typing import Any
 import click
 import zigpy.types as t
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
+from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
+from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
 from emulator.errors import InputError
+from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
@@ -94,6 +97,22 @@ class TargetStatus:
         }
 
 
+def target_text(status: TargetStatus, transfer: Transfer, *, now: float, joining_until: float | None) -> str:
+    """What the CHF is waiting for with one device, beside its bar: to join (and for how long joining stays
+    open), its first query, its blocks (rate, time left), its Upgrade End Request, or the outcome it reported."""
+    outcome = status.outcome
+    if outcome is not None:
+        verdict = f"{outcome.response.name.lower().replace('_', ' ')} (CCS08 {int(outcome.response)})"
+        return progress_text(Transfer(phase=verdict, offset=status.offset, size=status.size))
+    if not status.joined and status.size == 0:
+        if joining_until is None or joining_until <= now:
+            return f"waiting for {status.ieee} to join; joining closed"
+        return f"waiting for {status.ieee} to join; joining open for {joining_until - now:.0f} s"
+    if status.size == 0:
+        return "joined; waiting for its Query Next Image Request"
+    return progress_text(transfer)
+
+
 class Watch:
     """Follows the run from the CHF's side: zigpy's join/interview events, each client's block requests
     (offered before the server takes them) and the server's transfer events."""
@@ -104,11 +123,27 @@ class Watch:
         self.all_done = asyncio.Event()
         self.all_joined = asyncio.Event()
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=Console(stderr=True)
+            TextColumn("{task.description}"), BarColumn(), StatusColumn(), console=Console(stderr=True)
         )
         self.show = progress and sys.stderr.isatty()
         self._bars: dict[t.EUI64, TaskID] = {}
+        self.transfers: dict[t.EUI64, Transfer] = {}
+        self.joining_until: float | None = None  # monotonic time joining closes again, while it is open
         self._check()
+
+    def _transfer(self, status: TargetStatus) -> Transfer:
+        """Kept up with `status` on the wall clock; its phase is the server's view of the download."""
+        transfer = self.transfers.setdefault(status.ieee, Transfer())
+        now = time.monotonic()
+        if status.size and transfer.started_at is None:
+            transfer.start(status.offset, status.size, now)
+        transfer.size = status.size
+        transfer.advance(status.offset, now)
+        if status.size and status.offset >= status.size and status.outcome is None:
+            transfer.phase = "waiting for Upgrade End Request (the device verifies the image)"
+        elif status.outcome is None:
+            transfer.phase = "downloading"
+        return transfer
 
     def _get(self, ieee: t.EUI64) -> TargetStatus:
         status = self.status.get(ieee)
@@ -196,6 +231,8 @@ class Watch:
     def __enter__(self) -> Watch:
         if self.show:
             self._progress.start()
+            for status in self.targets:
+                self._draw(status)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -205,17 +242,24 @@ class Watch:
     def _draw(self, status: TargetStatus) -> None:
         if not self.show:
             return
+        transfer = self._transfer(status)
         if len(self.status) > MAX_BARS:
-            status = TargetStatus(t.EUI64.UNKNOWN, target=True)
-            status.size = sum(s.size for s in self.status.values())
-            status.offset = sum(s.offset for s in self.status.values())
-            label = f"{len(self.status)} devices"
-        else:
-            label = str(status.ieee)
-        bar = self._bars.get(status.ieee)
+            total = sum(s.size for s in self.status.values())
+            done = sum(s.offset for s in self.status.values())
+            text = aggregate_text(list(self.transfers.values()), len(self.status))
+            self._update(t.EUI64.UNKNOWN, f"{len(self.status)} devices", done, total, lambda: text)
+            return
+
+        def line() -> str:
+            return target_text(status, transfer, now=time.monotonic(), joining_until=self.joining_until)
+
+        self._update(status.ieee, str(status.ieee), status.offset, status.size, line)
+
+    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Any) -> None:
+        bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[status.ieee] = self._progress.add_task(label, total=status.size or None)
-        self._progress.update(bar, description=label, completed=status.offset, total=status.size or None)
+            bar = self._bars[key] = self._progress.add_task(label, total=total or None, status=line)
+        self._progress.update(bar, description=label, completed=done, total=total or None, status=line)
 
 
 @dataclass
@@ -226,8 +270,12 @@ class RunResult:
     stopped: str
     wall_time: float
     reconnects: int
+    interrupted_by: signal.Signals | None = None
 
     def exit_code(self) -> int:
+        """0 when every target succeeded, 1 otherwise; 128 + the signal number (130, 143) when interrupted."""
+        if self.interrupted_by is not None:
+            return 128 + int(self.interrupted_by)
         targets = [s for s in self.statuses if s.target]
         if targets:
             return 0 if all(s.succeeded for s in targets) else 1
@@ -241,6 +289,7 @@ class RunResult:
             "network": self.network,
             "complete": bool(targets) and all(s.outcome is not None for s in targets),
             "stopped": self.stopped,
+            "interrupted": None if self.interrupted_by is None else self.interrupted_by.name,
             "wall_time_s": round(self.wall_time, 3),
             "reconnects": self.reconnects,
             "devices": [s.as_dict() for s in self.statuses],
@@ -257,8 +306,10 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
             LOGGER.warning("could not open joining: %r", exc)
             await asyncio.sleep(PERMIT_RETRY)
             continue
+        watch.joining_until = time.monotonic() + seconds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watch.all_joined.wait(), seconds)
+    watch.joining_until = None
     try:
         await node.app.permit(0)
     except Exception as exc:  # joining times out by itself anyway
@@ -305,9 +356,15 @@ async def _run(
         "channel": int(network.channel),
     }
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     tasks: list[asyncio.Task[Any]] = []
     try:
         if not quiet:
@@ -336,7 +393,15 @@ async def _run(
         for task in tasks:
             task.cancel()
         await node.stop()
-    return RunResult(port, summary, list(watch.status.values()), stopped, time.monotonic() - started, node.reconnects)
+    return RunResult(
+        port,
+        summary,
+        list(watch.status.values()),
+        stopped,
+        time.monotonic() - started,
+        node.reconnects,
+        received[0] if received and stopped == "signal" else None,
+    )
 
 
 def _outcome_text(status: TargetStatus) -> tuple[str, str]:
@@ -351,8 +416,9 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
         return
     network = result.network
+    interrupted = "" if result.interrupted_by is None else f" (interrupted by {result.interrupted_by.name})"
     table = Table(
-        title=f"CHF on {result.port}",
+        title=f"CHF on {result.port}{interrupted}",
         caption=f"PAN {network['pan_id']}, channel {network['channel']}; stopped by {result.stopped} after "
         f"{result.wall_time:.1f} s" + (f"; {result.reconnects} reconnect(s)" if result.reconnects else ""),
     )
@@ -373,7 +439,15 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-@click.command("chf")
+@click.command(
+    "chf",
+    cls=AliasedCommand,
+    aliases={"--profile": "--chf", "--device": "--port"},
+    epilog=example(
+        "ota-emu chf --port /dev/ttyUSB0 --image ppmid.ota --target 00:DB:12:34:56:78:90:A4",
+        "ota-emu chf --port tcp://127.0.0.1:PORT --chf my-chf.toml --image ppmid.ota --target 00:DB:12:34:56:78:90:A4",
+    ),
+)
 @click.option(
     "--radio",
     type=click.Choice(["ezsp"]),
@@ -382,10 +456,11 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Coordinator type (in-process runs are `ota-emu run`).",
 )
 @click.option(
-    "--device",
+    "--port",
     "port",
     required=True,
-    metavar="PATH_OR_URL",
+    type=PortParam(),
+    metavar="PORT",
     help="The stick's serial port (/dev/ttyUSB0), or tcp://HOST:PORT / socket://HOST:PORT for a network bridge "
     "or `ota-emu ncp`.",
 )
@@ -398,7 +473,9 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Serial flow control: software (XON/XOFF, bellows' default) or hardware (RTS/CTS); bellows takes none "
     "as software.",
 )
-@click.option("--profile", "profile_path", type=click.Path(path_type=Path), help="CHF profile (default: bundled).")
+@click.option(
+    "--chf", "profile_path", type=ProfileParam(), help="CHF profile: a TOML file or a bundled name (default: chf)."
+)
 @click.option(
     "--image",
     "image_paths",
@@ -415,7 +492,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     help="Open joining this many seconds at a time while a target is missing (0: never open it).",
 )
 @click.option(
-    "--until", type=click.FloatRange(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
+    "--until", type=FiniteFloat(1.0), help="Stop this many seconds after the network is up, whatever the outcomes."
 )
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the CHF's radio sent and received."
@@ -443,6 +520,8 @@ def command(
     3 file transfer failure), at --until, or on Ctrl-C, then prints a table of the targets. Exit 0 when every
     target's transfer succeeded, 1 otherwise, 2 for bad input or a port that cannot be used.
     """
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
     if image_paths and not targets:
         raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")

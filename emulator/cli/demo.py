@@ -12,15 +12,51 @@ from rich.console import Console
 from emulator import keys
 from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
+from emulator.cli.params import example
 from emulator.cli.run import run_han
-from emulator.files import write_atomic
-from emulator.han import HanOptions
+from emulator.device import events as device_events
+from emulator.files import check_output_dir, write_atomic
+from emulator.gb.codes import ActivationResponse
+from emulator.han import Event, HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
-from emulator.profiles import bundled, load_chf, load_device
+from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 
 PAYLOAD_SIZE = 32 * 1024
 NEW_VERSION = 0x00000002
+
+
+class Story:
+    """The GB moments of the run, in protocol time: a PPMID activates on the Upgrade End Response; an HCALCS
+    holds its verified image, still running the old version, until a hash-checked Activate Firmware (CS06)."""
+
+    def __init__(self, profiles: list[DeviceProfile]) -> None:
+        self._profiles = {p.ieee: p for p in profiles}
+        self.lines: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        de = device_events
+        profile = self._profiles.get(event.ieee) if isinstance(event, de.DeviceEvent) else None
+        if profile is None:
+            return
+        kind = profile.kind
+        at = f"{event.at:8.1f} s  {kind.upper():6}"
+        if isinstance(event, de.ImageVerified) and event.ok:
+            self.lines.append(f"{at} downloaded 0x{event.version:08X} and verified its signature")
+        elif isinstance(event, de.WaitingToUpgrade):
+            self.lines.append(
+                f"{at} told to wait (Upgrade End Response, UpgradeTime 0xFFFFFFFF): holds 0x{event.version:08X}, "
+                f"keeps running 0x{profile.file_version:08X}"
+            )
+        elif isinstance(event, de.Activated) and kind == "ppmid":
+            done = "now runs" if event.success else "failed to activate"
+            self.lines.append(f"{at} activated on the Upgrade End Response: {done} 0x{event.new_version:08X} (CS09)")
+        elif isinstance(event, de.ActivationOutcome):
+            outcome = "now runs" if event.response_code == ActivationResponse.SUCCESS else "still runs"
+            self.lines.append(
+                f"{at} Activate Firmware (CS06) with the Manufacturer Image Hash: "
+                f"{event.response_code.name.lower()}, {outcome} 0x{event.version:08X}"
+            )
 
 
 def demo_payload(size: int = PAYLOAD_SIZE, seed: int = 0x0DB) -> bytes:
@@ -28,14 +64,16 @@ def demo_payload(size: int = PAYLOAD_SIZE, seed: int = 0x0DB) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-@click.command("demo")
+@click.command("demo", epilog=example("ota-emu demo", "ota-emu demo --out demo/ --json"))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo key and images here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def command(out: Path | None, as_json: bool) -> int:
     """Build and sign GB Upgrade Images with a fresh demo key, then upgrade one emulated PPMID (distribution and
     activation in one step) and one HCALCS (held, then activated by a hash-checked Activate Firmware command)
     from the in-process CHF, on virtual time."""
-    console = Console(stderr=True, quiet=as_json)
+    if out is not None:
+        check_output_dir(out, "a folder for the demo key, images and alert log")
+    console = Console(stderr=True, quiet=as_json, soft_wrap=True)
     with tempfile.TemporaryDirectory(prefix="ota-emu-demo-") as scratch:
         folder = out or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
@@ -53,7 +91,7 @@ def command(out: Path | None, as_json: bool) -> int:
             signers=(str(signer),), require_signature=True, supplier_signer=str(supplier_signer)
         )
         images = []
-        for profile in (ppmid, hcalcs):
+        for step, profile in enumerate((ppmid, hcalcs), start=2):
             image = build_gb(
                 profile.manufacturer_code,
                 profile.image_type,
@@ -69,17 +107,22 @@ def command(out: Path | None, as_json: bool) -> int:
             check = verify_image(image, [key.public_key()])
             images.append(HeldImage(image, image.serialize(), frozenset({profile.ieee}), source=str(path)))
             console.print(
-                f"[bold]2.[/] Built {path.name}: GB Upgrade Image, {len(image.serialize())} bytes, "
+                f"[bold]{step}.[/] Built {path.name}: GB Upgrade Image, {len(image.serialize())} bytes, "
                 f"mfr 0x{profile.manufacturer_code:04X} type 0x{profile.image_type:04X}, HW 0x1111..0x1211, "
                 f"signature {'verifies' if check.ok else 'FAILS'}; Manufacturer Image Hash "
                 f"{manufacturer_image_hash(image).hex()[:16]}…"
             )
-        console.print("[bold]3.[/] Upgrading a PPMID and an HCALCS from the in-process CHF (virtual time)…")
+        console.print("[bold]4.[/] Upgrading a PPMID and an HCALCS from the in-process CHF (virtual time)…")
         options = HanOptions(activate_hcalcs=True)
         han = GbcsHan(load_chf(bundled("chf")), [ppmid, hcalcs], images, options, supplier_key=supplier)
+        story = Story([ppmid, hcalcs])
+        han.add_listener(story)
         code = run_han(han, limit=7 * 86400.0, virtual=True, as_json=as_json)
+        console.print("[bold]5.[/] What each device did, in protocol time:")
+        for line in story.lines:
+            console.print(f"  {line}", highlight=False)
         alert_log = folder / "alerts.jsonl"
         han.alert_log.write(alert_log)
         kept = str(alert_log) if out else f"{alert_log.name} (keep it with --out DIR)"
-        console.print(f"[bold]4.[/] {han.alert_log.summary()}, signed; alert log {kept}")
+        console.print(f"[bold]6.[/] {han.alert_log.summary()}, signed; alert log {kept}")
         return code

@@ -21,7 +21,7 @@ import click
 
 from emulator import clock
 from emulator.cli.display import RunProgress
-from emulator.cli.params import U16
+from emulator.cli.params import U16, PortParam, ProfileParam, example
 from emulator.device import events as de
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
@@ -197,14 +197,26 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
     )
 
 
-@click.command("device")
+@click.command(
+    "device",
+    epilog=example(
+        "ota-emu device --port /dev/ttyUSB0 --device ppmid --state-dir lab/",
+        "ota-emu device --port tcp://127.0.0.1:PORT --device hcalcs --role sleepy --activate --json",
+    ),
+)
 @click.option(
     "--port",
     required=True,
-    metavar="PATH_OR_URL",
+    type=PortParam(),
     help="The stick's serial port (/dev/ttyUSB0), or tcp://HOST:PORT / socket://HOST:PORT (e.g. `ota-emu ncp`).",
 )
-@click.option("--device", "device_path", required=True, type=click.Path(path_type=Path), help="Device profile.")
+@click.option(
+    "--device",
+    "device_path",
+    required=True,
+    type=ProfileParam(),
+    help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME).",
+)
 @click.option("--radio", type=click.Choice(["ezsp"]), default="ezsp", show_default=True, help="Stick type.")
 @click.option("--baudrate", type=click.IntRange(1200), default=115200, show_default=True, help="Serial speed.")
 @click.option(

@@ -14,9 +14,9 @@ from rich.text import Text
 from zigpy.ota.image import ElementTagId
 
 from emulator import keys
-from emulator.cli.params import U8, U16, U32
+from emulator.cli.params import U8, U16, U32, AliasedCommand, example
 from emulator.errors import InputError
-from emulator.files import write_atomic
+from emulator.files import check_output_file, write_atomic
 from emulator.ota.image import (
     DEFINED_TAGS,
     KINDS,
@@ -48,7 +48,14 @@ def _kind_option(func: Any) -> Any:
     return click.option("--kind", type=click.Choice(KINDS), default=None, help=_KIND_HELP)(func)
 
 
-@click.group("image")
+_OUT_ALIAS = {"--output": "--out"}
+
+
+def _json_option(help_text: str) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+@click.group("image", epilog=example("ota-emu image inspect ppmid.ota", "ota-emu image hash --json ppmid.ota"))
 def command() -> None:
     """Read, build, sign and verify Zigbee OTA and GB Upgrade Image files.
 
@@ -57,7 +64,7 @@ def command() -> None:
     """
 
 
-@command.command("inspect")
+@command.command("inspect", epilog=example("ota-emu image inspect --json ppmid.ota esme.ota"))
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON (a list, one object per file).")
 @_kind_option
@@ -85,7 +92,15 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
         raise InputError(f"{count} have problems (expected valid upgrade files): {names}")
 
 
-@command.command("build")
+@command.command(
+    "build",
+    cls=AliasedCommand,
+    aliases=_OUT_ALIAS,
+    epilog=example(
+        "ota-emu image build --format gb --manufacturer 0x121D --image-type 0x0084 --file-version 2 \\",
+        "    --hw-min 0x1111 --hw-max 0x1211 --payload firmware.bin -o ppmid.ota",
+    ),
+)
 @click.option("--format", "kind", type=click.Choice(KINDS), required=True,
               help="gb: header + raw Manufacturer Image (GB Upgrade Image); zigbee: header + Upgrade Image "
                    "sub-element 0x0000.")
@@ -101,7 +116,8 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
 @click.option("--security-credential-version", type=U8, default=None, help="Security credential version (8-bit).")
 @click.option("--payload", type=click.Path(path_type=Path), required=True,
               help="File holding the firmware (the Manufacturer Image).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Upgrade file to write.")
+@click.option("-o", "--out", "output", type=click.Path(path_type=Path), required=True, help="Upgrade file to write.")
+@_json_option("Print what was written as JSON.")
 def build_command(
     *,
     kind: Kind,
@@ -116,6 +132,7 @@ def build_command(
     security_credential_version: int | None,
     payload: Path,
     output: Path,
+    as_json: bool,
 ) -> None:
     """Wrap a firmware payload in an OTA header and write the upgrade file.
 
@@ -124,6 +141,7 @@ def build_command(
     """
     if (hw_min is None) != (hw_max is None):
         raise click.UsageError("--hw-min and --hw-max go together: give both or neither")
+    check_output_file(output, "the upgrade file to write", inputs=[payload])
     build = build_gb if kind == "gb" else build_zigbee
     image = build(
         manufacturer,
@@ -139,38 +157,59 @@ def build_command(
     )
     data = image.serialize()
     write_atomic(output, data)
+    if as_json:
+        click.echo(json.dumps({"file": str(output), "kind": image.kind, "size": len(data),
+                               "manufacturer_image_size": len(image.manufacturer_image),
+                               "manufacturer_image_sha256": manufacturer_image_hash(image).hex()}, indent=2))
+        return
     click.echo(f"{output}: wrote {_KIND_NAMES[image.kind]}, {len(data)} bytes, "
                f"Manufacturer Image {len(image.manufacturer_image)} bytes")
 
 
-@command.command("sign")
+@command.command(
+    "sign",
+    cls=AliasedCommand,
+    aliases=_OUT_ALIAS,
+    epilog=example("ota-emu image sign --key signer.key.pem ppmid.ota -o ppmid-signed.ota"),
+)
 @click.option("--key", "key_path", type=click.Path(path_type=Path), required=True,
               help="PEM private key (P-256) of the signer, e.g. from `ota-emu keys generate`.")
 @click.argument("source", metavar="IN", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Signed upgrade file to write.")
+@click.option("-o", "--out", "output", type=click.Path(path_type=Path), required=True,
+              help="Signed upgrade file to write (not IN or the key: write a new file).")
 @_kind_option
-def sign_command(key_path: Path, source: Path, output: Path, kind: Kind | None) -> None:
+@_json_option("Print what was written as JSON.")
+def sign_command(key_path: Path, source: Path, output: Path, kind: Kind | None, as_json: bool) -> None:
     """Sign the Manufacturer Image of the GB Upgrade Image IN and write it with the trailer 00 40 + signature.
 
     An existing trailer is replaced; the total image size in the header follows. Nothing is written if the key
     or the image is unusable.
     """
+    check_output_file(output, "the signed upgrade file to write", inputs=[key_path, source])
     key = keys.load_private_key(key_path)
     image = load(source, kind)
     signed = sign_image(image, key, str(source))
     data = signed.serialize()
     write_atomic(output, data)
+    if as_json:
+        click.echo(json.dumps({"file": str(output), "source": str(source), "size": len(data),
+                               "replaced_signature": image.signature is not None,
+                               "signature": signed.signature.hex() if signed.signature else None}, indent=2))
+        return
     verb = "replaced the signature" if image.signature is not None else "added a signature"
     click.echo(f"{output}: {verb}, {len(data)} bytes")
 
 
-@command.command("verify")
+@command.command("verify", epilog=example("ota-emu image verify --signer signer.pub.pem ppmid-signed.ota"))
 @click.option("--signer", "signer_paths", type=click.Path(path_type=Path), multiple=True, required=True,
               help="Trusted signer: a PEM public key or X.509 certificate (P-256). Repeat for several.")
 @click.argument("file", type=click.Path(path_type=Path))
 @_kind_option
+@_json_option("Print the verdict as JSON.")
 @click.pass_context
-def verify_command(ctx: click.Context, signer_paths: tuple[Path, ...], file: Path, kind: Kind | None) -> None:
+def verify_command(
+    ctx: click.Context, signer_paths: tuple[Path, ...], file: Path, kind: Kind | None, as_json: bool
+) -> None:
     """Check the signature trailer of a GB Upgrade Image against the trusted signers.
 
     Exit 0 when it verifies with one of them, 1 when it does not (the reason is printed), 2 on unusable input.
@@ -178,6 +217,13 @@ def verify_command(ctx: click.Context, signer_paths: tuple[Path, ...], file: Pat
     signers = [keys.load_public_key(path) for path in signer_paths]
     image = load(file, kind)
     outcome = verify_image(image, signers)
+    if as_json:
+        signer = None if outcome.signer is None else str(signer_paths[outcome.signer])
+        click.echo(json.dumps({"file": str(file), "valid": outcome.ok, "reason": outcome.reason, "signer": signer},
+                              indent=2))
+        if not outcome.ok:
+            ctx.exit(1)
+        return
     if outcome.ok and outcome.signer is not None:
         click.echo(f"{file}: valid: {outcome.reason} ({signer_paths[outcome.signer]})")
         return
@@ -185,13 +231,15 @@ def verify_command(ctx: click.Context, signer_paths: tuple[Path, ...], file: Pat
     ctx.exit(1)
 
 
-@command.command("hash")
+@command.command("hash", epilog=example("ota-emu image hash ppmid-signed.ota"))
 @click.argument("file", type=click.Path(path_type=Path))
 @_kind_option
-def hash_command(file: Path, kind: Kind | None) -> None:
+@_json_option("Print the file and its hash as JSON.")
+def hash_command(file: Path, kind: Kind | None, as_json: bool) -> None:
     """Print the Manufacturer Image Hash (SHA-256 of the Manufacturer Image, header and trailer excluded) in hex:
     the value an Activate Firmware command carries."""
-    click.echo(manufacturer_image_hash(load(file, kind)).hex())
+    digest = manufacturer_image_hash(load(file, kind)).hex()
+    click.echo(json.dumps({"file": str(file), "manufacturer_image_sha256": digest}) if as_json else digest)
 
 
 def _facts(path: Path, data: bytes, reading: Reading) -> dict[str, Any]:

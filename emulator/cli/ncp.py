@@ -4,35 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
+from emulator.cli.params import ProfileParam, example, warn_deprecated
 from emulator.clock import Clock
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
+from emulator.files import check_output_dir, check_output_file
 from emulator.han import FIRST_DEVICE_NWK, expand
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
 from emulator.ncp.server import PTY, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.air import Air
 
+STATE_FILE = "ncp.json"  # the NCP's network state inside --state-dir
 
-def _report(event: device_events.DeviceEvent) -> None:
-    """The few device events a lab watching the dongle's terminal wants to see."""
-    if isinstance(event, device_events.Activated):
-        verdict = "now runs" if event.success else "failed to activate"
-        click.echo(f"Device {event.ieee} {verdict} 0x{event.new_version:08X}")
-    elif isinstance(event, device_events.WaitingToUpgrade):
-        click.echo(f"Device {event.ieee} holds 0x{event.version:08X}, waiting for Activate Firmware")
-    elif isinstance(event, device_events.ImageVerified) and not event.ok:
-        click.echo(f"Device {event.ieee} rejected the image: {event.reason}")
+
+class Output:
+    """The lines the command prints: text for a person, or with --json one JSON object per line (`event` names
+    what happened), so a script can read the listening URL from the first line."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, event: str, text: str, **fields: Any) -> None:
+        click.echo(json.dumps({"event": event, **fields}) if self.as_json else text)
+
+    def device_event(self, event: device_events.DeviceEvent) -> None:
+        """The few device events a lab watching the dongle's terminal wants to see."""
+        ieee = str(event.ieee)
+        if isinstance(event, device_events.Activated):
+            verdict = "now runs" if event.success else "failed to activate"
+            self("activated" if event.success else "activation_failed",
+                 f"Device {event.ieee} {verdict} 0x{event.new_version:08X}",
+                 ieee=ieee, version=f"0x{event.new_version:08X}")
+        elif isinstance(event, device_events.WaitingToUpgrade):
+            self("held", f"Device {event.ieee} holds 0x{event.version:08X}, waiting for Activate Firmware",
+                 ieee=ieee, version=f"0x{event.version:08X}")
+        elif isinstance(event, device_events.ImageVerified) and not event.ok:
+            self("rejected", f"Device {event.ieee} rejected the image: {event.reason}", ieee=ieee, reason=event.reason)
 
 
 async def _join_devices(
-    ncp: VirtualNcp, profiles: list[DeviceProfile], seed: int, devices: list[EmulatedDevice]
+    ncp: VirtualNcp, profiles: list[DeviceProfile], seed: int, devices: list[EmulatedDevice], out: Output
 ) -> None:
     """Start the devices once the host has a network up and has opened joining, as real devices would join, on
     real time: the host on the other end of the socket runs on the wall clock."""
@@ -41,14 +61,21 @@ async def _join_devices(
     for index, profile in enumerate(profiles):
         nwk = profile.nwk if profile.nwk is not None else FIRST_DEVICE_NWK + index
         device = EmulatedDevice(profile, ncp.air, clock, nwk=nwk, seed=seed * 7919 + index)
-        device.add_listener(_report)
+        device.add_listener(out.device_event)
         await device.start()
         devices.append(device)
-        click.echo(f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}")
+        out("joined", f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}",
+            ieee=str(profile.ieee), kind=profile.kind, nwk=f"0x{nwk:04X}")
 
 
 async def _serve(
-    listen: str, ezsp_version: int, state: str | None, seed: int, profiles: list[DeviceProfile], more: tuple[str, ...]
+    listen: str,
+    ezsp_version: int,
+    state: str | None,
+    seed: int,
+    profiles: list[DeviceProfile],
+    out: Output,
+    more: tuple[str, ...] = (),
 ) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
     ncp = VirtualNcp(air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen)
@@ -60,37 +87,49 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
-        click.echo(f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}")
+        network = ncp.state
+        facts = {"url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None}
+        if network.formed:
+            facts["network"] = {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel,
+                                "extended_pan_id": network.extended_pan_id}
+        out("listening", f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}", **facts)
         for other in others:
             await stack.enter_async_context(other)
-            click.echo(f"Virtual EZSP v{ezsp_version} NCP listening on {other.url}")
-        network = ncp.state
-        if network.formed:
-            click.echo(
-                f"Network: PAN 0x{network.pan_id:04X}, channel {network.channel}, "
-                f"extended PAN {network.extended_pan_id}, IEEE {ncp.stack.ieee}"
-            )
-        else:
-            click.echo(f"No network yet (IEEE {ncp.stack.ieee}): the host will form one")
+            out("listening", f"Virtual EZSP v{ezsp_version} NCP listening on {other.url}", url=other.url,
+                ezsp_version=ezsp_version, ieee=str(other.stack.ieee), network=None)  # fmt: skip
+        if not out.as_json:
+            if network.formed:
+                click.echo(
+                    f"Network: PAN 0x{network.pan_id:04X}, channel {network.channel}, "
+                    f"extended PAN {network.extended_pan_id}, IEEE {ncp.stack.ieee}"
+                )
+            else:
+                click.echo(f"No network yet (IEEE {ncp.stack.ieee}): the host will form one")
         devices: list[EmulatedDevice] = []
-        joining = loop.create_task(_join_devices(ncp, profiles, seed, devices))
+        joining = loop.create_task(_join_devices(ncp, profiles, seed, devices, out))
         await stop.wait()
         joining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await joining
         for device in devices:
             await device.stop()
-    click.echo("Stopped" + (f"; network state saved to {state}" if state else ""))
+    out("stopped", "Stopped" + (f"; network state saved to {state}" if state else ""), state_file=state)
 
 
-@click.command("ncp")
+@click.command(
+    "ncp",
+    epilog=example(
+        "ota-emu ncp --listen tcp://127.0.0.1:0 --device ppmid --state-dir lab/",
+        "ota-emu ncp --json --device hcalcs --count 3",
+    ),
+)
 @click.option(
     "--listen",
     metavar="tcp://HOST:PORT",
     multiple=True,
     help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port). "
     "Repeat it for several sticks on the same virtual air (one forms the network, the others join it); "
-    "--state is the first one's.",
+    "--state-dir is the first one's.",
 )
 @click.option("--pty", "use_pty", is_flag=True, help="Serve the serial link on a new pseudo-terminal instead.")
 @click.option(
@@ -101,27 +140,33 @@ async def _serve(
     help="EZSP protocol version to speak (13 = EmberZNet 7.4, 14 = 8.0, 8 = 6.7).",
 )
 @click.option(
-    "--state",
-    type=click.Path(dir_okay=False),
-    help="JSON file holding the network (created if missing): the NCP resumes it on the next run.",
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help=f"Keep the network here ({STATE_FILE}, created if missing): the NCP resumes it on the next run.",
 )
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), hidden=True,
+              help="Deprecated: the state file itself (use --state-dir).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the EUI64 of a new NCP and for faults.")
 @click.option(
     "--device",
     "device_paths",
-    type=click.Path(path_type=Path),
+    type=ProfileParam(),
     multiple=True,
-    help="Device profile (e.g. profiles/ppmid.toml) of an emulated device on the dongle's air; repeatable.",
+    help="Device profile (a TOML file or a bundled name: ppmid, hcalcs, faults/NAME) of an emulated device on the "
+    "dongle's air; repeatable.",
 )
 @click.option("--count", type=click.IntRange(1, 1000), help="Devices per --device profile, with consecutive EUI-64s.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line; the first has the URL.")
 def command(
     listen: tuple[str, ...],
     use_pty: bool,
     ezsp_version: str,
-    state: str | None,
+    state_dir: Path | None,
+    state_file: str | None,
     seed: int,
     device_paths: tuple[Path, ...],
     count: int | None,
+    as_json: bool,
 ) -> None:
     """Run a virtual EZSP NCP (ASH + EZSP over TCP or a pty) until Ctrl-C.
 
@@ -132,15 +177,32 @@ def command(
 
     With --device, emulated PPMIDs/HCALCSs live on that air: they join once the host has formed or resumed the
     network and opened joining (one line each), answer its interview and upgrade from its OTA server, e.g. from
-    `ota-emu chf --radio ezsp --device tcp://127.0.0.1:PORT --image FILE --target EUI64`.
+    `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`.
     """
     if listen and use_pty:
         raise click.UsageError("choose either --listen or --pty, not both")
     if count is not None and not device_paths:
         raise click.UsageError("--count needs at least one --device PROFILE")
+    state = _state_path(state_dir, state_file)
     try:
         profiles = expand([load_device(p) for p in device_paths], count or 1)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
     first, *more = listen or ("tcp://127.0.0.1:0",)
-    asyncio.run(_serve(PTY if use_pty else first, int(ezsp_version), state, seed, profiles, tuple(more)))
+    where = PTY if use_pty else first
+    asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
+
+
+def _state_path(state_dir: Path | None, state_file: str | None) -> str | None:
+    """The NCP's state file: inside --state-dir (created), or the deprecated --state FILE as it was given."""
+    if state_dir is not None and state_file is not None:
+        raise click.UsageError("choose either --state-dir or --state, not both")
+    if state_file is not None:
+        warn_deprecated("--state FILE", f"--state-dir DIR (the NCP keeps DIR/{STATE_FILE})")
+        check_output_file(state_file, "the NCP's network state file")
+        return state_file
+    if state_dir is None:
+        return None
+    check_output_dir(state_dir, "a folder for the NCP's network state")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return str(state_dir / STATE_FILE)

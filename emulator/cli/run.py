@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -10,7 +14,9 @@ from emulator import clock
 from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
+from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
+from emulator.files import check_output_dir, check_output_file
 from emulator.han import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
@@ -19,17 +25,24 @@ from emulator.radio.capture import PcapWriter, parse_network_key
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
 
-probability = click.FloatRange(0.0, 1.0)
+probability = FiniteFloat(0.0, 1.0)
 
 
-@click.command("run")
-@click.option("--chf", "chf_path", type=click.Path(path_type=Path), help="CHF profile (default: the bundled chf.toml).")
+@click.command(
+    "run",
+    epilog=example(
+        "ota-emu run --device ppmid --count 10 --image ppmid.ota --loss 0.2 --seed 7",
+        "ota-emu run --device hcalcs --image hcalcs.ota --activate --alert-log alerts.jsonl --json",
+    ),
+)
+@click.option("--chf", "chf_path", type=ProfileParam(), help="CHF profile: a TOML file or bundled name (default: chf).")
 @click.option(
     "--device",
     "device_paths",
-    type=click.Path(path_type=Path),
+    type=ProfileParam(),
     multiple=True,
-    help="Device profile; repeat for more (default: the bundled ppmid.toml and hcalcs.toml).",
+    help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME); repeat for more "
+    "(default: ppmid and hcalcs).",
 )
 @click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True, help="Devices per profile.")
 @click.option(
@@ -43,12 +56,12 @@ probability = click.FloatRange(0.0, 1.0)
 @click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
 @click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
 @click.option("--reorder", type=probability, default=0.0, show_default=True, help="Probability a frame is overtaken.")
-@click.option("--latency", type=click.FloatRange(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
+@click.option("--latency", type=FiniteFloat(0.0, 10.0), default=0.004, show_default=True, help="Link latency (s).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
-@click.option("--until", "limit", type=click.FloatRange(1.0), help="Stop after this much protocol time (s).")
+@click.option("--until", "limit", type=FiniteFloat(1.0), help="Stop after this much protocol time (s).")
 @click.option("--activate", is_flag=True, help="Send Activate Firmware to each HCALCS once it holds its image.")
-@click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
+@click.option("--activate-after", type=FiniteFloat(0.0), help="Future-date that activation by N seconds.")
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what crossed the air to this pcap."
 )
@@ -80,6 +93,13 @@ def command(
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
     end with a table of outcomes (protocol time and wall time). Exit 0 when every device ended upgraded,
     held (an HCALCS waiting for Activate Firmware) or had no image meant for it; 1 otherwise."""
+    inputs = [*image_paths, *device_paths, chf_path]
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
+    if alert_log is not None:
+        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
+    if state_dir is not None:
+        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
     chf = load_chf(chf_path or bundled("chf"))
     profiles = [load_device(p) for p in device_paths] or [load_device(bundled(n)) for n in ("ppmid", "hcalcs")]
     try:
@@ -109,8 +129,58 @@ def command(
     return code
 
 
+class Interruption:
+    """Ctrl-C (SIGINT) or SIGTERM during a run: ends the wait for the devices, so that the run still prints what
+    was decided so far, keeps its capture and alert log, and exits 128 + the signal number (130, 143)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.event = asyncio.Event()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interruption]:
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self._received, signum)
+        try:
+            yield self
+        finally:
+            for signum in self.SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    def _received(self, signum: signal.Signals) -> None:
+        if self.signal is None:
+            self.signal = signum
+        self.event.set()
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signal is None else self.signal.name
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.signal is None else 128 + int(self.signal)
+
+
+async def settle_or_interrupt(han: Han, limit: float, interruption: Interruption) -> bool:
+    """`han.settle(limit)`, cut short by a signal: True when every device settled."""
+    settle = asyncio.ensure_future(han.settle(limit))
+    interrupted = asyncio.ensure_future(interruption.event.wait())
+    await asyncio.wait([settle, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if settle.done():
+        return settle.result()
+    settle.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await settle
+    return False
+
+
 def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:
-    """Start `han`, wait until it settles (or `limit` protocol seconds), print outcomes; the exit code."""
+    """Start `han`, wait until it settles (or `limit` protocol seconds, or a signal), print outcomes; the exit
+    code (128 + the signal number when interrupted)."""
     chf = han.chf_profile
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
@@ -120,11 +190,13 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     if capture is not None:
         capture.attach(han.air)
 
+    interruption = Interruption()
+
     async def main() -> tuple[bool, float, float]:
         await han.start()
-        with RunProgress(han.summaries, enabled=not as_json) as progress:
+        with RunProgress(han.summaries, enabled=not as_json) as progress, interruption.installed():
             han.add_listener(progress)
-            settled = await han.settle(limit)
+            settled = await settle_or_interrupt(han, limit, interruption)
         protocol, wall = han.clock.now(), han.clock.wall_elapsed()
         await han.stop()
         return settled, protocol, wall
@@ -135,6 +207,9 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
         if capture is not None:
             capture.close()
     summaries = list(han.summaries.values())
-    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json, extra={"settled": settled})
+    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json,
+                  extra={"settled": settled, "interrupted": interruption.name}, interrupted=interruption.name)
+    if interruption.exit_code is not None:
+        return interruption.exit_code
     ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)
     return 0 if ok else 1

@@ -6,14 +6,22 @@ Each check runs as its own short scenario against the test CHF (`scenarios.py`, 
 of the device's world (`dut.py`): a fresh HAN for an emulated device, the same device in turn for one behind a
 coordinator. A check the DUT's kind rules out is not applicable; a scenario that cannot decide, or that runs
 past its budget, is inconclusive with the reason — a run never hangs.
+
+Before the checks the bench reads who the device says it is (`identity.py`). Each check is reported to a
+`progress` callback as it starts (n of N, with the time it is expected to take) and as it ends. A run that is
+cancelled — Ctrl-C, or SIGTERM with `signals=True` — stops the check in progress and returns the report of the
+checks decided so far, marked interrupted; `done` passes those back in to resume such a run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zigpy.types as t
@@ -21,9 +29,11 @@ import zigpy.types as t
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.conformance.checks import BOTH, select
+from emulator.conformance.durations import expected_seconds
 from emulator.conformance.dut import EmulatedWorld, Notice, RadioWorld
 from emulator.conformance.gb_scenarios import GB_SCENARIOS
-from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
+from emulator.conformance.identity import read_identity
+from emulator.conformance.model import Check, CheckResult, DutInfo, Level, Report, Verdict
 from emulator.conformance.scenarios import SCENARIOS, Scenario
 from emulator.conformance.testchf import TEST_CHF, TestChf
 from emulator.conformance.trial import Inconclusive, NotApplicable
@@ -35,7 +45,26 @@ ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS}
 VIRTUAL_BUDGET = 4 * 86400.0
 REAL_BUDGET = 6 * 3600.0
 
-Progress = Callable[[Check, CheckResult | None], None]
+# Exit code of a run stopped by a signal before every check ran (128 + SIGINT, as shells report it).
+INTERRUPTED_EXIT = 130
+
+
+@dataclass(frozen=True)
+class Step:
+    """A check starting (`result` None) or ended: its place in the run and the time it is expected to take
+    (protocol seconds; None when unknown). On real time, also each time the check starts waiting for a frame:
+    `waiting` says for what, `wait` for how many seconds at most."""
+
+    index: int
+    total: int
+    check: Check
+    result: CheckResult | None
+    expected: float | None
+    waiting: str | None = None
+    wait: float | None = None
+
+
+Progress = Callable[[Step], None]
 
 
 @dataclass(frozen=True)
@@ -83,12 +112,16 @@ def run_device_checks(
     pcap: Path | None = None,
     notice: Notice | None = None,
     progress: Progress | None = None,
+    done: Sequence[CheckResult] = (),
+    signals: bool = False,
 ) -> Report:
     """Run the checks named (all by default; an unknown ID is an `UnknownCheck` error before anything runs) on
-    their own event loop — virtual time for an emulated device on the loopback radio."""
+    their own event loop — virtual time for an emulated device on the loopback radio. Checks in `done` (of an
+    interrupted run) are kept, not run again."""
     selected = select(checks)
     return clock.run(
-        lambda: check_device(target, selected, pcap=pcap, notice=notice, progress=progress), virtual=target.virtual
+        lambda: check_device(target, selected, pcap=pcap, notice=notice, progress=progress, done=done, signals=signals),
+        virtual=target.virtual,
     )
 
 
@@ -112,7 +145,7 @@ class _Capture:
         assert self.writer is not None
         chf.capture(self.writer)
 
-    def close(self, failed: bool) -> str | None:
+    def close(self, failed: bool = False) -> str | None:
         if self.writer is None:
             return None
         if failed:
@@ -147,28 +180,51 @@ async def check_device(
     pcap: Path | None = None,
     notice: Notice | None = None,
     progress: Progress | None = None,
+    done: Sequence[CheckResult] = (),
+    signals: bool = False,
 ) -> Report:
     """`run_device_checks` inside a running event loop."""
     loop = asyncio.get_running_loop()
     began, wall = loop.time(), time.monotonic()
     capture = _Capture(pcap)
     world = _world(target, capture, notice)
+    decided = {r.check.id: r for r in done}
     results: list[CheckResult] = []
-    failed = True
+    identity: DutInfo | None = None
+    failed, interrupted = True, False
     try:
-        await world.start()
-        budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
-        for check in checks:
-            if progress is not None:
-                progress(check, None)
-            result = await _run_check(world, check, budget)
-            results.append(result)
-            if progress is not None:
-                progress(check, result)
+        with _terminate_cancels(signals):
+            await world.start()
+            identity = await _identity(world, target)
+            budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
+            for index, check in enumerate(checks, 1):
+                if check.id in decided:
+                    results.append(decided[check.id])
+                    continue
+                expected = expected_seconds(check.id, world.kind)
+                step = Step(index, len(checks), check, None, expected)
+                if progress is not None:
+                    progress(step)
+                waiting = None if progress is None or target.virtual else _waits(progress, step)
+                result = await _run_check(world, check, budget, waiting)
+                results.append(result)
+                if progress is not None:
+                    progress(Step(index, len(checks), check, result, expected))
         failed = False
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio cancels the main task) or SIGTERM: keep what was decided; the check in progress is
+        # left out, so a resumed run plays it again from its start.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        failed, interrupted = False, True
+        ran = {r.check.id for r in results}
+        results.extend(r for r in done if r.check.id not in ran)
     finally:
         await world.stop()
         written = capture.close(failed)
+    order = {check.id: index for index, check in enumerate(checks)}
+    results.sort(key=lambda r: order.get(r.check.id, len(order)))
     name, description = target.describe()
     notes = []
     if world.shared and world.absent is None:
@@ -181,7 +237,47 @@ async def check_device(
         wall_time=time.monotonic() - wall,
         pcap=written,
         notes=notes,
+        dut=identity,
+        interrupted=interrupted,
     )
+
+
+@contextlib.contextmanager
+def _terminate_cancels(enabled: bool) -> Iterator[None]:
+    """While running, SIGTERM cancels the run as Ctrl-C does (asyncio already turns SIGINT into a
+    cancellation of the main task), so a run stopped by a service manager also writes its report."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _waits(progress: Progress, step: Step) -> Callable[[str, float], None]:
+    def waiting(what: str, seconds: float) -> None:
+        progress(replace(step, waiting=what, wait=seconds))
+
+    return waiting
+
+
+async def _identity(world: EmulatedWorld | RadioWorld, target: DeviceTarget) -> DutInfo:
+    """Who the device says it is, read in a session of its own before the checks (nothing read from a device
+    that never joined)."""
+    ieee = str(target.profile.ieee if target.profile is not None else target.ieee)
+    if world.absent is not None:
+        return DutInfo(ieee=ieee)
+    async with world.session() as trial:
+        return replace(await read_identity(trial.chf, trial.timing.response), ieee=ieee)
 
 
 def _applicability(world: EmulatedWorld | RadioWorld, check: Check) -> CheckResult | None:
@@ -202,16 +298,29 @@ def _applicability(world: EmulatedWorld | RadioWorld, check: Check) -> CheckResu
     return None
 
 
-async def _run_check(world: EmulatedWorld | RadioWorld, check: Check, budget: float) -> CheckResult:
+async def _run_check(
+    world: EmulatedWorld | RadioWorld,
+    check: Check,
+    budget: float,
+    waiting: Callable[[str, float], None] | None = None,
+) -> CheckResult:
     ruled = _applicability(world, check)
     if ruled is not None:
         return ruled
     loop = asyncio.get_running_loop()
-    start = loop.time()
+    start, wall = loop.time(), time.monotonic()
+    began: float | None = None
+    ended: float | None = None
     try:
         async with asyncio.timeout(budget):
             async with world.session() as trial:
-                outcome = await ALL_SCENARIOS[check.id](trial)
+                began = trial.clock.now()
+                trial.chf.on_wait = waiting
+                try:
+                    outcome = await ALL_SCENARIOS[check.id](trial)
+                finally:
+                    ended = trial.clock.now()
+                    trial.chf.on_wait = None
         result = CheckResult(check, outcome.verdict, outcome.reason, outcome.evidence, outcome.timeline)
     except Inconclusive as exc:
         result = CheckResult(check, Verdict.INCONCLUSIVE, exc.reason, exc.evidence)
@@ -220,11 +329,17 @@ async def _run_check(world: EmulatedWorld | RadioWorld, check: Check, budget: fl
     except TimeoutError:
         result = CheckResult(check, Verdict.INCONCLUSIVE, f"the scenario did not finish within {budget:g} s")
     result.duration = loop.time() - start
+    result.wall_duration = time.monotonic() - wall
+    if began is not None and ended is not None:
+        result.span = (began, ended)
     return result
 
 
 def exit_code(report: Report) -> int:
-    """0 when every MUST check passed or does not apply; 1 when one failed or could not be decided."""
+    """0 when every MUST check passed or does not apply; 1 when one failed or could not be decided; 130 when
+    the run was interrupted before every check ran."""
+    if report.interrupted:
+        return INTERRUPTED_EXIT
     decided = {Verdict.PASS, Verdict.NOT_APPLICABLE}
     musts = [r for r in report.results if r.check.level == Level.MUST]
     return 0 if all(r.verdict in decided for r in musts) else 1

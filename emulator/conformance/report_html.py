@@ -1,24 +1,37 @@
 """A conformance report as ONE self-contained HTML file: inline CSS, inline SVG, no script, no external URL.
 
 It is attached to tickets and opened offline in a lab, so it must render the same anywhere with nothing
-fetched. Each check shows its verdict, reason and reference; a transfer timeline (file offset against
-protocol time) where the check has one, with waits shaded and aborts drawn as red rules; and the frames
-it was judged on, folded in `<details>` so a long transfer does not bury the summary.
+fetched. It opens with when and with what the run was made and who the device said it was; then each check
+shows its verdict, reason and the clause it cites (the check's own reference: the report adds none); a transfer
+timeline (file offset against protocol time, to the end of the check) where the check has one, with waits and
+holds shaded, aborts and restarts drawn as rules; and the frames it was judged on with decoded field values —
+open for a failure or an inconclusive check, folded for a pass so a long transfer does not bury the summary.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html import escape as html_escape
 
 from emulator.conformance.model import CheckResult, FrameRecord, Report, TimelinePoint, Verdict
-from emulator.conformance.report_text import counts_text, fields_text, outcome_text, seconds_text, visible
+from emulator.conformance.report_text import (
+    counts_text,
+    fields_text,
+    header_lines,
+    outcome_text,
+    seconds_text,
+    span_text,
+    visible,
+)
 from emulator.files import write_atomic
+from emulator.ota.frames import UPGRADE_TIME_WAIT
 
 WIDTH, HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 80, 20, 24, 40
+LABEL_ROWS = 4
+GROUP_PX = 8.0
 
 VERDICT_CLASS = {
     Verdict.PASS: "pass",
@@ -28,7 +41,8 @@ VERDICT_CLASS = {
 }
 
 STYLE = """
-:root { --pass: #1a7f37; --fail: #cf222e; --na: #6e7781; --inconclusive: #9a6700; --wait: #d4a72c; --event: #0969da; }
+:root { --pass: #1a7f37; --fail: #cf222e; --na: #6e7781; --inconclusive: #9a6700; --wait: #d4a72c; --event: #0969da;
+  --hold: #8250df; }
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 1.5em; color: #1f2328; }
 h1 { font-size: 1.6em; margin-bottom: .2em; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 1.6em; }
@@ -41,6 +55,7 @@ th { background: #f6f8fa; }
   color: #fff; }
 .outcome.pass { background: var(--pass); }
 .outcome.fail { background: var(--fail); }
+.outcome.interrupted { background: var(--inconclusive); }
 .badge { display: inline-block; font-size: .8em; font-weight: 700; padding: .05em .5em; border-radius: 3px;
   color: #fff; text-transform: uppercase; vertical-align: middle; white-space: nowrap; }
 .badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
@@ -61,12 +76,20 @@ svg .transfer { fill: none; stroke: var(--event); stroke-width: 2; }
 svg .point { fill: var(--event); }
 svg text { font: 11px system-ui, sans-serif; fill: #57606a; }
 svg .wait-span { fill: var(--wait); fill-opacity: .25; }
+svg .hold-span { fill: var(--hold); fill-opacity: .12; }
+svg .tail { stroke: var(--event); stroke-width: 2; stroke-dasharray: 6 4; }
+svg .mark.restart { stroke: var(--hold); stroke-width: 2.5; }
+svg .mark.hold { stroke: var(--hold); stroke-width: 1.5; stroke-dasharray: 4 3; }
+svg .dot.restart, svg .dot.hold { fill: var(--hold); }
+svg text.label.restart, svg text.label.hold { fill: var(--hold); }
 svg .mark.wait { stroke: var(--wait); stroke-width: 2; stroke-dasharray: 4 3; }
 svg .mark.abort { stroke: var(--fail); stroke-width: 2.5; }
 svg .mark.event { stroke: var(--na); stroke-width: 1.5; stroke-dasharray: 2 3; }
 svg .dot.wait { fill: var(--wait); } svg .dot.abort { fill: var(--fail); } svg .dot.event { fill: var(--na); }
 svg text.label.abort { fill: var(--fail); font-weight: 700; } svg text.label.wait { fill: #7d4e00; }
 .legend span { margin-right: 1.2em; } .legend .wait { color: #7d4e00; } .legend .abort { color: var(--fail); }
+.legend .hold, .legend .restart { color: var(--hold); }
+.notrun td { color: var(--na); }
 """
 
 
@@ -79,11 +102,16 @@ def anchor(check_id: str) -> str:
 
 
 def mark_kind(mark: str) -> str:
-    """What a timeline mark denotes, for how it is drawn: a wait (shaded until the next point), an abort
-    (red rule) or any other event."""
+    """What a timeline mark denotes, for how it is drawn: a wait (shaded until the next point), a hold (shaded
+    until the check ended or the device restarted), an abort (red rule), a restart (violet rule) or any other
+    event."""
     lowered = mark.lower()
     if "abort" in lowered:
         return "abort"
+    if lowered.startswith("restart"):
+        return "restart"
+    if lowered.startswith("hold"):
+        return "hold"
     if "wait" in lowered:
         return "wait"
     return "event"
@@ -93,16 +121,60 @@ def _num(value: float) -> str:
     return f"{value:.1f}"
 
 
-def timeline_svg(points: list[TimelinePoint]) -> str:
-    """File offset against protocol time as an SVG polyline, marks drawn on top."""
+def evidence_marks(evidence: Iterable[FrameRecord]) -> list[TimelinePoint]:
+    """Marks the transfer points do not carry but the evidence shows: the device restarting (its Device_annce,
+    Zigbee spec §2.4.3.1.11) and the CHF's Upgrade End Response (OTA §11.13.9): told to wait it holds the image,
+    else it is told when to activate. Offsets are filled in from the transfer when drawn."""
+    marks = []
+    for frame in evidence:
+        if frame.name == "Device_annce" and frame.src != 0:
+            marks.append(TimelinePoint(frame.at, -1, "restart (Device_annce)"))
+        elif frame.name == "upgrade_end_response" and frame.src == 0:
+            upgrade = int(frame.fields.get("upgrade_time", 0))
+            current = int(frame.fields.get("current_time", 0))
+            if upgrade == UPGRADE_TIME_WAIT:
+                marks.append(TimelinePoint(frame.at, -1, "hold: told to wait (UpgradeTime 0xFFFFFFFF)"))
+            else:
+                delay = upgrade if current == 0 else upgrade - current
+                when = "now" if delay <= 0 else f"in {span_text(delay)}"
+                marks.append(TimelinePoint(frame.at, -1, f"Upgrade End Response: activate {when}"))
+    return marks
+
+
+def _offset_at(points: list[TimelinePoint], at: float) -> int:
+    """The DUT's offset at `at`: the last transfer point at or before it (0 before the first)."""
+    offset = 0
+    for point in points:
+        if point.at > at:
+            break
+        offset = point.offset
+    return offset
+
+
+def timeline_svg(
+    points: list[TimelinePoint], span: tuple[float, float] | None = None, evidence: Iterable[FrameRecord] = ()
+) -> str:
+    """File offset against protocol time. The offset is drawn as steps (it holds until the next request), on
+    a time axis that runs to the end of the check, so what happened after the last request — a hold, a wait
+    for a reboot — keeps its true length; restarts and Upgrade End Responses from the evidence are marked."""
     ordered = sorted(points, key=lambda p: p.at)
+    transfer = [p for p in ordered if not p.mark]
+    origin = span[0] if span is not None else ordered[0].at
     start = ordered[0].at
-    span = (ordered[-1].at - start) or 1.0
+    extra = [
+        TimelinePoint(m.at, _offset_at(ordered, m.at), m.mark)
+        for m in evidence_marks(evidence)
+        if m.at >= start and (span is None or m.at <= span[1])
+    ]
+    last = max([ordered[-1].at, *(m.at for m in extra)])
+    stop = max(last, span[1]) if span is not None else last
+    length = (stop - start) or 1.0
     top_offset = max(p.offset for p in ordered) or 1
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    bottom = TOP + plot_h
 
     def x(at: float) -> float:
-        return LEFT + (at - start) / span * plot_w
+        return LEFT + (at - start) / length * plot_w
 
     def y(offset: int) -> float:
         return TOP + plot_h - offset / top_offset * plot_h
@@ -114,30 +186,31 @@ def timeline_svg(points: list[TimelinePoint]) -> str:
     for fraction in (0.25, 0.5, 0.75, 1.0):
         gy = _num(TOP + plot_h - fraction * plot_h)
         parts.append(f'<line class="grid" x1="{LEFT}" y1="{gy}" x2="{WIDTH - RIGHT}" y2="{gy}"/>')
-    for index, point in enumerate(ordered):
-        if mark_kind(point.mark) == "wait" and point.mark:
-            until = ordered[index + 1].at if index + 1 < len(ordered) else point.at
-            width = max(x(until) - x(point.at), 2.0)
-            parts.append(
-                f'<rect class="wait-span" x="{_num(x(point.at))}" y="{TOP}" width="{_num(width)}" height="{plot_h}">'
-                f"<title>{escape(point.mark)}</title></rect>"
-            )
-    bottom = TOP + plot_h
+    marked = sorted([p for p in ordered if p.mark] + extra, key=lambda p: p.at)
+    parts.extend(_spans(marked, ordered, stop, x))
     parts.append(f'<line class="axis" x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}"/>')
     parts.append(f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>')
-    coords = " ".join(f"{_num(x(p.at))},{_num(y(p.offset))}" for p in ordered)
-    parts.append(f'<polyline class="transfer" points="{coords}"/>')
-    if len(ordered) <= 200:
-        parts.extend(
-            f'<circle class="point" cx="{_num(x(p.at))}" cy="{_num(y(p.offset))}" r="2"/>'
-            for p in ordered
-            if not p.mark
+    restarts = [m.at for m in extra if mark_kind(m.mark) == "restart"]
+    for run in _runs(ordered, restarts):
+        steps: list[str] = []
+        for index, (at, offset) in enumerate(run):
+            if index:
+                steps.append(f"{_num(x(at))},{_num(y(run[index - 1][1]))}")
+            steps.append(f"{_num(x(at))},{_num(y(offset))}")
+        parts.append(f'<polyline class="transfer" points="{" ".join(steps)}"/>')
+    if stop > ordered[-1].at:
+        tip = escape(f"no further request for {span_text(stop - ordered[-1].at)}, until the check ended")
+        parts.append(
+            f'<line class="tail" x1="{_num(x(ordered[-1].at))}" y1="{_num(y(ordered[-1].offset))}" '
+            f'x2="{_num(x(stop))}" y2="{_num(y(ordered[-1].offset))}"><title>{tip}</title></line>'
         )
-    marked = [p for p in ordered if p.mark]
-    for index, point in enumerate(marked):
+    if len(transfer) <= 200:
+        parts.extend(f'<circle class="point" cx="{_num(x(p.at))}" cy="{_num(y(p.offset))}" r="2"/>' for p in transfer)
+    for index, (point, count) in enumerate(_grouped(marked, x)):
         kind = mark_kind(point.mark)
         px, py = _num(x(point.at)), _num(y(point.offset))
-        tip = escape(f"{point.mark} at {seconds_text(point.at)}, offset {point.offset}")
+        label = point.mark if count == 1 else f"{point.mark} ×{count}"
+        tip = escape(f"{label} at {span_text(point.at - origin)}, offset {point.offset}")
         # Labels of marks in the right half read leftwards, so they stay inside the chart.
         right_half = x(point.at) > LEFT + plot_w / 2
         label_position = (
@@ -147,14 +220,18 @@ def timeline_svg(points: list[TimelinePoint]) -> str:
             f'<g class="marker" data-mark="{kind}"><title>{tip}</title>'
             f'<line class="mark {kind}" x1="{px}" y1="{TOP}" x2="{px}" y2="{bottom}"/>'
             f'<circle class="dot {kind}" cx="{px}" cy="{py}" r="4.5"/>'
-            f'<text class="label {kind}" {label_position} y="{TOP + 11 + (index % 3) * 13}">'
-            f"{escape(point.mark)}</text></g>"
+            f'<text class="label {kind}" {label_position} y="{TOP + 11 + (index % LABEL_ROWS) * 13}">'
+            f"{escape(label)}</text></g>"
         )
-    parts.append(f'<text x="{LEFT}" y="{bottom + 16}">{escape(seconds_text(start))}</text>')
-    parts.append(
-        f'<text x="{WIDTH - RIGHT}" y="{bottom + 16}" text-anchor="end">{escape(seconds_text(start + span))}</text>'
-    )
-    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{bottom + 32}" text-anchor="middle">protocol time</text>')
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        at = start + fraction * length
+        anchor_ = "start" if fraction == 0 else "end" if fraction == 1 else "middle"
+        parts.append(
+            f'<text class="tick" x="{_num(x(at))}" y="{bottom + 16}" text-anchor="{anchor_}">'
+            f"{escape(span_text(at - origin))}</text>"
+        )
+    since = "since the check started" if span is not None else "since the first request"
+    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{bottom + 32}" text-anchor="middle">protocol time {since}</text>')
     parts.append(f'<text x="{LEFT - 6}" y="{bottom}" text-anchor="end">0</text>')
     parts.append(f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{top_offset} B</text>')
     parts.append(
@@ -163,6 +240,55 @@ def timeline_svg(points: list[TimelinePoint]) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _runs(ordered: list[TimelinePoint], restarts: list[float]) -> list[list[tuple[float, int]]]:
+    """The transfer as stretches between restarts: a device that restarts stops requesting, so the line ends at
+    the restart and picks up at its next request instead of holding the old offset across the power cycle."""
+    runs: list[list[tuple[float, int]]] = [[]]
+    pending = sorted(restarts)
+    for point in ordered:
+        if pending and point.at > pending[0] and runs[-1]:
+            runs[-1].append((pending[0], runs[-1][-1][1]))
+            runs.append([])
+        while pending and pending[0] < point.at:
+            pending.pop(0)
+        runs[-1].append((point.at, point.offset))
+    return [run for run in runs if run]
+
+
+def _grouped(marked: list[TimelinePoint], x: Callable[[float], float]) -> list[tuple[TimelinePoint, int]]:
+    """Marks with the same label closer than a few pixels drawn once with a count (three Default Responses a
+    second apart on an hour's axis), so their labels do not overprint."""
+    groups: list[tuple[TimelinePoint, int]] = []
+    for point in marked:
+        if groups and groups[-1][0].mark == point.mark and x(point.at) - x(groups[-1][0].at) < GROUP_PX:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((point, 1))
+    return groups
+
+
+def _spans(
+    marked: list[TimelinePoint], ordered: list[TimelinePoint], stop: float, x: Callable[[float], float]
+) -> list[str]:
+    """Shaded spans: a wait until the DUT's next request, a hold until the device restarted or the check ended."""
+    parts = []
+    plot_h = HEIGHT - TOP - BOTTOM
+    for point in marked:
+        kind = mark_kind(point.mark)
+        if kind == "wait":
+            until = next((p.at for p in ordered if p.at > point.at), point.at)
+        elif kind == "hold":
+            until = next((m.at for m in marked if m.at > point.at and mark_kind(m.mark) == "restart"), stop)
+        else:
+            continue
+        width = max(x(until) - x(point.at), 2.0)
+        parts.append(
+            f'<rect class="{kind}-span" x="{_num(x(point.at))}" y="{TOP}" width="{_num(width)}" height="{plot_h}">'
+            f"<title>{escape(point.mark)}: {escape(span_text(until - point.at))}</title></rect>"
+        )
+    return parts
 
 
 def _frames_table(frames: Iterable[FrameRecord]) -> str:
@@ -192,23 +318,32 @@ def _check_section(result: CheckResult) -> str:
         f'<article class="check {VERDICT_CLASS[result.verdict]}" id="{anchor(check.id)}">',
         f"<h3>{escape(check.id)} {escape(check.title)} {_badge(result.verdict)}</h3>",
         f'<p class="meta">{escape(check.level.value)} · {escape(check.reference)} · applies to '
-        f"{escape(', '.join(check.applies_to))} · scenario {escape(check.scenario)} · "
-        f"{escape(seconds_text(result.duration))}</p>",
+        f"{escape(', '.join(check.applies_to))} · took {escape(_took(result))}</p>",
+        f'<p class="meta">Scenario: {escape(check.scenario)}</p>',
         f'<p class="reason">{escape(result.reason)}</p>',
     ]
     if result.timeline:
-        kinds = {mark_kind(p.mark) for p in result.timeline if p.mark}
+        marks = [*result.timeline, *evidence_marks(result.evidence)]
+        kinds = {mark_kind(p.mark) for p in marks if p.mark}
         legend = "".join(
             f'<span class="{kind}">{label}</span>'
-            for kind, label in (("wait", "▮ wait"), ("abort", "┃ abort"), ("event", "┊ event"))
+            for kind, label in (
+                ("wait", "▮ wait"),
+                ("hold", "▮ hold"),
+                ("abort", "┃ abort"),
+                ("restart", "┃ restart"),
+                ("event", "┊ event"),
+            )
             if kind in kinds
         )
-        parts.append(f"<figure>{timeline_svg(result.timeline)}")
+        parts.append(f"<figure>{timeline_svg(result.timeline, result.span, result.evidence)}")
         parts.append(f'<figcaption class="legend">Transfer timeline {legend}</figcaption></figure>')
     if result.evidence:
+        # A verdict that is not a pass is read for its evidence: show it unfolded.
+        state = " open" if result.verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE) else ""
         parts.append(
-            f"<details><summary>Evidence ({len(result.evidence)} frame{'s' if len(result.evidence) != 1 else ''})"
-            "</summary>"
+            f"<details{state}><summary>Evidence ({len(result.evidence)} frame"
+            f"{'s' if len(result.evidence) != 1 else ''})</summary>"
             f"{_frames_table(result.evidence)}</details>"
         )
     else:
@@ -217,8 +352,15 @@ def _check_section(result: CheckResult) -> str:
     return "".join(parts)
 
 
+def _took(result: CheckResult) -> str:
+    took = f"{span_text(result.duration)} protocol time"
+    if result.wall_duration is not None:
+        took += f", {span_text(result.wall_duration)} wall time"
+    return took
+
+
 def report_html(report: Report) -> str:
-    outcome = "pass" if report.passed else "fail"
+    outcome = "interrupted" if report.interrupted else "pass" if report.passed else "fail"
     summary_rows = "".join(
         "<tr>"
         f'<td><a href="#{anchor(r.check.id)}">{escape(r.check.id)}</a></td>'
@@ -228,10 +370,14 @@ def report_html(report: Report) -> str:
         f"<td>{escape(r.reason)}</td>"
         "</tr>"
         for r in report.results
+    ) + "".join(
+        f'<tr class="notrun"><td>{escape(check_id)}</td><td></td><td>not run</td><td></td>'
+        "<td>the run was interrupted before this check</td></tr>"
+        for check_id in report.not_run
     )
     notes = "".join(f"<li>{escape(note)}</li>" for note in report.notes)
     facts = [
-        ("Target", report.target),
+        *header_lines(report),
         ("Checks", counts_text(report)),
         ("Protocol time", seconds_text(report.protocol_time)),
         ("Wall time", seconds_text(report.wall_time)),

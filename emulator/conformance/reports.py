@@ -1,7 +1,8 @@
 """Where a conformance report goes: the terminal, JSON, JUnit XML and a self-contained HTML file.
 
 This is the one import point for report output; the JUnit and HTML writers live in their own modules because
-each is a format of its own. Every file is written atomically.
+each is a format of its own. Every file is written atomically. The JSON form is described by the JSON Schema
+shipped next to the model (`SCHEMA_PATH`, `load_schema`); `read_json` reads a report back (to resume a run).
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from emulator.conformance.model import Report, Verdict
+from emulator.conformance.model import SCHEMA_VERSION, Report, Verdict
 from emulator.conformance.report_html import report_html, write_html
 from emulator.conformance.report_junit import junit_xml, write_junit
-from emulator.conformance.report_text import counts_text, outcome_text, seconds_text
+from emulator.conformance.report_text import counts_text, header_lines, outcome_text, seconds_text
 from emulator.errors import InputError
 from emulator.files import write_atomic
 
 __all__ = [
+    "SCHEMA_PATH",
     "ReportError",
+    "check_report_dir",
     "junit_xml",
+    "load_schema",
+    "read_json",
     "render_terminal",
     "report_html",
     "report_json",
@@ -44,6 +49,7 @@ VERDICT_STYLE = {
 }
 
 FILE_NAMES = {"json": "report.json", "junit": "report.xml", "html": "report.html"}
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
 class ReportError(InputError):
@@ -51,6 +57,8 @@ class ReportError(InputError):
 
 
 def render_terminal(report: Report, console: Console) -> None:
+    for label, value in header_lines(report):
+        console.print(f"{label}: {value}", highlight=False, markup=False)
     table = Table(title=f"Conformance: {report.target}", title_justify="left", expand=False)
     table.add_column("ID", no_wrap=True)
     table.add_column("Level", no_wrap=True)
@@ -101,8 +109,32 @@ def write_json(report: Report, path: str | os.PathLike[str]) -> None:
     write_atomic(path, report_json(report))
 
 
-def write_all(report: Report, directory: str | os.PathLike[str]) -> dict[str, Path]:
-    """report.json, report.xml (JUnit) and report.html in `directory` (created if missing)."""
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) every report.json conforms to."""
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+def read_json(path: str | os.PathLike[str]) -> Report:
+    """A report as `write_json` wrote it; a missing, unreadable or foreign file is a one-line `ReportError`."""
+    source = Path(path)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{source}: no such report (expected report.json of an earlier run)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{source}: not a readable JSON report ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else None
+        raise ReportError(f"{source}: expected a report of schema_version {SCHEMA_VERSION}, found {found!r}")
+    try:
+        return Report.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportError(f"{source}: a report with a missing or wrong field ({exc!r})") from None
+
+
+def check_report_dir(directory: str | os.PathLike[str]) -> Path:
+    """Make sure reports can be written into `directory` (creating it), before a run spends hours on checks."""
     target = Path(directory)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -110,6 +142,18 @@ def write_all(report: Report, directory: str | os.PathLike[str]) -> dict[str, Pa
         raise ReportError(f"report directory {target}: expected a directory, found a file in the way") from None
     except OSError as exc:
         raise ReportError(f"report directory {target}: cannot create it ({exc.strerror})") from None
+    probe = target / f".ota-emu-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportError(f"report directory {target}: cannot write in it ({exc.strerror})") from None
+    return target
+
+
+def write_all(report: Report, directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """report.json, report.xml (JUnit) and report.html in `directory` (created if missing)."""
+    target = check_report_dir(directory)
     paths = {kind: target / name for kind, name in FILE_NAMES.items()}
     write_json(report, paths["json"])
     write_junit(report, paths["junit"])

@@ -49,12 +49,18 @@ def _is_broadcast(address: t.AddrModeAddress) -> bool:
     return address.addr_mode == t.AddrMode.NWK and address.address >= FIRST_BROADCAST_NWK
 
 
+def _waits_for(predicate: Predicate, text: str) -> Predicate:
+    """`predicate`, saying what a wait on it waits for (shown as a run's progress)."""
+    predicate.waits_for = text  # type: ignore[attr-defined]
+    return predicate
+
+
 def dut_sent(*names: str) -> Predicate:
-    return lambda f: f.src != CHF_NWK and f.name in names
+    return _waits_for(lambda f: f.src != CHF_NWK and f.name in names, f"{' or '.join(names)} from the DUT")
 
 
 def chf_sent(*names: str) -> Predicate:
-    return lambda f: f.src == CHF_NWK and f.name in names
+    return _waits_for(lambda f: f.src == CHF_NWK and f.name in names, f"{' or '.join(names)} from the CHF")
 
 
 class FrameLog(Recorder):
@@ -90,6 +96,8 @@ class TestChf:
         self.log = FrameLog(clock, self._involves_dut)
         self.node: ChfNode | None = None
         self._untap: list[Callable[[], None]] = []
+        # Told (what, for how many protocol seconds) whenever a scenario starts waiting for a frame.
+        self.on_wait: Callable[[str, float], None] | None = None
 
     # -- wiring -------------------------------------------------------------------------------------------
 
@@ -212,6 +220,7 @@ class TestChf:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         log = self.log
+        told = self.on_wait is None
         while True:
             while index < len(log.frames):
                 frame = log.frames[index]
@@ -221,6 +230,9 @@ class TestChf:
             left = deadline - loop.time()
             if left <= 0:
                 return None
+            if not told and self.on_wait is not None:
+                told = True
+                self.on_wait(getattr(predicate, "waits_for", "a frame"), left)
             log.changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):

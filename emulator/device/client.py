@@ -13,6 +13,10 @@ Choices where the specification leaves room (see the README):
 * Image Notify is acted on only while the client is idle between queries or holds a verified image waiting
   for activation (ZBOSS and Silicon Labs ignore it during a transfer too); apart from that, a client holding an
   image does not query; a new version offered then replaces the held image;
+* an Image Notify that arrives before the client has found its server (just after joining, during server
+  discovery) is kept, not dropped: only an OTA server sends one (ZCL r7 §11.13, Image Notify), and a unicast one
+  obliges the client to query, so the client queries as soon as discovery has named the server, instead of
+  after its start jitter (Silicon Labs' client likewise starts discovery at once on such a notify);
 * an unanswered query (after resends) or NOT_AUTHORIZED sends the client back to server discovery;
 * WAIT_FOR_DATA waits RequestTime − CurrentTime seconds, or MinimumBlockPeriod when they are equal, and adopts a
   MinimumBlockPeriod the server sends;
@@ -168,8 +172,14 @@ class OtaClient:
             self.deliver(("wake",))
 
     def _judge_notify(self, cmd: Any, payload_type: int, jitter: int, broadcast: bool) -> tuple[bool, str]:
-        if self.phase not in ("idle", "holding"):
+        if self.phase not in ("idle", "holding", "starting", "discovery"):
             return False, f"busy ({self.phase})"
+        queried, reason = self._judge_notify_fields(cmd, payload_type, jitter, broadcast)
+        if queried and self.phase in ("starting", "discovery"):
+            return True, f"{reason}; query once discovery has found the server"
+        return queried, reason
+
+    def _judge_notify_fields(self, cmd: Any, payload_type: int, jitter: int, broadcast: bool) -> tuple[bool, str]:
         if not broadcast:
             if "ignore_unicast_notify" in self.faults:
                 return False, "unicast ignored (fault ignore_unicast_notify)"
@@ -349,6 +359,7 @@ class OtaClient:
     async def run(self) -> None:
         # Joined devices announce within a moment of each other, not all in the same instant: a thousand
         # simultaneous Device_annce broadcasts would put a million deliveries on the air at once.
+        self.phase = "starting"
         await self._pause(self.rng.uniform(0.0, ANNOUNCE_SPREAD))
         self.host.announce()
         await self._discover()

@@ -352,9 +352,14 @@ class EmulatedDevice:
     def _on_ota_command(
         self, packet: t.ZigbeePacket, data: bytes, header: foundation.ZCLHeader, payload: bytes, broadcast: bool
     ) -> None:
-        """A server→client OTA cluster command (SPEC.md §2); the client only listens to its server."""
+        """A server→client OTA cluster command (SPEC.md §2); the client only listens to its server. Before
+        discovery has named one, an Image Notify is heard from any node: only an OTA server sends it (ZCL r7
+        §11.13), and the client queries the server discovery finds."""
         client = self._client
-        if client is None or packet.src.address != client.server_nwk:
+        if client is None:
+            return
+        early_notify = client.server_nwk is None and header.command_id == IMAGE_NOTIFY
+        if packet.src.address != client.server_nwk and not early_notify:
             LOGGER.debug("device %s: OTA command from 0x%04X, not the OTA server", self.ieee, packet.src.address)
             return
         manufacturer_specific = header.frame_control.is_manufacturer_specific

@@ -160,15 +160,20 @@ def build_signed(
     supplementary_remote_party_counter: int | None = None,
 ) -> bytes:
     """A general-signing frame carrying `content`, signed with `key`."""
+    supplementary_id = (
+        None
+        if supplementary_remote_party_id is None
+        else check_eui64(supplementary_remote_party_id, "supplementary remote party id")
+    )
     frame = GbcsFrame(
         cra_flag=cra_flag,
         originator_counter=originator_counter,
-        originator_id=originator_id,
-        recipient_id=recipient_id,
+        originator_id=check_eui64(originator_id, "originator id"),
+        recipient_id=check_eui64(recipient_id, "recipient id"),
         message_code=message_code,
         content=content,
         date_time=date_time,
-        supplementary_remote_party_id=supplementary_remote_party_id,
+        supplementary_remote_party_id=supplementary_id,
         supplementary_remote_party_counter=supplementary_remote_party_counter,
     )
     return replace(frame, signature=keys.sign(key, frame.encode_signed_data())).encode()
@@ -367,12 +372,14 @@ def _parse_signing(reader: _Reader) -> GbcsFrame:
     return GbcsFrame(
         cra_flag=CraFlag(cra_flag),
         originator_counter=originator_counter,
-        originator_id=originator_id,
-        recipient_id=recipient_id,
+        originator_id=check_eui64(originator_id, "originator id"),
+        recipient_id=check_eui64(recipient_id, "recipient id"),
         message_code=int.from_bytes(other[:2], "big"),
         content=content,
         date_time=date_time,
-        supplementary_remote_party_id=other[2:10] or None,
+        supplementary_remote_party_id=(
+            check_eui64(other[2:10], "supplementary remote party id") if other[2:10] else None
+        ),
         supplementary_remote_party_counter=int.from_bytes(other[10:], "big") if other[10:] else None,
         signature=signature,
         signed_data=reader.data[signed_start:signed_end],

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import ClassVar, NoReturn, Self, TypeVar
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 
 import zigpy.types as t
 from asn1crypto import core
@@ -48,7 +48,7 @@ class GbcsError(InputError):
 
 
 class _FirmwareTransferAlertDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("alertCode", core.Integer),
         ("executionDateTime", core.GeneralizedTime),
         ("entityId", core.OctetString),
@@ -58,14 +58,14 @@ class _FirmwareTransferAlertDer(core.Sequence):
 
 
 class _ReadFirmwareVersionResponseDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("firmwareVersion", core.OctetString),
         ("responseCode", core.Integer),
     ]
 
 
 class _PpmidFirmwareActivationAlertDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("alertCode", core.Integer),
         ("executionDateTime", core.GeneralizedTime),
         ("firmwareVersion", core.OctetString),
@@ -74,7 +74,7 @@ class _PpmidFirmwareActivationAlertDer(core.Sequence):
 
 
 class _ActivateFirmwareCommandDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("manufacturerImageHash", core.OctetString),
         ("originatorCounter", core.Integer),
         ("executionDateTime", core.GeneralizedTime, {"optional": True}),
@@ -82,21 +82,21 @@ class _ActivateFirmwareCommandDer(core.Sequence):
 
 
 class _ExecutionOutcomeDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("responseCode", core.Integer),
         ("firmwareVersion", core.OctetString),
     ]
 
 
 class _ActivateFirmwareResponseDer(core.Choice):
-    _alternatives: ClassVar[list[tuple]] = [
+    _alternatives: ClassVar[list[tuple[Any, ...]]] = [
         ("commandAccepted", core.Null),
         ("executionOutcome", _ExecutionOutcomeDer),
     ]
 
 
 class _ActivateFirmwareAlertDer(core.Sequence):
-    _fields: ClassVar[list[tuple]] = [
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
         ("alertCode", core.Integer),
         ("executionDateTime", core.GeneralizedTime),
         ("originatorCounter", core.Integer),
@@ -109,6 +109,7 @@ class _ActivateFirmwareAlertDer(core.Sequence):
 # GbcsError naming the field.
 
 E = TypeVar("E", bound=IntEnum)
+_Der = TypeVar("_Der", bound=core.Asn1Value)
 
 
 def _enum(cls: type[E], value: object, field: str, allowed: tuple[E, ...] | None = None) -> E:
@@ -179,7 +180,7 @@ def _decoding(source: str, what: str) -> Iterator[None]:
         raise GbcsError(f"{source}: not a DER {what} ({reason})") from None
 
 
-def _load(schema: type[core.Asn1Value], data: bytes) -> core.Asn1Value:
+def _load(schema: type[_Der], data: bytes) -> _Der:
     value = schema.load(data, strict=True)
     value.native  # noqa: B018 - parse every nested field now, inside the error handler
     return value
@@ -399,6 +400,8 @@ class ExecutionOutcome:
 
     @classmethod
     def _from_der(cls, der: core.Asn1Value) -> Self:
+        if not isinstance(der, _ExecutionOutcomeDer):  # asn1crypto builds each field as its schema's class
+            _fail(f"executionOutcome is {type(der).__name__}, expected an ExecutionOutcome SEQUENCE")
         return cls(response_code=der["responseCode"].native, firmware_version=der["firmwareVersion"].native)
 
 
@@ -490,7 +493,7 @@ GbcsMessage = (
     | ActivateFirmwareAlert
 )
 
-MESSAGE_TYPES: dict[tuple[MessageCode, CraFlag], type[GbcsMessage]] = {
+MESSAGE_TYPES: dict[tuple[int, CraFlag], type[GbcsMessage]] = {
     (cls.MESSAGE_CODE, cls.CRA_FLAG): cls
     for cls in (
         FirmwareTransferAlert,

@@ -15,6 +15,8 @@ import zigpy.types as t
 from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Ota
 
+from emulator.structs import replaced
+
 CLUSTER_ID = Ota.cluster_id
 
 Status = foundation.Status
@@ -60,7 +62,7 @@ class Frame:
         return self.header.direction
 
 
-def _schema(command_id: int, direction: foundation.Direction) -> tuple[str, Any]:
+def _schema(command_id: int, direction: foundation.Direction) -> tuple[str, type[foundation.CommandSchema]]:
     table = SERVER_COMMANDS if direction == C2S else CLIENT_COMMANDS
     if command_id not in table:
         raise KeyError(command_id)
@@ -92,7 +94,7 @@ def decode(data: bytes) -> Frame:
     if name == "image_block_response" and len(rest) == WAIT_FOR_DATA_SHORT_LENGTH and rest[0] == Status.WAIT_FOR_DATA:
         rest = rest + b"\x00\x00"
         command, extra = schema.deserialize(rest)
-        command = command.replace(minimum_block_period=None)
+        command = replaced(command, minimum_block_period=None)
     else:
         try:
             command, extra = schema.deserialize(rest)
@@ -126,7 +128,7 @@ def encode(
         direction = C2S if name in {c.name for c in Ota.ServerCommandDefs} else S2C
     header = foundation.ZCLHeader.cluster(tsn=tsn, command_id=command_id, direction=direction)
     if disable_default_response is not None:
-        header.frame_control = header.frame_control.replace(disable_default_response=disable_default_response)
+        header.frame_control = replaced(header.frame_control, disable_default_response=disable_default_response)
     _, schema = _schema(command_id, direction)
     if name == "image_block_response" and fields.get("status") == Status.WAIT_FOR_DATA and (
         fields.get("minimum_block_period") is None
@@ -143,7 +145,7 @@ def default_response(
     header = foundation.ZCLHeader.general(
         tsn=tsn, command_id=foundation.GeneralCommand.Default_Response, direction=direction
     )
-    header.frame_control = header.frame_control.replace(disable_default_response=True)
+    header.frame_control = replaced(header.frame_control, disable_default_response=True)
     schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
     return header.serialize() + schema(command_id=command_id, status=status).serialize()
 

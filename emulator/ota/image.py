@@ -35,6 +35,7 @@ from zigpy.ota.image import (
 
 from emulator.errors import InputError
 from emulator.keys import SIGNATURE_LENGTH
+from emulator.structs import replaced
 
 Kind = Literal["gb", "zigbee"]
 KINDS: tuple[Kind, ...] = ("gb", "zigbee")
@@ -154,7 +155,7 @@ class UpgradeImage:
         """Where `manufacturer_image` starts in the serialized file (None for a zigbee file without tag 0x0000)."""
         if self.kind == "gb":
             return self.header.header_length
-        offset = self.header.header_length
+        offset: int = self.header.header_length
         for element in self.subelements:
             if element.tag_id == ElementTagId.UPGRADE_IMAGE:
                 return offset + SUBELEMENT_OVERHEAD
@@ -173,7 +174,7 @@ class UpgradeImage:
 
     def _sized_header(self, content_length: int) -> OTAImageHeader:
         length = header_length_for(self.header.field_control or 0)
-        return self.header.replace(header_length=length, image_size=length + content_length)
+        return replaced(self.header, header_length=length, image_size=length + content_length)
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,13 @@ def read(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -
 
     Kind rule (when `kind` is None): the file is **zigbee** if its body — from the end of the header to
     TotalImageSize (or to the end of the file, if that comes first) — walks as a valid sequence of sub-elements
-    ending exactly there and the first sub-element carries a known tag (0x0000–0x0006 or 0xF000–0xFFFF);
-    otherwise it is **gb**: everything after the header is the raw Manufacturer Image, with a signature trailer
-    if the last 66 bytes start with `00 40`. A GB image that happens to walk as sub-elements, or an unsigned one
-    whose bytes at −66 read `00 40`, is read correctly by forcing `kind="gb"` and/or `signed`.
+    ending exactly there, the first sub-element carries a known tag (0x0000–0x0006 or 0xF000–0xFFFF) and at
+    least one sub-element carries data; otherwise it is **gb**: everything after the header is the raw
+    Manufacturer Image, with a signature trailer if the last 66 bytes start with `00 40`. (So GB firmware that
+    merely starts with six bytes looking like a sub-element header, such as zeros, stays GB: the walk fails
+    further on, or finds only empty sub-elements, which carry no file.) A GB image whose whole body walks as
+    sub-elements with data, or an unsigned one whose bytes at −66 read `00 40`, is read correctly by forcing
+    `kind="gb"` and/or `signed`.
 
     `signed` (GB only; it implies `kind="gb"` unless kind is forced) replaces trailer detection: True requires
     the trailer and reports its length field if it is not 0x0040; False reads the whole body as the image.
@@ -243,7 +247,9 @@ def read(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -
     if kind == "zigbee" or (kind is None and signed is None and is_known_tag(_first_tag(data, header_length, end))):
         elements, walk_problems = _walk(data, header_length, end)
     if kind is None:
-        kind = "zigbee" if elements and not walk_problems else "gb"
+        kind = "zigbee" if not walk_problems and any(len(e.data) for e in elements) else "gb"
+    if kind == "gb":
+        elements = []
 
     body = b""
     signature = None
@@ -276,7 +282,10 @@ def validate(data: bytes, kind: Kind | None = None, *, signed: bool | None = Non
 
 def parse(data: bytes, kind: Kind | None = None, source: str = "image", *, signed: bool | None = None) -> UpgradeImage:
     """Strictly parse an upgrade file; any problem raises `ImageError` naming `source` and listing them all."""
-    reading = read(data, kind, signed=signed)
+    try:
+        reading = read(data, kind, signed=signed)
+    except ImageError as exc:
+        raise ImageError(f"{source}: {exc}", exc.problems) from None
     if reading.image is None:
         raise problems_error(source, reading.problems)
     return reading.image

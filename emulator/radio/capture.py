@@ -14,12 +14,20 @@ one and show the ZCL OTA commands:
   overwritten with 0 on the air as the spec requires; NWK header and auxiliary header are authenticated.
 * APS (Zigbee PRO 2.2.5): data frame, unicast / broadcast / group delivery, ack request as the sender asked,
   endpoints, cluster, profile and a per-node APS counter.
+* APS security (Zigbee PRO 4.4.1): a unicast sent with APS encryption (zigpy's `TransmitOptions.APS_Encryption`
+  in the packet, or `aps_encrypted=True`) is secured with the link key the writer holds for that pair of nodes
+  (`set_link_key`, settable while writing): key id "data key", extended nonce with the sender's IEEE address and a
+  per-node APS frame counter. The join's Transport-Key is written secured with the key-transport key of the
+  joiner's install-code key (`write_transport_key`).
+
+CCM* and the auxiliary security header are `emulator.security` (one home for both layers). Wireshark needs the
+network key and the link keys, unhashed: `keys()` lists them with labels, `write_keys()` puts them beside the pcap
+as rows of its `zigbee_pc_keys` table, and `tshark_key_options` gives the matching `-o uat:zigbee_pc_keys:` options.
 
 The headers are packed with `struct` rather than built with scapy's `dot15d4`/`zigbee` layers: scapy takes about
 2 ms to build one frame, which would make the capture cost more than the run itself (a conformance transfer of
 a 200 kB image is 6,000+ frames; a thousand-device run millions). They are fixed-layout headers, and the tests
-read every frame back with two independent dissectors, tshark's and scapy's. CCM* is `cryptography`'s AES-CCM
-with a 4-byte tag, which is exactly CCM* at an encrypting level (Zigbee PRO A.1). Timestamps are the loop time
+read every frame back with two independent dissectors, tshark's and scapy's. Timestamps are the loop time
 mapped onto the run's UTC, so a capture of a virtual-time run carries protocol time.
 """
 
@@ -30,26 +38,28 @@ import contextlib
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 import zigpy.types as t
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from emulator.clock import Clock
 from emulator.errors import InputError
+from emulator.files import write_atomic
 from emulator.radio.air import BROADCAST_ROUTERS, BROADCAST_RX_ON_WHEN_IDLE, COORDINATOR_NWK, Air
+from emulator.security import aps as aps_security
+from emulator.security import ccm
+from emulator.security.ccm import AuxHeader, KeyId
 
 LINKTYPE_IEEE802_15_4_WITHFCS = 195
 PCAP_MAGIC = 0xA1B2C3D4
 SNAPLEN = 65535
 MAC_BROADCAST = 0xFFFF
 DEFAULT_RADIUS = 30
-NETWORK_KEY_SIZE = 16
-MIC_LENGTH = 4
+NETWORK_KEY_SIZE = ccm.KEY_SIZE
 
 # 802.15.4 frame control: data frame, ack request, PAN ID compression, short destination and source addresses.
 MAC_DATA = 0x0001
@@ -63,15 +73,11 @@ NWK_SECURITY = 1 << 9
 # APS frame control: data frame; delivery mode in bits 2-3; ack request.
 APS_UNICAST, APS_BROADCAST, APS_GROUP = 0 << 2, 2 << 2, 3 << 2
 APS_ACK_REQUEST = 1 << 6
-# Security control: level 5 (ENC-MIC-32), key id 1 (network key), extended nonce. The nonce and the MIC use the
-# true level; the frame on the air carries level 0 (Zigbee PRO 4.3.1.1, step 7).
-SECURITY_LEVEL = 5
-SECURITY_CONTROL = SECURITY_LEVEL | 1 << 3 | 1 << 5
-SECURITY_CONTROL_ON_AIR = SECURITY_CONTROL & ~0x07
+# The network key's sequence number in the NWK auxiliary header (key id 1): one key, never switched.
+NETWORK_KEY_SEQUENCE = 0
 
 MAC_HEADER = struct.Struct("<HBHHH")
 NWK_HEADER = struct.Struct("<HHHBB")
-AUX_HEADER = struct.Struct("<BI8sB")
 APS_HEADER = struct.Struct("<BBHHBB")
 APS_GROUP_HEADER = struct.Struct("<BHHHBB")
 PCAP_HEADER = struct.Struct("<IHHiIII")
@@ -115,6 +121,42 @@ class _NodeCounters:
     nwk_seq: int = 0
     aps_counter: int = 0
     frame_counter: int = 0
+    aps_frame_counter: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureKey:
+    """A key a reader of the capture needs, with the label Wireshark shows for it."""
+
+    key: bytes
+    label: str
+
+
+def uat_row(key: CaptureKey) -> str:
+    """One row of Wireshark's `zigbee_pc_keys` table: key as colon-separated hex, byte order "Normal", label.
+    Link keys go in as they are: Wireshark derives the key-transport and key-load keys itself."""
+    label = key.label.replace('"', "'")
+    return f'"{key.key.hex(":").upper()}","Normal","{label}"'
+
+
+def tshark_key_options(keys: Iterable[CaptureKey]) -> list[str]:
+    """The tshark (or Wireshark) arguments that load `keys`: one `-o uat:zigbee_pc_keys:ROW` per key."""
+    options: list[str] = []
+    for key in keys:
+        options += ["-o", f"uat:zigbee_pc_keys:{uat_row(key)}"]
+    return options
+
+
+def keys_file_text(keys: Iterable[CaptureKey]) -> str:
+    """The rows of a `zigbee_pc_keys` file (Wireshark's UAT format: one quoted row per key, `#` comments)."""
+    rows = [uat_row(key) for key in keys]
+    header = "# Wireshark zigbee_pc_keys table for this capture: key, byte order, label\n"
+    return header + "".join(f"{row}\n" for row in rows)
+
+
+def _pair(a: t.EUI64, b: t.EUI64) -> frozenset[bytes]:
+    """A node pair as a dict key; bytes rather than EUI64s, which hash through their text form (per frame)."""
+    return frozenset((bytes(a), bytes(b)))
 
 
 def parse_network_key(text: str) -> bytes:
@@ -137,11 +179,22 @@ def _is_broadcast(address: t.AddrModeAddress) -> bool:
 class FrameEncoder:
     """Turns `ZigbeePacket`s into 802.15.4 frames, keeping each sender's sequence numbers and frame counter."""
 
-    def __init__(self, *, pan_id: int, network_key: bytes | None) -> None:
+    def __init__(
+        self,
+        *,
+        pan_id: int,
+        network_key: bytes | None,
+        link_keys: Mapping[tuple[t.EUI64, t.EUI64], bytes] | None = None,
+    ) -> None:
         if network_key is not None and len(network_key) != NETWORK_KEY_SIZE:
             raise CaptureError(f"network key: expected {NETWORK_KEY_SIZE} bytes, got {len(network_key)}")
         self.pan_id = pan_id
-        self._ccm = AESCCM(network_key, tag_length=MIC_LENGTH) if network_key is not None else None
+        self.network_key = network_key
+        self._link_keys: dict[frozenset[bytes], bytes] = {}
+        #: Node pairs whose frames asked for APS encryption but had no link key here: written without it.
+        self.missing_link_keys: set[frozenset[t.EUI64]] = set()
+        for (a, b), key in (link_keys or {}).items():
+            self.set_link_key(a, b, key)
         self._counters: dict[int, _NodeCounters] = {}
         self._ieee: dict[int, t.EUI64] = {}
         self._nwk: dict[t.EUI64, int] = {}
@@ -186,9 +239,22 @@ class FrameEncoder:
                 return found
         raise ValueError(f"no NWK address known for IEEE {ieee}; add_node() it first")
 
+    # -- link keys ----------------------------------------------------------------------------------------
+
+    def set_link_key(self, a: t.EUI64, b: t.EUI64, key: bytes) -> None:
+        """The link key nodes `a` and `b` share (either direction); replaces an earlier one."""
+        if len(key) != ccm.KEY_SIZE:
+            raise CaptureError(f"link key for {a} and {b}: expected {ccm.KEY_SIZE} bytes, got {len(key)}")
+        self._link_keys[_pair(a, b)] = bytes(key)
+
+    def link_key(self, a: t.EUI64, b: t.EUI64) -> bytes | None:
+        return self._link_keys.get(_pair(a, b))
+
     # -- frames -------------------------------------------------------------------------------------------
 
-    def encode(self, packet: t.ZigbeePacket) -> bytes:
+    def encode(self, packet: t.ZigbeePacket, *, aps_encrypted: bool | None = None) -> bytes:
+        """The 802.15.4 frame of `packet`. APS encryption follows `aps_encrypted`, or the packet's
+        `TransmitOptions.APS_Encryption` when that is None; broadcasts and group frames never carry it."""
         src = self._nwk_of(packet.src)
         counters = self._counters.setdefault(src, _NodeCounters())
         dst = packet.dst
@@ -212,9 +278,50 @@ class FrameEncoder:
             aps = APS_HEADER.pack(mode | ack, packet.dst_ep or 0, cluster, profile, src_ep, counters.aps_counter)
         counters.aps_counter = (counters.aps_counter + 1) & 0xFF
         aps += packet.data.serialize()
+        wanted = bool(packet.tx_options & t.TransmitOptions.APS_Encryption) if aps_encrypted is None else aps_encrypted
+        if wanted and not multi:
+            aps = self._secure_aps(aps, src, nwk_dst, dst.address, counters)
+        return self._frame(src, nwk_dst, multi, aps, packet.radius or DEFAULT_RADIUS, counters, self.network_key)
 
-        control = NWK_VERSION_2 | (0 if multi else NWK_DISCOVER_ROUTE) | (NWK_SECURITY if self._ccm else 0)
-        nwk = NWK_HEADER.pack(control, nwk_dst, src, packet.radius or DEFAULT_RADIUS, counters.nwk_seq)
+    def encode_transport_key(
+        self, src: int, dst: int, command: aps_security.TransportKey, link_key: bytes, *, nwk_secured: bool = False
+    ) -> bytes:
+        """An APS Transport-Key command from `src` to `dst` (NWK addresses), secured with the key-transport key
+        (key-load key for an application link key) of `link_key`, the sender's IEEE address in the extended
+        nonce (Zigbee PRO 4.4.1.1). The NWK header is not secured by default: a joiner has no network
+        key until this frame gives it one."""
+        counters = self._counters.setdefault(src, _NodeCounters())
+        frame = aps_security.command_frame(counters.aps_counter, aps_security.build_transport_key(command))
+        counters.aps_counter = (counters.aps_counter + 1) & 0xFF
+        aux = AuxHeader(aps_security.transport_key_id(command), counters.aps_frame_counter, bytes(self.ieee_of(src)))
+        counters.aps_frame_counter += 1
+        secured = aps_security.secure(frame, link_key, aux)
+        network_key = self.network_key if nwk_secured else None
+        return self._frame(src, dst, False, secured, DEFAULT_RADIUS, counters, network_key)
+
+    def _secure_aps(self, frame: bytes, src: int, nwk_dst: int, address: object, counters: _NodeCounters) -> bytes:
+        source = self.ieee_of(src)
+        target = address if isinstance(address, t.EUI64) else self.ieee_of(nwk_dst)
+        key = self._link_keys.get(_pair(source, target))
+        if key is None:
+            self.missing_link_keys.add(frozenset((source, target)))
+            return frame
+        aux = AuxHeader(KeyId.DATA, counters.aps_frame_counter, bytes(source))
+        counters.aps_frame_counter += 1
+        return aps_security.secure(frame, key, aux)
+
+    def _frame(
+        self,
+        src: int,
+        nwk_dst: int,
+        multi: bool,
+        aps: bytes,
+        radius: int,
+        counters: _NodeCounters,
+        network_key: bytes | None,
+    ) -> bytes:
+        control = NWK_VERSION_2 | (0 if multi else NWK_DISCOVER_ROUTE) | (NWK_SECURITY if network_key else 0)
+        nwk = NWK_HEADER.pack(control, nwk_dst, src, radius, counters.nwk_seq)
         counters.nwk_seq = (counters.nwk_seq + 1) & 0xFF
 
         control = MAC_DATA | MAC_PAN_ID_COMPRESSION | MAC_SHORT_ADDRESSES | (0 if multi else MAC_ACK_REQUEST)
@@ -222,19 +329,13 @@ class FrameEncoder:
         mac = MAC_HEADER.pack(control, counters.mac_seq, self.pan_id, mac_dst, src)
         counters.mac_seq = (counters.mac_seq + 1) & 0xFF
 
-        frame = mac + nwk + self._secure(nwk, aps, src, counters)
+        payload = aps
+        if network_key is not None:
+            aux = AuxHeader(KeyId.NETWORK, counters.frame_counter, bytes(self.ieee_of(src)), NETWORK_KEY_SEQUENCE)
+            counters.frame_counter = (counters.frame_counter + 1) & 0xFFFFFFFF
+            payload = ccm.encrypt(network_key, nwk, aux, aps)
+        frame = mac + nwk + payload
         return frame + fcs(frame)
-
-    def _secure(self, header: bytes, payload: bytes, src: int, counters: _NodeCounters) -> bytes:
-        if self._ccm is None:
-            return payload
-        source = bytes(self.ieee_of(src))
-        frame_counter = counters.frame_counter
-        counters.frame_counter = (frame_counter + 1) & 0xFFFFFFFF
-        nonce = source + frame_counter.to_bytes(4, "little") + bytes([SECURITY_CONTROL])
-        authenticated = header + AUX_HEADER.pack(SECURITY_CONTROL, frame_counter, source, 0)
-        sealed = self._ccm.encrypt(nonce, payload, authenticated)
-        return AUX_HEADER.pack(SECURITY_CONTROL_ON_AIR, frame_counter, source, 0) + sealed
 
 
 class PcapWriter:
@@ -252,9 +353,15 @@ class PcapWriter:
         network_key: bytes | None,
         pan_id: int,
         clock: Clock | None = None,
+        link_keys: Mapping[tuple[t.EUI64, t.EUI64], bytes] | None = None,
     ) -> None:
         self.path = Path(path)
         self.encoder = FrameEncoder(pan_id=pan_id, network_key=network_key)
+        self._labels: dict[bytes, str] = {}
+        if network_key is not None:
+            self._labels[bytes(network_key)] = "network key"
+        for (a, b), key in (link_keys or {}).items():
+            self.set_link_key(a, b, key)
         self.frames = 0
         self._anchor: tuple[float, float] | None = None
         self._air: Air | None = None
@@ -304,16 +411,72 @@ class PcapWriter:
         """Name a node's IEEE address (needed for NWK security) when it is not on an attached air."""
         self.encoder.add_node(nwk, ieee)
 
+    # -- keys ---------------------------------------------------------------------------------------------
+
+    def set_link_key(self, a: t.EUI64, b: t.EUI64, key: bytes, label: str | None = None) -> None:
+        """The link key nodes `a` and `b` share: their APS-encrypted frames are written secured with it from
+        now on (an install-code key, then the CBKE key that replaces it)."""
+        self.encoder.set_link_key(a, b, key)
+        self._labels.setdefault(bytes(key), label or f"link key {a} {b}")
+
+    def keys(self) -> list[CaptureKey]:
+        """The keys a reader needs to open everything written so far: the network key, then each link key
+        (unhashed) in the order it was given."""
+        return [CaptureKey(key, label) for key, label in self._labels.items()]
+
+    def tshark_options(self) -> list[str]:
+        """`-o uat:zigbee_pc_keys:...` arguments for tshark with every key of `keys()`."""
+        return tshark_key_options(self.keys())
+
+    def write_keys(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write `keys()` as a Wireshark `zigbee_pc_keys` table, by default beside the capture as `<pcap>.keys`.
+        The file holds secrets: it is readable by its owner only."""
+        target = Path(path) if path is not None else self.path.with_name(self.path.name + ".keys")
+        try:
+            write_atomic(target, keys_file_text(self.keys()), mode=0o600)
+        except OSError as exc:
+            raise CaptureError(f"keys file {target}: cannot write ({exc.strerror})") from None
+        return target
+
     # -- writing ------------------------------------------------------------------------------------------
 
-    def write(self, packet: t.ZigbeePacket, loop_time: float | None = None) -> None:
-        """Write one packet, timestamped at `loop_time` (default: the running loop's time now)."""
+    def write(
+        self, packet: t.ZigbeePacket, loop_time: float | None = None, *, aps_encrypted: bool | None = None
+    ) -> None:
+        """Write one packet, timestamped at `loop_time` (default: the running loop's time now). APS encryption
+        follows `aps_encrypted`, or the packet's `TransmitOptions.APS_Encryption` when that is None."""
+        self._check_open()
+        self._record(self.encoder.encode(packet, aps_encrypted=aps_encrypted), loop_time)
+
+    def write_transport_key(
+        self,
+        src: int,
+        dst: int,
+        command: aps_security.TransportKey,
+        link_key: bytes,
+        loop_time: float | None = None,
+        *,
+        nwk_secured: bool = False,
+        label: str | None = None,
+    ) -> None:
+        """Write the APS Transport-Key `command` from `src` to `dst` (NWK addresses) secured with `link_key`'s
+        key-transport (or key-load) key, as a trust center sends the network key to a joiner under its
+        install-code key. `link_key` joins `keys()`: Wireshark needs it, unhashed, to open the frame."""
+        if len(link_key) != ccm.KEY_SIZE:
+            raise CaptureError(f"Transport-Key link key: expected {ccm.KEY_SIZE} bytes, got {len(link_key)}")
+        self._check_open()
+        frame = self.encoder.encode_transport_key(src, dst, command, link_key, nwk_secured=nwk_secured)
+        self._labels.setdefault(bytes(link_key), label or f"link key {self.encoder.ieee_of(dst)} (Transport-Key)")
+        self._record(frame, loop_time)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"capture {self.path} is closed")
+
+    def _record(self, frame: bytes, loop_time: float | None) -> None:
         when = asyncio.get_running_loop().time() if loop_time is None else loop_time
         stamp = self._timestamp(when)
         seconds, micros = divmod(round(stamp * 1_000_000), 1_000_000)
-        frame = self.encoder.encode(packet)
         self._file.write(PCAP_RECORD.pack(seconds, micros, len(frame), len(frame)) + frame)
         self.frames += 1
 

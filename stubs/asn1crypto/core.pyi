@@ -1,0 +1,53 @@
+# Types for the part of asn1crypto.core the project uses (emulator/gb/messages.py). asn1crypto 1.5 ships neither
+# annotations nor stubs; these signatures are the library's own, narrowed to the values we pass. Checked against
+# the installed library with `MYPYPATH=stubs python -m mypy.stubtest asn1crypto.core --ignore-missing-stub`, whose
+# one report, `Asn1Value.native`, is the declaration below.
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+class Asn1Value:
+    def __init__(
+        self,
+        explicit: Any = None,
+        implicit: Any = None,
+        no_explicit: bool = False,
+        tag_type: str | None = None,
+        class_: Any = None,
+        tag: int | None = None,
+        optional: bool | None = None,
+        default: Any = None,
+        contents: bytes | None = None,
+        method: int | None = None,
+    ) -> None: ...
+    @classmethod
+    def load(cls, encoded_data: bytes, strict: bool = False, **kwargs: Any) -> Self: ...
+    def dump(self, force: bool = False) -> bytes: ...
+    # Each concrete type below defines `native` (the decoded Python value); declared once here so that a value
+    # of any of them can be read.
+    @property
+    def native(self) -> Any: ...
+
+class Primitive(Asn1Value):
+    def __init__(
+        self, value: Any = None, default: Any = None, contents: bytes | None = None, **kwargs: Any
+    ) -> None: ...
+
+class Integer(Primitive): ...
+class OctetString(Primitive): ...
+class AbstractString(Primitive): ...
+class AbstractTime(AbstractString): ...
+class GeneralizedTime(AbstractTime): ...
+class Null(Primitive): ...
+
+class Sequence(Asn1Value):
+    _fields: ClassVar[list[tuple[Any, ...]]]
+    def __init__(self, value: Mapping[str, Any] | None = None, default: Any = None, **kwargs: Any) -> None: ...
+    def __getitem__(self, key: str) -> Asn1Value: ...
+
+class Choice(Asn1Value):
+    _alternatives: ClassVar[list[tuple[Any, ...]] | None]
+    def __init__(self, name: str | None = None, value: Any = None, **kwargs: Any) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def chosen(self) -> Asn1Value: ...

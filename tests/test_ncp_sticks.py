@@ -7,6 +7,7 @@ import asyncio
 import re
 import signal
 import sys
+from pathlib import Path
 
 import bellows.ezsp
 import bellows.types as bt
@@ -21,6 +22,8 @@ from test_ncp_joining import (
     real_time,
     until,
 )
+
+from emulator.ncp.state import NetworkState
 
 BANNER = re.compile(r"Virtual EZSP v13 NCP listening on (tcp://127\.0\.0\.1:\d+)\n")
 RUN_TIMEOUT = 30
@@ -59,9 +62,10 @@ async def form_and_open(ezsp: bellows.ezsp.EZSP) -> None:
 
 
 @real_time
-async def test_one_ncp_process_serves_two_sticks_on_one_air() -> None:
+async def test_one_ncp_process_serves_two_sticks_on_one_air(tmp_path: Path) -> None:
     ncp = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"),
+        *("--state-dir", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -95,3 +99,9 @@ async def test_one_ncp_process_serves_two_sticks_on_one_air() -> None:
             _, err = await ncp.communicate()
     assert ncp.returncode == 0, err
     assert b"Traceback" not in err
+    # Each stick kept its own network: the coordinator's and the joined end device's, with its address.
+    first = NetworkState.from_json((tmp_path / "ncp.json").read_text())
+    second = NetworkState.from_json((tmp_path / "ncp-2.json").read_text())
+    assert first.formed and first.node_type == bt.EmberNodeType.COORDINATOR
+    assert second.formed and (second.node_type, second.node_id) == (bt.EmberNodeType.END_DEVICE, nwk)
+    assert second.network_key == first.network_key and second.pan_id == first.pan_id == 0x2222

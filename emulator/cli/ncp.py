@@ -79,8 +79,12 @@ async def _serve(
 ) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
     ncp = VirtualNcp(air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen)
-    # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network.
-    others = [VirtualNcp(air, ezsp_version=ezsp_version, seed=seed + n, listen=url) for n, url in enumerate(more, 1)]
+    # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network, and
+    # keeps its own state beside the first one's (ncp-2.json, ncp-3.json, ...).
+    others = [
+        VirtualNcp(air, ezsp_version=ezsp_version, seed=seed + n, listen=url, state_path=_nth_state(state, n + 1))
+        for n, url in enumerate(more, 1)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -129,7 +133,7 @@ async def _serve(
     multiple=True,
     help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port). "
     "Repeat it for several sticks on the same virtual air (one forms the network, the others join it); "
-    "--state-dir is the first one's.",
+    "--state-dir keeps each one's network (ncp.json, ncp-2.json, ...).",
 )
 @click.option("--pty", "use_pty", is_flag=True, help="Serve the serial link on a new pseudo-terminal instead.")
 @click.option(
@@ -191,6 +195,14 @@ def command(
     first, *more = listen or ("tcp://127.0.0.1:0",)
     where = PTY if use_pty else first
     asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
+
+
+def _nth_state(state: str | None, n: int) -> str | None:
+    """The state file of the n-th stick of one `ota-emu ncp`, beside the first one's."""
+    if state is None:
+        return None
+    first = Path(state)
+    return str(first.with_name(f"{first.stem}-{n}{first.suffix}"))
 
 
 def _state_path(state_dir: Path | None, state_file: str | None) -> str | None:

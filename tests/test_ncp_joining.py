@@ -26,7 +26,7 @@ from emulator.ncp.faults import Faults
 from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.ncp.server import VirtualNcp
 from emulator.ncp.stack import EmberStack
-from emulator.ncp.state import NetworkState
+from emulator.ncp.state import NetworkState, load_state
 from emulator.radio.air import Air
 
 OK = bt.sl_Status.OK
@@ -397,3 +397,34 @@ async def test_active_scan_reports_the_open_network(tmp_path: Path) -> None:
     assert heard == [(PAN, CHANNEL, True)]
     assert bytes(networks[0]["networkFound"].extendedPanId) == bytes(EXT_PAN)
     assert named(seen, "scanCompleteHandler")
+
+
+async def test_a_joined_node_resumes_from_its_state_file_after_the_ncp_restarts(tmp_path: Path) -> None:
+    air = Air(seed=8)
+    coordinator, _ = make_stack(air, 1, tmp_path)
+    stick, _ = make_stack(air, 2, tmp_path)
+    form(coordinator)
+    call(stick, "setInitialSecurityState", state=joiner_security())
+    call(stick, "joinNetwork", nodeType=bt.EmberNodeType.SLEEPY_END_DEVICE, parameters=wanted())
+    await settle()
+    nwk = stick.nwk
+    stick.detach()  # the NCP process stops; its file stays
+    assert air.node(nwk) is None
+    state = load_state(tmp_path / "ncp2.json", seed=2)
+    again = EmberStack(
+        version=13,
+        air=air,
+        state=state,
+        faults=Faults(),
+        rng=random.Random(2),
+        counters=NcpCounters(),
+        persist=lambda: None,
+    )
+    seen: Callbacks = []
+    again.sink = lambda name, values: seen.append((name, values))
+    again.attach()
+    assert air.node(nwk) is again and not again.rx_on_when_idle  # back at its address, receiver off
+    assert call(again, "networkInit", networkInitBitmask=0) == {"status": OK}
+    await settle()
+    assert seen == [("stackStatusHandler", {"status": bt.sl_Status.NETWORK_UP})]
+    assert call(again, "getNetworkParameters")["nodeType"] == bt.EmberNodeType.SLEEPY_END_DEVICE

@@ -6,12 +6,14 @@ device all run in this one process — divided by the blocks) and, through bello
 (commands, their responses and callbacks, as the virtual NCP counted them):
 
   ezsp      bellows' ControllerApplication <-> ASH/EZSP over tcp://127.0.0.1 <-> virtual NCP (EZSP v13), real time
+  sticks    the same CHF on one virtual stick, the device on another (`ota-emu device`: bellows' EZSP layer,
+            the NCP in its joining role), both on one air: every block crosses two serial links and two NCPs
   loopback  zigpy's loopback radio on the virtual air, real time and virtual time
 
 The air's per-hop latency (default 4 ms, about a 2.4 GHz hop with its MAC ACK) bounds real-time runs; the
 `latency 0` rows show what the software alone manages. A real 2.4 GHz link carries about 30-60 block round trips
-per second; the target through bellows is at least 50. Then one cProfile run of the bellows workload shows where
-the time goes, grouped by layer.
+per second; the target through bellows is at least 50, and stick to stick at least 30 at 4 ms per hop. Then one
+cProfile run of the bellows workload shows where the time goes, grouped by layer.
 
 Usage: python tools/bench_ezsp.py [--size KIB] [--latency SECONDS] [--ezsp-version 8|13|14] [--no-profile]
 """
@@ -19,6 +21,7 @@ Usage: python tools/bench_ezsp.py [--size KIB] [--latency SECONDS] [--ezsp-versi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import random
@@ -28,12 +31,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from emulator import clock
-from emulator.chf.store import HeldImage
+from emulator.chf.node import ChfNode
+from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import events as device_events
+from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.han import Han, HanOptions
+from emulator.ncp.server import VirtualNcp
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
-from emulator.radio.air import LinkModel
+from emulator.radio.air import Air, LinkModel
+from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
 
 BLOCK = 63
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,7 +73,7 @@ class Figures:
 
     def line(self) -> str:
         text = (
-            f"{self.label:<44} {self.blocks:5d} blocks  {self.blocks / self.wall:8,.0f} /s wall  "
+            f"{self.label:<46} {self.blocks:5d} blocks  {self.blocks / self.wall:8,.0f} /s wall  "
             f"{1e6 * self.cpu / self.blocks:7,.0f} CPU us/block"
         )
         if self.ezsp_frames is not None and self.ash_frames is not None:
@@ -123,7 +130,65 @@ async def _transfer(label: str, radio: str, size: int, latency: float, ezsp_vers
     )
 
 
+async def _stick_transfer(label: str, size: int, latency: float, ezsp_version: int) -> Figures:
+    """The CHF on one virtual stick, `ota-emu device`'s radio and device on another, one air between them."""
+    profile = load_device(bundled("ppmid")).replace(max_data_size=BLOCK, query_start_jitter=1.0)
+    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK)
+    air = Air(seed=1, link=LinkModel(latency=latency))
+    marks: dict[str, float] = {}
+    done = asyncio.Event()
+    async with (
+        VirtualNcp(air, ezsp_version=ezsp_version, seed=0) as chf_ncp,
+        VirtualNcp(air, ezsp_version=ezsp_version, seed=1) as stick,
+    ):
+        device_profile = profile.replace(ieee=stick.stack.ieee)
+        node = ChfNode(chf, ImageStore.from_profile(chf, [_image(size, device_profile)]), clock.Clock(START))
+        await node.start_ezsp(chf_ncp.url or "")
+        await node.app.permit(60)
+        radio = StickRadio(stick.url or "", JoinPlan(Role.END_DEVICE, join_timeout=30))
+        endpoint = Endpoint(
+            profile.endpoint, profile.profile_id, profile.effective_device_id, IN_CLUSTERS, OUT_CLUSTERS,
+            profile.manufacturer_code,
+        )  # fmt: skip
+        joined = await radio.open(endpoint)
+        device = EmulatedDevice(device_profile.replace(nwk=joined.nwk), radio, clock.Clock(START), nwk=joined.nwk)
+
+        def frames() -> tuple[float, float]:
+            ncps = (chf_ncp.counters, stick.counters)
+            ash = sum(sum(c.ash_rx.values()) + sum(c.ash_tx.values()) for c in ncps)
+            return float(sum(c.ezsp_frames for c in ncps)), float(ash)
+
+        def watch(event: device_events.DeviceEvent) -> None:
+            if isinstance(event, device_events.DownloadStarted):
+                marks["ezsp0"], marks["ash0"] = frames()
+                marks["cpu0"], marks["wall0"] = time.process_time(), time.perf_counter()
+            elif isinstance(event, device_events.ImageVerified):
+                marks["cpu1"], marks["wall1"] = time.process_time(), time.perf_counter()
+                marks["ezsp1"], marks["ash1"] = frames()
+                done.set()
+
+        device.add_listener(watch)
+        await device.start()
+        try:
+            await asyncio.wait_for(done.wait(), SETTLE_LIMIT)
+        finally:
+            blocks = sum(transfer.blocks for transfer in node.server.transfers.values())
+            await device.stop()
+            await radio.close()
+            await node.stop()
+    return Figures(
+        label,
+        blocks,
+        marks["wall1"] - marks["wall0"],
+        marks["cpu1"] - marks["cpu0"],
+        int(marks["ezsp1"] - marks["ezsp0"]),
+        int(marks["ash1"] - marks["ash0"]),
+    )
+
+
 def measure(label: str, radio: str, *, size: int, latency: float, virtual: bool, ezsp_version: int) -> Figures:
+    if radio == "sticks":
+        return clock.run(lambda: _stick_transfer(label, size, latency, ezsp_version), virtual=False)
     return clock.run(lambda: _transfer(label, radio, size, latency, ezsp_version), virtual=virtual)
 
 
@@ -182,6 +247,7 @@ def main() -> None:
     runs = [
         (f"bellows + virtual NCP v{version}, real time", "ezsp", latency, False),
         (f"bellows + virtual NCP v{version}, latency 0", "ezsp", 0.0, False),
+        (f"stick to stick, 2 virtual NCPs v{version}, real time", "sticks", latency, False),
         ("loopback, real time", "loopback", latency, False),
         ("loopback, real time, latency 0", "loopback", 0.0, False),
         ("loopback, virtual time", "loopback", latency, True),

@@ -69,15 +69,27 @@ async def _join_devices(
 
 
 async def _serve(
-    listen: str, ezsp_version: int, state: str | None, seed: int, profiles: list[DeviceProfile], out: Output
+    listen: str,
+    ezsp_version: int,
+    state: str | None,
+    seed: int,
+    profiles: list[DeviceProfile],
+    out: Output,
+    more: tuple[str, ...] = (),
 ) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
     ncp = VirtualNcp(air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen)
+    # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network, and
+    # keeps its own state beside the first one's (ncp-2.json, ncp-3.json, ...).
+    others = [
+        VirtualNcp(air, ezsp_version=ezsp_version, seed=seed + n, listen=url, state_path=_nth_state(state, n + 1))
+        for n, url in enumerate(more, 1)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with ncp:
+    async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
         network = ncp.state
         facts = {"url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None}
@@ -85,6 +97,10 @@ async def _serve(
             facts["network"] = {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel,
                                 "extended_pan_id": network.extended_pan_id}
         out("listening", f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}", **facts)
+        for other in others:
+            await stack.enter_async_context(other)
+            out("listening", f"Virtual EZSP v{ezsp_version} NCP listening on {other.url}", url=other.url,
+                ezsp_version=ezsp_version, ieee=str(other.stack.ieee), network=None)  # fmt: skip
         if not out.as_json:
             if network.formed:
                 click.echo(
@@ -114,7 +130,10 @@ async def _serve(
 @click.option(
     "--listen",
     metavar="tcp://HOST:PORT",
-    help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port).",
+    multiple=True,
+    help="Serve the serial link over TCP (the default, on tcp://127.0.0.1:0; PORT 0 picks a free port). "
+    "Repeat it for several sticks on the same virtual air (one forms the network, the others join it); "
+    "--state-dir keeps each one's network (ncp.json, ncp-2.json, ...).",
 )
 @click.option("--pty", "use_pty", is_flag=True, help="Serve the serial link on a new pseudo-terminal instead.")
 @click.option(
@@ -143,7 +162,7 @@ async def _serve(
 @click.option("--count", type=click.IntRange(1, 1000), help="Devices per --device profile, with consecutive EUI-64s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line; the first has the URL.")
 def command(
-    listen: str | None,
+    listen: tuple[str, ...],
     use_pty: bool,
     ezsp_version: str,
     state_dir: Path | None,
@@ -164,7 +183,7 @@ def command(
     network and opened joining (one line each), answer its interview and upgrade from its OTA server, e.g. from
     `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`.
     """
-    if listen is not None and use_pty:
+    if listen and use_pty:
         raise click.UsageError("choose either --listen or --pty, not both")
     if count is not None and not device_paths:
         raise click.UsageError("--count needs at least one --device PROFILE")
@@ -173,8 +192,17 @@ def command(
         profiles = expand([load_device(p) for p in device_paths], count or 1)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
-    listen = PTY if use_pty else listen or "tcp://127.0.0.1:0"
-    asyncio.run(_serve(listen, int(ezsp_version), state, seed, profiles, Output(as_json)))
+    first, *more = listen or ("tcp://127.0.0.1:0",)
+    where = PTY if use_pty else first
+    asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
+
+
+def _nth_state(state: str | None, n: int) -> str | None:
+    """The state file of the n-th stick of one `ota-emu ncp`, beside the first one's."""
+    if state is None:
+        return None
+    first = Path(state)
+    return str(first.with_name(f"{first.stem}-{n}{first.suffix}"))
 
 
 def _state_path(state_dir: Path | None, state_file: str | None) -> str | None:

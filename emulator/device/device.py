@@ -1,4 +1,4 @@
-"""An emulated PPMID or HCALCS: one node on the virtual air.
+"""An emulated PPMID or HCALCS: one node on a radio — the virtual air, or an EZSP stick (`device.radio`).
 
 The node answers what a coordinator's interview asks (ZDO descriptors, Basic and OTA-client attributes), runs
 the OTA client state machine, and keeps its firmware and download state across restarts. PPMID and HCALCS share
@@ -33,11 +33,11 @@ from zigpy.zcl.clusters.general import Basic
 from emulator.clock import Clock
 from emulator.device import attributes, events, firmware, zdo
 from emulator.device.client import JOIN_POLL_WINDOW, OtaClient
+from emulator.device.radio import DeviceRadio
 from emulator.device.state import DeviceState, StateStore
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_success
 from emulator.profiles import DeviceProfile
-from emulator.radio.air import Air
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class EmulatedDevice:
     def __init__(
         self,
         profile: DeviceProfile,
-        air: Air,
+        air: DeviceRadio,
         clock: Clock,
         *,
         nwk: int | None = None,

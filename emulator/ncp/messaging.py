@@ -70,6 +70,10 @@ class StackMessaging:
     _persist_soon: Callable[[], None]
     _cmd_permitJoining: Callable[[dict], dict]
     node_id_of: Callable[[zt.EUI64], int | None]
+    is_trust_centre: bool
+    router: bool
+    node_type: bt.EmberNodeType
+    child_joined: Callable[[int, zt.EUI64], None]
     ieee_of: Callable[[int], zt.EUI64 | None]
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
@@ -331,6 +335,8 @@ class StackMessaging:
         """Serve a ZDO request from the air; True if the host should get a copy (per APPLICATION_ZDO_FLAGS)."""
         flags = _ZDO_FLAGS(self.config.get(_C.CONFIG_APPLICATION_ZDO_FLAGS, 0))
         cluster = packet.cluster_id
+        if cluster == zdo_t.ZDOCmd.Mgmt_Permit_Joining_req and len(message) >= 2 and self.router:
+            self._cmd_permitJoining({"duration": message[1]})  # routers obey it (Zigbee spec §2.4.3.3.7)
         if cluster == zdo_t.ZDOCmd.Device_annce and len(message) >= 11:
             ieee, _ = zt.EUI64.deserialize(message[3:11])
             self._known[ieee] = int.from_bytes(message[1:3], "little")
@@ -355,6 +361,8 @@ class StackMessaging:
         me = zdo.Coordinator(
             nwk=self.nwk, ieee=self.ieee, manufacturer_code=self.manufacturer_code, endpoints=self.endpoints
         )
+        if not self.is_trust_centre:
+            me = zdo.joined_node(me, self.node_type)
         try:
             reply = zdo.answer(cluster, message, me, broadcast=broadcast)
         except ValueError:
@@ -419,6 +427,12 @@ class StackMessaging:
         """The air reports a join through this coordinator's network: tell the host (trust centre decision)."""
         if not self._attached:
             return  # a stopped NCP stays registered with the air, which has no way to unregister a listener
+        if ieee == self.ieee:
+            return  # our own join (joining.py)
+        if not self.is_trust_centre:
+            if parent_nwk == self.nwk and self.network_up:
+                self.child_joined(nwk, ieee)
+            return
         self._known[ieee] = nwk
         node = self.air.node(nwk)
         if parent_nwk == self.nwk and node is not None and not getattr(node, "router", False):

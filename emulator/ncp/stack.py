@@ -28,6 +28,7 @@ from emulator.ncp import zdo
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import STACK_RELEASES, stack_version_word
 from emulator.ncp.faults import Faults
+from emulator.ncp.joining import StackJoining, beacons
 from emulator.ncp.messaging import MAX_APS_PAYLOAD, StackMessaging
 from emulator.ncp.state import KEY_TABLE_SIZE, NetworkState
 from emulator.ncp.tables import NULL_NODE_ID, OK, ZERO_EUI64, StackTables
@@ -91,8 +92,9 @@ ACCEPTED_AS_IS = frozenset(
 Sink = Callable[[str, dict[str, Any]], None]
 
 
-class EmberStack(StackTables, StackMessaging):
-    """Coordinator node on the air and command processor behind the EZSP layer."""
+class EmberStack(StackTables, StackMessaging, StackJoining):
+    """Coordinator (or, once joined, end device or router: `joining`) on the air and command processor behind
+    the EZSP layer."""
 
     nwk = COORDINATOR_NWK
     rx_on_when_idle = True
@@ -127,11 +129,12 @@ class EmberStack(StackTables, StackMessaging):
         self.network_ready = asyncio.Event()
         self.joining_permitted = asyncio.Event()  # set by permitJoining with a duration; `permit_until` ends it
         self.reboot()
+        self._take_role()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        self.air.attach(self)
+        self._place_on_air()
         if not self._listening:
             self.air.add_join_listener(self)
             self._listening = True
@@ -139,7 +142,7 @@ class EmberStack(StackTables, StackMessaging):
 
     def detach(self) -> None:
         if self._attached:
-            self.air.detach(self)
+            self._leave_air()
             self._attached = False
 
     def reboot(self) -> None:
@@ -414,7 +417,11 @@ class EmberStack(StackTables, StackMessaging):
             return {"status": bt.sl_Status.INVALID_STATE}
         if not 11 <= params.radioChannel <= 26:
             return {"status": bt.sl_Status.INVALID_PARAMETER}
+        if self.air.node(COORDINATOR_NWK) not in (None, self):
+            return {"status": bt.sl_Status.FAIL}  # one air, one NWK address space: another network owns 0x0000
         state = self.state
+        self._leave_air()
+        state.node_type = int(bt.EmberNodeType.COORDINATOR)
         state.formed = True
         state.channel = params.radioChannel
         state.pan_id = params.panId
@@ -428,6 +435,7 @@ class EmberStack(StackTables, StackMessaging):
         state.tc_link_key = bytes(security.preconfiguredKey).hex()
         state.security_bitmask = int(security.bitmask)
         self.flush()
+        self._place_on_air()
         self._network_up()
         return {"status": OK}
 
@@ -435,8 +443,12 @@ class EmberStack(StackTables, StackMessaging):
         if not self.network_up:
             return {"status": bt.sl_Status.INVALID_STATE}
         self._set_network_up(False)
+        joined = not self.is_trust_centre
         self.state.forget_network()
         self.flush()
+        if joined:
+            self._leave_air()
+            self._place_on_air()
         self._emit_soon("stackStatusHandler", {"status": bt.sl_Status.NETWORK_DOWN})
         return {"status": OK}
 
@@ -456,7 +468,7 @@ class EmberStack(StackTables, StackMessaging):
     def _cmd_getNetworkParameters(self, a: dict) -> dict:
         if not self.network_up:
             return {"status": bt.sl_Status.NOT_JOINED, "nodeType": bt.EmberNodeType.UNKNOWN_DEVICE}
-        return {"status": OK, "nodeType": bt.EmberNodeType.COORDINATOR, "parameters": self.network_parameters()}
+        return {"status": OK, "nodeType": self.node_type, "parameters": self.network_parameters()}
 
     def _cmd_setInitialSecurityState(self, a: dict) -> dict:
         if self.network_up:
@@ -533,13 +545,18 @@ class EmberStack(StackTables, StackMessaging):
 
     def _cmd_startScan(self, a: dict) -> dict:
         """An energy scan reports a quiet channel everywhere (the air has no interference model); an active scan
-        finds no other network."""
+        reports the beacons of the networks on the air (`joining`)."""
         scan_type = a["scanType"]
         if scan_type == bt.EzspNetworkScanType.ENERGY_SCAN:
             for channel in a["channelMask"]:
                 rssi = self._rng.randint(-95, -80)
                 self._emit_soon("energyScanResultHandler", {"channel": channel, "maxRssiValue": rssi})
-        elif scan_type != bt.EzspNetworkScanType.ACTIVE_SCAN:
+        elif scan_type == bt.EzspNetworkScanType.ACTIVE_SCAN:
+            for beacon in beacons(self.air, exclude=self):
+                if beacon.channel in a["channelMask"]:
+                    values = {"networkFound": beacon.network(), "lastHopLqi": 255, "lastHopRssi": -40}
+                    self._emit_soon("networkFoundHandler", values)
+        else:
             return {"status": bt.sl_Status.INVALID_PARAMETER}
         self._emit_soon("scanCompleteHandler", {"channel": 0, "status": OK})
         return {"status": OK}

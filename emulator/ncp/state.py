@@ -57,6 +57,10 @@ class NetworkState:
     custom_eui64: str | None = None
     key_table: list[LinkKeyEntry | None] = field(default_factory=lambda: [None] * KEY_TABLE_SIZE)
     children: dict[str, int] = field(default_factory=dict)
+    # A joined node (not the coordinator): EmberNodeType, its NWK address and its parent's (joining.py).
+    node_type: int = 1
+    node_id: int = 0
+    parent_nwk: int = 0
 
     @classmethod
     def new(cls, seed: int) -> NetworkState:
@@ -128,6 +132,7 @@ def _check(state: NetworkState) -> None:
     if state.custom_eui64 is not None:
         hex_bytes("custom_eui64", state.custom_eui64, 8)
     limits = {"channel": 26, "pan_id": 0xFFFF, "nwk_update_id": 0xFF, "network_key_seq": 0xFF, "tx_power": 0xFF}
+    limits |= {"node_type": 4, "node_id": 0xFFF7, "parent_nwk": 0xFFF7}
     for name, limit in limits.items():
         value = getattr(state, name)
         if not isinstance(value, int) or not 0 <= value <= limit:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import bellows.types as bt
 import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
+
+from emulator.ncp.joining import mac_capability
 
 BROADCASTS = frozenset({0xFFFF, 0xFFFD, 0xFFFC})
 WILDCARD_PROFILE = 0xFFFF
@@ -32,6 +35,7 @@ ENDPOINT_REQUESTS = frozenset({zdo_t.ZDOCmd.Active_EP_req, zdo_t.ZDOCmd.Simple_D
 # server mask = primary trust centre | network manager | stack compliance revision 22.
 COORDINATOR_MAC_CAPABILITY = 0x8F
 COORDINATOR_SERVER_MASK = 0x2C41
+R22_SERVER_MASK = 0x2C00
 MAX_BUFFER_SIZE = 82
 MAX_TRANSFER_SIZE = 128
 
@@ -44,23 +48,42 @@ class Coordinator:
     ieee: zt.EUI64
     manufacturer_code: int
     endpoints: dict[int, zdo_t.SimpleDescriptor] = field(default_factory=dict)
+    logical_type: zdo_t.LogicalType = zdo_t.LogicalType.Coordinator
+    mac_capability: int = COORDINATOR_MAC_CAPABILITY
+    server_mask: int = COORDINATOR_SERVER_MASK
 
     def node_descriptor(self) -> zdo_t.NodeDescriptor:
         return zdo_t.NodeDescriptor(
-            logical_type=zdo_t.LogicalType.Coordinator,
+            logical_type=self.logical_type,
             complex_descriptor_available=0,
             user_descriptor_available=0,
             reserved=0,
             aps_flags=0,
             frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
-            mac_capability_flags=zdo_t.NodeDescriptor.MACCapabilityFlags(COORDINATOR_MAC_CAPABILITY),
+            mac_capability_flags=zdo_t.NodeDescriptor.MACCapabilityFlags(self.mac_capability),
             manufacturer_code=self.manufacturer_code,
             maximum_buffer_size=MAX_BUFFER_SIZE,
             maximum_incoming_transfer_size=MAX_TRANSFER_SIZE,
-            server_mask=COORDINATOR_SERVER_MASK,
+            server_mask=self.server_mask,
             maximum_outgoing_transfer_size=MAX_TRANSFER_SIZE,
             descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability(0),
         )
+
+
+def joined_node(me: Coordinator, node_type: bt.EmberNodeType) -> Coordinator:
+    """The same node once it has joined someone else's network as a router or (sleepy) end device: its logical
+    type and MAC capability (`joining.mac_capability`), and a server mask with only the stack compliance
+    revision (R22), since it is neither trust centre nor network manager."""
+    logical = zdo_t.LogicalType.Router if node_type == bt.EmberNodeType.ROUTER else zdo_t.LogicalType.EndDevice
+    return Coordinator(
+        nwk=me.nwk,
+        ieee=me.ieee,
+        manufacturer_code=me.manufacturer_code,
+        endpoints=me.endpoints,
+        logical_type=logical,
+        mac_capability=mac_capability(node_type),
+        server_mask=R22_SERVER_MASK,
+    )
 
 
 def _frame(tsn: int, command: zdo_t.ZDOCmd, values: list) -> tuple[int, bytes]:

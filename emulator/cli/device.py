@@ -1,0 +1,334 @@
+"""`ota-emu device`: one emulated PPMID or HCALCS on an EZSP stick, joined to an existing network.
+
+The device is the same `EmulatedDevice` as in `ota-emu run`; its radio is a `StickRadio` instead of the virtual
+air. It joins through the stick (or resumes the network the stick already has), answers the interview, finds the
+OTA server and upgrades from it, and ends with one outcome line (or `--json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from emulator import clock
+from emulator.cli.display import RunProgress
+from emulator.cli.params import U16, PortParam, ProfileParam, example
+from emulator.device import events as de
+from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
+from emulator.device.firmware import manufacturer_image_hash
+from emulator.errors import InputError
+from emulator.han import DeviceSummary
+from emulator.profiles import DeviceProfile, load_device, parse_eui64
+from emulator.radio.capture import PcapWriter
+from emulator.radio.ezsp import FLOW_CONTROL
+from emulator.radio.stick import Endpoint, Joined, JoinPlan, Role, StickRadio
+
+# How long the last frames (an Upgrade End, a Default Response) get to leave the stick after the outcome.
+FINAL_SEND_GRACE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRun:
+    """What `ota-emu device` was asked to do."""
+
+    port: str
+    profile: DeviceProfile
+    plan: JoinPlan
+    baudrate: int = 115200
+    flow_control: str = "software"
+    state_dir: Path | None = None
+    until: float | None = None
+    activate: bool = False
+    activate_after: float | None = None
+    pcap: Path | None = None
+    quiet: bool = False
+    seed: int = 0
+    stay: bool = False
+
+
+class DeviceWatch:
+    """Folds the device's events into its summary (the same results as `ota-emu run`) and says when it is done:
+    upgraded, held (an HCALCS waiting for Activate Firmware, unless `--activate`) or failed. A device whose
+    query finds no image keeps asking at its query interval, as it would on a real network."""
+
+    def __init__(self, summary: DeviceSummary, device: EmulatedDevice, run: DeviceRun, progress: RunProgress) -> None:
+        self.summary = summary
+        self.device = device
+        self.run = run
+        self.progress = progress
+        self.done = asyncio.Event()
+        self._activation: asyncio.Task[Any] | None = None
+
+    def __call__(self, event: de.DeviceEvent) -> None:
+        summary = self.summary
+        if self.done.is_set():
+            return  # the outcome stands (a query answered NO_IMAGE after an upgrade does not undo it)
+        if isinstance(event, de.DownloadStarted):
+            summary.size, summary.offset, summary.result, summary.finished_at = (
+                event.size,
+                event.offset,
+                "pending",
+                None,
+            )
+        elif isinstance(event, de.Progress):
+            summary.offset, summary.size = event.offset, event.size
+        elif isinstance(event, de.Activated):
+            summary.version = event.new_version if event.success else summary.version
+            self._finish("upgraded" if event.success else "failed", "" if event.success else "activation failed")
+        elif isinstance(event, de.ActivationOutcome):
+            summary.version = event.version
+            ok = event.response_code == 0
+            self._finish("upgraded" if ok else "failed", "" if ok else event.response_code.name.lower())
+        elif isinstance(event, de.WaitingToUpgrade):
+            if self.run.activate and summary.kind == "hcalcs":
+                self._activate()
+            else:
+                self._finish("held", "waiting for Activate Firmware")
+        elif isinstance(event, de.ImageVerified) and not event.ok:
+            self._finish("failed", f"invalid image: {event.reason}")
+        elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.size == 0:
+            summary.result, summary.reason = "no-image", f"query answered 0x{event.status:02X}"
+        self.progress(event)
+
+    def _finish(self, result: str, reason: str) -> None:
+        self.summary.result, self.summary.reason = result, reason
+        self.summary.finished_at = self.device.clock.now()
+        self.done.set()
+
+    def _activate(self) -> None:
+        """Activate Firmware (CS06) with the hash of the held image, now or `--activate-after` seconds ahead, as
+        `ota-emu run --activate` does."""
+        if self._activation is not None:
+            return
+        image = self.device.downloaded_image
+        image_hash = manufacturer_image_hash(image) if image is not None else bytes(32)
+        after = self.run.activate_after
+        at = None if after is None else self.device.clock.utc() + timedelta(seconds=after)
+        self._activation = asyncio.get_running_loop().create_task(self.device.activate_firmware(image_hash, at))
+
+
+async def run_device(run: DeviceRun, stop: asyncio.Event | None = None) -> tuple[DeviceSummary, str, float, Joined]:
+    """Join (or resume), run the device until it has an outcome (unless `run.stay`), `until` seconds pass, a
+    signal comes or `stop` is set; save its state and leave the stick. Returns the summary, why it stopped, the
+    wall time and where it joined."""
+    started = time.monotonic()
+    profile = run.profile.replace(sleepy=run.plan.role == Role.SLEEPY)  # the device polls when the stick sleeps
+    radio = StickRadio(run.port, run.plan, baudrate=run.baudrate, flow_control=run.flow_control)
+    if not run.quiet:
+        radio.add_listener(lambda text: click.echo(text, err=True))
+    endpoint = Endpoint(
+        endpoint=profile.endpoint,
+        profile_id=profile.profile_id,
+        device_id=profile.effective_device_id,
+        in_clusters=IN_CLUSTERS,
+        out_clusters=OUT_CLUSTERS,
+        manufacturer_code=profile.manufacturer_code,
+    )
+    joined = await radio.open(endpoint)
+    # The network knows the stick by its own EUI-64: the device takes it, and keeps its state under it.
+    profile = profile.replace(ieee=joined.ieee, nwk=joined.nwk)
+    capture = _capture(run.pcap, joined) if run.pcap is not None else None
+    if capture is not None:
+        radio.add_tap(capture.write)
+    how = "resumed" if joined.resumed else "joined"
+    if not run.quiet:
+        click.echo(
+            f"Device {profile.kind.upper()} {joined.ieee} {how} PAN 0x{joined.pan_id:04X} on channel "
+            f"{joined.channel} as NWK 0x{joined.nwk:04X} ({run.plan.role.value}) through {run.port}",
+            err=True,
+        )
+    if run.state_dir is not None:
+        run.state_dir.mkdir(parents=True, exist_ok=True)
+    device = EmulatedDevice(profile, radio, clock.Clock(), nwk=joined.nwk, state_dir=run.state_dir, seed=run.seed)
+    summary = DeviceSummary(joined.ieee, profile.kind, joined.nwk, device.running_version, device.running_version)
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        with RunProgress({joined.ieee: summary}, enabled=not run.quiet) as progress:
+            watch = DeviceWatch(summary, device, run, progress)
+            device.add_listener(watch)
+            await device.start()
+            waits = [loop.create_task(stop.wait())]
+            if not run.stay:
+                waits.append(loop.create_task(watch.done.wait()))
+            await asyncio.wait(waits, timeout=run.until, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if watch.done.is_set() and not run.stay:
+                stopped = "outcome"
+                await asyncio.sleep(FINAL_SEND_GRACE)
+            else:
+                stopped = "signal" if stop.is_set() else "until"
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await device.stop()  # saves the state, partial download included
+        await radio.close()
+        if capture is not None:
+            capture.close()
+    return summary, stopped, time.monotonic() - started, joined
+
+
+def _capture(path: Path, joined: Joined) -> PcapWriter:
+    """What the stick sent and received, as 802.15.4 frames. The network key is not read from the stick (not
+    every EmberZNet build lets the host export it), so the frames are written without NWK security."""
+    writer = PcapWriter(path, network_key=None, pan_id=joined.pan_id)
+    writer.add_node(joined.nwk, joined.ieee)
+    return writer
+
+
+def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
+    served = f"{summary.offset}/{summary.size} bytes" if summary.size else "no download"
+    note = f" ({summary.reason})" if summary.reason else ""
+    return (
+        f"{summary.kind.upper()} {summary.ieee}: {summary.result}{note}, runs 0x{summary.version:08X} "
+        f"(was 0x{summary.start_version:08X}), {served}; stopped by {stopped} after {wall:.1f} s"
+    )
+
+
+@click.command(
+    "device",
+    epilog=example(
+        "ota-emu device --port /dev/ttyUSB0 --device ppmid --state-dir lab/",
+        "ota-emu device --port tcp://127.0.0.1:PORT --device hcalcs --role sleepy --activate --json",
+    ),
+)
+@click.option(
+    "--port",
+    required=True,
+    type=PortParam(),
+    help="The stick's serial port (/dev/ttyUSB0), or tcp://HOST:PORT / socket://HOST:PORT (e.g. `ota-emu ncp`).",
+)
+@click.option(
+    "--device",
+    "device_path",
+    required=True,
+    type=ProfileParam(),
+    help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME).",
+)
+@click.option("--radio", type=click.Choice(["ezsp"]), default="ezsp", show_default=True, help="Stick type.")
+@click.option("--baudrate", type=click.IntRange(1200), default=115200, show_default=True, help="Serial speed.")
+@click.option(
+    "--flow-control",
+    type=click.Choice(FLOW_CONTROL),
+    default="software",
+    show_default=True,
+    help="Serial flow control.",
+)
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    help="Join as an rx-on end device, a sleepy end device (polling at the profile's poll_period) or a router "
+    "(default: sleepy if the profile says sleepy = true, else end-device).",
+)
+@click.option("--channel", type=click.IntRange(11, 26), help="Join only a network on this channel.")
+@click.option("--pan-id", type=U16, help="Join only a network with this PAN ID (0x0000..0xFFFE).")
+@click.option("--extended-pan-id", help="Join only a network with this extended PAN ID (EUI-64 form).")
+@click.option(
+    "--join-timeout",
+    type=click.FloatRange(1.0),
+    default=60.0,
+    show_default=True,
+    help="Give up (exit 2) when no network lets the stick join within this many seconds.",
+)
+@click.option("--count", type=click.IntRange(1), default=1, show_default=True, help="Devices on the stick (only 1).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
+@click.option("--until", type=click.FloatRange(1.0), help="Stop after this many seconds, whatever the outcome.")
+@click.option("--activate", is_flag=True, help="An HCALCS activates the image it holds (CS06 with its hash).")
+@click.option("--activate-after", type=click.FloatRange(0.0), help="Future-date that activation by N seconds.")
+@click.option("--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the stick sent and received.")
+@click.option(
+    "--stay",
+    is_flag=True,
+    help="Stay on the network after the outcome until --until or Ctrl-C (zigpy re-reads and re-interviews an "
+    "upgraded device).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the device's random choices.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
+def command(
+    port: str,
+    device_path: Path,
+    radio: str,
+    baudrate: int,
+    flow_control: str,
+    role: str | None,
+    channel: int | None,
+    pan_id: int | None,
+    extended_pan_id: str | None,
+    join_timeout: float,
+    count: int,
+    state_dir: Path | None,
+    until: float | None,
+    activate: bool,
+    activate_after: float | None,
+    pcap: Path | None,
+    seed: int,
+    stay: bool,
+    as_json: bool,
+) -> int:
+    """Run one emulated PPMID or HCALCS on an EZSP stick that joins an existing network.
+
+    Open joining on the network first (permit join on its coordinator). The stick joins as an end device
+    (or sleepy end device, or router), or resumes the network it already has; the device takes the stick's
+    EUI-64, announces itself, answers the interview, finds the OTA server and upgrades from it exactly as in
+    `ota-emu run`, with the profile's faults. With --state-dir a restarted device continues its download at its
+    offset. Exit 0 when the device ends upgraded or held (an HCALCS waiting for Activate Firmware), 1 otherwise,
+    2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
+    """
+    if count != 1:
+        raise InputError(
+            f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
+            "one device; run one `ota-emu device` per stick"
+        )
+    if pan_id == 0xFFFF:
+        raise InputError("--pan-id 0xFFFF: expected a PAN ID in 0x0000..0xFFFE (0xFFFF means none)")
+    profile = load_device(device_path)
+    chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
+    try:
+        ext = parse_eui64(extended_pan_id) if extended_pan_id is not None else None
+    except ValueError as exc:
+        raise InputError(f"--extended-pan-id: {exc}") from None
+    if pcap is not None and not pcap.parent.is_dir():
+        raise InputError(f"--pcap {pcap}: directory {pcap.parent} does not exist")
+    plan = JoinPlan(chosen, channel=channel, pan_id=pan_id, extended_pan_id=ext, join_timeout=join_timeout)
+    run = DeviceRun(
+        port=port,
+        profile=profile,
+        plan=plan,
+        baudrate=baudrate,
+        flow_control=flow_control,
+        state_dir=state_dir,
+        until=until,
+        activate=activate,
+        activate_after=activate_after,
+        pcap=pcap,
+        quiet=as_json,
+        seed=seed,
+        stay=stay,
+    )
+    summary, stopped, wall, joined = clock.run(lambda: run_device(run), virtual=False)
+    if as_json:
+        document = {
+            "radio": radio,
+            "port": port,
+            "network": {"pan_id": f"0x{joined.pan_id:04X}", "channel": joined.channel, "resumed": joined.resumed},
+            "role": chosen.value,
+            "stopped": stopped,
+            "wall_time_s": round(wall, 3),
+            "device": summary.as_dict(),
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        click.echo(_outcome_line(summary, stopped, wall))
+    return 0 if summary.result in ("upgraded", "held") else 1

@@ -1,0 +1,339 @@
+"""`ota-emu device` on one virtual stick upgraded by the CHF on another stick of the same air: bellows at both ends
+(the CHF through bellows' ControllerApplication, the device through bellows' EZSP layer), on real time.
+
+The device's profiles here start querying within a second of joining (query_start_jitter = 1): the stick
+announces itself as it joins, so the CHF's first Image Notify can come before the device has found the OTA
+server, and the device then upgrades on its own first query, as a GB device does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zigpy.types as zt
+from click.testing import CliRunner, Result
+from test_capture import OTA_FIELDS, block_offsets, tshark
+from test_cli_chf import pseudo_terminal
+from test_ncp_joining import real_time, until
+
+from conftest import assert_one_line_error
+from emulator.chf import events as server_events
+from emulator.chf.node import ChfNode
+from emulator.chf.store import ImageStore, load_images
+from emulator.cli import main
+from emulator.cli.device import DeviceRun, run_device
+from emulator.clock import Clock
+from emulator.device.state import StateStore
+from emulator.ncp.server import VirtualNcp
+from emulator.ncp.state import NetworkState
+from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio import stick as stick_radio
+from emulator.radio.air import Air
+from emulator.radio.stick import JoinPlan, Role
+
+PROFILES = Path(__file__).parent.parent / "profiles"
+PAYLOAD = bytes(range(256)) * 8
+
+
+def cli(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(arg) for arg in args], prog_name="ota-emu")
+
+
+def quick_profile(tmp_path: Path, name: str, *extra: str) -> Path:
+    """The bundled profile, querying within a second of joining; `extra` lines go into its [device] table."""
+    text = (PROFILES / f"{name}.toml").read_text().replace("query_start_jitter = 300", "query_start_jitter = 1")
+    text = text.replace("[device]\n", "[device]\n" + "".join(f"{line}\n" for line in extra))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def build_image(tmp_path: Path, image_type: str, payload: bytes = PAYLOAD) -> Path:
+    source = tmp_path / f"payload-{image_type}.bin"
+    source.write_bytes(payload)
+    out = tmp_path / f"{image_type}.ota"
+    result = cli(
+        "image", "build", "--format", "gb", "--manufacturer", "0x121D", "--image-type", image_type,
+        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", source, "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def block_request_offset(packet: zt.ZigbeePacket) -> list[int]:
+    """[offset] of an OTA Image Block Request (OTA spec 11.13.6: ZCL header, field control, manufacturer code,
+    image type, file version, then the file offset), else []."""
+    data = packet.data.serialize()
+    if packet.cluster_id != 0x0019 or len(data) < 16 or data[2] != 0x03 or data[0] & 0x08:
+        return []
+    return [int.from_bytes(data[12:16], "little")]
+
+
+@dataclass
+class Bench:
+    """Two sticks on one air: the CHF on `chf_ncp` through bellows, `stick` waiting for a device."""
+
+    air: Air
+    chf_ncp: VirtualNcp
+    stick: VirtualNcp
+    node: ChfNode
+    events: list[server_events.ServerEvent] = field(default_factory=list)
+
+    def outcomes(self) -> list[server_events.TransferOutcome]:
+        return [e for e in self.events if isinstance(e, server_events.TransferOutcome)]
+
+
+@contextlib.asynccontextmanager
+async def bench(image: Path) -> AsyncIterator[Bench]:
+    air = Air(seed=9)
+    async with VirtualNcp(air, seed=0) as chf_ncp, VirtualNcp(air, seed=1) as stick:
+        target = stick.stack.ieee  # the device takes its stick's EUI-64
+        chf = load_chf(bundled("chf"))
+        node = ChfNode(chf, ImageStore.from_profile(chf, load_images([image], device_ids=[target])), Clock())
+        await node.start_ezsp(chf_ncp.url or "")
+        here = Bench(air, chf_ncp, stick, node)
+        node.server.add_listener(here.events.append)
+        await node.app.permit(60)
+        try:
+            yield here
+        finally:
+            await node.stop()
+
+
+@pytest.mark.parametrize("role", [Role.END_DEVICE, Role.ROUTER])
+@real_time
+async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_path: Path, role: Role) -> None:
+    image = build_image(tmp_path, "0x0084")
+    async with bench(image) as b:
+        run = DeviceRun(
+            port=b.stick.url or "",
+            profile=load_device(quick_profile(tmp_path, "ppmid")),
+            plan=JoinPlan(role, join_timeout=10),
+            state_dir=tmp_path / "state",
+            until=30,
+            pcap=tmp_path / "device.pcap",
+            quiet=True,
+        )
+        summary, stopped, _, joined = await run_device(run)
+        await until(b.outcomes)
+    assert (stopped, summary.result, summary.version) == ("outcome", "upgraded", 2)
+    assert summary.ieee == b.stick.stack.ieee and not joined.resumed
+    assert b.stick.stack.node_type == role.node_type and b.stick.stack.router == (role == Role.ROUTER)
+    assert (summary.offset, summary.size) == (image.stat().st_size, image.stat().st_size)
+    [outcome] = b.outcomes()
+    assert (outcome.ieee, int(outcome.response), int(outcome.alert_code)) == (joined.ieee, 0, 0x8F8A)  # CCS08
+    # tshark reads the stick's capture: every Image Block Response the device received, in order.
+    if shutil.which("tshark") is not None:
+        served = block_offsets(tshark(tmp_path / "device.pcap", *OTA_FIELDS))
+        assert served == list(range(0, image.stat().st_size, 63))
+    assert b.stick.counters.commands["sendUnicast"] > 30  # every block request went through the stick
+
+
+@real_time
+async def test_an_hcalcs_holds_its_image_then_activates_when_told(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0085", PAYLOAD[:512])
+    profile = load_device(quick_profile(tmp_path, "hcalcs", "poll_period = 0.1"))  # a sleepy device, polling fast
+    async with bench(image) as b:
+        common = {"port": b.stick.url or "", "profile": profile, "state_dir": tmp_path / "state", "quiet": True}
+        plan = JoinPlan(Role.SLEEPY, join_timeout=10)
+        held, stopped, _, first = await run_device(DeviceRun(plan=plan, until=30, **common))  # type: ignore[arg-type]
+        assert (stopped, held.result, held.version) == ("outcome", "held", 1)
+        # The same stick and state directory again, now with --activate: the stick resumes its network.
+        done, stopped, _, again = await run_device(DeviceRun(plan=plan, until=30, activate=True, **common))  # type: ignore[arg-type]
+    assert again.resumed and again.nwk == first.nwk
+    assert (stopped, done.result, done.version) == ("outcome", "upgraded", 2)
+    assert [int(o.response) for o in b.outcomes()] == [0]
+
+
+@real_time
+async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)  # 12 KiB: the device saves at 8 KiB
+    profile = quick_profile(tmp_path, "ppmid")
+    state = tmp_path / "state"
+
+    async def device() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "device", "--port", b.stick.url or "", "--device", str(profile)),
+            *("--state-dir", str(state), "--join-timeout", "10", "--until", "60", "--json"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async with bench(image) as b:
+        requested: list[int] = []  # offsets of the device's Image Block Requests, as the air carries them
+        b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
+        first = await device()
+        store = StateStore(state, b.stick.stack.ieee)
+        try:
+            # Killed once its state says it has 8 KiB (the blob is written before the JSON that points at it).
+            await until(
+                lambda: (
+                    (saved := store.load()) is not None and saved.download is not None and saved.file_offset >= 8192
+                ),
+                within=40,
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        before_restart = len(requested)
+        second = await device()
+        async with asyncio.timeout(60):
+            out, err = await second.communicate()
+    assert second.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    killed_at, resumed_at = max(requested[:before_restart]), requested[before_restart]
+    assert requested[0] == 0
+    assert 8192 <= resumed_at <= killed_at + 63  # on from the offset saved before the kill, not from 0
+    assert [int(o.response) for o in b.outcomes()] == [0]
+    assert b'"result": "upgraded"' in out and b'"resumed": true' in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--count", "2"], ["--count 2: an EZSP stick is one node", "one device"]),
+        (["--port", "/dev/ttyUSB97"], ["/dev/ttyUSB97: no such serial port"]),
+        (["--extended-pan-id", "zz"], ["--extended-pan-id"]),
+        (["--pan-id", "0xFFFF"], ["--pan-id 0xFFFF", "0x0000..0xFFFE"]),
+        (["--pan-id", "0x1A6G"], ["--pan-id", "not a number"]),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], fragments: list[str]) -> None:
+    base = {"--port": "tcp://127.0.0.1:1", "--device": str(PROFILES / "ppmid.toml")}
+    for name, value in zip(args[::2], args[1::2], strict=True):
+        base[name] = value
+    assert_one_line_error(cli("device", *[item for pair in base.items() for item in pair]), *fragments)
+
+
+def test_no_open_network_within_the_join_timeout_is_one_line() -> None:
+    async def serve() -> Result:
+        air = Air(seed=3)
+        async with VirtualNcp(air, seed=1) as stick:
+            return await asyncio.to_thread(
+                cli, "device", "--port", stick.url, "--device", PROFILES / "ppmid.toml", "--join-timeout", "1"
+            )
+
+    result = asyncio.run(serve())
+    assert_one_line_error(result, "no network let the stick join within 1 s")
+
+
+@real_time
+async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_other(tmp_path: Path) -> None:
+    """The issue's own setup: `ota-emu ncp --listen A --listen B`, `ota-emu chf` on A, `ota-emu device` on B."""
+    image = build_image(tmp_path, "0x0084")
+    stick_eui64 = str(NetworkState.new(seed=1).ieee)  # the second stick of `ota-emu ncp --seed 0`
+    ncp = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        urls = []
+        for _ in range(2):
+            line = (await ncp.stdout.readline()).decode()  # type: ignore[union-attr]
+            urls.append(line.rsplit(" ", 1)[-1].strip())
+        chf = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "chf", "--port", urls[0], "--image", str(image)),
+            *("--target", stick_eui64, "--json"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        device = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "device", "--port", urls[1]),
+            *("--device", str(quick_profile(tmp_path, "ppmid")), "--join-timeout", "30", "--until", "60"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(90):
+            device_out, device_err = await device.communicate()
+            chf_out, chf_err = await chf.communicate()
+    finally:
+        ncp.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await ncp.communicate()
+    assert device.returncode == 0, device_err.decode()
+    assert chf.returncode == 0, chf_err.decode()
+    assert b"Traceback" not in device_err + chf_err
+    assert device_out.decode().startswith(f"PPMID {stick_eui64}: upgraded, runs 0x00000002 (was 0x00000001)")
+    assert f"Device PPMID {stick_eui64} joined PAN 0x1A62 on channel 15" in device_err.decode()
+    report = json.loads(chf_out)
+    [target] = report["devices"]
+    assert (target["ieee"], target["outcome"], target["response_code"], target["alert_code"]) == (
+        stick_eui64,
+        "success",
+        0,
+        "0x8F8A",
+    )
+
+
+@real_time
+async def test_a_stick_reset_mid_download_is_a_reconnect_and_the_download_goes_on(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0084", bytes(range(256)) * 24)  # 6 KiB
+    async with bench(image) as b:
+        run = DeviceRun(
+            port=b.stick.url or "",
+            profile=load_device(quick_profile(tmp_path, "ppmid")),
+            plan=JoinPlan(Role.END_DEVICE, join_timeout=10),
+            until=60,
+            quiet=True,
+        )
+        device_run = asyncio.create_task(run_device(run))
+        requested: list[int] = []
+        b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
+        await until(lambda: any(offset >= 2048 for offset in requested), within=30)
+        network_inits = b.stick.counters.commands["networkInit"]
+        at_reset = len(requested)
+        b.stick.inject_reset("rstack")  # the stick reboots on its own (watchdog) mid-download
+        summary, stopped, _, _ = await device_run
+    assert (stopped, summary.result, summary.version) == ("outcome", "upgraded", 2)
+    assert b.stick.counters.commands["networkInit"] == network_inits + 1  # the host brought the stick back up
+    assert min(requested[at_reset:]) >= 2048 - 63  # and the download went on from where it was
+    assert [int(o.response) for o in b.outcomes()] == [0]
+
+
+@real_time
+async def test_ctrl_c_saves_the_partial_download_and_exits_with_the_outcome_line(tmp_path: Path) -> None:
+    image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)
+    state = tmp_path / "state"
+    async with bench(image) as b:
+        device = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "emulator", "device", "--port", b.stick.url or ""),
+            *("--device", str(quick_profile(tmp_path, "ppmid")), "--state-dir", str(state), "--until", "60"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        requested: list[int] = []
+        b.air.add_tap(lambda packet, _: requested.extend(block_request_offset(packet)))
+        await until(lambda: any(offset >= 2048 for offset in requested), within=30)
+        device.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            out, err = await device.communicate()
+        saved = StateStore(state, b.stick.stack.ieee).load()
+    assert device.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    assert "pending" in out.decode() and "stopped by signal" in out.decode()
+    assert saved is not None and saved.download is not None and saved.file_offset >= 2048
+
+
+def test_a_port_another_program_holds_is_busy() -> None:
+    with pseudo_terminal() as path, open(path, "rb", buffering=0) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what bellows, zigpy and serialx take on a port
+        result = cli("device", "--port", path, "--device", PROFILES / "ppmid.toml")
+    assert_one_line_error(result, path, "busy")
+
+
+def test_a_port_where_nothing_speaks_ezsp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stick_radio, "CONNECT_TIMEOUT", 2.0)  # 10 s in use; the message is what is checked
+    with pseudo_terminal() as path:
+        result = cli("device", "--port", path, "--device", PROFILES / "ppmid.toml", "--baudrate", "460800")
+    assert_one_line_error(result, path, "no EZSP answer within 2 s", "460800 baud", "Silicon Labs NCP")

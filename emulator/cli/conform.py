@@ -16,6 +16,7 @@ from emulator.chf.store import HeldImage
 from emulator.conformance import server_checks
 from emulator.conformance.bench import DeviceTarget, exit_code, run_device_checks
 from emulator.conformance.checks import parse_ids, select
+from emulator.conformance.interface import load_plugin
 from emulator.conformance.model import Check, CheckResult, Report
 from emulator.conformance.reports import render_terminal, report_json, write_all
 from emulator.ota import image as ota_image
@@ -86,6 +87,12 @@ def command() -> None:
 @command.command("device")
 @click.option("--dut", "dut_path", type=click.Path(path_type=Path), help="Profile of an emulated device under test.")
 @click.option(
+    "--dut-plugin",
+    metavar="MODULE:FACTORY",
+    help="A device under test from your own harness: FACTORY() returns an "
+    "emulator.conformance.interface.DeviceUnderTest (README, Conformance bench).",
+)
+@click.option(
     "--radio",
     type=click.Choice(["loopback", "ezsp"]),
     help="loopback: in process on virtual time (the default with --dut); ezsp: through bellows — to a virtual "
@@ -124,6 +131,7 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (the table goes to stderr).")
 def device(
     dut_path: Path | None,
+    dut_plugin: str | None,
     radio: str | None,
     port: str | None,
     eui64: str | None,
@@ -146,7 +154,14 @@ def device(
     inconclusive with the reason."""
     ids = _checks(check_ids)
     select(ids)  # unknown IDs are a usage error before anything runs
-    if dut_path is not None:
+    if dut_plugin is not None:
+        if dut_path is not None or port is not None or eui64 is not None:
+            raise click.UsageError("--dut-plugin names the device under test; drop --dut/--device/--eui64")
+        supplied = None
+        if image_path is not None:
+            supplied = HeldImage.from_bytes(ota_image.read_file(image_path), source=str(image_path))
+        target = DeviceTarget(dut=load_plugin(dut_plugin), image=supplied, radio=radio or "loopback", seed=seed)
+    elif dut_path is not None:
         if port is not None or eui64 is not None:
             raise click.UsageError("--dut names an emulated device; --device/--eui64 are for a real one, not both")
         target = DeviceTarget(profile=load_device(dut_path), radio=radio or "loopback", seed=seed)

@@ -16,6 +16,7 @@ from datetime import timedelta
 import zigpy.types as t
 
 from emulator.conformance import images
+from emulator.conformance.interface import Ability
 from emulator.conformance.model import FrameRecord, Verdict
 from emulator.conformance.testchf import chf_sent, dut_sent
 from emulator.conformance.trial import (
@@ -861,10 +862,8 @@ async def c18_upgrade_timeout_policy(trial: Trial) -> Outcome:
 
 
 async def c20_resume_after_restart(trial: Trial) -> Outcome:
-    if trial.dut.restarter is None:
-        raise Inconclusive(
-            "needs the device power-cycled mid-download, which this bench can do only to an emulated DUT"
-        )
+    if not trial.dut.can(Ability.POWER_CYCLE):
+        raise Inconclusive(trial.dut.unable(Ability.POWER_CYCLE))
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -874,7 +873,7 @@ async def c20_resume_after_restart(trial: Trial) -> Outcome:
     def power_cycle(packet: t.ZigbeePacket, frame: frames.Frame) -> bool:
         if tasks or frame.name not in REQUESTS or int(frame.command.file_offset) < half:
             return False
-        tasks.append(asyncio.get_running_loop().create_task(trial.dut.restart()))
+        tasks.append(asyncio.get_running_loop().create_task(trial.dut.power_cycle()))
         return True
 
     chf.rules.append(power_cycle)

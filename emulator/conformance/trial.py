@@ -4,26 +4,22 @@ A scenario is an async function of a `Trial` that returns an `Outcome` (verdict,
 a transfer timeline) or raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
 DUT is, get it to query, offer it an image, wait for the transfer to end, see it reboot into new firmware —
 judge only from frames on the CHF radio, so they hold for a real device as well as an emulated one. Where a GB
-outcome travels in a GBCS message this bench cannot see, an emulated DUT's events stand in for it (`Dut`).
+outcome travels in a GBCS message this bench cannot see, the DUT's harness may report it
+(`interface.DeviceUnderTest.alerts`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-
-import zigpy.types as t
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
 from emulator.conformance import images
 from emulator.conformance.images import DutIdentity
+from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
 from emulator.conformance.testchf import TestChf, chf_sent, dut_sent
-from emulator.device import events as device_events
-from emulator.device.device import EmulatedDevice
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
@@ -92,39 +88,6 @@ def evidence(*items: FrameRecord | list[FrameRecord] | None) -> list[FrameRecord
 
 
 @dataclass
-class Dut:
-    """The device under test. An emulated one also offers what a real one gets through other channels: its
-    events (standing in for the GBCS alerts it would send), Activate Firmware (CS06, which reaches a real
-    device through the GBCS tunnel) and a restart (a power cycle)."""
-
-    ieee: t.EUI64
-    kind: str | None
-    block_period_unit: str = "ms"
-    device: EmulatedDevice | None = None
-    events: list[device_events.DeviceEvent] = field(default_factory=list)
-    restarter: Callable[[], Awaitable[EmulatedDevice]] | None = None
-
-    @property
-    def emulated(self) -> bool:
-        return self.device is not None
-
-    def listen(self, device: EmulatedDevice) -> None:
-        self.device = device
-        device.add_listener(self.events.append)
-
-    async def restart(self) -> None:
-        assert self.restarter is not None
-        self.listen(await self.restarter())
-
-    async def activate_firmware(
-        self, image_hash: bytes, at: datetime | None = None
-    ) -> device_events.ActivationReply | None:
-        if self.device is None:
-            return None
-        return await self.device.activate_firmware(image_hash, at)
-
-
-@dataclass
 class Download:
     """How an offered transfer went, as far as the frames tell: the offer, the DUT's Upgrade End Request (None
     when it stopped without one) and the CHF's Upgrade End Response (if any)."""
@@ -142,7 +105,13 @@ class Download:
 
 class Trial:
     def __init__(
-        self, chf: TestChf, dut: Dut, clock: Clock, timing: Timing, image: HeldImage | None, version_step: int = 1
+        self,
+        chf: TestChf,
+        dut: DeviceUnderTest,
+        clock: Clock,
+        timing: Timing,
+        image: HeldImage | None,
+        version_step: int = 1,
     ) -> None:
         self.chf = chf
         self.dut = dut

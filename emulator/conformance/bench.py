@@ -28,10 +28,11 @@ from emulator.conformance.model import Check, CheckResult, Level, Report, Verdic
 from emulator.conformance.scenarios import SCENARIOS, Scenario
 from emulator.conformance.testchf import TEST_CHF, TestChf
 from emulator.conformance.trial import Inconclusive, NotApplicable
+from emulator.conformance.zcl_scenarios import ZCL_SCENARIOS
 from emulator.profiles import DeviceProfile
 from emulator.radio.capture import PcapWriter, parse_network_key
 
-ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS}
+ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS, **ZCL_SCENARIOS}
 # The most protocol time one check may take (its scenario's own windows are all shorter).
 VIRTUAL_BUDGET = 4 * 86400.0
 REAL_BUDGET = 6 * 3600.0

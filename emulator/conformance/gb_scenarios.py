@@ -17,7 +17,7 @@ from datetime import timedelta
 from emulator.conformance.interface import Ability, ActivationReply, Unable
 from emulator.conformance.model import FrameRecord
 from emulator.conformance.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, Outcome, Trial, evidence
+from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, NotApplicable, Outcome, Trial, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota.signing import manufacturer_image_hash
 
@@ -29,8 +29,18 @@ def _version(value: int | None) -> str:
     return "unknown" if value is None else f"0x{value:08X}"
 
 
+async def _server_activates(trial: Trial) -> None:
+    """The PPMID cases need a PPMID the CHF's Upgrade End Response may activate (GB: SR 11.4, CS05c)."""
+    if await trial.activation_policy() == 1:
+        raise NotApplicable(
+            "UpgradeActivationPolicy is 1 (out-of-band activation only): the PPMID must refuse the Upgrade End "
+            "Response's time (SE 1.2b 15-0324-02 §11.10.12, judged by C-17), so the CHF cannot activate it"
+        )
+
+
 async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
     await trial.learn()
+    await _server_activates(trial)
     download = await trial.verified_download("now")
     response = download.response
     assert response is not None
@@ -51,12 +61,19 @@ async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
     if not trial.dut.can(Ability.GBCS):
         raise Inconclusive(trial.dut.unable(Ability.GBCS))
     await trial.learn()
+    await _server_activates(trial)
     seen = len(trial.dut.alerts)
     download = await trial.verified_download("now")
     response = download.response
     assert response is not None
     rebooted = await trial.reboot(trial.chf.after(response), 2 * trial.timing.response)
     running = await trial.running_version()
+    if running is None:
+        raise Inconclusive(
+            "the version the PPMID runs is unknown (CurrentFileVersion not supported and no Query Next Image "
+            "Request after the Upgrade End Response), so the CS09 alert cannot be compared with what happened",
+            evidence(response, rebooted),
+        )
     alerts = [a for a in trial.dut.alerts[seen:] if not a.future_dated]
     if not alerts:
         return failed(
@@ -70,7 +87,7 @@ async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
     )
     if alert.alert_code != AlertCode.FIRMWARE_VERSION:
         return failed(f"CS09 with the wrong alert code: {told}", response, rebooted)
-    if running is not None and alert.firmware_version != running:
+    if alert.firmware_version != running:
         return failed(f"CS09 reports a version other than the one running ({_version(running)}): {told}", response)
     expected = ActivateImageResult.SUCCESS if activated else ActivateImageResult.FAILURE
     if alert.activate_image != expected:

@@ -81,7 +81,8 @@ class Link:
 @dataclass(frozen=True)
 class FirmwareAlert:
     """A GBCS firmware alert the DUT raised, as its harness saw it: the CS09 PPMID Firmware Activation Alert
-    (0x8F8B) or the outcome of a future-dated Activate Firmware (0x00CA with 0x8F66/0x8F67)."""
+    (0x8F8B) or the outcome of a future-dated Activate Firmware (0x00CA with 0x8F66/0x8F67). `at` is in
+    protocol seconds of the run's clock (`Link.clock.now()`)."""
 
     at: float
     alert_code: int | None

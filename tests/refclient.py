@@ -112,6 +112,7 @@ class RefConfig:
     gbcs: bool = True  # the harness sees GBCS alerts and can deliver Activate Firmware
     power_cycle: bool = True
     abort_at: float | None = None  # end every download with Upgrade End ABORT at this fraction (a bad link)
+    query_at_once: bool = False  # after a download the server stopped, query again at once (not next period)
     faults: frozenset[Fault] = frozenset()
 
 
@@ -443,7 +444,7 @@ class RefClient(DeviceUnderTest):
                 await self._end_phase(self._memory.held_ids)
             elif self._memory.offer is not None:
                 await self._download(*self._memory.offer)
-                if self._memory.held is None:
+                if self._memory.held is None and not self.config.query_at_once:
                     await self._idle()
             else:
                 self._wake.clear()

@@ -122,6 +122,15 @@ def test_a_download_ended_early_is_never_blamed_on_the_image():
         assert "Upgrade End ABORT" in result.reason and "byte changed" not in result.reason.split(";")[0]
 
 
+def test_querying_again_at_once_after_the_server_stops_a_download_is_not_continuing_it():
+    """ZCL r7 §11.13.8.4 / §11.13.6.5.2: after ABORT or three NO_IMAGE_AVAILABLE the client returns to querying;
+    one that queries at once and is offered the image again starts a new download, which C-09/C-10 accept."""
+    report = run_device_checks(DeviceTarget(dut=RefClient(RefConfig(query_at_once=True))), ["C-09", "C-10"])
+    for result in report.results:
+        assert result.verdict == Verdict.PASS, result.reason
+    assert "queried again" in report.results[0].reason
+
+
 def test_mandatory_attributes_only_judges_activation_from_the_radio():
     """CurrentFileVersion is optional: C-21 and C-22b read the running version from the query after the reboot."""
     config = RefConfig(mandatory_attributes_only=True)

@@ -444,6 +444,15 @@ async def c09_abort(trial: Trial) -> Outcome:
     timeline = trial.timeline(download.mark)
     ended = chf.since(after, dut_sent("upgrade_end", "query_next_image"))
     if more is not None:
+        requery = chf.since(after, lambda f: f.src != 0 and f.name == "query_next_image" and f.at <= more.at)
+        if requery:  # back to querying, as the rule asks; a new offer starts a new download
+            return passed(
+                f"stopped the aborted download and queried again (a new download followed at offset "
+                f"{offset_of(more)})",
+                sent,
+                requery[0],
+                timeline=timeline,
+            )
         return failed(f"requested offset {offset_of(more)} after the ABORT", sent, more, timeline=timeline)
     return passed("stopped requesting blocks after Image Block Response ABORT", sent, ended[:1], timeline=timeline)
 
@@ -488,6 +497,9 @@ async def c10_no_image_default_responses(trial: Trial) -> Outcome:
     timeline = trial.timeline(download.mark)
     if not refusals:
         raise Inconclusive("the transfer never reached 40 %", evidence(download.offer))
+    requery = chf.since(chf.after(refusals[0]), dut_sent("query_next_image"))
+    if requery:  # refusals after the DUT went back to querying belong to a new download
+        refusals = [r for r in refusals if r.at < requery[0].at]
     if len(refusals) > NO_IMAGE_LIMIT:
         fourth = refusals[NO_IMAGE_LIMIT]
         request = chf.since(download.mark, lambda f: f.src != 0 and f.name == "image_block" and f.at <= fourth.at)[-1]

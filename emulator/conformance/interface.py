@@ -165,7 +165,7 @@ def load_plugin(spec: str, *args: Any, **kwargs: Any) -> DeviceUnderTest:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginError(f"DUT plugin {spec!r}: cannot import module {module_name!r} ({exc})") from None
-    factory = module
+    factory: Any = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
         if factory is None:

@@ -36,8 +36,9 @@ UNSUPPORTED_MANUFACTURER = {Status.UNSUP_CLUSTER_COMMAND, Status.UNSUP_MANUF_CLU
 def _header(general: bool, command_id: int, tsn: int, *, ddr: bool, manufacturer: int | None = None) -> bytes:
     build = foundation.ZCLHeader.general if general else foundation.ZCLHeader.cluster
     header = build(tsn, command_id, manufacturer, frames.S2C)
-    header.frame_control = header.frame_control.replace(disable_default_response=ddr)
-    return header.serialize()
+    data = bytearray(header.serialize())
+    data[0] = data[0] | FC_DISABLE_DEFAULT_RESPONSE if ddr else data[0] & ~FC_DISABLE_DEFAULT_RESPONSE
+    return bytes(data)
 
 
 def frame_control(frame: FrameRecord) -> int:

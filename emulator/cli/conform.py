@@ -160,7 +160,9 @@ def device(
         supplied = None
         if image_path is not None:
             supplied = HeldImage.from_bytes(ota_image.read_file(image_path), source=str(image_path))
-        target = DeviceTarget(dut=load_plugin(dut_plugin), image=supplied, radio=radio or "loopback", seed=seed)
+        target = DeviceTarget(
+            dut=load_plugin(dut_plugin), image=supplied, radio=radio or "loopback", seed=seed, join_timeout=join_timeout
+        )
     elif dut_path is not None:
         if port is not None or eui64 is not None:
             raise click.UsageError("--dut names an emulated device; --device/--eui64 are for a real one, not both")

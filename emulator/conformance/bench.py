@@ -147,7 +147,6 @@ def target_dut(target: DeviceTarget) -> DeviceUnderTest:
         target.ieee,
         kind=target.kind,
         block_period_unit=target.block_period_unit,
-        join_timeout=target.join_timeout,
     )
 
 

@@ -145,14 +145,12 @@ class RadioDut(DeviceUnderTest):
         *,
         kind: str | None = None,
         block_period_unit: str = "ms",
-        join_timeout: float = 300.0,
     ) -> None:
         super().__init__()
         self.port = port
         self.ieee = ieee
         self.kind = kind
         self.block_period_unit = block_period_unit
-        self.join_timeout = join_timeout
         self.description = f"device {ieee} on {port}"
 
 

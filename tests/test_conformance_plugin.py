@@ -19,7 +19,14 @@ from emulator.conformance.interface import PluginError, load_plugin
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = ["-p", "emulator.conformance.pytest_plugin", "-p", "no:cacheprovider"]
+PLUGIN = [
+    "-p",
+    "emulator.conformance.pytest_plugin",
+    "-p",
+    "no:cacheprovider",
+    "-o",
+    "asyncio_default_fixture_loop_scope=function",
+]
 
 
 def conform(*args: str):

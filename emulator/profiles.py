@@ -58,6 +58,11 @@ DEVICE_FAULTS: dict[str, str] = {
     "upgrade_end_running_version": "name the running file version in Upgrade End Request SUCCESS (C-13)",
     "ignore_timeout_policy": "apply after unanswered Upgrade End Requests even with UpgradeTimeoutPolicy 1 (C-18)",
     "activate_future_dated_now": "execute a future-dated Activate Firmware at once instead of at its time (C-23)",
+    "zcl_wrong_tsn": "answer ZCL commands with a TSN one above the request's (Z-01)",
+    "zcl_wrong_direction": "send ZCL answers with the direction bit of the other side (Z-02)",
+    "zcl_default_response_when_disabled": "send Default Response SUCCESS even when the command disabled it (Z-03)",
+    "zcl_silent_on_unsupported": "send no Default Response for unsupported commands (Z-04, Z-05)",
+    "zcl_manufacturer_flag": "send ZCL answers flagged manufacturer specific (Z-05)",
 }
 
 

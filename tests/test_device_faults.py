@@ -25,6 +25,8 @@ from test_device_harness import (
     vrun,
 )
 
+from emulator.conformance.bench import DeviceTarget, check_device
+from emulator.conformance.checks import select
 from emulator.device import events
 from emulator.device.device import EmulatedDevice
 from emulator.ota import frames
@@ -307,6 +309,25 @@ CASES: dict[str, tuple[Scenario, Any, Any]] = {
     "upgrade_end_running_version": (upgrade_end_running_version, [2], [1]),
     "ignore_timeout_policy": (ignore_timeout_policy, False, True),
     "activate_future_dated_now": (activate_future_dated_now, (True, 1), (False, 3)),
+}
+
+
+def _zcl_check(check: str) -> Scenario:
+    """The ZCL header faults, told apart by the bench's ZCL check that judges them (Z-01 … Z-05)."""
+
+    async def scenario(faults: list[str], _: Path) -> str:
+        report = await check_device(DeviceTarget(profile=ppmid_profile(faults=faults)), select([check]))
+        return report.results[0].verdict.value
+
+    return scenario
+
+
+CASES |= {
+    "zcl_wrong_tsn": (_zcl_check("Z-01"), "pass", "fail"),
+    "zcl_wrong_direction": (_zcl_check("Z-02"), "pass", "fail"),
+    "zcl_default_response_when_disabled": (_zcl_check("Z-03"), "pass", "fail"),
+    "zcl_silent_on_unsupported": (_zcl_check("Z-04"), "pass", "fail"),
+    "zcl_manufacturer_flag": (_zcl_check("Z-05"), "pass", "fail"),
 }
 
 

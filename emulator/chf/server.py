@@ -13,7 +13,11 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
 * Upgrade End Request SUCCESS → Upgrade End Response at the time the GB rules set (PPMID now, HCALCS wait);
   any other status → Default Response SUCCESS and no Upgrade End Response (S-12, S-13).
 * Query Device Specific File → the file whose destination is the requester, or 0x81 when disabled (S-15).
-* Malformed → 0x80; client-side commands sent to the server → 0x81 (S-16).
+* Malformed → 0x80; client-side commands sent to the server → 0x81 (S-16). A command with bytes after its
+  known fields is taken on those fields: a later cluster revision may append fields (zigpy reads commands the
+  same way). MaximumDataSize 0 is INVALID_VALUE for blocks and pages alike; a size beyond what the server
+  can send is served at its cap in both (ZCL r7 §11.13.6, §11.13.7).
+* Nothing is ever sent in answer to a broadcast or group frame (ZCL r7 §2.5.12.2).
 * Per target and image, one `TransferOutcome` with CCS08 meaning (S-18).
 
 The server keeps only what GB reporting and rate limiting need per client (a `Transfer`): the protocol itself
@@ -47,6 +51,7 @@ LOGGER = logging.getLogger(__name__)
 
 ZDO_PROFILE = 0x0000
 BROADCAST_ENDPOINT = 0xFF
+FIRST_BROADCAST_NWK = 0xFFF8
 # WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
 BUSY_WAIT_SECONDS = 60
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
@@ -207,9 +212,12 @@ class OtaServer:
             self._reject(packet, exc.header.tsn, exc.header.command_id, Status.UNSUP_CLUSTER_COMMAND, str(exc))
             return
         except frames.MalformedFrame as exc:
-            if len(data) >= 3:
-                self._reject(packet, data[1], data[2], Status.MALFORMED_COMMAND, str(exc))
-            return
+            extended = _with_trailing_bytes(data)
+            if extended is None:
+                if len(data) >= 3:
+                    self._reject(packet, data[1], data[2], Status.MALFORMED_COMMAND, str(exc))
+                return
+            frame = extended
         ieee = self._ieee_of(packet)
         if frame.direction != frames.C2S:
             self._reject(
@@ -241,7 +249,7 @@ class OtaServer:
         """Default Response with an error status; sent even when default responses are disabled (ZCL: that bit
         only suppresses success responses), but never to a broadcast."""
         self._emit(ev.FrameRejected(self._ieee_of(packet), self.clock.now(), command_id, status, reason))
-        if packet.dst.addr_mode == t.AddrMode.Broadcast:
+        if _is_broadcast(packet.dst):
             return
         self._reply(
             packet, frames.default_response(tsn=tsn, command_id=command_id, status=status, direction=frames.S2C)
@@ -342,6 +350,9 @@ class OtaServer:
             return
         if offset >= held.size:
             self._reply(packet, frames.encode("image_block_response", tsn=tsn, status=Status.ABORT))
+            return
+        if maximum_data_size == 0:
+            self._reject(packet, tsn, IMAGE_BLOCK, Status.INVALID_VALUE, "MaximumDataSize 0")
             return
         transfer = self._track(ieee, held, offset)
         delay, period, reason = self._rate_limit(transfer, advertised_period)
@@ -470,7 +481,7 @@ class OtaServer:
         if cmd.status != Status.SUCCESS:
             if held is not None:
                 self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")
-            if frames.wants_default_response(frame.header):
+            if frames.wants_default_response(frame.header) and not _is_broadcast(packet.dst):
                 self._reply(
                     packet,
                     frames.default_response(
@@ -631,6 +642,33 @@ def _ota_client_endpoint(device) -> int:
         if endpoint_id != 0 and CLUSTER_ID in getattr(endpoint, "out_clusters", {}):
             return endpoint_id
     return 1
+
+
+def _is_broadcast(address: t.AddrModeAddress) -> bool:
+    """A broadcast or group destination (ZCL r7 §2.5.12.2: no Default Response to either)."""
+    if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
+        return True
+    return address.addr_mode == t.AddrMode.NWK and int(address.address) >= FIRST_BROADCAST_NWK
+
+
+def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
+    """A client command whose known fields are all there, followed by more bytes: accepted on its known fields.
+    ZCL lets a later revision of a cluster append fields to a command, and a receiver of an older revision reads
+    the ones it knows (zigpy does the same: it ignores data left after a command's schema)."""
+    try:
+        header, rest = foundation.ZCLHeader.deserialize(data)
+    except (ValueError, IndexError):
+        return None
+    definition = frames.SERVER_COMMANDS.get(header.command_id)
+    if header.frame_control.frame_type != foundation.FrameType.CLUSTER_COMMAND or definition is None:
+        return None
+    if header.direction != frames.C2S or header.frame_control.is_manufacturer_specific:
+        return None
+    try:
+        command, extra = definition.schema.deserialize(rest)
+    except (ValueError, KeyError, IndexError):
+        return None
+    return frames.Frame(header, definition.name, command) if extra else None
 
 
 def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes):

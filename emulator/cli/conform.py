@@ -25,6 +25,7 @@ from emulator.conformance import server_checks
 from emulator.conformance.bench import DeviceTarget, Step, exit_code, run_device_checks
 from emulator.conformance.checks import CHECKS, parse_ids, select
 from emulator.conformance.durations import EXPECTED_S, expected_seconds
+from emulator.conformance.interface import load_plugin
 from emulator.conformance.model import CheckResult, Report, RunInfo
 from emulator.conformance.report_text import span_text
 from emulator.conformance.reports import (
@@ -259,6 +260,12 @@ def _list_checks(as_json: bool) -> None:
     help="Profile of an emulated device under test (a TOML file or a bundled name).",
 )
 @click.option(
+    "--dut-plugin",
+    metavar="MODULE:FACTORY",
+    help="A device under test from your own harness: FACTORY() returns an "
+    "emulator.conformance.interface.DeviceUnderTest (README, Conformance bench).",
+)
+@click.option(
     "--radio",
     type=click.Choice(["loopback", "ezsp"]),
     help="loopback: in process on virtual time (the default with --dut); ezsp: through bellows — to a virtual "
@@ -301,6 +308,7 @@ def _list_checks(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (the table goes to stderr).")
 def device(
     dut_path: Path | None,
+    dut_plugin: str | None,
     radio: str | None,
     port: str | None,
     target_eui64: str | None,
@@ -330,6 +338,7 @@ def device(
     selected = select(ids)  # unknown IDs are a usage error before anything runs
     settings: dict[str, Any] = {
         "dut": None if dut_path is None else str(dut_path.resolve()),
+        "dut-plugin": dut_plugin,
         "radio": radio,
         "port": port,
         "target": target_eui64,
@@ -351,6 +360,20 @@ def device(
 def _device_target(settings: dict[str, Any]) -> DeviceTarget:
     """The device under test the settings name (as given on the command line, or as a report recorded them)."""
     dut, port, eui64, radio = settings["dut"], settings["port"], settings["target"], settings["radio"]
+    plugin = settings.get("dut-plugin")
+    if plugin is not None:
+        if dut is not None or port is not None or eui64 is not None:
+            raise click.UsageError("--dut-plugin names the device under test; drop --dut/--port/--target")
+        supplied = None
+        if settings["image"] is not None:
+            supplied = HeldImage.from_bytes(ota_image.read_file(settings["image"]), source=settings["image"])
+        return DeviceTarget(
+            dut=load_plugin(plugin),
+            image=supplied,
+            radio=radio or "loopback",
+            seed=int(settings["seed"]),
+            join_timeout=float(settings["join-timeout"]),
+        )
     if dut is not None:
         if port is not None or eui64 is not None:
             raise click.UsageError("--dut names an emulated device; --port/--target are for a real one, not both")

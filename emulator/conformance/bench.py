@@ -30,17 +30,19 @@ from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.conformance.checks import BOTH, select
 from emulator.conformance.durations import expected_seconds
-from emulator.conformance.dut import EmulatedWorld, Notice, RadioWorld
+from emulator.conformance.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
 from emulator.conformance.gb_scenarios import GB_SCENARIOS
 from emulator.conformance.identity import read_identity
+from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.model import Check, CheckResult, DutInfo, Level, Report, Verdict
 from emulator.conformance.scenarios import SCENARIOS, Scenario
 from emulator.conformance.testchf import TEST_CHF, TestChf
 from emulator.conformance.trial import Inconclusive, NotApplicable
+from emulator.conformance.zcl_scenarios import ZCL_SCENARIOS
 from emulator.profiles import DeviceProfile
 from emulator.radio.capture import PcapWriter, parse_network_key
 
-ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS}
+ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS, **ZCL_SCENARIOS}
 # The most protocol time one check may take (its scenario's own windows are all shorter).
 VIRTUAL_BUDGET = 4 * 86400.0
 REAL_BUDGET = 6 * 3600.0
@@ -71,8 +73,10 @@ Progress = Callable[[Step], None]
 class DeviceTarget:
     """The device under test: an emulated one from `profile` (on the loopback radio, virtual time; or
     `radio="ezsp"`, bellows and a virtual NCP, real time), or a real one on the EZSP coordinator at `port`
-    named by `ieee`. For a real device, `kind` (ppmid|hcalcs) selects the GB checks, `image` is an upgrade
-    file it accepts and `block_period_unit` the unit it reads MinimumBlockPeriod in."""
+    named by `ieee`, or any `dut` written to the public interface (`interface.DeviceUnderTest`: one that joins
+    the bench's virtual air, or one behind its own `port`). For a real device, `kind` (ppmid|hcalcs) selects
+    the GB checks, `image` is an upgrade file it accepts and `block_period_unit` the unit it reads
+    MinimumBlockPeriod in."""
 
     profile: DeviceProfile | None = None
     radio: str = "loopback"
@@ -83,12 +87,22 @@ class DeviceTarget:
     block_period_unit: str = "ms"
     join_timeout: float = 300.0
     seed: int = 0
+    dut: DeviceUnderTest | None = None
 
     @property
     def virtual(self) -> bool:
-        return self.port is None and self.radio == "loopback"
+        port = self.dut.port if self.dut is not None else self.port
+        return port is None and self.radio == "loopback"
 
     def describe(self) -> tuple[str, str]:
+        if self.dut is not None:
+            dut = self.dut
+            kind = dut.kind.upper() if dut.kind else "device"
+            where = f"behind the EZSP coordinator at {dut.port}" if dut.port else "on the bench's virtual air"
+            return (
+                f"{kind} {dut.ieee} ({dut.description})",
+                f"Device conformance of {dut.description} ({where}) against the test CHF",
+            )
         if self.profile is not None:
             profile = self.profile
             how = "loopback radio, virtual time" if self.virtual else "bellows and a virtual EZSP NCP, real time"
@@ -154,18 +168,30 @@ class _Capture:
         return str(self.writer.close())
 
 
-def _world(target: DeviceTarget, capture: _Capture, notice: Notice | None) -> EmulatedWorld | RadioWorld:
+def target_dut(target: DeviceTarget) -> DeviceUnderTest:
+    """The DUT a target names: its own, the emulated device of its profile, or the device behind its port."""
+    if target.dut is not None:
+        return target.dut
     if target.profile is not None:
-        # The test CHF forms its network with these settings, so the capture can be opened before the first frame
-        # (and an unwritable path is reported before any check runs).
-        capture.open(parse_network_key(TEST_CHF.network_key), TEST_CHF.pan_id)
-        return EmulatedWorld(target.profile, radio=target.radio, seed=target.seed, capture=capture)
+        return EmulatedDut(target.profile, seed=target.seed)
     assert target.port is not None and target.ieee is not None
-    return RadioWorld(
+    return RadioDut(
         target.port,
         target.ieee,
         kind=target.kind,
         block_period_unit=target.block_period_unit,
+    )
+
+
+def _world(target: DeviceTarget, capture: _Capture, notice: Notice | None) -> EmulatedWorld | RadioWorld:
+    dut = target_dut(target)
+    if dut.port is None:
+        # The test CHF forms its network with these settings, so the capture can be opened before the first frame
+        # (and an unwritable path is reported before any check runs).
+        capture.open(parse_network_key(TEST_CHF.network_key), TEST_CHF.pan_id)
+        return EmulatedWorld(dut, radio=target.radio, seed=target.seed, capture=capture, image=target.image)
+    return RadioWorld(
+        dut,
         image=target.image,
         join_timeout=target.join_timeout,
         notice=notice,
@@ -273,7 +299,12 @@ def _waits(progress: Progress, step: Step) -> Callable[[str, float], None]:
 async def _identity(world: EmulatedWorld | RadioWorld, target: DeviceTarget) -> DutInfo:
     """Who the device says it is, read in a session of its own before the checks (nothing read from a device
     that never joined)."""
-    ieee = str(target.profile.ieee if target.profile is not None else target.ieee)
+    if target.profile is not None:
+        ieee = str(target.profile.ieee)
+    elif target.dut is not None:
+        ieee = str(target.dut.ieee)
+    else:
+        ieee = str(target.ieee)
     if world.absent is not None:
         return DutInfo(ieee=ieee)
     async with world.session() as trial:

@@ -1,11 +1,19 @@
 """Where the device under test lives, and how each check gets a session with it.
 
-* `EmulatedWorld`: an emulated PPMID/HCALCS from a profile. Every check gets a fresh HAN — a new air, CHF and
-  device with empty state — so no verdict depends on an earlier check. On the loopback radio this runs on
-  virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP (real time).
-* `RadioWorld`: a device reached through an EZSP coordinator (a real dongle, or a virtual NCP's URL), named
-  by its EUI-64. The bench opens joining and waits for it; checks then run one after another on the same
-  device, which cannot be reset in between (the report says so).
+Two implementations of the public DUT interface (`interface.DeviceUnderTest`) ship with the bench:
+
+* `EmulatedDut`: an emulated PPMID/HCALCS from a profile, with power cycles and its events standing in for
+  the GBCS messages it would send;
+* `RadioDut`: a device reached through an EZSP coordinator (a real dongle, or a virtual NCP's URL), named by
+  its EUI-64.
+
+And two worlds run the checks on a DUT:
+
+* `EmulatedWorld`: any DUT that joins the bench's virtual air. Every check gets a fresh HAN — a new air, CHF
+  and a restarted DUT with empty state — so no verdict depends on an earlier check. On the loopback radio this
+  runs on virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP (real time).
+* `RadioWorld`: a DUT behind a coordinator `port`. The bench opens joining and waits for it; checks then run
+  one after another on the same device, which cannot be reset in between (the report says so).
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
 from emulator.conformance.checks import HCALCS, PPMID
+from emulator.conformance.interface import Ability, ActivationReply, DeviceUnderTest, FirmwareAlert, Link
 from emulator.conformance.testchf import TEST_CHF, TestChf
-from emulator.conformance.trial import REAL_TIMING, VIRTUAL_TIMING, Dut, Inconclusive, Timing, Trial
+from emulator.conformance.trial import REAL_TIMING, VIRTUAL_TIMING, Inconclusive, Timing, Trial
+from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.han import FIRST_DEVICE_NWK
 from emulator.ncp.server import VirtualNcp
@@ -48,30 +58,128 @@ def _quiet(_: str) -> None:
     return None
 
 
-class EmulatedWorld:
-    """A fresh in-process HAN per check around one emulated device."""
+class EmulatedDut(DeviceUnderTest):
+    """The project's emulated PPMID/HCALCS as a DUT: it joins the bench's air, can be power-cycled (state kept
+    in the link's directory), and its events stand in for the GBCS alerts and Activate Firmware."""
+
+    def __init__(self, profile: DeviceProfile, *, seed: int = 0) -> None:
+        super().__init__()
+        self.profile = profile
+        self.ieee = profile.ieee
+        self.kind = profile.kind
+        self.block_period_unit = profile.block_period_unit
+        self.description = f"emulated {profile.kind.upper()} ({profile.source})"
+        self.seed = seed
+        self.device: EmulatedDevice | None = None
+        self._link: Link | None = None
+        self._generation = 0
+
+    @property
+    def abilities(self) -> frozenset[Ability]:
+        return frozenset({Ability.POWER_CYCLE, Ability.GBCS})
+
+    async def start(self, link: Link) -> None:
+        self._link = link
+        self._generation = 0
+        await self._boot()
+
+    async def stop(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            await device.stop()
+
+    async def power_cycle(self) -> None:
+        await self.stop()
+        self._generation += 1
+        await self._boot()
+
+    async def activate_firmware(self, image_hash: bytes, at: datetime | None = None) -> ActivationReply:
+        assert self.device is not None, "start() first"
+        reply = await self.device.activate_firmware(image_hash, at)
+        code = None if reply.response_code is None else int(reply.response_code)
+        return ActivationReply(reply.accepted, code, reply.firmware_version)
+
+    async def _boot(self) -> None:
+        link = self._link
+        assert link is not None
+        device = EmulatedDevice(
+            self.profile,
+            link.air,
+            link.clock,
+            nwk=link.nwk,
+            state_dir=link.state_dir,
+            seed=self.seed * 7919 + self._generation,
+        )
+        device.add_listener(self._on_event)
+        await device.start()
+        self.device = device
+
+    def _on_event(self, event: device_events.DeviceEvent) -> None:
+        """CS09 (activation reported) and 0x00CA (a future-dated activation executed) as the GBCS alerts."""
+        if isinstance(event, device_events.Activated):
+            alert = None if event.alert_code is None else int(event.alert_code)
+            self.alerts.append(
+                FirmwareAlert(event.at, alert, event.new_version, activate_image=int(event.activate_image))
+            )
+        elif isinstance(event, device_events.ActivationOutcome):
+            alert = None if event.alert_code is None else int(event.alert_code)
+            self.alerts.append(
+                FirmwareAlert(
+                    event.at,
+                    alert,
+                    event.version,
+                    response_code=int(event.response_code),
+                    future_dated=event.future_dated,
+                )
+            )
+
+
+class RadioDut(DeviceUnderTest):
+    """A device on an EZSP coordinator's network (a real one behind a stick), named by its EUI-64. The bench
+    cannot restart it or see its GBCS messages."""
 
     def __init__(
         self,
-        profile: DeviceProfile,
+        port: str,
+        ieee: t.EUI64,
+        *,
+        kind: str | None = None,
+        block_period_unit: str = "ms",
+    ) -> None:
+        super().__init__()
+        self.port = port
+        self.ieee = ieee
+        self.kind = kind
+        self.block_period_unit = block_period_unit
+        self.description = f"device {ieee} on {port}"
+
+
+class EmulatedWorld:
+    """A fresh in-process HAN per check around a DUT that joins the bench's virtual air."""
+
+    def __init__(
+        self,
+        dut: DeviceUnderTest,
         *,
         radio: str = "loopback",
         seed: int = 0,
         capture: Capture | None = None,
         start_utc: datetime | None = None,
+        image: HeldImage | None = None,
     ) -> None:
-        self.profile = profile
+        self.dut = dut
         self.radio = radio
         self.seed = seed
         self.capture = capture
+        self.image = image
         self.start_utc = start_utc or datetime.now(UTC).replace(microsecond=0)
         self.timing: Timing = VIRTUAL_TIMING if radio == "loopback" else REAL_TIMING
         self.absent: str | None = None
         self.shared = False
 
     @property
-    def kind(self) -> str:
-        return self.profile.kind
+    def kind(self) -> str | None:
+        return self.dut.kind
 
     async def start(self) -> None:
         return None
@@ -81,15 +189,14 @@ class EmulatedWorld:
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Trial]:
-        profile = self.profile
+        dut = self.dut
         air = Air(seed=self.seed)
         clock = Clock(self.start_utc)
-        chf = TestChf(clock, profile.ieee, FIRST_DEVICE_NWK)
+        chf = TestChf(clock, dut.ieee, FIRST_DEVICE_NWK)
         node = ChfNode(TEST_CHF, chf.store, clock, observers=[chf.intercept])
         ncp: VirtualNcp | None = None
         state = tempfile.TemporaryDirectory(prefix="ota-emu-conform-")
-        dut = Dut(profile.ieee, profile.kind, profile.block_period_unit)
-        started = False
+        started = dut_started = False
         try:
             if self.radio == "ezsp":
                 ncp = VirtualNcp(air, seed=self.seed)
@@ -103,21 +210,13 @@ class EmulatedWorld:
             chf.attach(node)
             if self.capture is not None:
                 self.capture(chf)
-            restarts = 0
-
-            async def restart() -> EmulatedDevice:
-                nonlocal restarts
-                restarts += 1
-                if dut.device is not None:
-                    await dut.device.stop()
-                return await self._device(air, clock, Path(state.name), restarts)
-
-            dut.restarter = restart
-            dut.listen(await self._device(air, clock, Path(state.name), 0))
-            yield Trial(chf, dut, clock, self.timing, None)
+            dut.alerts.clear()
+            dut_started = True
+            await dut.start(Link(air, clock, FIRST_DEVICE_NWK, Path(state.name)))
+            yield Trial(chf, dut, clock, self.timing, self.image)
         finally:
-            if dut.device is not None:
-                await dut.device.stop()
+            if dut_started:
+                await dut.stop()
             chf.detach()
             if ncp is not None:
                 await asyncio.sleep(DRAIN)  # frames bellows still has in flight, so shutting down fails none
@@ -126,18 +225,6 @@ class EmulatedWorld:
             if ncp is not None:
                 await ncp.stop()
             state.cleanup()
-
-    async def _device(self, air: Air, clock: Clock, state_dir: Path, generation: int) -> EmulatedDevice:
-        device = EmulatedDevice(
-            self.profile,
-            air,
-            clock,
-            nwk=FIRST_DEVICE_NWK,
-            state_dir=state_dir,
-            seed=self.seed * 7919 + generation,
-        )
-        await device.start()
-        return device
 
 
 class _JoinWatch:
@@ -160,24 +247,22 @@ class RadioWorld:
 
     def __init__(
         self,
-        port: str,
-        ieee: t.EUI64,
+        dut: DeviceUnderTest,
         *,
-        kind: str | None = None,
-        block_period_unit: str = "ms",
         image: HeldImage | None = None,
         join_timeout: float = 300.0,
         notice: Notice | None = None,
         capture: Capture | None = None,
     ) -> None:
-        self.port = port
-        self.ieee = ieee
+        assert dut.port is not None, "a RadioWorld DUT is reached through a coordinator port"
+        self.port = dut.port
+        self.ieee = dut.ieee
         self.image = image
         self.join_timeout = join_timeout
         self.notice = notice or _quiet
         self.capture = capture
         self.timing = REAL_TIMING
-        self.dut = Dut(ieee, kind, block_period_unit)
+        self.dut = dut
         self.absent: str | None = None
         self.shared = True
         self._clock: Clock | None = None

@@ -14,18 +14,14 @@ import asyncio
 import hashlib
 from datetime import timedelta
 
+from emulator.conformance.interface import Ability, ActivationReply, Unable
 from emulator.conformance.model import FrameRecord
 from emulator.conformance.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, Outcome, Trial, evidence
-from emulator.device import events as device_events
+from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, NotApplicable, Outcome, Trial, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota.signing import manufacturer_image_hash
 
 STAND_IN = "device event standing in for the GBCS {}"
-GBCS_UNSEEN = (
-    "the {} travels as a GBCS message through the CHF's tunnel, which this bench does not speak; "
-    "only an emulated DUT can be judged on it"
-)
 FUTURE = 3600.0  # C-23e: Activate Firmware dated this far ahead
 
 
@@ -33,8 +29,18 @@ def _version(value: int | None) -> str:
     return "unknown" if value is None else f"0x{value:08X}"
 
 
+async def _server_activates(trial: Trial) -> None:
+    """The PPMID cases need a PPMID the CHF's Upgrade End Response may activate (GB: SR 11.4, CS05c)."""
+    if await trial.activation_policy() == 1:
+        raise NotApplicable(
+            "UpgradeActivationPolicy is 1 (out-of-band activation only): the PPMID must refuse the Upgrade End "
+            "Response's time (SE 1.2b 15-0324-02 §11.10.12, judged by C-17), so the CHF cannot activate it"
+        )
+
+
 async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
     await trial.learn()
+    await _server_activates(trial)
     download = await trial.verified_download("now")
     response = download.response
     assert response is not None
@@ -52,16 +58,23 @@ async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
 
 
 async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
-    if not trial.dut.emulated:
-        raise Inconclusive(GBCS_UNSEEN.format("CS09 PPMID Firmware Activation Alert"))
+    if not trial.dut.can(Ability.GBCS):
+        raise Inconclusive(trial.dut.unable(Ability.GBCS))
     await trial.learn()
-    seen = len(trial.dut.events)
+    await _server_activates(trial)
+    seen = len(trial.dut.alerts)
     download = await trial.verified_download("now")
     response = download.response
     assert response is not None
     rebooted = await trial.reboot(trial.chf.after(response), 2 * trial.timing.response)
     running = await trial.running_version()
-    alerts = [e for e in trial.dut.events[seen:] if isinstance(e, device_events.Activated)]
+    if running is None:
+        raise Inconclusive(
+            "the version the PPMID runs is unknown (CurrentFileVersion not supported and no Query Next Image "
+            "Request after the Upgrade End Response), so the CS09 alert cannot be compared with what happened",
+            evidence(response, rebooted),
+        )
+    alerts = [a for a in trial.dut.alerts[seen:] if not a.future_dated]
     if not alerts:
         return failed(
             f"no CS09 alert after the Upgrade End Response said now ({STAND_IN.format('CS09')} missing)", response
@@ -69,12 +82,12 @@ async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
     alert = alerts[0]
     activated = running == download.held.file_version
     told = (
-        f"alert 0x{int(alert.alert_code or 0):04X}, firmware {_version(alert.new_version)}, "
-        f"activateImage {int(alert.activate_image)} ({STAND_IN.format('CS09 alert')})"
+        f"alert 0x{int(alert.alert_code or 0):04X}, firmware {_version(alert.firmware_version)}, "
+        f"activateImage {alert.activate_image} ({STAND_IN.format('CS09 alert')})"
     )
     if alert.alert_code != AlertCode.FIRMWARE_VERSION:
         return failed(f"CS09 with the wrong alert code: {told}", response, rebooted)
-    if running is not None and alert.new_version != running:
+    if alert.firmware_version != running:
         return failed(f"CS09 reports a version other than the one running ({_version(running)}): {told}", response)
     expected = ActivateImageResult.SUCCESS if activated else ActivateImageResult.FAILURE
     if alert.activate_image != expected:
@@ -112,21 +125,28 @@ async def c23a_hcalcs_holds(trial: Trial) -> Outcome:
     return passed(f"holds the verified image: {read}not activated in {HOLD_WATCH / 60:.0f} min", response)
 
 
-def _outcome(reply: device_events.ActivationReply) -> str:
-    code = "none" if reply.response_code is None else f"{int(reply.response_code)} ({reply.response_code.name})"
+def _outcome(reply: ActivationReply) -> str:
+    if reply.response_code is None:
+        code = "none"
+    elif reply.response_code in set(ActivationResponse):
+        code = f"{reply.response_code} ({ActivationResponse(reply.response_code).name})"
+    else:
+        code = str(reply.response_code)
     return f"responseCode {code}, firmware {_version(reply.firmware_version)} ({STAND_IN.format('CS06 response')})"
 
 
-def _needs_cs06(trial: Trial, what: str = "Activate Firmware command (CS06)") -> None:
-    if not trial.dut.emulated:
-        raise Inconclusive(GBCS_UNSEEN.format(what))
+def _needs_cs06(trial: Trial) -> None:
+    if not trial.dut.can(Ability.GBCS):
+        raise Inconclusive(trial.dut.unable(Ability.GBCS))
 
 
-async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[device_events.ActivationReply, int]:
-    """Send Activate Firmware (CS06) to the emulated DUT; its reply, and the mark before it."""
+async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[ActivationReply, int]:
+    """Send Activate Firmware (CS06) through the DUT's harness; its reply, and the mark before it."""
     mark = trial.chf.mark()
-    reply = await trial.dut.activate_firmware(image_hash, at)
-    assert reply is not None
+    try:
+        reply = await trial.dut.activate_firmware(image_hash, at)
+    except Unable as exc:
+        raise Inconclusive(exc.reason) from None
     return reply, mark
 
 
@@ -171,9 +191,9 @@ async def c23d_nothing_held(trial: Trial) -> Outcome:
 
 
 async def c23e_future_dated(trial: Trial) -> Outcome:
-    _needs_cs06(trial, "future-dated Activate Firmware command (CS06)")
+    _needs_cs06(trial)
     download = await _held(trial)
-    seen = len(trial.dut.events)
+    seen = len(trial.dut.alerts)
     at = trial.clock.utc() + timedelta(seconds=FUTURE)
     start = trial.clock.now()
     reply, mark = await _activate(trial, manufacturer_image_hash(download.held.image), at)
@@ -184,7 +204,7 @@ async def c23e_future_dated(trial: Trial) -> Outcome:
         ahead = FUTURE - (early.at - start)
         return failed(f"accepted a future-dated Activate Firmware but activated {ahead:.0f} s before its time", early)
     rebooted = await trial.reboot(mark, 180.0)
-    outcomes = [e for e in trial.dut.events[seen:] if isinstance(e, device_events.ActivationOutcome) and e.future_dated]
+    outcomes = [a for a in trial.dut.alerts[seen:] if a.future_dated]
     if not outcomes:
         return failed(
             f"no outcome reported after the future-dated activation time ({STAND_IN.format('0x00CA alert')} missing)",
@@ -193,8 +213,8 @@ async def c23e_future_dated(trial: Trial) -> Outcome:
     outcome = outcomes[0]
     late = round(outcome.at - start - FUTURE, 1) + 0.0  # no "-0.0"
     told = (
-        f"alert 0x{int(outcome.alert_code or 0):04X}, responseCode {int(outcome.response_code)}, "
-        f"firmware {_version(outcome.version)}, {late:+.1f} s from the execution time "
+        f"alert 0x{int(outcome.alert_code or 0):04X}, responseCode {outcome.response_code}, "
+        f"firmware {_version(outcome.firmware_version)}, {late:+.1f} s from the execution time "
         f"({STAND_IN.format('0x00CA alert')})"
     )
     if abs(late) > 60:

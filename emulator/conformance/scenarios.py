@@ -16,12 +16,14 @@ from datetime import timedelta
 import zigpy.types as t
 
 from emulator.conformance import images
+from emulator.conformance.interface import Ability, Unable
 from emulator.conformance.model import FrameRecord, Verdict
 from emulator.conformance.testchf import chf_sent, dut_sent
 from emulator.conformance.trial import (
     CURRENT_FILE_VERSION,
     IMAGE_TYPE_ID,
     IMAGE_UPGRADE_STATUS,
+    MINIMUM_BLOCK_PERIOD,
     REQUESTS,
     UPGRADE_ACTIVATION_POLICY,
     UPGRADE_TIMEOUT_POLICY,
@@ -35,6 +37,7 @@ from emulator.conformance.trial import (
 from emulator.ota import frames
 from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status
+from emulator.ota.signing import manufacturer_image_hash
 
 Scenario = Callable[[Trial], Awaitable[Outcome]]
 
@@ -50,6 +53,7 @@ ACTIVATION_DELAY = 120  # C-15: seconds from the Upgrade End Response
 HOLD_WATCH = 65 * 60.0  # C-14: a held image must stay held; the client re-asks within 60 min
 TIMEOUT_WATCH = 4 * 3600.0  # C-18: time for missed Upgrade End Responses to make a client apply
 MS_PERIOD, S_PERIOD = 250, 2  # C-08b: MinimumBlockPeriod imposed, in the DUT's unit
+BLOCK_PERIOD_PRESENT = 0x02  # Image Block Request field control bit 1: MinimumBlockPeriod present
 
 
 def passed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Outcome:
@@ -234,6 +238,14 @@ async def c06_block_loop(trial: Trial) -> Outcome:
             ids = (frame.fields["manufacturer_code"], frame.fields["image_type"], frame.fields["file_version"])
             if tuple(int(v) for v in ids) != held.key:
                 return failed(f"block request for image {ids}, the offer was {held.key}", frame, timeline=timeline)
+            if int(frame.fields.get("maximum_data_size", 1)) == 0:
+                return failed(
+                    "Image Block Request with MaximumDataSize 0: no block can carry data, so the download cannot "
+                    "progress (ZCL r7 §11.13.6: the largest data length the client can receive)",
+                    download.offer,
+                    frame,
+                    timeline=timeline,
+                )
             if offset_of(frame) != received:
                 return failed(
                     f"requested offset {offset_of(frame)} when the data received ended at {received}",
@@ -353,6 +365,7 @@ async def c08b_minimum_block_period(trial: Trial) -> Outcome:
     unit = trial.dut.block_period_unit
     period = MS_PERIOD if unit == "ms" else S_PERIOD
     seconds = period * (0.001 if unit == "ms" else 1.0)
+    attribute = await trial.read(MINIMUM_BLOCK_PERIOD)
     chf.configure(wait_for_data=1, minimum_block_period=period, block_period_unit=unit, page_requests=False)
     download = await trial.download(trial.good_image("wait"))
     timeline = trial.timeline(download.mark)
@@ -364,6 +377,15 @@ async def c08b_minimum_block_period(trial: Trial) -> Outcome:
     if wait is None:
         raise Inconclusive(
             "the DUT sent no block request, so no MinimumBlockPeriod was imposed", evidence(download.offer)
+        )
+    first = chf.since(download.mark, dut_sent(*REQUESTS))[:1]
+    advertised = bool(first) and int(first[0].fields.get("field_control", 0)) & BLOCK_PERIOD_PRESENT
+    if not advertised and (attribute is None or MINIMUM_BLOCK_PERIOD not in attribute):
+        raise NotApplicable(
+            "the DUT does not support rate limiting: its Image Block Requests carry no MinimumBlockPeriod (field "
+            "control bit 1) and it has no MinimumBlockPeriod attribute; the server may change the period only when "
+            "both sides support it (ZCL r7 §11.13.6, §11.10 MinimumBlockPeriod)",
+            evidence(first),
         )
     requests = chf.since(chf.after(wait), dut_sent(*REQUESTS))
     gaps = [(b.at - a.at, a, b) for a, b in itertools.pairwise(requests)]
@@ -422,6 +444,15 @@ async def c09_abort(trial: Trial) -> Outcome:
     timeline = trial.timeline(download.mark)
     ended = chf.since(after, dut_sent("upgrade_end", "query_next_image"))
     if more is not None:
+        requery = chf.since(after, lambda f: f.src != 0 and f.name == "query_next_image" and f.at <= more.at)
+        if requery:  # back to querying, as the rule asks; a new offer starts a new download
+            return passed(
+                f"stopped the aborted download and queried again (a new download followed at offset "
+                f"{offset_of(more)})",
+                sent,
+                requery[0],
+                timeline=timeline,
+            )
         return failed(f"requested offset {offset_of(more)} after the ABORT", sent, more, timeline=timeline)
     return passed("stopped requesting blocks after Image Block Response ABORT", sent, ended[:1], timeline=timeline)
 
@@ -459,17 +490,22 @@ async def c10_no_image_default_responses(trial: Trial) -> Outcome:
         if refusal is None:
             break
         refusals.append(refusal)
+        if len(refusals) > NO_IMAGE_LIMIT:
+            break  # one past the limit decides; a DUT that never stops would keep the scenario going
         index = chf.after(refusal)
         window = 2 * trial.timing.response
     timeline = trial.timeline(download.mark)
     if not refusals:
         raise Inconclusive("the transfer never reached 40 %", evidence(download.offer))
+    requery = chf.since(chf.after(refusals[0]), dut_sent("query_next_image"))
+    if requery:  # refusals after the DUT went back to querying belong to a new download
+        refusals = [r for r in refusals if r.at < requery[0].at]
     if len(refusals) > NO_IMAGE_LIMIT:
         fourth = refusals[NO_IMAGE_LIMIT]
         request = chf.since(download.mark, lambda f: f.src != 0 and f.name == "image_block" and f.at <= fourth.at)[-1]
         return failed(
             f"kept requesting blocks after {NO_IMAGE_LIMIT} Default Responses NO_IMAGE_AVAILABLE "
-            f"({len(refusals)} refused in all)",
+            "(a fourth was refused too)",
             refusals[:NO_IMAGE_LIMIT],
             request,
             timeline=timeline,
@@ -532,15 +568,15 @@ async def c11_resend(trial: Trial) -> Outcome:
 async def _judge_invalid(trial: Trial, download: Download, what: str) -> Outcome:
     timeline = trial.timeline(download.mark)
     end = download.end
+    early = trial.ended_early(download)
+    if early is not None:
+        raise Inconclusive(f"{early}; the scenario needs {what} downloaded whole", evidence(download.offer, end))
     if end is None:
-        served = trial.progress(download)
-        if served.startswith(f"{download.held.size} of"):
-            return failed(
-                f"no Upgrade End Request after {what} was downloaded (expected INVALID_IMAGE)",
-                download.offer,
-                timeline=timeline,
-            )
-        raise Inconclusive(f"the download of {what} stopped early ({served})", evidence(download.offer))
+        return failed(
+            f"no Upgrade End Request after {what} was downloaded (expected INVALID_IMAGE)",
+            download.offer,
+            timeline=timeline,
+        )
     if download.end_status != Status.INVALID_IMAGE:
         return failed(
             f"Upgrade End status 0x{download.end_status:02X} for {what} (expected INVALID_IMAGE 0x96)",
@@ -606,12 +642,11 @@ async def c13_good_image(trial: Trial) -> Outcome:
     download = await trial.download(trial.good_image("wait"))
     timeline = trial.timeline(download.mark)
     end = download.end
+    early = trial.ended_early(download)
+    if early is not None:
+        raise Inconclusive(early, evidence(download.offer, end))
     if end is None:
-        if trial.progress(download).startswith(f"{download.held.size} of"):
-            return failed(
-                "no Upgrade End Request after the whole image was downloaded", download.offer, timeline=timeline
-            )
-        raise Inconclusive(f"the download stopped early ({trial.progress(download)})", evidence(download.offer))
+        return failed("no Upgrade End Request after the whole image was downloaded", download.offer, timeline=timeline)
     if download.end_status == Status.INVALID_IMAGE and trial.supplied is None:
         raise Inconclusive(trial.rejection(download), evidence(end))
     if download.end_status != Status.SUCCESS:
@@ -700,14 +735,25 @@ async def _judge_activation_time(trial: Trial, download: Download, timeline) -> 
     )
 
 
+async def _server_may_activate(trial: Trial) -> None:
+    """The UpgradeTime checks need a DUT that lets the OTA server activate it."""
+    if await trial.activation_policy() == 1:
+        raise NotApplicable(
+            "UpgradeActivationPolicy is 1 (out-of-band activation only): the DUT must refuse the server's "
+            "UpgradeTime (SE 1.2b 15-0324-02 §11.10.12, judged by C-17), so there is no time to keep"
+        )
+
+
 async def c15a_relative_upgrade_time(trial: Trial) -> Outcome:
     await trial.learn()
+    await _server_may_activate(trial)
     download = await trial.verified_download(f"+{ACTIVATION_DELAY}")
     return await _judge_activation_time(trial, download, trial.timeline(download.mark))
 
 
 async def c15b_absolute_upgrade_time(trial: Trial) -> Outcome:
     await trial.learn()
+    await _server_may_activate(trial)
     held = trial.good_image("wait")
 
     def schedule(packet: t.ZigbeePacket, frame: frames.Frame) -> bool:
@@ -729,7 +775,14 @@ async def c16_foreign_upgrade_end(trial: Trial) -> Outcome:
     download = await trial.verified_download("wait")
     timeline = trial.timeline(download.mark)
     manufacturer, image_type, version = download.held.key
-    await asyncio.sleep(2.0)
+    assert download.response is not None
+    early = await trial.reboot(chf.after(download.response), 5.0)
+    if early is not None:
+        raise Inconclusive(
+            "the DUT activated although told to wait (judged by C-14), so it held no image for an Upgrade End "
+            "Response naming another one to be tried on",
+            evidence(download.response, early),
+        )
     mark = chf.mark()
     now = trial.clock.zcl_utc()
     foreign = images.other_version(version, 0x10)
@@ -816,7 +869,10 @@ async def c18_upgrade_timeout_policy(trial: Trial) -> Outcome:
     activation = policies.get(UPGRADE_ACTIVATION_POLICY, 0)
     timeout = policies.get(UPGRADE_TIMEOUT_POLICY, 0)
     if activation == 1 and timeout == 0:
-        raise NotApplicable("out-of-band activation with apply-after-timeout is manufacturer specific (SPEC.md §3.1)")
+        raise NotApplicable(
+            "UpgradeActivationPolicy 1 with UpgradeTimeoutPolicy 0 is manufacturer specific (SE 1.2b 15-0324-02 "
+            "§11.10.13), so there is no rule to hold the DUT to"
+        )
 
     def unanswered(packet: t.ZigbeePacket, frame: frames.Frame) -> bool:
         return frame.name == "upgrade_end" and frame.command.status == Status.SUCCESS
@@ -861,10 +917,8 @@ async def c18_upgrade_timeout_policy(trial: Trial) -> Outcome:
 
 
 async def c20_resume_after_restart(trial: Trial) -> Outcome:
-    if trial.dut.restarter is None:
-        raise Inconclusive(
-            "needs the device power-cycled mid-download, which this bench can do only to an emulated DUT"
-        )
+    if not trial.dut.can(Ability.POWER_CYCLE):
+        raise Inconclusive(trial.dut.unable(Ability.POWER_CYCLE))
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -874,7 +928,7 @@ async def c20_resume_after_restart(trial: Trial) -> Outcome:
     def power_cycle(packet: t.ZigbeePacket, frame: frames.Frame) -> bool:
         if tasks or frame.name not in REQUESTS or int(frame.command.file_offset) < half:
             return False
-        tasks.append(asyncio.get_running_loop().create_task(trial.dut.restart()))
+        tasks.append(asyncio.get_running_loop().create_task(trial.dut.power_cycle()))
         return True
 
     chf.rules.append(power_cycle)
@@ -913,35 +967,77 @@ async def c20_resume_after_restart(trial: Trial) -> Outcome:
     )
 
 
+async def _activated(trial: Trial) -> tuple[Download, int, str]:
+    """A good image downloaded and activated the way the DUT allows: by the Upgrade End Response saying now, or
+    — UpgradeActivationPolicy 1 — out of band (GB: Activate Firmware, CS06). (download, mark, how)."""
+    if await trial.activation_policy() == 1:
+        if not trial.dut.can(Ability.GBCS):
+            raise Inconclusive(
+                "UpgradeActivationPolicy is 1: only an out-of-band activation (GB: Activate Firmware, CS06) switches "
+                f"its firmware, and {trial.dut.unable(Ability.GBCS)}"
+            )
+        download = await trial.verified_download("wait")
+        await asyncio.sleep(5.0)
+        mark = trial.chf.mark()
+        try:
+            await trial.dut.activate_firmware(manufacturer_image_hash(download.held.image))
+        except Unable as exc:
+            raise Inconclusive(exc.reason) from None
+        return download, mark, "Activate Firmware (CS06, out-of-band activation)"
+    download = await trial.verified_download("now")
+    assert download.response is not None
+    return download, trial.chf.after(download.response), "an Upgrade End Response saying now"
+
+
 async def c21_attributes_after_upgrade(trial: Trial) -> Outcome:
     await trial.learn()
-    download = await trial.verified_download("now")
+    download, mark, how = await _activated(trial)
     timeline = trial.timeline(download.mark)
-    assert download.response is not None
-    rebooted = await trial.reboot(trial.chf.after(download.response), 2 * trial.timing.response)
+    rebooted = await trial.reboot(mark, 2 * trial.timing.response)
     await asyncio.sleep(5.0)
     values = await trial.read(CURRENT_FILE_VERSION, IMAGE_TYPE_ID, IMAGE_UPGRADE_STATUS)
     if values is None:
         raise Inconclusive("the DUT did not answer a Read Attributes of its OTA client attributes", evidence(rebooted))
     new = download.held.file_version
-    reads = trial.chf.since(trial.chf.after(download.response), dut_sent("Read_Attributes_rsp"))[-1:]
-    if values.get(CURRENT_FILE_VERSION) != new:
+    reads = trial.chf.since(mark, dut_sent("Read_Attributes_rsp"))[-1:]
+    shown = [download.response, rebooted, *reads]
+    if CURRENT_FILE_VERSION in values:
+        running: int | None = values[CURRENT_FILE_VERSION]
+        source = "CurrentFileVersion"
+    else:
+        query = await trial.queried_version()
+        running = None if query is None else int(query.fields["current_file_version"])
+        source = "its Query Next Image Request (CurrentFileVersion is optional and not supported)"
+        shown.append(query)
+    if running is None:
         raise Inconclusive(
-            f"the DUT still runs 0x{values.get(CURRENT_FILE_VERSION, 0):08X}: it did not activate 0x{new:08X}",
-            evidence(download.response, reads),
+            "CurrentFileVersion is not supported and the DUT sent no Query Next Image Request after "
+            f"{how}, so the version it runs is not known",
+            evidence(*shown),
+        )
+    if running != new:
+        raise Inconclusive(
+            f"the DUT still runs 0x{running:08X} (per {source}) after {how}: it did not activate 0x{new:08X}, "
+            "so there are no after-activation attributes to judge (C-15, C-22a, C-23b judge activation)",
+            evidence(*shown),
         )
     expected = {IMAGE_TYPE_ID: 0xFFFF, IMAGE_UPGRADE_STATUS: 0}
     wrong = {k: values[k] for k, v in expected.items() if k in values and values[k] != v}
     if wrong:
         text = ", ".join(f"0x{k:04X} = 0x{v:X} (expected 0x{expected[k]:X})" for k, v in wrong.items())
-        return failed(f"after activating 0x{new:08X}: {text}", download.response, rebooted, reads, timeline=timeline)
-    return passed(
-        f"CurrentFileVersion 0x{new:08X}, ImageTypeID 0xFFFF, ImageUpgradeStatus 0 after activating",
-        download.response,
-        rebooted,
-        reads,
-        timeline=timeline,
+        return failed(f"after activating 0x{new:08X}: {text}", *shown, timeline=timeline)
+    told = ", ".join(
+        text
+        for key, text in (
+            (CURRENT_FILE_VERSION, f"CurrentFileVersion 0x{new:08X}"),
+            (IMAGE_TYPE_ID, "ImageTypeID 0xFFFF"),
+            (IMAGE_UPGRADE_STATUS, "ImageUpgradeStatus 0"),
+        )
+        if key in values
     )
+    if CURRENT_FILE_VERSION not in values:
+        told = f"runs 0x{new:08X} (per {source}); {told}"
+    return passed(f"{told} after {how}", *shown, timeline=timeline)
 
 
 async def c_page_fallback(trial: Trial) -> Outcome:

@@ -1,4 +1,4 @@
-"""Server-side conformance checks S-01…S-18 (SPEC.md §2, §6.2, §9.3; PEERS.md §5.1): scripted probes play an
+"""Server-side conformance checks S-01…S-18 (ZCL r7 §11.13, OTA spec 09-5264 r23 §6.10): scripted probes play an
 OTA client's side against an OTA server and the server is judged from the frames it sent back.
 
 Two servers can be probed (`server_targets`): ``ours``, the emulator's CHF, and ``zigpy``, zigpy's own OTA server.
@@ -101,7 +101,7 @@ _CATALOGUE = [
     _entry(
         "S-01",
         "Query Next Image offers the held image",
-        "SPEC.md §2.3, §9.3 S-01",
+        "ZCL r7 §11.13.5 (Query Next Image Response); OTA spec 09-5264 r23 §6.10.5",
         _MUST,
         "query",
         judge_query,
@@ -112,7 +112,7 @@ _CATALOGUE = [
     _entry(
         "S-01.FC",
         "Responses disable default responses (FC 0x19)",
-        "SPEC.md §1.1, §9.3 S-01",
+        "ZCL r7 §2.4.1 (frame control: direction, disable default response)",
         _SHOULD,
         "query",
         judge_response_frame_control,
@@ -121,7 +121,7 @@ _CATALOGUE = [
     _entry(
         "S-02",
         "Hardware version checked against the image's range",
-        "SPEC.md §2.2, §9.3 S-02",
+        "ZCL r7 §11.13.4.4 (the server examines the hardware version against the header range)",
         _MUST,
         "hardware",
         judge_hardware,
@@ -131,17 +131,17 @@ _CATALOGUE = [
     _entry(
         "S-03",
         "Query without hardware version is offered",
-        "SPEC.md §2.2, §9.3 S-03",
+        "ZCL r7 §11.13.4 (HardwareVersion is optional in the query)",
         _SHOULD,
         "no-hardware",
         judge_no_hardware,
         "A query without the hardware version field for an image that has a hardware range should be offered "
-        "(Silicon Labs policy); GB may require the field (UNCONFIRMED).",
+        "(Silicon Labs policy); GB requirements on the field are not published.",
     ),
     _entry(
         "S-04",
         "Version policy of the query",
-        "SPEC.md §2.2, §9.3 S-04",
+        "ZCL r7 §11.13.4.4 (the server may upgrade, downgrade or reinstall)",
         _MUST,
         "versions",
         judge_versions,
@@ -151,7 +151,7 @@ _CATALOGUE = [
     _entry(
         "S-05",
         "Nothing for a device outside the DeviceIDList",
-        "SPEC.md §8.6, §9.3 S-05",
+        "DUIS SR 11.1 / SR 11.4 (images are for the devices of the DeviceIDList)",
         _SHOULD,
         "stranger",
         judge_stranger,
@@ -161,7 +161,7 @@ _CATALOGUE = [
     _entry(
         "S-06",
         "Image blocks: size, offset echo, short last block",
-        "SPEC.md §2.6, §6.2, §9.3 S-06",
+        "ZCL r7 §11.13.8 (Image Block Response: offset echoed, at most MaximumDataSize)",
         _MUST,
         "download",
         judge_download,
@@ -172,7 +172,7 @@ _CATALOGUE = [
     _entry(
         "S-07",
         "Missing file: Default Response 0x98",
-        "SPEC.md §6.2, §9.1 (test case 9.5.6), §9.3 S-07",
+        "ZCL r7 §11.13.6.5.2 (NO_IMAGE_AVAILABLE for an unknown image; OTA test case 9.5.6)",
         _MUST,
         "unknown-image",
         judge_unknown_image,
@@ -182,7 +182,7 @@ _CATALOGUE = [
     _entry(
         "S-08",
         "Offset past the end: an error, and the server carries on",
-        "SPEC.md §9.3 S-08",
+        "ZCL r7 §11.13.6.5 (Image Block Request handling)",
         _MUST,
         "past-end",
         judge_past_end,
@@ -192,7 +192,7 @@ _CATALOGUE = [
     _entry(
         "S-08.FORM",
         "Offset past the end: Default Response 0x98 or ABORT",
-        "SPEC.md §2.6, §9.3 S-08",
+        "ZCL r7 §11.13.8 (Image Block Response ABORT)",
         _SHOULD,
         "past-end",
         judge_past_end_form,
@@ -201,7 +201,7 @@ _CATALOGUE = [
     _entry(
         "S-09",
         "Rate limiting: WAIT_FOR_DATA and MinimumBlockPeriod",
-        "SPEC.md §2.6, §6.3, §9.3 S-09",
+        "ZCL r7 §11.13.8 (WAIT_FOR_DATA, MinimumBlockPeriod); OTA spec 09-5264 r23 §6.10.8",
         _MUST,
         "rate-limit",
         judge_rate_limit,
@@ -209,12 +209,12 @@ _CATALOGUE = [
         "period the server imposed. Our CHF runs with wait_for_data = 30 s and minimum_block_period = 250: every "
         "WAIT_FOR_DATA must have RequestTime ≥ CurrentTime (or CurrentTime 0), the second must carry the "
         "server's period, the last request must be served. Not applicable to a server that never rate-limits "
-        "(rate limiting is optional, SPEC.md §6.2).",
+        "(rate limiting is optional, ZCL r7 §11.13.8).",
     ),
     _entry(
         "S-10",
         "Concurrent clients served independently",
-        "SPEC.md §6.2, §6.3, §9.3 S-10",
+        "ZCL r7 §11.13.6 (stateless serving: every request names image and offset)",
         _MUST,
         "concurrency",
         judge_concurrency,
@@ -226,7 +226,7 @@ _CATALOGUE = [
     _entry(
         "S-11",
         "Image Page Request served or refused",
-        "SPEC.md §2.5, §9.3 S-11",
+        "ZCL r7 §11.13.7 (Image Page Request, optional)",
         _MUST,
         "page",
         judge_page,
@@ -237,7 +237,7 @@ _CATALOGUE = [
     _entry(
         "S-12",
         "Upgrade End SUCCESS answered with the activation time",
-        "SPEC.md §2.8, §8.6, §9.3 S-12",
+        "ZCL r7 §11.13.10 (Upgrade End Response); GBCS CS05c / CS06 (GB activation)",
         _MUST,
         "upgrade-end-success",
         judge_upgrade_end_success,
@@ -248,7 +248,7 @@ _CATALOGUE = [
     _entry(
         "S-13",
         "No Upgrade End Response to a failed Upgrade End",
-        "SPEC.md §2.8, §6.2, §9.3 S-13",
+        "ZCL r7 §11.13.9.4 (no further processing of a non-SUCCESS Upgrade End Request)",
         _MUST,
         "upgrade-end-failure",
         judge_upgrade_end_failure,
@@ -258,7 +258,7 @@ _CATALOGUE = [
     _entry(
         "S-13.DR",
         "Failed Upgrade End acknowledged by Default Response",
-        "SPEC.md §2.8, §9.3 S-13",
+        "ZCL r7 §2.5.12.2 (Default Response), §11.13.9.4",
         _SHOULD,
         "upgrade-end-failure",
         judge_upgrade_end_failure_default_response,
@@ -268,7 +268,7 @@ _CATALOGUE = [
     _entry(
         "S-14",
         "Unsolicited Upgrade End Response",
-        "SPEC.md §2.8, §9.3 S-14",
+        "ZCL r7 §11.13.10 (unsolicited Upgrade End Response); OTA spec 09-5264 r23 §6.10.10",
         _MUST,
         "unsolicited-end",
         judge_unsolicited_end,
@@ -279,7 +279,7 @@ _CATALOGUE = [
     _entry(
         "S-15",
         "Query Device Specific File answered or refused",
-        "SPEC.md §2.9, §9.3 S-15",
+        "ZCL r7 §11.13.11 (Query Device Specific File, optional)",
         _MUST,
         "specific-file",
         judge_specific_file,
@@ -290,7 +290,7 @@ _CATALOGUE = [
     _entry(
         "S-16",
         "Malformed commands: Default Response 0x80",
-        "SPEC.md §4, §9.3 S-16",
+        "ZCL r7 §2.5.12.2, §2.6.3 (MALFORMED_COMMAND, UNSUP_CLUSTER_COMMAND)",
         _MUST,
         "malformed",
         judge_malformed,
@@ -300,7 +300,7 @@ _CATALOGUE = [
     _entry(
         "S-17",
         "Image Notify payloads",
-        "SPEC.md §2.1, §9.3 S-17",
+        "ZCL r7 §11.13.3 (Image Notify payload types); OTA spec 09-5264 r23 §6.10.3",
         _MUST,
         "notify",
         judge_notify,
@@ -312,7 +312,7 @@ _CATALOGUE = [
     _entry(
         "S-17.TSN",
         "Image Notify: a fresh TSN each",
-        "SPEC.md §1.1, §9.3 S-17",
+        "ZCL r7 §2.4.1.2 (transaction sequence number)",
         _SHOULD,
         "notify",
         judge_notify_tsn,
@@ -322,7 +322,7 @@ _CATALOGUE = [
     _entry(
         "S-18",
         "GB CCS08 outcome once per target",
-        "SPEC.md §8.3, §8.6, §9.3 S-18",
+        "GBCS use case CCS08 (Firmware Transfer Alert 0x8F8A / 0x8F89, responseCode)",
         _MUST,
         "transfer-alerts",
         judge_transfer_alerts,

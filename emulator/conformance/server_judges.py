@@ -150,7 +150,7 @@ def judge_hardware(tr: Transcript) -> Judgement:
         results.append(f"0x{hardware:04X}→{'SUCCESS' if expected == Status.SUCCESS else '0x98'}")
     if problems:
         padded = all("-byte payload" in p for p in problems)
-        note = "non-SUCCESS Query Next Image Responses carry the image fields too (SPEC.md §2.3: status byte alone)"
+        note = "non-SUCCESS Query Next Image Responses carry the image fields too (ZCL r7 §11.13.5: status byte alone)"
         return _fail("; ".join(problems), note=note if padded else "")
     return _pass(f"range 0x{low:04X}..0x{high:04X}: " + ", ".join(results))
 
@@ -162,7 +162,7 @@ def judge_no_hardware(tr: Transcript) -> Judgement:
     if not _query_answer(exchange, Status.NO_IMAGE_AVAILABLE):
         return _fail(
             "refuses (0x98) a query without hardware version for an image with a hardware range; Silicon Labs "
-            "offers it (GB may require the version: UNCONFIRMED)"
+            "offers it (whether GB requires the hardware version is not published)"
         )
     return _fail(_query_answer(exchange, Status.SUCCESS))
 
@@ -323,7 +323,7 @@ def judge_past_end_form(tr: Transcript) -> Judgement:
         return _pass(describe(frame))
     return _fail(
         f"{describe(frame)}: expected Default Response 0x98 or an Image Block Response ABORT "
-        "(an Image Block Response carries SUCCESS, WAIT_FOR_DATA or ABORT only, SPEC.md §2.6)",
+        "(an Image Block Response carries SUCCESS, WAIT_FOR_DATA or ABORT only, ZCL r7 §11.13.8)",
         past.frames,
     )
 

@@ -4,36 +4,39 @@ A scenario is an async function of a `Trial` that returns an `Outcome` (verdict,
 a transfer timeline) or raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
 DUT is, get it to query, offer it an image, wait for the transfer to end, see it reboot into new firmware —
 judge only from frames on the CHF radio, so they hold for a real device as well as an emulated one. Where a GB
-outcome travels in a GBCS message this bench cannot see, an emulated DUT's events stand in for it (`Dut`).
+outcome travels in a GBCS message this bench cannot see, the DUT's harness may report it
+(`interface.DeviceUnderTest.alerts`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-
-import zigpy.types as t
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
 from emulator.conformance import images
 from emulator.conformance.images import DutIdentity
+from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
 from emulator.conformance.testchf import TestChf, chf_sent, dut_sent
-from emulator.device import events as device_events
-from emulator.device.device import EmulatedDevice
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
 CURRENT_FILE_VERSION = 0x0002
 IMAGE_UPGRADE_STATUS = 0x0006
 IMAGE_TYPE_ID = 0x0008
+MINIMUM_BLOCK_PERIOD = 0x0009
 UPGRADE_ACTIVATION_POLICY = 0x000B
 UPGRADE_TIMEOUT_POLICY = 0x000C
 
 REQUESTS = ("image_block", "image_page")
+OTA_CLUSTER = 0x0019
+# Names the recorder gives frames it could decode as OTA or foundation commands.
+KNOWN = frozenset({"query_next_image", "image_block", "image_page", "upgrade_end", "query_device_specific_file"}) | {
+    "Default_Response",
+    "Read_Attributes_rsp",
+}
 
 
 @dataclass(frozen=True)
@@ -92,39 +95,6 @@ def evidence(*items: FrameRecord | list[FrameRecord] | None) -> list[FrameRecord
 
 
 @dataclass
-class Dut:
-    """The device under test. An emulated one also offers what a real one gets through other channels: its
-    events (standing in for the GBCS alerts it would send), Activate Firmware (CS06, which reaches a real
-    device through the GBCS tunnel) and a restart (a power cycle)."""
-
-    ieee: t.EUI64
-    kind: str | None
-    block_period_unit: str = "ms"
-    device: EmulatedDevice | None = None
-    events: list[device_events.DeviceEvent] = field(default_factory=list)
-    restarter: Callable[[], Awaitable[EmulatedDevice]] | None = None
-
-    @property
-    def emulated(self) -> bool:
-        return self.device is not None
-
-    def listen(self, device: EmulatedDevice) -> None:
-        self.device = device
-        device.add_listener(self.events.append)
-
-    async def restart(self) -> None:
-        assert self.restarter is not None
-        self.listen(await self.restarter())
-
-    async def activate_firmware(
-        self, image_hash: bytes, at: datetime | None = None
-    ) -> device_events.ActivationReply | None:
-        if self.device is None:
-            return None
-        return await self.device.activate_firmware(image_hash, at)
-
-
-@dataclass
 class Download:
     """How an offered transfer went, as far as the frames tell: the offer, the DUT's Upgrade End Request (None
     when it stopped without one) and the CHF's Upgrade End Response (if any)."""
@@ -142,7 +112,13 @@ class Download:
 
 class Trial:
     def __init__(
-        self, chf: TestChf, dut: Dut, clock: Clock, timing: Timing, image: HeldImage | None, version_step: int = 1
+        self,
+        chf: TestChf,
+        dut: DeviceUnderTest,
+        clock: Clock,
+        timing: Timing,
+        image: HeldImage | None,
+        version_step: int = 1,
     ) -> None:
         self.chf = chf
         self.dut = dut
@@ -175,6 +151,14 @@ class Trial:
         """Who the DUT is, from its first query (answered NO_IMAGE_AVAILABLE: the store is still empty)."""
         query = await self.prompt_query()
         if query is None:
+            unread = self.chf.since(0, lambda f: f.src != 0 and f.cluster_id == OTA_CLUSTER and f.name not in KNOWN)
+            if unread:
+                first = unread[0]
+                raise Inconclusive(
+                    f"the DUT sent {len(unread)} OTA cluster frame(s) but no readable Query Next Image Request (first: "
+                    f"{first.name}, frame control 0x{first.hex[:2]}; the ZCL checks Z-02 and Z-05 judge the header)",
+                    evidence(unread[:2]),
+                )
             raise Inconclusive(
                 f"the DUT sent no Query Next Image Request, not even after a unicast Image Notify "
                 f"(waited {self.timing.spontaneous:g} s)"
@@ -281,8 +265,47 @@ class Trial:
         return None if values is None else {k: int(v) for k, v in values.items()}
 
     async def running_version(self) -> int | None:
+        """The version the DUT runs: its CurrentFileVersion, or — that attribute is optional (ZCL r7 §11.10) —
+        the current file version of the Query Next Image Request a unicast Image Notify draws (§11.13.3 makes
+        that query mandatory). None when neither shows it."""
         values = await self.read(CURRENT_FILE_VERSION)
-        return None if values is None else values.get(CURRENT_FILE_VERSION)
+        if values is not None and CURRENT_FILE_VERSION in values:
+            return values[CURRENT_FILE_VERSION]
+        query = await self.queried_version()
+        return None if query is None else int(query.fields["current_file_version"])
+
+    async def queried_version(self) -> FrameRecord | None:
+        """The DUT's next Query Next Image Request within the response window (a unicast notify asks for one)."""
+        is_query = dut_sent("query_next_image")
+        mark = self.chf.mark()
+        query = await self.chf.expect(is_query, self.timing.quiet, mark)
+        if query is None and self.chf.nwk is not None:
+            self.chf.notify(0, 100)
+            query = await self.chf.expect(is_query, self.timing.response, mark)
+        if query is not None:
+            await self.chf.expect(chf_sent("query_next_image_response"), self.timing.response, self.chf.after(query))
+        return query
+
+    async def activation_policy(self) -> int:
+        """UpgradeActivationPolicy (0x000B): 1 when the DUT allows out-of-band activation only (SE 1.2b
+        15-0324-02 §11.10.12); an optional attribute, so an unreadable one is its default, 0."""
+        values = await self.read(UPGRADE_ACTIVATION_POLICY)
+        return 0 if values is None else int(values.get(UPGRADE_ACTIVATION_POLICY, 0))
+
+    def ended_early(self, download: Download) -> str | None:
+        """Why a download that ended before the whole image was served says nothing about the image itself: the
+        DUT may give up with Upgrade End ABORT at any time (OTA spec 09-5264 r23 §6.10.9), or stop requesting."""
+        served = self.progress(download)
+        if served.startswith(f"{download.held.size} of"):
+            return None
+        if download.end is None:
+            return f"the download stopped early ({served})"
+        if download.end_status == Status.ABORT:
+            return (
+                f"the DUT ended the download early with Upgrade End ABORT ({served}), as a client may on a bad "
+                "link, so it never had the whole image to judge"
+            )
+        return None
 
     def waiting_response(self, download: Download) -> bool:
         response = download.response

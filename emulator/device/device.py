@@ -384,7 +384,8 @@ class EmulatedDevice:
             self._error(packet, header, broadcast, Status.MALFORMED_COMMAND, "SUCCESS without the image fields")
             return
         if frame.name == "image_notify":
-            if not broadcast and not header.frame_control.disable_default_response:
+            disabled = header.frame_control.disable_default_response
+            if not broadcast and (not disabled or "zcl_default_response_when_disabled" in self.profile.faults):
                 self._default_response(packet, header, Status.SUCCESS)
             client.on_image_notify(frame, broadcast)
             return
@@ -425,6 +426,7 @@ class EmulatedDevice:
     def _reply(self, packet: t.ZigbeePacket, data: bytes, tsn: int) -> None:
         """Answer a ZCL request: to its sender's endpoint, from our endpoint, on the same cluster and profile."""
         profile_id = self.profile.profile_id if packet.profile_id == zdo.WILDCARD_PROFILE else packet.profile_id
+        data = self._zcl_faults(data)
         self.air.send(
             t.ZigbeePacket(
                 src=self._src,
@@ -439,6 +441,17 @@ class EmulatedDevice:
                 radius=0,
             )
         )
+
+    def _zcl_faults(self, data: bytes) -> bytes:
+        """The deliberate ZCL header deviations of a fault profile (conformance checks Z-01, Z-02, Z-05)."""
+        faults = self.profile.faults
+        if "zcl_wrong_tsn" in faults:
+            data = data[:1] + bytes([(data[1] + 1) & 0xFF]) + data[2:]
+        if "zcl_wrong_direction" in faults:
+            data = bytes([data[0] ^ 0x08]) + data[1:]
+        if "zcl_manufacturer_flag" in faults:
+            data = bytes([data[0] | 0x04]) + self.profile.manufacturer_code.to_bytes(2, "little") + data[1:]
+        return data
 
     def _default_response(self, packet: t.ZigbeePacket, header: foundation.ZCLHeader, status: Status) -> None:
         data = frames.default_response(
@@ -456,7 +469,7 @@ class EmulatedDevice:
             status=int(status),
             reason=reason,
         )
-        if not broadcast:
+        if not broadcast and "zcl_silent_on_unsupported" not in self.profile.faults:
             self._default_response(packet, header, status)
 
     # == attribute tables ============================================================================

@@ -105,6 +105,28 @@ def _short(address: t.AddrModeAddress | None) -> int | None:
     return int(cast(int, address.address))
 
 
+def unicast(
+    src: int, src_ep: int, dst: int, dst_ep: int, profile_id: int, cluster_id: int, data: bytes
+) -> t.ZigbeePacket:
+    """A unicast between NWK addresses asking for an APS ACK (zigpy's types are untyped: built here once)."""
+    types: Any = t
+    return cast(
+        t.ZigbeePacket,
+        types.ZigbeePacket(
+            src=types.AddrModeAddress(addr_mode=types.AddrMode.NWK, address=types.NWK(src)),
+            src_ep=src_ep,
+            dst=types.AddrModeAddress(addr_mode=types.AddrMode.NWK, address=types.NWK(dst)),
+            dst_ep=dst_ep,
+            tsn=data[1] if profile_id and len(data) > 1 else data[0] if data else 0,
+            profile_id=profile_id,
+            cluster_id=cluster_id,
+            data=types.SerializableBytes(data),
+            tx_options=types.TransmitOptions.ACK,
+            radius=0,
+        ),
+    )
+
+
 class _Guarded:
     """What the inner radio holds in place of the node: the node's identity, and a `receive` that passes the
     security layer first."""

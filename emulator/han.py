@@ -60,6 +60,14 @@ class DeviceSummary:
     cbke_suite: int | None = None
     link_key: str = ""
 
+    @property
+    def security(self) -> str:
+        """Smart Energy security in a few words ("install code, CBKE suite 2, link key CBKE"); empty without."""
+        parts = [f"joined with {self.joined}" if self.joined else ""]
+        parts.append(f"CBKE suite {self.cbke_suite}" if self.cbke_suite is not None else "")
+        parts.append(f"link key {self.link_key}" if self.link_key else "")
+        return ", ".join(part for part in parts if part)
+
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["ieee"] = str(self.ieee)

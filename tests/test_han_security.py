@@ -5,7 +5,9 @@ key; read back by tshark and zigpy-cli, which we did not write."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,10 +16,13 @@ from pathlib import Path
 
 import pytest
 import zigpy.types as t
+from click.testing import CliRunner
 
+from conftest import assert_one_line_error
 from emulator import clock
 from emulator.chf import key_establishment as chf_ke
 from emulator.chf.store import HeldImage
+from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.device import security_events as sev
 from emulator.han import Han, HanOptions
@@ -245,3 +250,58 @@ def test_zigpy_rebuilds_the_image_from_the_capture_given_the_keys(
     [rebuilt] = reconstruct(tmp_path / "all", keys)
     assert rebuilt.read_bytes() == held.data
     assert reconstruct(tmp_path / "network-only", keys[:1]) == []
+
+
+def _profiles(tmp_path: Path, device_extra: str = "", chf_extra: str = "") -> tuple[Path, Path, Path]:
+    ppmid = load_device(bundled("ppmid"))
+    device = tmp_path / "ppmid.toml"
+    device.write_text(bundled("ppmid").read_text().replace("[device]\n", f'[device]\nsecurity = "se"\n{device_extra}'))
+    chf = tmp_path / "chf.toml"
+    chf.write_text(bundled("chf").read_text().replace("[chf]\n", '[chf]\nsecurity = "se"\n') + chf_extra)
+    image = tmp_path / "ppmid.ota"
+    image.write_bytes(image_for(ppmid).data)
+    return chf, device, image
+
+
+@needs_tshark
+def test_ota_emu_run_writes_the_keys_file_and_prints_the_tshark_command(tmp_path: Path) -> None:
+    chf, device, image = _profiles(tmp_path)
+    pcap = tmp_path / "run.pcap"
+    args = ["run", "--chf", str(chf), "--device", str(device), "--image", str(image), "--pcap", str(pcap), "--json"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["devices"]
+    assert (entry["result"], entry["joined"], entry["cbke_suite"], entry["link_key"]) == (
+        "upgraded", "install code", 2, "CBKE",
+    )  # fmt: skip
+    keys = pcap.with_name("run.pcap.keys")
+    assert keys.stat().st_mode & 0o777 == 0o600 and len(keys.read_text().splitlines()) == 4  # header + 3 keys
+    command = result.stderr.strip().splitlines()[-1]
+    assert command.startswith("tshark -r ")
+    done = subprocess.run(
+        [*shlex.split(command), "-Y", "zbee_zcl_general.ota.cmd.srv_tx.id == 0x05"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    blocks = -(-len(image.read_bytes()) // 63)
+    assert len(done.stdout.splitlines()) == blocks  # every Image Block Response opened
+
+
+def test_ota_emu_run_shows_devices_that_were_not_admitted(tmp_path: Path) -> None:
+    log = '\n[[device_log]]\nieee = "00:DB:12:34:56:78:90:A4"\ninstall_code = "000102030405060708090A0B0C0D0E0F"\n'
+    chf, device, image = _profiles(tmp_path, chf_extra=log)
+    args = ["run", "--chf", str(chf), "--device", str(device), "--image", str(image)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "not-joined" in result.stdout and "Transport-Key not opened" in result.stdout
+
+
+def test_bad_security_keys_in_profiles_are_one_line_errors(tmp_path: Path) -> None:
+    chf, device, image = _profiles(tmp_path, device_extra='install_code = "0011"\n')
+    result = CliRunner().invoke(main, ["run", "--chf", str(chf), "--device", str(device), "--image", str(image)])
+    assert_one_line_error(result, "key 'device.install_code'", "expected 6, 8, 12 or 16 bytes")
+    chf, device, image = _profiles(tmp_path, chf_extra="[[device_log]]\nieee = 1\n")
+    result = CliRunner().invoke(main, ["run", "--chf", str(chf), "--device", str(device), "--image", str(image)])
+    assert_one_line_error(result, "device_log[0]")
+    chf, device, image = _profiles(tmp_path, device_extra='cbke_credentials = "missing.json"\n')
+    result = CliRunner().invoke(main, ["run", "--chf", str(chf), "--device", str(device), "--image", str(image)])
+    assert_one_line_error(result, "cbke_credentials", "missing.json")

@@ -12,6 +12,7 @@ from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
 from emulator.errors import InputError
 from emulator.han import Han, HanOptions, expand
+from emulator.han_security import attach_capture, print_capture_keys
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key
@@ -119,6 +120,8 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     )
     if capture is not None:
         capture.attach(han.air)
+        if han.security.enabled:
+            attach_capture(han.security, capture)
 
     async def main() -> tuple[bool, float, float]:
         await han.start()
@@ -134,6 +137,8 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     finally:
         if capture is not None:
             capture.close()
+    if capture is not None and han.security.enabled:
+        print_capture_keys(capture)
     summaries = list(han.summaries.values())
     print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json, extra={"settled": settled})
     ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)

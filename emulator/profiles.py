@@ -313,7 +313,7 @@ class DeviceProfile:
         default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
     )
     security: str = field(
-        default="none",
+        default="se",
         metadata=_spec(_choice("se", "none"), "se: install-code join, CBKE and APS-encrypted OTA; none: NWK key only"),
     )
     install_code: str | None = field(
@@ -445,7 +445,7 @@ class ChfProfile:
         metadata=_spec(parse_eui64, "recipient id of the CCS08 and CS09 alerts"),
     )
     security: str = field(
-        default="none",
+        default="se",
         metadata=_spec(_choice("se", "none"), "se: admit by Device Log install code, CBKE server, APS-encrypted OTA"),
     )
     cbke_credentials: str | None = field(

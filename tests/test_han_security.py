@@ -183,7 +183,7 @@ def test_an_unencrypted_ota_command_to_a_device_with_a_link_key_is_dropped_and_r
 
 def test_device_security_without_an_se_chf_fails_cbke_for_want_of_a_server() -> None:
     ppmid = se_ppmid()
-    han = run(load_chf(bundled("chf")), [ppmid]).han
+    han = run(load_chf(bundled("chf")).replace(security="none"), [ppmid]).han
     summary = han.summaries[ppmid.ieee]
     assert (summary.result, summary.reason) == ("failed", "CBKE failed: NO_SERVER")
 

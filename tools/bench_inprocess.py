@@ -43,7 +43,13 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _device(**changes):
-    return load_device(bundled("ppmid")).replace(**{"max_data_size": BLOCK, "query_start_jitter": 1.0, **changes})
+    # (a), (b) and (c) measure the OTA path itself, without Smart Energy security; (s) adds it.
+    defaults = {"max_data_size": BLOCK, "query_start_jitter": 1.0, "security": "none"}
+    return load_device(bundled("ppmid")).replace(**{**defaults, **changes})
+
+
+def _chf(**changes):
+    return load_chf(bundled("chf")).replace(**{"security": "none", **changes})
 
 
 def _image(profile, size: int, device_ids) -> HeldImage:
@@ -54,7 +60,7 @@ def _image(profile, size: int, device_ids) -> HeldImage:
 
 async def _ours(size: int, security: str = "none") -> tuple[int, float, float]:
     device = _device(security=security)
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK, security=security)
+    chf = _chf(max_block_size=BLOCK, security=security)
     han = Han(chf, [device], [_image(device, size, [device.ieee])], HanOptions(start_utc=START))
     marks: dict[str, float] = {}
 
@@ -77,7 +83,7 @@ async def _ours(size: int, security: str = "none") -> tuple[int, float, float]:
 async def _zigpys(size: int) -> tuple[int, float, foundation.Status]:
     zigpy.device.AFTER_OTA_ATTR_READ_DELAY = 0
     device = _device(profile_id=0x0104)
-    han = Han(load_chf(bundled("chf")), [device], [], HanOptions(start_utc=START))
+    han = Han(_chf(), [device], [], HanOptions(start_utc=START))
     await han.start()
     han.server.stop()
     while not (zdev := han.app.devices.get(device.ieee)) or not zdev.is_initialized:
@@ -107,7 +113,7 @@ async def _scale(devices: int, size: int) -> tuple[int, float, float, str]:
     profiles = expand([_device(query_start_jitter=60.0)], devices)
     # One 2.4 GHz channel cannot carry 1,000 simultaneous downloads (each 64-byte block round trip costs ~6 ms of
     # airtime): like a real CHF, the server admits a few at a time and tells the rest to wait (WAIT_FOR_DATA).
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK, max_concurrent_downloads=CONCURRENT_DOWNLOADS)
+    chf = _chf(max_block_size=BLOCK, max_concurrent_downloads=CONCURRENT_DOWNLOADS)
     han = Han(
         chf,
         profiles,
@@ -140,7 +146,7 @@ SECURE_FLOOR = 5_000
 
 async def _cbke(devices: int, suite: str) -> tuple[int, float]:
     profiles = expand([_device(security="se", cbke_suite=suite)], devices)
-    chf = load_chf(bundled("chf")).replace(security="se", cbke_suite=suite)
+    chf = _chf(security="se", cbke_suite=suite)
     han = Han(chf, profiles, [], HanOptions(start_utc=START))
     done: list[float] = []
 

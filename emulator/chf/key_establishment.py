@@ -98,6 +98,8 @@ class KeyEstablishmentServer:
         self.listener = listener
         self.exchanges: dict[int, ke.Responder] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._last: dict[int, bytes] = {}
+        self._answers: dict[int, list[t.ZigbeePacket]] = {}
         self._tsn = 0
         self._remove: Callable[[], None] | None = None
 
@@ -127,6 +129,15 @@ class KeyEstablishmentServer:
         if len(data) < 3 or data[0] & (MANUFACTURER_SPECIFIC | DIRECTION_TO_CLIENT):
             return True  # not for the server side of this cluster: nothing to answer
         control, tsn, command_id = data[0], data[1], data[2]
+        sender = _nwk_of(packet)
+        if self._last.get(sender) == data:
+            # The same frame again (sequence number and payload): a repeat, not a new command. The initiator
+            # repeats when our answer did not reach it, so it gets that answer again.
+            for answer in self._answers.get(sender, ()):
+                self.app.transmit(answer)  # type: ignore[attr-defined]
+            return True
+        self._last[sender] = data
+        self._answers[sender] = []
         if control & 0x03 == CLUSTER_SPECIFIC:
             self._on_command(packet, tsn, command_id, data[3:])
         elif command_id == READ_ATTRIBUTES:
@@ -217,6 +228,7 @@ class KeyEstablishmentServer:
         else:
             endpoint = int(request.src_ep or 0)
             packet = unicast(0x0000, self.endpoint, requester, endpoint, ke.SMART_ENERGY_PROFILE, ke.CLUSTER_ID, data)
+            self._answers.setdefault(requester, []).append(packet)
         self.app.transmit(packet)  # type: ignore[attr-defined]
 
     def _emit(self, event: ServerEvent) -> None:

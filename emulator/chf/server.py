@@ -392,7 +392,8 @@ class OtaServer:
     def _check_timeout(self, transfer: Transfer) -> None:
         if transfer.done:
             return
-        if self.clock.now() - transfer.last_request < self.profile.transfer_timeout:
+        # A microsecond of slack: a float sliver of time left would re-arm a timer that never moves the clock.
+        if self.clock.now() - transfer.last_request < self.profile.transfer_timeout - 1e-6:
             self._arm_timeout(transfer)
             return
         transfer.done = True

@@ -37,6 +37,12 @@ READ_ATTRIBUTES = 0x00
 READ_ATTRIBUTES_RESPONSE = 0x01
 DEFAULT_RESPONSE = 0x0B
 POLL_INTERVAL = 0.25
+MIN_WAIT = 1e-6
+# Outcomes another attempt can change: a lost frame (timeout), no server yet, a busy server. The others (an
+# unknown issuer, an invalid certificate, no common suite, a bad key confirmation) would fail again.
+RETRYABLE = frozenset({"TIMEOUT", "NO_SERVER", "NO_RESOURCES"})
+RETRY_DELAY = 5.0
+RESEND_AFTER = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,7 @@ class KeyEstablishmentClient:
         *,
         response_timeout: float = 5.0,
         attempts: int = 3,
+        exchanges: int = 8,
     ) -> None:
         self.device = device
         self.radio = radio
@@ -70,6 +77,8 @@ class KeyEstablishmentClient:
         self.server_ieee = server_ieee
         self.response_timeout = response_timeout
         self.attempts = attempts
+        self.exchanges = exchanges
+        self._last: bytes = b""
         self._inbox: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
         self._server_endpoint: int | None = None
         self._tsn: int = device.rng.randrange(256)
@@ -78,7 +87,11 @@ class KeyEstablishmentClient:
         """Find the server, run CBKE and install KeyData; the outcome is also reported as a device event."""
         remove = self.radio.add_ingress_handler(self._ingress)
         try:
-            outcome = await self._run()
+            for _ in range(self.exchanges):
+                outcome = await self._run()
+                if outcome.ok or outcome.status not in RETRYABLE:
+                    break
+                await self._receive(RETRY_DELAY)  # polls meanwhile; a late answer of the failed exchange is dropped
         finally:
             remove()
         if outcome.ok:
@@ -96,14 +109,18 @@ class KeyEstablishmentClient:
         initiator = ke.Initiator(self.credentials, bytes(self.server_ieee)[::-1])
         loop = asyncio.get_running_loop()
         step = initiator.start(loop.time(), suites)
+        sent: list[bytes] = []
         while True:
-            for message in step.outbound:
-                self._send_zcl(
-                    CLUSTER_SPECIFIC | DISABLE_DEFAULT_RESPONSE,
-                    self._next_tsn(),
-                    message.COMMAND_ID,
-                    message.to_bytes(),
-                )
+            if step.outbound:
+                sent = [
+                    self._send_zcl(
+                        CLUSTER_SPECIFIC | DISABLE_DEFAULT_RESPONSE,
+                        self._next_tsn(),
+                        message.COMMAND_ID,
+                        message.to_bytes(),
+                    )
+                    for message in step.outbound
+                ]
             result = step.outcome
             if isinstance(result, ke.Established):
                 self.context.set_link_key(self.server_ieee, result.key_data, KeyOrigin.CBKE)
@@ -112,9 +129,17 @@ class KeyEstablishmentClient:
                 status = result.status.name if result.status is not None else "TIMEOUT"
                 return Outcome(False, None, status, result.reason)
             deadline = initiator.deadline()
-            frame = await self._receive(None if deadline is None else deadline - loop.time(), cluster=True)
+            left = None if deadline is None else deadline - loop.time()
+            frame = await self._receive(RESEND_AFTER if left is None else min(left, RESEND_AFTER), cluster=True)
             if frame is None:
-                step = initiator.timeout(loop.time())
+                if deadline is not None and loop.time() >= deadline - MIN_WAIT:
+                    step = initiator.timeout(max(loop.time(), deadline))
+                else:
+                    # No answer yet: send the same frame again, as the APS layer retries an unacknowledged unicast
+                    # (05-3474 §2.2.8.4.4); the server answers a repeat with its answer again.
+                    for data in sent:
+                        self._send_frame(data)
+                    step = ke.Step()
                 continue
             control, tsn, command_id, payload = frame
             if not control & DISABLE_DEFAULT_RESPONSE:
@@ -140,9 +165,13 @@ class KeyEstablishmentClient:
 
     async def _read_suites(self) -> int:
         """The server's KeyEstablishmentSuite attribute; 0 (suite 1, as old stacks mean it) when unreadable."""
-        tsn = self._next_tsn()
-        self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, READ_ATTRIBUTES, struct.pack("<H", 0x0000))
-        answer = await self._receive(self.response_timeout, read_tsn=tsn)
+        answer = None
+        for _ in range(self.attempts):
+            tsn = self._next_tsn()
+            self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, READ_ATTRIBUTES, struct.pack("<H", 0x0000))
+            answer = await self._receive(self.response_timeout, read_tsn=tsn)
+            if answer is not None:
+                break
         if answer is None:
             return 0
         records = answer[3]
@@ -159,7 +188,8 @@ class KeyEstablishmentClient:
             return False  # the OTA client may be waiting for its own Match_Desc_rsp
         if packet.cluster_id != ke.CLUSTER_ID or packet.dst_ep != self.device.endpoint or len(data) < 3:
             return False
-        if data[0] & DIRECTION_TO_CLIENT:
+        if data[0] & DIRECTION_TO_CLIENT and data != self._last:  # an identical frame again is a duplicate
+            self._last = data
             self._inbox.put_nowait((data[0], data[1], data))
         return True
 
@@ -172,7 +202,7 @@ class KeyEstablishmentClient:
         while True:
             self.device.poll()
             wait = POLL_INTERVAL if end is None else min(POLL_INTERVAL, end - loop.time())
-            if wait <= 0:
+            if wait < MIN_WAIT:  # float time: a sliver of a wait would never move the clock
                 return None
             try:
                 control, tsn, data = await asyncio.wait_for(self._inbox.get(), wait)
@@ -188,9 +218,13 @@ class KeyEstablishmentClient:
             if cluster and not general:
                 return control, tsn, data[2], data[3:]
 
-    def _send_zcl(self, control: int, tsn: int, command_id: int, payload: bytes) -> None:
-        assert self._server_endpoint is not None
+    def _send_zcl(self, control: int, tsn: int, command_id: int, payload: bytes) -> bytes:
         data = bytes([control, tsn & 0xFF, command_id]) + payload
+        self._send_frame(data)
+        return data
+
+    def _send_frame(self, data: bytes) -> None:
+        assert self._server_endpoint is not None
         device = self.device
         self.radio.send(
             unicast(device.nwk, device.endpoint, COORDINATOR, self._server_endpoint, ke.SMART_ENERGY_PROFILE,

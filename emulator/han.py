@@ -22,8 +22,10 @@ from emulator.chf.server import OtaServer
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
 from emulator.device import events as device_events
+from emulator.device import security_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, TransferResponse
+from emulator.han_security import HanSecurity
 from emulator.ncp.faults import Faults
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.signing import manufacturer_image_hash
@@ -53,6 +55,18 @@ class DeviceSummary:
     offset: int = 0
     size: int = 0
     finished_at: float | None = None
+    #: Smart Energy security: how it joined ("install code"), the CBKE suite, where its link key came from.
+    joined: str = ""
+    cbke_suite: int | None = None
+    link_key: str = ""
+
+    @property
+    def security(self) -> str:
+        """Smart Energy security in a few words ("install code, CBKE suite 2, link key CBKE"); empty without."""
+        parts = [f"joined with {self.joined}" if self.joined else ""]
+        parts.append(f"CBKE suite {self.cbke_suite}" if self.cbke_suite is not None else "")
+        parts.append(f"link key {self.link_key}" if self.link_key else "")
+        return ", ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -122,6 +136,7 @@ class Han:
         self._activation_sent: set[t.EUI64] = set()
         # Made here, not in start(), so a capture can listen from the first frame.
         self.air = Air(seed=self.options.seed, link=self.options.link)
+        self.security = HanSecurity(chf, devices)
         self.clock: Clock
         self.app: LoopbackApp
         self.server: OtaServer
@@ -142,16 +157,20 @@ class Han:
             await self.chf.start_ezsp(self.ncp.url)
             await self.ncp.wait_for_network()
         else:
-            await self.chf.start_loopback(self.air)
+            await self.chf.start_loopback(self.security.chf_radio(self.air, self.clock, self._on_event))
         self.app, self.server = self.chf.app, self.chf.server
         self.server.add_listener(self._on_event)
+        if options.radio != "ezsp":
+            self.security.attach_chf(self.app, self.chf_profile.endpoint, self.clock, self._on_event)
         if options.state_dir is not None:
             options.state_dir.mkdir(parents=True, exist_ok=True)
         for index, profile in enumerate(self.device_profiles):
             nwk = profile.nwk if profile.nwk is not None else FIRST_DEVICE_NWK + index
+            radio = self.security.device_radio(profile, self.air) if options.radio != "ezsp" else self.air
             device = EmulatedDevice(
-                profile, self.air, self.clock, nwk=nwk, state_dir=options.state_dir, seed=options.seed * 7919 + index
+                profile, radio, self.clock, nwk=nwk, state_dir=options.state_dir, seed=options.seed * 7919 + index
             )
+            self.security.attach_device(device, radio)
             device.add_listener(self._on_event)
             self.devices[profile.ieee] = device
             self.summaries[profile.ieee] = DeviceSummary(
@@ -163,6 +182,7 @@ class Han:
     async def stop(self) -> None:
         for device in self.devices.values():
             await device.stop()
+        self.security.stop()
         await self.chf.stop()
         if self.ncp is not None:
             await self.ncp.stop()
@@ -218,8 +238,16 @@ class Han:
         self._check_settled()
 
     def _update(self, summary: DeviceSummary, event: Event) -> None:
-        de, se = device_events, server_events
-        if isinstance(event, de.DownloadStarted):
+        de, se, sec = device_events, server_events, security_events
+        if isinstance(event, sec.Admitted):
+            summary.joined, summary.link_key = "install code", "install code"
+        elif isinstance(event, sec.NotAdmitted):
+            self._finish(summary, "not-joined", event.reason)
+        elif isinstance(event, sec.KeyEstablished):
+            summary.cbke_suite, summary.link_key = event.suite, "CBKE"
+        elif isinstance(event, sec.KeyEstablishmentFailed):
+            self._finish(summary, "failed", f"CBKE failed: {event.status}")
+        elif isinstance(event, de.DownloadStarted):
             summary.size, summary.offset = event.size, event.offset
             if summary.result != "pending":
                 summary.result, summary.finished_at = "pending", None

@@ -12,6 +12,7 @@ is told, and when the CHF tells a PPMID to activate.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 import zigpy.types as t
 
 from emulator.errors import InputError
+from emulator.security.install_code import InstallCode
 
 SMART_ENERGY_PROFILE = 0x0109
 HOME_AUTOMATION_PROFILE = 0x0104
@@ -185,6 +187,31 @@ def _activation_time(value: Any) -> str:
     raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
 
 
+def _install_code(value: Any) -> str | None:
+    """An install code in hex (with or without its CRC), kept as the code's hex without the CRC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected an install code as a hex string, got {value!r}")
+    try:
+        return InstallCode.parse(value).code.hex().upper()
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _cbke_suite(value: Any) -> str:
+    """1, 2 or "both": the CBKE crypto suites a node offers (both: suite 2 preferred, as ZSE 1.2+ asks)."""
+    if value in (1, 2, "1", "2", "both"):
+        return str(value)
+    raise ValueError(f"expected 1, 2 or \"both\", got {value!r}")
+
+
+def derived_install_code(ieee: t.EUI64) -> str:
+    """TEST ONLY: the install code a profile without `install_code` gets, a 16-byte code derived from the EUI-64
+    so that bundled profiles join; a real device's code is random and printed on it (ZSE 07-5356 §5.4.8.1)."""
+    return hashlib.sha256(b"ota-emu install code " + bytes(ieee)).digest()[:16].hex().upper()
+
+
 def _spec(parser: Any, help: str) -> dict[str, Any]:
     return {"parse": parser, "help": help}
 
@@ -288,6 +315,21 @@ class DeviceProfile:
     faults: frozenset[str] = field(
         default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
     )
+    security: str = field(
+        default="se",
+        metadata=_spec(_choice("se", "none"), "se: install-code join, CBKE and APS-encrypted OTA; none: NWK key only"),
+    )
+    install_code: str | None = field(
+        default=None,
+        metadata=_spec(_install_code, "install code (hex, CRC optional); default: test-only code from the EUI-64"),
+    )
+    cbke_credentials: str | None = field(
+        default=None,
+        metadata=_spec(_optional(_text), "CBKE credentials file from `ota-emu certs issue` (default: a run's test CA)"),
+    )
+    cbke_suite: str = field(
+        default="both", metadata=_spec(_cbke_suite, "CBKE crypto suites offered: 1, 2 or \"both\" (2 preferred)")
+    )
     source: str = field(default="<built-in>", metadata={"internal": True})
 
     @property
@@ -324,6 +366,12 @@ class ImageEntry:
         default=None,
         metadata=_spec(_optional(_activation_time), "Upgrade End policy for this image (overrides the CHF's)"),
     )
+
+
+@dataclass(frozen=True)
+class DeviceLogEntry:
+    ieee: t.EUI64 = field(metadata=_spec(parse_eui64, "EUI-64 of a device the CHF may admit"))
+    install_code: str = field(metadata=_spec(_install_code, "its install code (hex, CRC optional)"))
 
 
 @dataclass(frozen=True)
@@ -399,6 +447,18 @@ class ChfProfile:
         default=t.EUI64.convert("90:B3:D5:1F:30:00:00:02"),
         metadata=_spec(parse_eui64, "recipient id of the CCS08 and CS09 alerts"),
     )
+    security: str = field(
+        default="se",
+        metadata=_spec(_choice("se", "none"), "se: admit by Device Log install code, CBKE server, APS-encrypted OTA"),
+    )
+    cbke_credentials: str | None = field(
+        default=None,
+        metadata=_spec(_optional(_text), "CBKE credentials file from `ota-emu certs issue` (default: a run's test CA)"),
+    )
+    cbke_suite: str = field(
+        default="both", metadata=_spec(_cbke_suite, "CBKE crypto suites offered: 1, 2 or \"both\"")
+    )
+    device_log: tuple[DeviceLogEntry, ...] = field(default=(), metadata={"internal": True})
     source: str = field(default="<built-in>", metadata={"internal": True})
 
     def replace(self, **changes: Any) -> ChfProfile:
@@ -494,7 +554,14 @@ def chf_from_dict(data: dict[str, Any], source: str = "<built-in>") -> ChfProfil
         if not isinstance(entry, dict):
             raise ProfileError(f"{source}: images[{index}] must be a table with path and device_ids")
         images.append(ImageEntry(**_build(ImageEntry, entry, source, f"images[{index}].")))
-    profile = ChfProfile(**values, images=tuple(images), source=source)
+    log_raw = data.get("device_log", [])
+    if not isinstance(log_raw, list) or not all(isinstance(entry, dict) for entry in log_raw):
+        raise ProfileError(f"{source}: 'device_log' must be an array of tables ([[device_log]]: ieee, install_code)")
+    device_log = tuple(
+        DeviceLogEntry(**_build(DeviceLogEntry, entry, source, f"device_log[{index}]."))
+        for index, entry in enumerate(log_raw)
+    )
+    profile = ChfProfile(**values, images=tuple(images), device_log=device_log, source=source)
     if not 11 <= profile.channel <= 26:
         raise ProfileError(f"{source}: key 'chf.channel': expected 11..26, got {profile.channel}")
     if profile.notify_payload_type > 3:
@@ -514,9 +581,11 @@ def chf_from_dict(data: dict[str, Any], source: str = "<built-in>") -> ChfProfil
 
 def load_chf(path: str | os.PathLike[str]) -> ChfProfile:
     data, source = _read_toml(path)
-    extra = set(data) - {"chf", "images"}
+    extra = set(data) - {"chf", "images", "device_log"}
     if extra:
-        raise ProfileError(f"{source}: unknown table '{sorted(extra)[0]}' (a CHF profile has [chf] and [[images]])")
+        raise ProfileError(
+            f"{source}: unknown table '{sorted(extra)[0]}' (a CHF profile has [chf], [[images]] and [[device_log]])"
+        )
     return chf_from_dict(data, source)
 
 

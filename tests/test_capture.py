@@ -61,8 +61,10 @@ class Upgrade:
 
 
 def _run_upgrade(directory: Path) -> Upgrade:
-    ppmid = load_device(bundled("ppmid"))
-    chf = load_chf(bundled("chf"))
+    # A HAN without Smart Energy security, so the capture meets APS frames in clear and applies (or not) APS
+    # encryption itself; captures of an SE HAN's own secured frames are in test_han_security.py.
+    ppmid = load_device(bundled("ppmid")).replace(security="none")
+    chf = load_chf(bundled("chf")).replace(security="none")
     payload = random.Random(3).randbytes(2000)
     image = build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
     held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))

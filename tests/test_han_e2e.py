@@ -139,7 +139,10 @@ async def test_device_restarted_mid_download_resumes_from_its_persisted_offset(p
     await device.stop()
     stopped_at = han.summaries[ppmid.ieee].offset
 
-    again = EmulatedDevice(ppmid, han.air, han.clock, nwk=device.nwk, state_dir=tmp_path)
+    # The restarted device joins as the first did: through its radio with the HAN's security (SE by default).
+    radio = han.security.device_radio(ppmid, han.air)
+    again = EmulatedDevice(ppmid, radio, han.clock, nwk=device.nwk, state_dir=tmp_path)
+    han.security.attach_device(again, radio)
     seen: list[device_events.DeviceEvent] = []
     again.add_listener(seen.append)
     await again.start()

@@ -4,9 +4,12 @@
     per block (the CPU the whole process spends: device, air, zigpy loopback app and server);
 (b) 1,000 devices download a 32 KiB image at once: wall time and peak RSS (run in a fresh process so the
     figure is this workload's alone);
-(c) workload (a) served by zigpy's own `update_firmware()` on the same loopback radio, and the ratio.
+(c) workload (a) served by zigpy's own `update_firmware()` on the same loopback radio, and the ratio;
+(s) workload (a) with Smart Energy security (install-code join, CBKE suite 2, every OTA unicast APS-encrypted
+    with the CBKE link key) against a floor of 5,000 block round trips per CPU-second, and the CPU one device's
+    join and CBKE cost per suite (certificate issue by the run's test CA included).
 
-Usage: python tools/bench_inprocess.py [--part a|b|c|all] [--devices N] [--size KIB]
+Usage: python tools/bench_inprocess.py [--part a|b|c|s|all] [--devices N] [--size KIB]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from zigpy.zcl import foundation
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
+from emulator.device import security_events
 from emulator.han import Han, HanOptions, expand
 from emulator.ota.image import build_gb, build_zigbee
 from emulator.profiles import bundled, load_chf, load_device
@@ -39,7 +43,13 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _device(**changes):
-    return load_device(bundled("ppmid")).replace(**{"max_data_size": BLOCK, "query_start_jitter": 1.0, **changes})
+    # (a), (b) and (c) measure the OTA path itself, without Smart Energy security; (s) adds it.
+    defaults = {"max_data_size": BLOCK, "query_start_jitter": 1.0, "security": "none"}
+    return load_device(bundled("ppmid")).replace(**{**defaults, **changes})
+
+
+def _chf(**changes):
+    return load_chf(bundled("chf")).replace(**{"security": "none", **changes})
 
 
 def _image(profile, size: int, device_ids) -> HeldImage:
@@ -48,9 +58,9 @@ def _image(profile, size: int, device_ids) -> HeldImage:
     return HeldImage(image, image.serialize(), frozenset(device_ids))
 
 
-async def _ours(size: int) -> tuple[int, float, float]:
-    device = _device()
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK)
+async def _ours(size: int, security: str = "none") -> tuple[int, float, float]:
+    device = _device(security=security)
+    chf = _chf(max_block_size=BLOCK, security=security)
     han = Han(chf, [device], [_image(device, size, [device.ieee])], HanOptions(start_utc=START))
     marks: dict[str, float] = {}
 
@@ -73,7 +83,7 @@ async def _ours(size: int) -> tuple[int, float, float]:
 async def _zigpys(size: int) -> tuple[int, float, foundation.Status]:
     zigpy.device.AFTER_OTA_ATTR_READ_DELAY = 0
     device = _device(profile_id=0x0104)
-    han = Han(load_chf(bundled("chf")), [device], [], HanOptions(start_utc=START))
+    han = Han(_chf(), [device], [], HanOptions(start_utc=START))
     await han.start()
     han.server.stop()
     while not (zdev := han.app.devices.get(device.ieee)) or not zdev.is_initialized:
@@ -103,7 +113,7 @@ async def _scale(devices: int, size: int) -> tuple[int, float, float, str]:
     profiles = expand([_device(query_start_jitter=60.0)], devices)
     # One 2.4 GHz channel cannot carry 1,000 simultaneous downloads (each 64-byte block round trip costs ~6 ms of
     # airtime): like a real CHF, the server admits a few at a time and tells the rest to wait (WAIT_FOR_DATA).
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK, max_concurrent_downloads=CONCURRENT_DOWNLOADS)
+    chf = _chf(max_block_size=BLOCK, max_concurrent_downloads=CONCURRENT_DOWNLOADS)
     han = Han(
         chf,
         profiles,
@@ -131,6 +141,46 @@ def part_a(size_kib: int) -> float:
     return rate
 
 
+SECURE_FLOOR = 5_000
+
+
+async def _cbke(devices: int, suite: str) -> tuple[int, float]:
+    profiles = expand([_device(security="se", cbke_suite=suite)], devices)
+    chf = _chf(security="se", cbke_suite=suite)
+    han = Han(chf, profiles, [], HanOptions(start_utc=START))
+    done: list[float] = []
+
+    def watch(event) -> None:
+        if isinstance(event, security_events.KeyEstablished):
+            done.append(time.process_time())
+
+    han.add_listener(watch)
+    cpu0 = time.process_time()
+    await han.start()
+    while len(done) < devices:
+        await asyncio.sleep(1)
+    await han.stop()
+    return len(done), done[-1] - cpu0
+
+
+def part_s(size_kib: int, devices: int = 20) -> float:
+    blocks, cpu, _ = clock.run(lambda: _ours(size_kib * 1024, "se"), virtual=True)
+    rate = blocks / cpu
+    verdict = "meets" if rate >= SECURE_FLOOR else "BELOW"
+    print(f"(s) ours with SE security (APS-encrypted OTA, CBKE link key): 1 device x {size_kib} KiB: {blocks} blocks")
+    print(
+        f"    {rate:,.0f} block round trips per CPU-second, {1e6 * cpu / blocks:.1f} CPU us per block "
+        f"({verdict} the floor of {SECURE_FLOOR:,})"
+    )
+    for suite in ("1", "2"):
+        count, cbke_cpu = clock.run(lambda suite=suite: _cbke(devices, suite), virtual=True)
+        print(
+            f"    join + CBKE suite {suite}: {1e3 * cbke_cpu / count:.1f} CPU ms per device ({count} devices, "
+            "both sides, certificate issue included)"
+        )
+    return rate
+
+
 def part_b(devices: int, size_kib: int) -> None:
     upgraded, wall, protocol, settled = clock.run(lambda: _scale(devices, size_kib * 1024), virtual=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -155,7 +205,7 @@ def part_c(size_kib: int, ours: float | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--part", choices=["a", "b", "c", "s", "all"], default="all")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--size", type=int, default=256, help="image size for (a) and (c), KiB")
     parser.add_argument("--scale-size", type=int, default=32, help="image size for (b), KiB")
@@ -165,6 +215,8 @@ def main() -> None:
         ours = part_a(args.size)
     if args.part in ("c", "all"):
         part_c(args.size, ours)
+    if args.part in ("s", "all"):
+        part_s(args.size)
     if args.part == "b":
         part_b(args.devices, args.scale_size)
     elif args.part == "all":

@@ -188,8 +188,12 @@ def outcome_table(
     """The outcome of every device; an interrupted run says so in its title (pending rows were still open)."""
     title = "Upgrade outcomes" if interrupted is None else f"Upgrade outcomes so far (interrupted by {interrupted})"
     table = Table(title=title, caption=f"protocol time {_duration(protocol_time)}, wall time {wall_time:.2f} s")
+    summaries = list(summaries)
+    secured = any(s.security for s in summaries)  # the column appears only on runs with Smart Energy security
     for column in ("device", "kind", "EUI-64", "from", "to", "result", "bytes", "finished", "note"):
         table.add_column(column)
+    if secured:
+        table.add_column("security")
     for index, s in enumerate(summaries, 1):
         table.add_row(
             str(index),
@@ -201,6 +205,7 @@ def outcome_table(
             f"{s.offset}/{s.size}" if s.size else "-",
             _duration(s.finished_at) if s.finished_at is not None else "-",
             s.reason,
+            *([s.security or "-"] if secured else []),
         )
     return table
 

@@ -18,6 +18,7 @@ from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
 from emulator.han import Han, HanOptions, expand
+from emulator.han_security import attach_capture, print_capture_keys
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key
@@ -189,6 +190,8 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     )
     if capture is not None:
         capture.attach(han.air)
+        if han.security.enabled:
+            attach_capture(han.security, capture)
 
     interruption = Interruption()
 
@@ -206,6 +209,8 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     finally:
         if capture is not None:
             capture.close()
+    if capture is not None and han.security.enabled:
+        print_capture_keys(capture)
     summaries = list(han.summaries.values())
     print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json,
                   extra={"settled": settled, "interrupted": interruption.name}, interrupted=interruption.name)

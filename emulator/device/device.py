@@ -21,7 +21,7 @@ import logging
 import random
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,9 @@ class EmulatedDevice:
         self._client: OtaClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._zdo_seq = self.rng.randrange(256)
+        #: Awaited after joining and before the OTA client starts (Smart Energy key establishment); False keeps
+        #: the OTA client from starting and takes the device off the network.
+        self.before_ota: Callable[[], Awaitable[bool]] | None = None
 
     # == public API ==================================================================================
 
@@ -162,8 +165,14 @@ class EmulatedDevice:
             self._address(self._free_nwk())  # another node took it since this device was made
         self.air.join(self)
         self._client.stay_awake(JOIN_POLL_WINDOW)
-        self._task = asyncio.create_task(self._client.run(), name=f"ota-client {self.ieee}")
+        self._task = asyncio.create_task(self._run_client(self._client), name=f"ota-client {self.ieee}")
         self._task.add_done_callback(self._task_done)
+
+    async def _run_client(self, client: OtaClient) -> None:
+        if self.before_ota is not None and not await self.before_ota():
+            self.air.detach(self)
+            return
+        await client.run()
 
     async def stop(self) -> None:
         """Stop every timer, save the state (partial download included) and leave the air."""

@@ -18,7 +18,8 @@ one and show the ZCL OTA commands:
   in the packet, or `aps_encrypted=True`) is secured with the link key the writer holds for that pair of nodes
   (`set_link_key`, settable while writing): key id "data key", extended nonce with the sender's IEEE address and a
   per-node APS frame counter. The join's Transport-Key is written secured with the key-transport key of the
-  joiner's install-code key (`write_transport_key`).
+  joiner's install-code key (`write_transport_key`). A packet whose data is a `SecuredApsFrame` was secured by
+  the sender's own APS layer (`emulator.radio.secure`) and is written as it is, never encrypted twice.
 
 CCM* and the auxiliary security header are `emulator.security` (one home for both layers). Wireshark needs the
 network key and the link keys, unhashed: `keys()` lists them with labels, `write_keys()` puts them beside the pcap
@@ -50,6 +51,7 @@ from emulator.clock import Clock
 from emulator.errors import InputError
 from emulator.files import write_atomic
 from emulator.radio.air import BROADCAST_ROUTERS, BROADCAST_RX_ON_WHEN_IDLE, COORDINATOR_NWK, Air
+from emulator.radio.secure import SecuredApsFrame
 from emulator.security import aps as aps_security
 from emulator.security import ccm
 from emulator.security.ccm import AuxHeader, KeyId
@@ -269,6 +271,10 @@ class FrameEncoder:
         else:
             nwk_dst = self._nwk_of(dst)
 
+        if isinstance(packet.data, SecuredApsFrame):
+            # Secured by the sender's APS layer (`emulator.radio.secure`): its APS frame goes on the air as it is.
+            radius = packet.radius or DEFAULT_RADIUS
+            return self._frame(src, nwk_dst, multi, packet.data.serialize(), radius, counters, self.network_key)
         ack = APS_ACK_REQUEST if packet.tx_options & t.TransmitOptions.ACK and not multi else 0
         src_ep, cluster, profile = packet.src_ep or 0, packet.cluster_id, packet.profile_id or 0
         if group:

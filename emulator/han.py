@@ -229,6 +229,8 @@ class Han:
                 if summary.ieee not in self._activation_sent:
                     self._activation_sent.add(summary.ieee)
                     self._schedule_activation(summary.ieee)
+            elif self.server.awaiting_kind(summary.ieee):
+                summary.reason = "told to wait until the CHF knows the device's kind"
             else:
                 self._finish(summary, "held", "waiting for Activate Firmware")
         elif isinstance(event, de.ImageVerified) and not event.ok:

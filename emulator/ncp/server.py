@@ -29,7 +29,7 @@ from emulator.ncp.ezsp import EzspCodec
 from emulator.ncp.faults import Faults, ResetKind
 from emulator.ncp.host import HostConnection
 from emulator.ncp.stack import EmberStack
-from emulator.ncp.state import NetworkState, load_state
+from emulator.ncp.state import FRAME_COUNTER_TOKEN_STEP, NetworkState, load_state
 from emulator.radio.air import Air
 
 LOGGER = logging.getLogger(__name__)
@@ -122,6 +122,10 @@ class VirtualNcp:
         self._listen = parse_listen(listen)
         self.state_path = Path(state_path) if state_path is not None else None
         state = load_state(self.state_path, seed=seed) if self.state_path is not None else NetworkState.new(seed)
+        if self.state_path is not None and self.state_path.exists():
+            # Booting from "flash": jump the frame counters past anything sent before, and keep the jump.
+            state.boot_frame_counters(FRAME_COUNTER_TOKEN_STEP)
+            state.save(self.state_path)
         self.air = air if air is not None else Air(seed=seed)
         self.faults = faults if faults is not None else Faults()
         self.counters = NcpCounters()

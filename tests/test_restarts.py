@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import bellows.types as bt
 import zigpy.types as t
+from test_ncp_link import RawHost
 
+from conftest import sign_for_tests
 from emulator.device.state import DeviceState, StateStore
 from emulator.ncp.server import VirtualNcp
+from emulator.ota.image import build_gb
 
 EUI = t.EUI64.convert("00:DB:12:34:56:78:90:A4")
 OTHER = t.EUI64.convert("00:DB:12:34:56:78:90:A5")
@@ -87,3 +91,29 @@ def test_a_killed_virtual_ncp_never_reuses_a_nwk_frame_counter(tmp_path: Path):
             # kill -9: the NCP is dropped without stop(); its delayed save never runs (this loop never waits).
 
     asyncio.run(main())
+
+
+def test_a_second_chf_on_a_busy_virtual_ncp_gets_one_line_and_exit_2(tmp_path: Path):
+    """The first host keeps the NCP; `ota-emu chf` on the same NCP says the port is busy, in one line, exit 2."""
+    image = tmp_path / "ppmid.ota"
+    image.write_bytes(sign_for_tests(build_gb(0x121D, 0x0084, 2, payload=b"\xa5" * 500)).serialize())
+
+    async def main() -> tuple[int, str]:
+        async with VirtualNcp() as ncp:
+            first = await RawHost.connect(ncp.url)
+            await first.reset()
+            await first.handshake()
+            second = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", ncp.url,
+                "--image", str(image), "--target", "00:DB:12:34:56:78:90:A4",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err = await asyncio.wait_for(second.communicate(), 60)
+            assert ncp.connected  # the first host still has its link
+            await first.close()
+            return second.returncode or 0, err.decode()
+
+    code, err = asyncio.run(main())
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("ota-emu: error: tcp://127.0.0.1:"), err
+    assert "busy" in err and "Traceback" not in err

@@ -8,6 +8,7 @@ import errno
 import itertools
 import logging
 import os
+import traceback
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -111,6 +112,15 @@ class ChfNode:
         ) as exc:
             await _quietly_shutdown(app)
             raise RadioError(f"{path}: cannot open the EZSP port ({_reason(exc)})") from None
+        except AttributeError as exc:
+            # bellows 1.2 resets through a transport it has already dropped when the port closes the connection
+            # at once, as an NCP (or serial bridge) that another host holds does.
+            if not _lost_transport(exc):
+                raise
+            await _quietly_shutdown(app)
+            raise RadioError(
+                f"{path}: the connection closed as soon as it opened (port is busy: is another host connected?)"
+            ) from None
         self.app = app
         self._attach()
         app.add_listener(self)
@@ -170,6 +180,14 @@ async def _quietly_shutdown(app: EzspApp) -> None:
         await app.shutdown()
     except Exception:  # cleaning up after a failure that is already being reported
         return
+
+
+def _lost_transport(exc: AttributeError) -> bool:
+    """True for bellows' UART gateway using its transport after losing it (`self._transport` is None)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("bellows/uart.py") and (
+        "'NoneType'" in str(exc)
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -102,6 +102,13 @@ class _PtyTransport(asyncio.Transport):
         os.close(self._slave)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection the NCP closes at once (another host has it)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class VirtualNcp:
     """A virtual Silicon Labs EZSP coordinator. `air` is the network it forms; pass your own to share it with
     emulated devices: once `await wait_for_network()` returns, `air.join(device)` reaches the host as
@@ -281,7 +288,12 @@ class VirtualNcp:
             self._reset_timer = loop.call_later(self.faults.reset_at, self._scheduled_reset)
         return host
 
-    def _new_link(self) -> AshNcpLink:
+    def _new_link(self) -> asyncio.Protocol:
+        """A TCP connection: the host's ASH link, or — while another host is connected — a refusal, as a serial
+        port already open elsewhere is busy (two hosts would fight over one NCP's resets and sequence numbers)."""
+        if self.connected:
+            LOGGER.warning("refused a second host connection: a host is already connected")
+            return _Refused()
         link = self._new_connection().link
         assert link is not None
         return link

@@ -19,6 +19,11 @@ TEST_IMAGE_KEY = TEST_KEYS / "test-image-signer.key.pem"
 TEST_SUPPLIER_KEY = TEST_KEYS / "test-supplier.key.pem"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "virtual_time: runs on the virtual clock (emulator.clock)")
+    config.addinivalue_line("markers", "soak: many devices on a lossy air to the end (virtual time; runs in CI)")
+
+
 def sign_for_tests(image: UpgradeImage) -> UpgradeImage:
     """`image` signed with the test-only manufacturer key that the bundled PPMID and HCALCS profiles trust."""
     return sign_image(image, keys.load_private_key(TEST_IMAGE_KEY))

@@ -14,9 +14,17 @@ import zigpy.types as t
 from test_ncp_link import RawHost
 
 from conftest import sign_for_tests
+from emulator.chf import events as server_events
+from emulator.chf.node import ChfNode
+from emulator.chf.store import HeldImage, ImageStore
+from emulator.clock import Clock
+from emulator.device import events as device_events
+from emulator.device.device import EmulatedDevice
 from emulator.device.state import DeviceState, StateStore
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.image import build_gb
+from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio.air import Air
 
 EUI = t.EUI64.convert("00:DB:12:34:56:78:90:A4")
 OTHER = t.EUI64.convert("00:DB:12:34:56:78:90:A5")
@@ -117,3 +125,44 @@ def test_a_second_chf_on_a_busy_virtual_ncp_gets_one_line_and_exit_2(tmp_path: P
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("ota-emu: error: tcp://127.0.0.1:"), err
     assert "busy" in err and "Traceback" not in err
+
+
+def test_a_restarted_chf_with_a_state_dir_serves_a_device_from_its_offset_without_a_rejoin(tmp_path: Path):
+    """`ota-emu chf --state-dir` keeps zigpy's device database: the CHF stopped mid-transfer and started again on
+    the same (virtual) NCP knows the device by its NWK address and serves its next block; the device never
+    rejoins. Real time through bellows, so the image is small."""
+    ppmid = load_device(bundled("ppmid")).replace(query_start_jitter=0)
+    image = sign_for_tests(build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=b"\x5a" * 6000))
+    held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))
+    chf_profile = load_chf(bundled("chf")).replace(notify="unicast")
+
+    async def main() -> tuple[list, list]:
+        air = Air(seed=1)
+        clock = Clock()
+        seen: list = []
+        async with VirtualNcp(air, state_path=tmp_path / "ncp.json") as ncp:
+            first = ChfNode(chf_profile, ImageStore([held]), clock)
+            await first.start_ezsp(ncp.url, state_dir=tmp_path / "chf")
+            await ncp.wait_for_network()
+            device = EmulatedDevice(ppmid, air, clock, nwk=0x1001)
+            device.add_listener(seen.append)
+            await device.start()
+            while not any(isinstance(e, device_events.Progress) and e.offset > 1500 for e in seen):
+                await asyncio.sleep(0.05)
+            await first.stop()
+            second = ChfNode(chf_profile, ImageStore([held]), clock)
+            served: list = []
+            await second.start_ezsp(ncp.url, state_dir=tmp_path / "chf")
+            second.server.add_listener(served.append)
+            async with asyncio.timeout(60):
+                while not any(isinstance(e, device_events.Activated) for e in seen):
+                    await asyncio.sleep(0.05)
+            await device.stop()
+            await second.stop()
+        return seen, served
+
+    seen, served = asyncio.run(main())
+    started = [e for e in served if isinstance(e, server_events.TransferStarted)]
+    assert started and started[0].offset > 1500  # the restarted CHF picked the transfer up mid-file
+    assert sum(isinstance(e, device_events.Announced) for e in seen) == 2  # the join, and the reboot after activation
+    assert [e.new_version for e in seen if isinstance(e, device_events.Activated)] == [2]

@@ -166,3 +166,41 @@ def test_a_restarted_chf_with_a_state_dir_serves_a_device_from_its_offset_withou
     assert started and started[0].offset > 1500  # the restarted CHF picked the transfer up mid-file
     assert sum(isinstance(e, device_events.Announced) for e in seen) == 2  # the join, and the reboot after activation
     assert [e.new_version for e in seen if isinstance(e, device_events.Activated)] == [2]
+
+
+def test_a_transfer_resumes_after_the_virtual_ncp_is_stopped_and_started_again(tmp_path: Path):
+    """The NCP goes away mid-transfer and comes back on the same port with its saved network: bellows reconnects,
+    the CHF resumes the network and the device carries on from its offset to activation."""
+    ppmid = load_device(bundled("ppmid")).replace(query_start_jitter=0)
+    image = sign_for_tests(build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=b"\x5a" * 6000))
+    held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))
+
+    async def main() -> tuple[list, int, int]:
+        air, clock, seen = Air(seed=1), Clock(), []
+        ncp = VirtualNcp(air, state_path=tmp_path / "ncp.json")
+        await ncp.start()
+        node = ChfNode(load_chf(bundled("chf")), ImageStore([held]), clock)
+        await node.start_ezsp(ncp.url)
+        await ncp.wait_for_network()
+        device = EmulatedDevice(ppmid, air, clock, nwk=0x1001)
+        device.add_listener(seen.append)
+        await device.start()
+        while not any(isinstance(e, device_events.Progress) and e.offset > 1500 for e in seen):
+            await asyncio.sleep(0.05)
+        await ncp.stop()
+        stopped_at = max(e.offset for e in seen if isinstance(e, device_events.Progress))
+        again = VirtualNcp(air, state_path=tmp_path / "ncp.json", listen=ncp.url)
+        await again.start()
+        async with asyncio.timeout(60):
+            while not any(isinstance(e, device_events.Activated) for e in seen):
+                await asyncio.sleep(0.05)
+        await device.stop()
+        await node.stop()
+        await again.stop()
+        return seen, stopped_at, node.reconnects
+
+    seen, stopped_at, reconnects = asyncio.run(main())
+    assert reconnects == 1
+    starts = [e for e in seen if isinstance(e, device_events.DownloadStarted)]
+    assert len(starts) == 1 or all(e.offset >= stopped_at - 63 for e in starts[1:])  # never back to offset 0
+    assert [e.new_version for e in seen if isinstance(e, device_events.Activated)] == [2]

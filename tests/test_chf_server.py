@@ -402,7 +402,7 @@ async def test_s12_activation_wait_and_relative(activation, expect):
 
 
 async def test_s12_a_device_of_unknown_kind_is_told_to_wait_then_answered_once_known():
-    """GB: an HCALCS switches only on Activate Firmware (SMETS2 SR 11.3), so a device whose Simple Descriptor the
+    """GB: an HCALCS switches only on Activate Firmware (DUIS SR 11.3), so a device whose Simple Descriptor the
     CHF has not read yet is never told "now"; once it is known, it gets the answer for its kind (S-14)."""
     h = await start_han(ChfProfile(notify="none"), [gb_image()])
     client = h.client(PPMID)

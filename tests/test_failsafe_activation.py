@@ -1,6 +1,6 @@
 """Fail-safe activation: the CHF never tells a device whose kind it has not learned to activate now.
 
-GB (SMETS2 SR 11.3, GBCS CS06) lets an HCALCS switch firmware only on a hash-checked Activate Firmware command.
+GB (DUIS SR 11.3, GBCS CS06) lets an HCALCS switch firmware only on a hash-checked Activate Firmware command.
 The CHF learns a device's kind from its Simple Descriptor (zigpy's interview); on a lossy air that interview may
 not have finished when the device ends its download. These runs use an HCALCS profile that accepts server-driven
 activation (UpgradeActivationPolicy 0) but does not apply on its own after unanswered Upgrade End Requests

@@ -1,7 +1,7 @@
 """Fail-closed trust on the emulated GB devices: what they refuse unless their profile says otherwise.
 
 * A PPMID or HCALCS checks the Manufacturer Image signature against its configured signers and refuses an
-  unsigned image (GBCS 5.x image signing; SMETS2 SR 11.1/11.4: only manufacturer-signed images are applied).
+  unsigned image (GBCS 5.x image signing; DUIS SR 11.1/11.4: only manufacturer-signed images are applied).
 * An HCALCS refuses a CS06 Activate Firmware command whose signature it cannot check (GBCS §11.5).
 * A device refuses an offer of a lower file version than it runs (anti-rollback).
 """

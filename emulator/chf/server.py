@@ -13,7 +13,7 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
 * Upgrade End Request SUCCESS → Upgrade End Response at the time the GB rules set (PPMID now, HCALCS wait);
   any other status → Default Response SUCCESS and no Upgrade End Response (S-12, S-13). The kind comes from the
   device's Simple Descriptor; while zigpy has not learned it (its interview lost on the air) the answer is
-  *wait*, never *now*: an HCALCS must switch only on a hash-checked Activate Firmware (SMETS2 SR 11.3, GBCS CS06).
+  *wait*, never *now*: an HCALCS must switch only on a hash-checked Activate Firmware (DUIS SR 11.3, GBCS CS06).
   The CHF then asks zigpy to interview the device again and, once the kind is known, sends the Upgrade End
   Response that kind gets (unsolicited, S-14).
 * Query Device Specific File → the file whose destination is the requester, or 0x81 when disabled (S-15).

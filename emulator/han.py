@@ -17,6 +17,7 @@ from typing import Any
 import zigpy.types as t
 
 from emulator.chf import events as server_events
+from emulator.chf.key_establishment import KeyEstablished as ServerKeyEstablished
 from emulator.chf.node import ChfNode
 from emulator.chf.server import OtaServer
 from emulator.chf.store import HeldImage, ImageStore
@@ -162,6 +163,9 @@ class Han:
         self.server.add_listener(self._on_event)
         if options.radio != "ezsp":
             self.security.attach_chf(self.app, self.chf_profile.endpoint, self.clock, self._on_event)
+            if self.security.chf_se:
+                context = self.security.chf_context
+                self.server.awaits_link_key = lambda ieee: context.link_key(ieee) is None
         if options.state_dir is not None:
             options.state_dir.mkdir(parents=True, exist_ok=True)
         for index, profile in enumerate(self.device_profiles):
@@ -222,6 +226,8 @@ class Han:
     # -- bookkeeping --------------------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, ServerKeyEstablished) and event.ieee is not None:
+            self.server.link_key_ready(event.ieee)
         # Progress is folded into the summary, not kept: a thousand downloads are half a million blocks.
         if not isinstance(event, device_events.Progress):
             self.events.append(event)
@@ -267,6 +273,8 @@ class Han:
                 if summary.ieee not in self._activation_sent:
                     self._activation_sent.add(summary.ieee)
                     self._schedule_activation(summary.ieee)
+            elif self.server.awaiting_kind(summary.ieee):
+                summary.reason = "told to wait until the CHF knows the device's kind"
             else:
                 self._finish(summary, "held", "waiting for Activate Firmware")
         elif isinstance(event, de.ImageVerified) and not event.ok:

@@ -297,7 +297,11 @@ class DeviceProfile:
         default=(), metadata=_spec(_str_list, "PEM public keys / certificates trusted to sign images")
     )
     require_signature: bool = field(
-        default=False, metadata=_spec(_bool, "reject images without a valid signature from a trusted signer")
+        default=True,
+        metadata=_spec(_bool, "refuse images without a valid signature from a trusted signer (false: unsigned pass)"),
+    )
+    allow_downgrade: bool = field(
+        default=False, metadata=_spec(_bool, "accept an offer of a lower file version than the one running")
     )
     activation_fails: bool = field(
         default=False, metadata=_spec(_bool, "activation of a new image fails (GB activationFailure)")
@@ -311,6 +315,10 @@ class DeviceProfile:
         metadata=_spec(
             _optional(_text), "PEM certificate or public key an HCALCS checks Activate Firmware (CS06) signatures with"
         ),
+    )
+    require_supplier_signature: bool = field(
+        default=True,
+        metadata=_spec(_bool, "an HCALCS refuses CS06 commands it cannot check (no supplier_signer); false takes them"),
     )
     faults: frozenset[str] = field(
         default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
@@ -646,6 +654,11 @@ def _expected_names(text: str, package_dir: Path | None) -> str:
         return "one of " + ", ".join(faults or names)
     rest = f", or faults/NAME (one of {len(faults)}: `ota-emu profiles list`)" if faults else ""
     return "one of " + ", ".join(top) + rest
+
+
+def bundled_key(name: str) -> Path:
+    """Path of a test-only key shipped with the bundled profiles (`profiles/keys/NAME`, see its README)."""
+    return bundled("ppmid").parent / "keys" / name
 
 
 def documented_keys(cls: type) -> list[tuple[str, str, Any]]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the test data under tests/data/; and the one-line-error check of bad CLI input."""
+"""Shared fixtures: paths to the test data under tests/data/; the one-line-error check of bad CLI input; and signing
+with the test-only key the bundled profiles trust (profiles/keys/README.md)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,25 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from emulator import keys
+from emulator.ota.image import UpgradeImage
+from emulator.ota.signing import sign_image
+
 DATA = Path(__file__).parent / "data"
 GB_VECTORS = DATA / "gb-vectors"
+TEST_KEYS = Path(__file__).resolve().parent.parent / "profiles" / "keys"
+TEST_IMAGE_KEY = TEST_KEYS / "test-image-signer.key.pem"
+TEST_SUPPLIER_KEY = TEST_KEYS / "test-supplier.key.pem"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "virtual_time: runs on the virtual clock (emulator.clock)")
+    config.addinivalue_line("markers", "soak: many devices on a lossy air to the end (virtual time; runs in CI)")
+
+
+def sign_for_tests(image: UpgradeImage) -> UpgradeImage:
+    """`image` signed with the test-only manufacturer key that the bundled PPMID and HCALCS profiles trust."""
+    return sign_image(image, keys.load_private_key(TEST_IMAGE_KEY))
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

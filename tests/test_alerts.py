@@ -14,6 +14,7 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 
+from conftest import sign_for_tests
 from emulator import keys
 from emulator.alerts import AlertError, AlertLog, GbcsHan, Originator, public_key_name
 from emulator.chf import events as server_events
@@ -48,6 +49,7 @@ DAY = 86400.0
 def image_for(profile, device_ids=None) -> HeldImage:
     payload = random.Random(profile.image_type).randbytes(2048)
     image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
     return HeldImage(image, image.serialize(), frozenset(device_ids or (profile.ieee,)))
 
 

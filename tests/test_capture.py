@@ -21,6 +21,7 @@ from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityH
 from scapy.utils import rdpcap
 from zigpy.util import convert_install_code
 
+from conftest import sign_for_tests
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.errors import InputError
@@ -67,6 +68,7 @@ def _run_upgrade(directory: Path) -> Upgrade:
     chf = load_chf(bundled("chf")).replace(security="none")
     payload = random.Random(3).randbytes(2000)
     image = build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
     held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))
     key = parse_network_key(chf.network_key)
     paths = {name: directory / f"{name}.pcap" for name in ("encrypted", "plain", "other")}

@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+import zigpy.endpoint
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.virtual_time
 CHF_IEEE = t.EUI64.convert("00:db:12:34:56:78:90:a2")
 PPMID = t.EUI64.convert("00:db:12:34:56:78:90:a4")
 HCALCS = t.EUI64.convert("00:db:12:34:56:78:90:a5")
+PPMID_DEVICE_ID = 0x0506
 STRANGER = t.EUI64.convert("00:db:12:34:56:78:90:ff")
 MFR, TYPE = 0x121D, 0x0084
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -106,12 +108,22 @@ class Han:
         server.add_listener(self.events.append)
         self._nwk = 0x1000
 
-    def client(self, ieee: t.EUI64, **kwargs) -> ScriptedClient:
+    def client(self, ieee: t.EUI64, *, device_type: int | None = None, **kwargs) -> ScriptedClient:
         self._nwk += 1
         node = ScriptedClient(self.air, self._nwk, ieee, **kwargs)
         self.air.attach(node)
         self.app.handle_join(t.NWK(node.nwk), ieee, t.NWK(0))
+        if device_type is not None:
+            self.interviewed(ieee, device_type, node.endpoint)
         return node
+
+    def interviewed(self, ieee: t.EUI64, device_type: int, endpoint_id: int = 1) -> None:
+        """What zigpy knows once its interview has read the device's Simple Descriptor: its device id."""
+        device = self.app.get_device(ieee=ieee)
+        endpoint = device.add_endpoint(endpoint_id)
+        endpoint.profile_id, endpoint.device_type = 0x0109, device_type
+        endpoint.add_output_cluster(0x0019)
+        endpoint.status = zigpy.endpoint.Status.ZDO_INIT
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
@@ -364,7 +376,7 @@ async def test_s11_page_served_spaced_without_acks_and_stops_at_page_end(han):
 
 
 async def test_s12_upgrade_end_success_answered_per_gb_policy(han):
-    client = han.client(PPMID)
+    client = han.client(PPMID, device_type=PPMID_DEVICE_ID)
     tsn = client.send("upgrade_end", status=Status.SUCCESS, manufacturer_code=MFR, image_type=TYPE, file_version=2)
     _, data = await client.expect()
     rsp = decode(data).command
@@ -379,13 +391,33 @@ async def test_s12_upgrade_end_success_answered_per_gb_policy(han):
 async def test_s12_activation_wait_and_relative(activation, expect):
     held = gb_image()
     h = await start_han(ChfProfile(notify="none", ppmid_activation=activation), [held])
-    client = h.client(PPMID)
+    client = h.client(PPMID, device_type=PPMID_DEVICE_ID)
     client.send("upgrade_end", status=Status.SUCCESS, manufacturer_code=MFR, image_type=TYPE, file_version=2)
     rsp = decode((await client.expect())[1]).command
     if expect == "wait":
         assert rsp.upgrade_time == 0xFFFFFFFF
     else:
         assert (rsp.current_time, rsp.upgrade_time) == (0, 3600)
+    await h.app.shutdown()
+
+
+async def test_s12_a_device_of_unknown_kind_is_told_to_wait_then_answered_once_known():
+    """GB: an HCALCS switches only on Activate Firmware (DUIS SR 11.3), so a device whose Simple Descriptor the
+    CHF has not read yet is never told "now"; once it is known, it gets the answer for its kind (S-14)."""
+    h = await start_han(ChfProfile(notify="none"), [gb_image()])
+    client = h.client(PPMID)
+    client.send("upgrade_end", status=Status.SUCCESS, manufacturer_code=MFR, image_type=TYPE, file_version=2)
+    assert decode((await client.expect())[1]).command.upgrade_time == 0xFFFFFFFF
+    h.interviewed(PPMID, PPMID_DEVICE_ID)
+    h.app.device_initialized(h.app.get_device(ieee=PPMID))
+    rsp = decode((await client.expect())[1]).command
+    assert rsp.current_time == rsp.upgrade_time == h.clock.zcl_utc()
+    hcalcs = h.client(HCALCS)
+    hcalcs.send("upgrade_end", status=Status.SUCCESS, manufacturer_code=MFR, image_type=TYPE, file_version=2)
+    assert decode((await hcalcs.expect())[1]).command.upgrade_time == 0xFFFFFFFF
+    h.interviewed(HCALCS, 0x0504)
+    h.app.device_initialized(h.app.get_device(ieee=HCALCS))
+    await hcalcs.silence()  # an HCALCS stays told to wait: activation is for Activate Firmware
     await h.app.shutdown()
 
 

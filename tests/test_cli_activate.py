@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import assert_one_line_error
+from conftest import TEST_KEYS, assert_one_line_error, sign_for_tests
 from emulator import keys
 from emulator.alerts import public_key_name
 from emulator.cli import main
@@ -57,8 +57,11 @@ def run(*args: object) -> Result:
 
 def write_profile(path: Path, supplier_signer: str | None = None, kind: str = "hcalcs") -> Path:
     text = HCALCS_PROFILE.replace('"hcalcs"', f'"{kind}"')
+    text += f'signers = ["{TEST_KEYS / "test-image-signer.pub.pem"}"]\n'
     if supplier_signer is not None:
         text += f'supplier_signer = "{supplier_signer}"\n'
+    else:  # the opt-out these tests exercise: CS06 commands taken without a signature check
+        text += "require_supplier_signature = false\n"
     path.write_text(text)
     return path
 
@@ -68,6 +71,7 @@ def distributed(tmp_path_factory) -> Path:
     """A state directory left by a real `ota-emu run --state-dir`: the HCALCS holds image version 2."""
     base = tmp_path_factory.mktemp("distributed")
     image = build_gb(0x121D, 0x0085, NEW, payload=random.Random(7).randbytes(1500), hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
     (base / "hcalcs.ota").write_bytes(image.serialize())
     profile = write_profile(base / "hcalcs.toml")
     result = run("run", "--device", profile, "--image", base / "hcalcs.ota", "--state-dir", base / "state", "--json")

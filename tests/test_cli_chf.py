@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import assert_one_line_error
+from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.cli import main
 
 RUN_TIMEOUT = 30
@@ -44,6 +44,9 @@ def ppmid_image(tmp_path: Path) -> Path:
         "image", "build", "--format", "gb", "--manufacturer", "0x121D", "--image-type", "0x0084",
         "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", payload, "-o", out,
     )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # Signed with the test-only key the bundled PPMID trusts, as the README's example does.
+    result = run("image", "sign", "--key", TEST_IMAGE_KEY, out, "-o", out)
     assert result.exit_code == 0, result.output
     return out
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import sign_for_tests
 from emulator.cli import main
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_device
@@ -39,6 +40,7 @@ def ppmid_image(tmp_path: Path) -> Path:
         hw_min=0x1111,
         hw_max=0x1211,
     )
+    image = sign_for_tests(image)
     path = tmp_path / "ppmid.ota"
     path.write_bytes(image.serialize())
     return path
@@ -95,6 +97,7 @@ def test_run_exits_1_when_a_device_fails(tmp_path):
     wrong_hardware = build_gb(
         profile.manufacturer_code, profile.image_type, 2, payload=b"x" * 500, hw_min=0x2000, hw_max=0x2100
     )
+    wrong_hardware = sign_for_tests(wrong_hardware)
     path = tmp_path / "other-hw.ota"
     path.write_bytes(wrong_hardware.serialize())
     result = invoke("run", "--device", str(bundled("ppmid")), "--image", str(path), "--json")

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from test_device_harness import DATA, HCALCS_TYPE, bench, gb_image, hcalcs_profile, vrun
 
+from conftest import sign_for_tests
 from emulator.device import events
 from emulator.device.events import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota import frames
@@ -20,9 +21,14 @@ from emulator.profiles import bundled, load_device
 ESME_HASH = bytes.fromhex("7542f475e3f12eae887d81e32c46d313741d67076b13caec2f82e00ba5e1bb36")
 
 
+def signed_dcc_ppmid_image() -> bytes:
+    """The DCC PPMID sample (unsigned) with a signature trailer by the test-only key the bundled PPMID trusts."""
+    return sign_for_tests(ota_image.parse((DATA / "ppmid-upgrade-image.bin").read_bytes())).serialize()
+
+
 def test_c22_ppmid_activates_the_dcc_sample_image_and_reports_cs09() -> None:
     async def main() -> None:
-        image = (DATA / "ppmid-upgrade-image.bin").read_bytes()
+        image = signed_dcc_ppmid_image()
         b = await bench(load_device(bundled("ppmid")), image=image)
         (activated,) = await b.log.wait(events.Activated)
         assert activated.alert_code == AlertCode.FIRMWARE_VERSION == 0x8F8B
@@ -37,7 +43,7 @@ def test_c22_ppmid_activates_the_dcc_sample_image_and_reports_cs09() -> None:
 def test_c22_ppmid_activation_failure_keeps_the_old_version() -> None:
     async def main() -> None:
         profile = load_device(bundled("ppmid")).replace(activation_fails=True)
-        b = await bench(profile, image=(DATA / "ppmid-upgrade-image.bin").read_bytes())
+        b = await bench(profile, image=signed_dcc_ppmid_image())
         (activated,) = await b.log.wait(events.Activated)
         assert activated.activate_image == ActivateImageResult.FAILURE and not activated.success
         assert activated.new_version == 1 and b.device.running_version == 1
@@ -49,7 +55,9 @@ def test_c22_ppmid_activation_failure_keeps_the_old_version() -> None:
 
 async def _holding_hcalcs(profile=None, image: bytes | None = None):
     profile = profile or load_device(bundled("hcalcs"))
-    image = image or gb_image(5, image_type=HCALCS_TYPE, size=300, hw_min=0x1111, hw_max=0x1211)
+    image = image or sign_for_tests(
+        ota_image.parse(gb_image(5, image_type=HCALCS_TYPE, size=300, hw_min=0x1111, hw_max=0x1211))
+    ).serialize()
     b = await bench(profile, image=image)
     b.server.upgrade_time = "wait"
     await b.log.wait(events.WaitingToUpgrade)
@@ -151,13 +159,15 @@ def test_signed_dcc_image_verifies_and_its_hash_activates() -> None:
 
 @pytest.mark.parametrize("signers", [True, False])
 def test_c12_mangled_signed_image_is_invalid(signers: bool) -> None:
-    """One byte of the Manufacturer Image flipped in transit: the signature no longer verifies (C-12). Without
-    trusted signers the same image is accepted — nothing else can tell."""
+    """One byte of the Manufacturer Image flipped in transit: the signature no longer verifies (C-12). A profile
+    that trusts no signer and opts out of signature checks (require_signature = false) accepts the same image —
+    nothing else can tell; without the opt-out it refuses every image (test_trust.py)."""
 
     async def main() -> None:
         profile = load_device(bundled("hcalcs")).replace(
             image_type=0x0000,
             signers=(str(DATA / "signer-90b3d51f30010000-cert.pem"),) if signers else (),
+            require_signature=signers,
         )
         image = bytearray((DATA / "esme-upgrade-image-signed.bin").read_bytes())
         image[100] ^= 0x01

@@ -55,6 +55,9 @@ def ppmid_profile(**changes: Any) -> DeviceProfile:
         "hardware_version": 0x1111,
         "query_interval": 3600,
         "query_start_jitter": 10,
+        # These cases test the OTA client's protocol; signing is tested in test_trust.py and test_device_gb.py,
+        # so here the device opts out of the fail-closed default and takes unsigned images.
+        "require_signature": False,
     }
     base.update(changes)
     return device_from_dict(base)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import zigpy.types as t
 
+from conftest import sign_for_tests
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
@@ -36,6 +37,7 @@ Event = server_events.ServerEvent | device_events.DeviceEvent
 def image_for(profile: DeviceProfile, size: int = 3072) -> HeldImage:
     payload = random.Random(profile.image_type).randbytes(size)
     image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
     return HeldImage(image, image.serialize(), frozenset([profile.ieee]))
 
 

@@ -314,16 +314,18 @@ async def test_half_closed_connection_resets_the_link_and_the_next_host_is_serve
 
 
 @real_time
-async def test_a_new_connection_replaces_the_current_one() -> None:
+async def test_a_second_host_is_refused_while_one_is_connected() -> None:
+    """Like a serial port open in another program: the second host's connection is closed at once and the first
+    keeps its link."""
     async with VirtualNcp() as ncp:
         first = await RawHost.connect(ncp.url)
         await first.reset()
+        await first.handshake()
         second = await RawHost.connect(ncp.url)
         with pytest.raises(EOFError):
-            await first.recv_raw()
-        await second.reset()
-        await second.handshake()
+            await second.recv_raw()
         assert ncp.connected
+        assert await first.command(H("02 00 01 18 00")) == H("02 80 01 18 00 00")
         await second.close()
         await first.close()
 

@@ -8,8 +8,10 @@ import errno
 import itertools
 import logging
 import os
+import traceback
 import urllib.parse
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import serialx
@@ -30,6 +32,8 @@ LOGGER = logging.getLogger(__name__)
 
 # How long `ota-emu chf` gives a dongle (or a virtual NCP) to answer before saying so.
 EZSP_CONNECT_TIMEOUT = 10.0
+# zigpy's device database in a CHF state directory.
+DATABASE_NAME = "zigbee.db"
 # Pauses between attempts to get a lost EZSP port back (the last one repeats).
 RECONNECT_DELAYS = (0.2, 1.0, 2.0, 5.0)
 
@@ -69,9 +73,16 @@ class ChfNode:
     themselves): how a front end follows each client's requested offset without the server reporting per block."""
 
     def __init__(
-        self, profile: ChfProfile, store: ImageStore, clock: Clock, *, observers: Iterable[IngressHandler] = ()
+        self,
+        profile: ChfProfile,
+        store: ImageStore,
+        clock: Clock,
+        *,
+        observers: Iterable[IngressHandler] = (),
+        state_dir: Path | None = None,
     ) -> None:
         self.profile = profile
+        self.state_dir = state_dir
         self.store = store
         self.clock = clock
         self.observers = tuple(observers)
@@ -86,14 +97,33 @@ class ChfNode:
         self.app = await LoopbackApp.start_on(air, config, self.profile.ieee)
         self._attach()
 
-    async def start_ezsp(self, path: str, *, baudrate: int = 115200, flow_control: str = "software") -> None:
+    async def start_ezsp(
+        self,
+        path: str,
+        *,
+        baudrate: int = 115200,
+        flow_control: str = "software",
+        state_dir: Path | None = None,
+    ) -> None:
         """Connect bellows to `path` (a serial device, tcp://HOST:PORT or socket://HOST:PORT), form the network
-        the profile describes if the stick has none, or resume the one it has."""
+        the profile describes if the stick has none, or resume the one it has. With `state_dir`, zigpy keeps its
+        device database there (`zigbee.db`: EUI-64, NWK address, endpoints of every device that joined), so a
+        restarted CHF serves a device from its offset without waiting for it to rejoin."""
         _check_port(path)
+        state_dir = state_dir if state_dir is not None else self.state_dir
+        extra: dict[str, Any] = {}
+        if state_dir is not None:
+            try:
+                state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"{state_dir}: cannot be used as a state directory ({exc.strerror})") from None
+            extra["database_path"] = str(state_dir / DATABASE_NAME)
         app = EzspApp(
-            ezsp_config(path=path, baudrate=baudrate, flow_control=flow_control, **_network(self.profile))
+            ezsp_config(path=path, baudrate=baudrate, flow_control=flow_control, **_network(self.profile), **extra)
         )
         app.chf_endpoint = chf_endpoint_descriptor(self.profile)
+        if state_dir is not None:
+            await app._load_db()  # what ControllerApplication.new() does before startup
         try:
             async with asyncio.timeout(EZSP_CONNECT_TIMEOUT):
                 await app.startup(auto_form=True)
@@ -111,6 +141,15 @@ class ChfNode:
         ) as exc:
             await _quietly_shutdown(app)
             raise RadioError(f"{path}: cannot open the EZSP port ({_reason(exc)})") from None
+        except AttributeError as exc:
+            # bellows 1.2 resets through a transport it has already dropped when the port closes the connection
+            # at once, as an NCP (or serial bridge) that another host holds does.
+            if not _lost_transport(exc):
+                raise
+            await _quietly_shutdown(app)
+            raise RadioError(
+                f"{path}: the connection closed as soon as it opened (port is busy: is another host connected?)"
+            ) from None
         self.app = app
         self._attach()
         app.add_listener(self)
@@ -170,6 +209,14 @@ async def _quietly_shutdown(app: EzspApp) -> None:
         await app.shutdown()
     except Exception:  # cleaning up after a failure that is already being reported
         return
+
+
+def _lost_transport(exc: AttributeError) -> bool:
+    """True for bellows' UART gateway using its transport after losing it (`self._transport` is None)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("bellows/uart.py") and (
+        "'NoneType'" in str(exc)
+    )
 
 
 def _reason(exc: BaseException) -> str:

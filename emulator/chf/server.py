@@ -11,7 +11,11 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
   (S-09, S-10).
 * Image Page Request → a paced burst of Block Responses without APS ACKs, or 0x81 when disabled (S-11).
 * Upgrade End Request SUCCESS → Upgrade End Response at the time the GB rules set (PPMID now, HCALCS wait);
-  any other status → Default Response SUCCESS and no Upgrade End Response (S-12, S-13).
+  any other status → Default Response SUCCESS and no Upgrade End Response (S-12, S-13). The kind comes from the
+  device's Simple Descriptor; while zigpy has not learned it (its interview lost on the air) the answer is
+  *wait*, never *now*: an HCALCS must switch only on a hash-checked Activate Firmware (DUIS SR 11.3, GBCS CS06).
+  The CHF then asks zigpy to interview the device again and, once the kind is known, sends the Upgrade End
+  Response that kind gets (unsolicited, S-14).
 * Query Device Specific File → the file whose destination is the requester, or 0x81 when disabled (S-15).
 * Malformed → 0x80; client-side commands sent to the server → 0x81 (S-16). A command with bytes after its
   known fields is taken on those fields: a later cluster revision may append fields (zigpy reads commands the
@@ -54,6 +58,8 @@ BROADCAST_ENDPOINT = 0xFF
 FIRST_BROADCAST_NWK = 0xFFF8
 # WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
 BUSY_WAIT_SECONDS = 60
+# After CBKE, how long the CHF waits before the Image Notify a target's interview held back (s).
+NOTIFY_AFTER_KEY_S = 1.0
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
 HCALCS_DEVICE_ID = 0x0504
 
@@ -94,6 +100,12 @@ class OtaServer:
         self._remove_hook: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._nwk_cache: dict[int, t.EUI64] = {}
+        # Devices told to wait only because their kind was unknown, with the image they hold.
+        self._kind_pending: dict[t.EUI64, HeldImage] = {}
+        # Smart Energy: a unicast Image Notify must travel APS-encrypted, so a target is notified once it shares a
+        # link key with the CHF (`link_key_ready`, after CBKE), not at its interview.
+        self.awaits_link_key: Callable[[t.EUI64], bool] | None = None
+        self._notified_at_key: set[t.EUI64] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -121,11 +133,31 @@ class OtaServer:
     # -- zigpy app listener: notify targets once zigpy has interviewed them --------------------------------
 
     def device_initialized(self, device) -> None:
+        held = self._kind_pending.get(device.ieee)
+        if held is not None and _device_type(device) is not None:
+            del self._kind_pending[device.ieee]
+            activation = self._activation_for(device.ieee, held)
+            if activation != "wait":
+                self.send_upgrade_end_response(device.ieee, held, activation)
         if self.profile.notify == "none":
             return
+        if self.awaits_link_key is not None and (
+            self.awaits_link_key(device.ieee) or device.ieee in self._notified_at_key
+        ):
+            return  # notified when its link key is ready (`link_key_ready`), not at the interview
+        self._notify_target(device.ieee)
+
+    def link_key_ready(self, ieee: t.EUI64) -> None:
+        """The CHF now shares a link key with `ieee`: the target is notified then, a moment later so that the
+        device has taken the key from the Confirm Key Data Response first (its interview may still be running)."""
+        if self.profile.notify != "none" and ieee not in self._notified_at_key:
+            self._notified_at_key.add(ieee)
+            asyncio.get_running_loop().call_later(NOTIFY_AFTER_KEY_S, self._notify_target, ieee)
+
+    def _notify_target(self, ieee: t.EUI64) -> None:
         for held in self.store:
-            if held.device_ids and device.ieee in held.device_ids:
-                self.notify(None if self.profile.notify == "broadcast" else device.ieee, held)
+            if held.device_ids and ieee in held.device_ids:
+                self.notify(None if self.profile.notify == "broadcast" else ieee, held)
                 return
 
     # -- ingress ------------------------------------------------------------------------------------------
@@ -508,14 +540,26 @@ class OtaServer:
             ),
         )
 
+    def awaiting_kind(self, ieee: t.EUI64) -> bool:
+        """True while `ieee` was told to wait only because its kind is unknown: it gets another answer later."""
+        return ieee in self._kind_pending
+
     def _activation_for(self, ieee: t.EUI64 | None, held: HeldImage) -> str:
+        """The image entry's setting, else the one for the device's kind; "wait" while the kind is unknown (and
+        the device is remembered, to be answered again once zigpy has interviewed it)."""
         if held.activation is not None:
             return held.activation
         device = self.app.devices.get(ieee) if ieee is not None else None
-        if device is not None:
-            for endpoint_id, endpoint in device.endpoints.items():
-                if endpoint_id != 0 and getattr(endpoint, "device_type", None) == HCALCS_DEVICE_ID:
-                    return self.profile.hcalcs_activation
+        device_type = _device_type(device) if device is not None else None
+        if device_type is None:
+            if device is not None and ieee is not None:
+                self._kind_pending[ieee] = held
+                if not device.initializing:
+                    device.schedule_initialize()
+            return "wait"
+        self._kind_pending.pop(device.ieee, None)
+        if device_type == HCALCS_DEVICE_ID:
+            return self.profile.hcalcs_activation
         return self.profile.ppmid_activation
 
     def upgrade_times(self, activation: str) -> tuple[int, int]:
@@ -635,6 +679,20 @@ class OtaServer:
         for ieee in held.device_ids:
             if ieee not in completed:
                 self._report(ieee, held, TransferResponse.IMAGE_DISCARDED, reason)
+
+
+def _device_type(device) -> int | None:
+    """The device id of the endpoint that holds the OTA client (else of any application endpoint), or None while
+    zigpy has no Simple Descriptor for it."""
+    types = {
+        endpoint_id: endpoint.device_type
+        for endpoint_id, endpoint in device.endpoints.items()
+        if endpoint_id != 0 and getattr(endpoint, "device_type", None) is not None
+    }
+    if not types:
+        return None
+    ota_client = _ota_client_endpoint(device)
+    return types.get(ota_client, next(iter(types.values())))
 
 
 def _ota_client_endpoint(device) -> int:

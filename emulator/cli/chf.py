@@ -497,6 +497,11 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 @click.option(
     "--pcap", type=click.Path(path_type=Path, dir_okay=False), help="Write what the CHF's radio sent and received."
 )
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Keep zigpy's device database here (zigbee.db), so a restarted CHF knows the devices that joined before.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
     radio: str,
@@ -509,6 +514,7 @@ def command(
     permit: int,
     until: float | None,
     pcap: Path | None,
+    state_dir: Path | None,
     as_json: bool,
 ) -> int:
     """Run the CHF OTA server on an EZSP coordinator through bellows and upgrade the target devices.
@@ -539,7 +545,7 @@ def command(
 
     async def main() -> RunResult:
         watch = Watch(everyone, progress=not as_json)
-        node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe])
+        node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe], state_dir=state_dir)
         watch.node = node
         with watch:
             return await _run(

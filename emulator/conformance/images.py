@@ -15,10 +15,13 @@ from dataclasses import dataclass
 import zigpy.types as t
 from zigpy.ota.image import FieldControl, HWVersion
 
+from emulator import keys
 from emulator.chf.store import HeldImage
 from emulator.conformance.model import FrameRecord
 from emulator.ota import image as ota_image
+from emulator.ota import signing
 from emulator.ota.frames import WILDCARD_FILE_VERSION
+from emulator.profiles import bundled_key
 
 SYNTHETIC_SIZE = 1536
 # Offset of the most significant byte of the header's file version (SPEC.md §5.1: FileVersion at 14..17, LE).
@@ -53,7 +56,8 @@ def other_version(version: int, step: int = 1) -> int:
 
 
 def synthetic(identity: DutIdentity, version: int, *, hardware: tuple[int, int] | None = None) -> HeldImage:
-    """An unsigned GB Upgrade Image for the DUT; its hardware range is the DUT's own version unless given."""
+    """A GB Upgrade Image for the DUT, signed with the test-only key; its hardware range is the DUT's own version
+    unless given."""
     if hardware is None and identity.hardware_version is not None:
         hardware = (identity.hardware_version, identity.hardware_version)
     payload = random.Random(f"{identity.manufacturer_code}:{identity.image_type}:{version}").randbytes(SYNTHETIC_SIZE)
@@ -66,6 +70,8 @@ def synthetic(identity: DutIdentity, version: int, *, hardware: tuple[int, int] 
         hw_min=None if hardware is None else hardware[0],
         hw_max=None if hardware is None else hardware[1],
     )
+    # Signed with the test-only manufacturer key the bundled and fault profiles trust (profiles/keys/README.md).
+    image = signing.sign_image(image, keys.load_private_key(bundled_key("test-image-signer.key.pem")))
     return HeldImage(image, image.serialize(), source="<synthetic>")
 
 

@@ -519,6 +519,11 @@ class OtaClient:
         )
         if same and "accept_same_version" not in self.faults:
             reason = f"version 0x{ref.file_version:08X} is already running or downloaded"
+        elif ref.file_version < self.state.running_version and not self.profile.allow_downgrade:
+            reason = (
+                f"version 0x{ref.file_version:08X} is lower than the running 0x{self.state.running_version:08X} "
+                "(anti-rollback; allow_downgrade = true accepts it)"
+            )
         elif ref.manufacturer_code != self.profile.manufacturer_code:
             reason = f"manufacturer 0x{ref.manufacturer_code:04X} is not ours"
         elif ref.image_type != image_type:

@@ -13,7 +13,9 @@ On disk, per device, all named by the EUI-64 in 16 hex digits (most significant 
 * `<EUI64>.running.bin` — the image the device runs, once it has activated one.
 
 Every file is written with `emulator.files.write_atomic`, blobs before the JSON that names them, so a crash
-leaves either the old state or the new one.
+leaves either the old state or the new one. A process killed mid-write (kill -9, power loss) also leaves the
+temporary file `write_atomic` was filling (`.<EUI64>.download.bin.XXXX.tmp`, up to an image in size); the
+device removes its own on start, before it reads its state.
 """
 
 from __future__ import annotations
@@ -122,8 +124,17 @@ class StateStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files a killed run left half-written for this device; the ones removed."""
+        stale = sorted(self.directory.glob(f".{self.name}.*.tmp")) if self.directory.is_dir() else []
+        for path in stale:
+            _remove(path)
+        return stale
+
     def load(self) -> DeviceState | None:
-        """The saved state, or None when this device has never saved one; `StateError` if it is unusable."""
+        """The saved state, or None when this device has never saved one; `StateError` if it is unusable.
+        Temporary files a killed run left behind are removed first."""
+        self.remove_stale_temporaries()
         if not self.json_path.exists():
             return None
         source = str(self.json_path)

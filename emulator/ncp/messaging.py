@@ -23,7 +23,7 @@ import zigpy.zdo.types as zdo_t
 from emulator.ncp import zdo
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.faults import Faults
-from emulator.ncp.state import NetworkState
+from emulator.ncp.state import FRAME_COUNTER_TOKEN_STEP, NetworkState
 from emulator.ncp.tables import NO_INDEX, OK, ZERO_EUI64
 from emulator.radio.air import Air
 
@@ -103,10 +103,18 @@ class StackMessaging:
         )
 
     def _count_transmission(self, aps: bt.EmberApsFrame) -> None:
-        self.state.nwk_frame_counter += 1
+        """Advance the frame counters; at each token step they are saved before the frame goes out (EmberZNet's
+        counter token), so the boot jump (`NetworkState.boot_frame_counters`) is always past any counter sent."""
+        state = self.state
+        state.nwk_frame_counter += 1
+        step = state.nwk_frame_counter % FRAME_COUNTER_TOKEN_STEP == 0
         if _APS.APS_OPTION_ENCRYPTION in aps.options:
-            self.state.aps_frame_counter += 1
-        self._persist_soon()
+            state.aps_frame_counter += 1
+            step = step or state.aps_frame_counter % FRAME_COUNTER_TOKEN_STEP == 0
+        if step:
+            self.flush()
+        else:
+            self._persist_soon()
 
     def _message_sent(
         self,

@@ -29,7 +29,7 @@ from emulator.ncp.ezsp import EzspCodec
 from emulator.ncp.faults import Faults, ResetKind
 from emulator.ncp.host import HostConnection
 from emulator.ncp.stack import EmberStack
-from emulator.ncp.state import NetworkState, load_state
+from emulator.ncp.state import FRAME_COUNTER_TOKEN_STEP, NetworkState, load_state
 from emulator.radio.air import Air
 
 LOGGER = logging.getLogger(__name__)
@@ -102,6 +102,13 @@ class _PtyTransport(asyncio.Transport):
         os.close(self._slave)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection the NCP closes at once (another host has it)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class VirtualNcp:
     """A virtual Silicon Labs EZSP coordinator. `air` is the network it forms; pass your own to share it with
     emulated devices: once `await wait_for_network()` returns, `air.join(device)` reaches the host as
@@ -122,6 +129,10 @@ class VirtualNcp:
         self._listen = parse_listen(listen)
         self.state_path = Path(state_path) if state_path is not None else None
         state = load_state(self.state_path, seed=seed) if self.state_path is not None else NetworkState.new(seed)
+        if self.state_path is not None and self.state_path.exists():
+            # Booting from "flash": jump the frame counters past anything sent before, and keep the jump.
+            state.boot_frame_counters(FRAME_COUNTER_TOKEN_STEP)
+            state.save(self.state_path)
         self.air = air if air is not None else Air(seed=seed)
         self.faults = faults if faults is not None else Faults()
         self.counters = NcpCounters()
@@ -277,7 +288,12 @@ class VirtualNcp:
             self._reset_timer = loop.call_later(self.faults.reset_at, self._scheduled_reset)
         return host
 
-    def _new_link(self) -> AshNcpLink:
+    def _new_link(self) -> asyncio.Protocol:
+        """A TCP connection: the host's ASH link, or — while another host is connected — a refusal, as a serial
+        port already open elsewhere is busy (two hosts would fight over one NCP's resets and sequence numbers)."""
+        if self.connected:
+            LOGGER.warning("refused a second host connection: a host is already connected")
+            return _Refused()
         link = self._new_connection().link
         assert link is not None
         return link

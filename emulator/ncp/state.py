@@ -20,6 +20,9 @@ from emulator.errors import InputError
 from emulator.files import write_atomic
 
 STATE_FORMAT = 1
+# EmberZNet writes the outgoing frame counters to their token only every 4096 frames and, on boot, starts 4096
+# past the stored value, so a reset or power cut between two writes never sends a counter twice.
+FRAME_COUNTER_TOKEN_STEP = 0x1000
 KEY_TABLE_SIZE = 16
 
 
@@ -88,6 +91,12 @@ class NetworkState:
             fresh.nwk_frame_counter = self.nwk_frame_counter
             fresh.aps_frame_counter = self.aps_frame_counter
         self.__dict__.update(fresh.__dict__)
+
+    def boot_frame_counters(self, step: int) -> None:
+        """What EmberZNet does with its frame counter tokens on boot: start `step` past the stored values, which
+        the stack rewrites at least every `step` frames, so no counter sent before a kill is sent again."""
+        self.nwk_frame_counter = min(self.nwk_frame_counter + step, 0xFFFFFFFF)
+        self.aps_frame_counter = min(self.aps_frame_counter + step, 0xFFFFFFFF)
 
     # -- file -----------------------------------------------------------------------------------------------------
 

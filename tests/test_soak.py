@@ -1,0 +1,42 @@
+"""Soak: many devices on a lossy, duplicating, reordering air, to the end, on virtual time.
+
+Every one of 200 PPMIDs must end running the image byte for byte: whatever the air loses, duplicates or
+reorders, block requests are resent (OTA: the client SHALL track which blocks it has), duplicates are
+harmless (every Block Response names its offset) and the run ends by itself.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from conftest import sign_for_tests
+from emulator.chf.store import HeldImage
+from emulator.han import Han, HanOptions, expand
+from emulator.ota.image import build_gb
+from emulator.profiles import bundled, load_chf, load_device
+from emulator.radio.air import LinkModel
+
+pytestmark = [pytest.mark.virtual_time, pytest.mark.soak]
+
+DAY = 86400.0
+
+
+async def test_200_devices_at_20_percent_loss_5_duplication_5_reordering_end_byte_identical():
+    ppmid = load_device(bundled("ppmid"))
+    devices = expand([ppmid], 200)
+    payload = random.Random(1).randbytes(512)
+    image = sign_for_tests(
+        build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    )
+    held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
+    link = LinkModel(loss=0.2, duplicate=0.05, reorder=0.05)
+    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=2, link=link))
+    await han.start()
+    settled = await han.settle(7 * DAY)
+    await han.stop()
+    assert settled, {s.result for s in han.summaries.values()}
+    assert han.air.stats["lost"] > 1000 and han.air.stats["duplicated"] > 100
+    assert all(s.result == "upgraded" for s in han.summaries.values())
+    assert all(d.state.running_image == held.data for d in han.devices.values())

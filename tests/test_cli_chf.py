@@ -39,14 +39,14 @@ def ppmid_image(tmp_path: Path) -> Path:
     """A 2 KiB GB Upgrade Image for the bundled PPMID profile (manufacturer, type and hardware range match)."""
     payload = tmp_path / "payload.bin"
     payload.write_bytes(bytes(range(256)) * 8)
-    out = tmp_path / "ppmid.ota"
+    unsigned, out = tmp_path / "unsigned-ppmid.ota", tmp_path / "ppmid.ota"
     result = run(
         "image", "build", "--format", "gb", "--manufacturer", "0x121D", "--image-type", "0x0084",
-        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", payload, "-o", out,
+        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", payload, "-o", unsigned,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     # Signed with the test-only key the bundled PPMID trusts, as the README's example does.
-    result = run("image", "sign", "--key", TEST_IMAGE_KEY, out, "-o", out)
+    result = run("image", "sign", "--key", TEST_IMAGE_KEY, unsigned, "-o", out)
     assert result.exit_code == 0, result.output
     return out
 

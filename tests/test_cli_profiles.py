@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, sign_for_tests
 from emulator.cli import main
 from emulator.ota.image import build_gb
 from emulator.profiles import ProfileError, bundled, bundled_names, bundled_root, load_device, resolve_profile
@@ -72,7 +72,7 @@ def test_run_takes_bundled_names(tmp_path: Path) -> None:
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(1).randbytes(800),
                      hw_min=0x1111, hw_max=0x1211)  # fmt: skip
     path = tmp_path / "ppmid.ota"
-    path.write_bytes(image.serialize())
+    path.write_bytes(sign_for_tests(image).serialize())  # the bundled profiles trust the test-only key
     result = run("run", "--chf", "chf", "--device", "faults/ignore-wait-for-data", "--image", path, "--json")
     assert result.exit_code == 0, result.output
     [device] = json.loads(result.stdout)["devices"]

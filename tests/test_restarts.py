@@ -112,7 +112,7 @@ def test_a_second_chf_on_a_busy_virtual_ncp_gets_one_line_and_exit_2(tmp_path: P
             await first.reset()
             await first.handshake()
             second = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--device", ncp.url,
+                sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--port", ncp.url,
                 "--image", str(image), "--target", "00:DB:12:34:56:78:90:A4",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip

@@ -115,7 +115,13 @@ def test_export_copies_every_profile_and_refuses_to_overwrite(tmp_path: Path) ->
     result = run("profiles", "export", target, "--json")
     assert result.exit_code == 0, result.output
     written = [Path(p) for p in json.loads(result.stdout)]
-    assert sorted(p.relative_to(target).as_posix() for p in written) == sorted(f"{n}.toml" for n in bundled_names())
+    keys = sorted(f"keys/{k.name}" for k in (SHIPPED / "keys").iterdir())
+    assert sorted(p.relative_to(target).as_posix() for p in written) == sorted(
+        [*(f"{n}.toml" for n in bundled_names()), *keys]
+    )
+    # The exported profiles load on their own: the signing keys they name came along.
+    assert load_device(target / "faults" / "no-resend.toml").signer_paths()[0].is_file()
+    assert (target / "keys" / "test-image-signer.key.pem").stat().st_mode & 0o077 == 0
     assert (target / "faults" / "no-resend.toml").read_bytes() == (SHIPPED / "faults" / "no-resend.toml").read_bytes()
     (target / "ppmid.toml").write_text("# mine\n")
     assert_one_line_error(run("profiles", "export", target), "chf.toml: already exists", "--force")

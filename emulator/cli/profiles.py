@@ -91,6 +91,10 @@ def export_command(directory: Path, force: bool, as_json: bool) -> None:
         raise InputError("no bundled profiles are installed (expected emulator/_profiles in the package)")
     check_output_dir(directory, "the folder to export the profiles to", create=True)
     targets = [(root / f"{name}.toml", directory / f"{name}.toml") for name in names]
+    # The profiles name the test-only signing keys beside them (keys/), so the copies must find them too.
+    keys = root / "keys"
+    if keys.is_dir():
+        targets += [(path, directory / "keys" / path.name) for path in sorted(keys.iterdir()) if path.is_file()]
     for _, target in targets:
         if target.is_dir():
             raise InputError(f"{target}: is a directory (expected a profile file to write)")
@@ -99,9 +103,9 @@ def export_command(directory: Path, force: bool, as_json: bool) -> None:
         raise InputError(f"{existing[0]}: already exists (expected a new file; use --force to overwrite)")
     for source, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, source.read_bytes())
+        write_atomic(target, source.read_bytes(), mode=0o600 if source.name.endswith(".key.pem") else 0o644)
     if as_json:
         click.echo(json.dumps([str(target) for _, target in targets], indent=2))
     else:
-        click.echo(f"{directory}: wrote {len(targets)} profiles ({', '.join(n for n in names if '/' not in n)} "
-                   "and faults/)")
+        click.echo(f"{directory}: wrote {len(names)} profiles ({', '.join(n for n in names if '/' not in n)} "
+                   "and faults/) and the test-only keys they trust (keys/)")

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import emulator.cli.run as run_command
+from conftest import sign_for_tests
 from emulator.chf import events as server_events
 from emulator.cli import main
 from emulator.han import Event
@@ -25,9 +26,11 @@ from emulator.profiles import bundled, load_device
 
 @pytest.fixture
 def ppmid_image(tmp_path: Path) -> Path:
+    """Version 2 for the bundled PPMID, signed with the test-only key it trusts."""
     profile = load_device(bundled("ppmid"))
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(5).randbytes(3000),
                      hw_min=0x1111, hw_max=0x1211)  # fmt: skip
+    image = sign_for_tests(image)
     path = tmp_path / "ppmid.ota"
     path.write_bytes(image.serialize())
     return path

@@ -9,6 +9,7 @@ import random
 import pytest
 import zigpy.types as t
 
+from conftest import sign_for_tests
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.cli.chf import TargetStatus, target_text
@@ -70,8 +71,10 @@ def events_of_a_run(devices: list, images: list[HeldImage], **options: object) -
 
 
 def image_for(profile, size: int = 3000) -> HeldImage:
+    """Version 2 for `profile`, signed with the test-only key the bundled profiles trust."""
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(size).randbytes(size),
                      hw_min=0x1111, hw_max=0x1211)  # fmt: skip
+    image = sign_for_tests(image)
     return HeldImage(image, image.serialize(), frozenset({profile.ieee}))
 
 

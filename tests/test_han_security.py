@@ -18,7 +18,7 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 
-from conftest import assert_one_line_error
+from conftest import TEST_KEYS, assert_one_line_error, sign_for_tests
 from emulator import clock
 from emulator.chf import key_establishment as chf_ke
 from emulator.chf.store import HeldImage
@@ -45,8 +45,11 @@ OTA_FIELDS = (
 
 
 def image_for(profile: DeviceProfile, size: int = 2000) -> HeldImage:
+    """An upgrade to version 2, signed with the test-only key the bundled profiles trust (ECDSA signatures differ on
+    every call: compare against the image a run served, `Run.images`, not a fresh one)."""
     payload = random.Random(profile.image_type).randbytes(size)
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
     return HeldImage(image, image.serialize(), frozenset({profile.ieee}))
 
 
@@ -63,6 +66,7 @@ class Run:
     han: Han
     tapped: list[t.ZigbeePacket]
     capture: PcapWriter | None
+    images: list[HeldImage]
 
 
 def run(chf: ChfProfile, devices: list[DeviceProfile], pcap: Path | None = None, after=None) -> Run:
@@ -88,7 +92,7 @@ def run(chf: ChfProfile, devices: list[DeviceProfile], pcap: Path | None = None,
     finally:
         if capture is not None:
             capture.close()
-    return Run(han, tapped, capture)
+    return Run(han, tapped, capture, images)
 
 
 @pytest.mark.parametrize("suite", ["2", "1"])
@@ -194,7 +198,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path, HeldI
     ppmid = se_ppmid()
     result = run(se_chf(), [ppmid], pcap=pcap)
     assert result.han.summaries[ppmid.ieee].result == "upgraded"
-    return result, pcap, image_for(ppmid)
+    return result, pcap, result.images[0]
 
 
 def tshark(pcap: Path, options: list[str], *args: str) -> list[list[str]]:
@@ -255,7 +259,9 @@ def test_zigpy_rebuilds_the_image_from_the_capture_given_the_keys(
 def _profiles(tmp_path: Path, device_extra: str = "", chf_extra: str = "") -> tuple[Path, Path, Path]:
     ppmid = load_device(bundled("ppmid"))
     device = tmp_path / "ppmid.toml"
-    device.write_text(bundled("ppmid").read_text().replace("[device]\n", f'[device]\nsecurity = "se"\n{device_extra}'))
+    # The copy lives in tmp_path, so its signer (relative to the profile) is named by its absolute path.
+    text = bundled("ppmid").read_text().replace('"keys/', f'"{TEST_KEYS.resolve().as_posix()}/')
+    device.write_text(text.replace("[device]\n", f'[device]\nsecurity = "se"\n{device_extra}'))
     chf = tmp_path / "chf.toml"
     chf.write_text(bundled("chf").read_text().replace("[chf]\n", '[chf]\nsecurity = "se"\n') + chf_extra)
     image = tmp_path / "ppmid.ota"

@@ -55,6 +55,8 @@ END_MISSES = 3  # … and after this many the UpgradeTimeoutPolicy decides
 WAIT_REASK = 3600.0  # told to wait: ask again within 60 min
 REBOOT = 2.0  # seconds from activation to the Device_annce of the new firmware
 MAX_DATA = 48
+SIGNATURE_LENGTH = 64  # GB Upgrade Image signature trailer: 00 40, then r||s
+TRAILER_LENGTH = 2 + SIGNATURE_LENGTH
 
 
 class Fault(StrEnum):
@@ -129,6 +131,16 @@ class _Memory:
     image_type_id: int = 0xFFFF
 
 
+def _manufacturer_image(data: bytes) -> bytes:
+    """The Manufacturer Image of a GB Upgrade Image: what follows the OTA header, less the signature trailer
+    (the 2-byte big-endian length 0x0040 and the 64-byte ECDSA signature) when the file carries one. The hash
+    in Activate Firmware (CS06) is over the Manufacturer Image only, never over its signature."""
+    _, body = OTAImageHeader.deserialize(data)
+    if len(body) >= TRAILER_LENGTH and body[-TRAILER_LENGTH:-SIGNATURE_LENGTH] == SIGNATURE_LENGTH.to_bytes(2, "big"):
+        return body[:-TRAILER_LENGTH]
+    return body
+
+
 class RefClient(DeviceUnderTest):
     """The independent client as a DUT on the bench's virtual air."""
 
@@ -195,10 +207,12 @@ class RefClient(DeviceUnderTest):
         memory = self._memory
         if memory.held is None and Fault.ACTIVATE_WITHOUT_IMAGE not in faults:
             return ActivationReply(False, 1, memory.running_version)
-        if memory.held is not None and Fault.SKIP_HASH_CHECK not in faults:
-            _, body = OTAImageHeader.deserialize(memory.held)
-            if hashlib.sha256(body).digest() != bytes(image_hash):
-                return ActivationReply(False, 2, memory.running_version)
+        if (
+            memory.held is not None
+            and Fault.SKIP_HASH_CHECK not in faults
+            and hashlib.sha256(_manufacturer_image(memory.held)).digest() != bytes(image_hash)
+        ):
+            return ActivationReply(False, 2, memory.running_version)
         now = self._link.clock.utc() if self._link is not None else datetime.now(UTC)
         if at is not None and at > now and Fault.ACTIVATE_FUTURE_DATED_NOW not in faults:
             self._spawn(self._future_activation((at - now).total_seconds()))

@@ -26,7 +26,7 @@ from test_capture import OTA_FIELDS, block_offsets, tshark
 from test_cli_chf import pseudo_terminal
 from test_ncp_joining import real_time, until
 
-from conftest import assert_one_line_error
+from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
@@ -53,6 +53,9 @@ def quick_profile(tmp_path: Path, name: str, *extra: str) -> Path:
     """The bundled profile, querying within a second of joining; `extra` lines go into its [device] table."""
     text = (PROFILES / f"{name}.toml").read_text().replace("query_start_jitter = 300", "query_start_jitter = 1")
     text = text.replace("[device]\n", "[device]\n" + "".join(f"{line}\n" for line in extra))
+    # The profile names its signers relative to itself (keys/test-image-signer.pub.pem): the test-only keys go
+    # beside the copy, so it trusts what the bundled profile trusts.
+    shutil.copytree(PROFILES / "keys", tmp_path / "keys", dirs_exist_ok=True)
     path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path
@@ -61,11 +64,14 @@ def quick_profile(tmp_path: Path, name: str, *extra: str) -> Path:
 def build_image(tmp_path: Path, image_type: str, payload: bytes = PAYLOAD) -> Path:
     source = tmp_path / f"payload-{image_type}.bin"
     source.write_bytes(payload)
-    out = tmp_path / f"{image_type}.ota"
+    unsigned, out = tmp_path / f"unsigned-{image_type}.ota", tmp_path / f"{image_type}.ota"
     result = cli(
         "image", "build", "--format", "gb", "--manufacturer", "0x121D", "--image-type", image_type,
-        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", source, "-o", out,
+        "--file-version", "2", "--hw-min", "0x1111", "--hw-max", "0x1211", "--payload", source, "-o", unsigned,
     )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # Signed with the test-only key the bundled PPMID and HCALCS trust (profiles/keys/README.md).
+    result = cli("image", "sign", "--key", TEST_IMAGE_KEY, unsigned, "-o", out)
     assert result.exit_code == 0, result.output
     return out
 
@@ -266,6 +272,9 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
     assert b"Traceback" not in device_err + chf_err
     assert device_out.decode().startswith(f"PPMID {stick_eui64}: upgraded, runs 0x00000002 (was 0x00000001)")
     assert f"Device PPMID {stick_eui64} joined PAN 0x1A62 on channel 15" in device_err.decode()
+    # The profile's default Smart Energy security is not there on a stick: the user is told it joined without it.
+    assert 'asks for Smart Energy security (security = "se")' in device_err.decode()
+    assert "joined with the network key only" in device_err.decode()
     report = json.loads(chf_out)
     [target] = report["devices"]
     assert (target["ieee"], target["outcome"], target["response_code"], target["alert_code"]) == (

@@ -38,7 +38,7 @@ def killed_mid_write(directory: Path, target: str, size: int) -> Path:
     return Path(tmp)
 
 
-def test_a_device_removes_the_temporary_files_a_killed_run_left(tmp_path: Path):
+async def test_a_device_removes_the_temporary_files_a_killed_run_left(tmp_path: Path):
     store = StateStore(tmp_path, EUI)
     store.save(DeviceState(running_version=1, running_stack_version=2))
     mine = [
@@ -46,7 +46,12 @@ def test_a_device_removes_the_temporary_files_a_killed_run_left(tmp_path: Path):
         killed_mid_write(tmp_path, "00DB1234567890A4.json", 300),
     ]
     other = killed_mid_write(tmp_path, "00DB1234567890A5.download.bin", 100)  # another device's, maybe running
+    # A reader of the state (a monitor, `ota-emu activate` looking) removes nothing: it may be a running write.
     assert StateStore(tmp_path, EUI).load() is not None
+    assert all(path.exists() for path in mine)
+    # The device itself, starting, removes what its killed run left, and only its own.
+    device = EmulatedDevice(load_device(bundled("ppmid")), Air(), Clock(), state_dir=tmp_path)
+    assert device.state.running_version == 1
     assert not any(path.exists() for path in mine)
     assert other.exists() and (tmp_path / "00DB1234567890A4.json").exists()
 

@@ -109,6 +109,8 @@ class EmulatedDevice:
             require_signature=profile.require_signature,
         )
         self.store = StateStore(state_dir, self.ieee) if state_dir is not None else None
+        if self.store is not None:
+            self.store.remove_stale_temporaries()  # what a killed run of this device left half-written
         loaded = self.store.load() if self.store is not None else None
         self.state = loaded or DeviceState(
             running_version=profile.file_version,

@@ -15,7 +15,8 @@ On disk, per device, all named by the EUI-64 in 16 hex digits (most significant 
 Every file is written with `emulator.files.write_atomic`, blobs before the JSON that names them, so a crash
 leaves either the old state or the new one. A process killed mid-write (kill -9, power loss) also leaves the
 temporary file `write_atomic` was filling (`.<EUI64>.download.bin.XXXX.tmp`, up to an image in size); the
-device removes its own on start, before it reads its state.
+device removes its own when it starts, before it reads its state (a mere reader of the state never does: the
+file may be a running device's write in progress).
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ class StateStore:
 
     def load(self) -> DeviceState | None:
         """The saved state, or None when this device has never saved one; `StateError` if it is unusable.
-        Temporary files a killed run left behind are removed first."""
-        self.remove_stale_temporaries()
+        Reading removes nothing: another process may be this device, writing (`remove_stale_temporaries` is for
+        the device itself, when it starts)."""
         if not self.json_path.exists():
             return None
         source = str(self.json_path)

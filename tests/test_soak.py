@@ -23,19 +23,24 @@ pytestmark = [pytest.mark.virtual_time, pytest.mark.soak]
 DAY = 86400.0
 
 
-async def test_200_devices_at_20_percent_loss_5_duplication_5_reordering_end_byte_identical():
+async def soak(count: int, link: LinkModel, seed: int) -> tuple[Han, HeldImage, bool]:
+    """`count` bundled PPMIDs downloading one signed 512-byte image over `link`, run until settled (a week at most)."""
     ppmid = load_device(bundled("ppmid"))
-    devices = expand([ppmid], 200)
+    devices = expand([ppmid], count)
     payload = random.Random(1).randbytes(512)
     image = sign_for_tests(
         build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
     )
     held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
-    link = LinkModel(loss=0.2, duplicate=0.05, reorder=0.05)
-    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=2, link=link))
+    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=seed, link=link))
     await han.start()
     settled = await han.settle(7 * DAY)
     await han.stop()
+    return han, held, settled
+
+
+async def test_200_devices_at_20_percent_loss_5_duplication_5_reordering_end_byte_identical():
+    han, held, settled = await soak(200, LinkModel(loss=0.2, duplicate=0.05, reorder=0.05), seed=2)
     assert settled, {s.result for s in han.summaries.values()}
     assert han.air.stats["lost"] > 1000 and han.air.stats["duplicated"] > 100
     assert all(s.result == "upgraded" for s in han.summaries.values())
@@ -45,18 +50,7 @@ async def test_200_devices_at_20_percent_loss_5_duplication_5_reordering_end_byt
 async def test_at_40_percent_loss_every_device_ends_with_a_clear_outcome_and_the_run_ends():
     """At 40 % loss some exchange may run out of retries; the run must still end, and every device with a final
     result that says why (upgraded, or failed with its reason: a CBKE timeout, a transfer failure, ...)."""
-    ppmid = load_device(bundled("ppmid"))
-    devices = expand([ppmid], 50)
-    payload = random.Random(1).randbytes(512)
-    image = sign_for_tests(
-        build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    )
-    held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
-    link = LinkModel(loss=0.4, duplicate=0.05, reorder=0.05)
-    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=1, link=link))
-    await han.start()
-    settled = await han.settle(7 * DAY)
-    await han.stop()
+    han, held, settled = await soak(50, LinkModel(loss=0.4, duplicate=0.05, reorder=0.05), seed=1)
     assert settled, {s.result for s in han.summaries.values()}
     assert han.air.stats["lost"] > 1000
     for summary in han.summaries.values():

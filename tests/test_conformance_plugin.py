@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tomllib
 import xml.etree.ElementTree as ET
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,16 @@ from emulator.conformance.interface import PluginError, load_plugin
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _plugin_is_installed() -> bool:
+    """Once the package is installed, pytest loads the plugin from its `pytest11` entry point by itself; naming
+    it again with `-p` would register it twice. From a plain checkout it is named explicitly."""
+    return any(entry.value == pytest_plugin.__name__ for entry in entry_points(group="pytest11"))
+
+
 PLUGIN = [
-    "-p",
-    "emulator.conformance.pytest_plugin",
+    *([] if _plugin_is_installed() else ["-p", pytest_plugin.__name__]),
     "-p",
     "no:cacheprovider",
     "-o",

@@ -364,3 +364,13 @@ def test_general_commands_are_answered_with_the_requests_manufacturer_code() -> 
         await b.device.stop()
 
     vrun(main)
+
+
+def test_ota_command_ids_are_zigpys():
+    """One vocabulary names every OTA command id; each name and value is zigpy's own command definition."""
+    from zigpy.zcl.clusters.general import Ota
+
+    from emulator.ota.frames import OtaCommand
+
+    zigpy_ids = {cmd.name.upper(): cmd.id for cmd in (*Ota.ServerCommandDefs, *Ota.ClientCommandDefs)}
+    assert {member.name: member.value for member in OtaCommand} == zigpy_ids

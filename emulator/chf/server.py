@@ -48,7 +48,7 @@ from emulator.clock import Clock
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request, encode_block_response
-from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, Status
+from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, OtaCommand, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
 
 LOGGER = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ NOTIFY_AFTER_KEY_S = 1.0
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
 HCALCS_DEVICE_ID = 0x0504
 
-IMAGE_BLOCK = frames.COMMAND_IDS["image_block"]
 _FRAME_TYPE_MASK = 0x03
 _CLUSTER_SPECIFIC = 0x01
 _MANUFACTURER_SPECIFIC = 0x04
@@ -378,13 +377,13 @@ class OtaServer:
     ) -> None:
         held = self._served_image(ieee, manufacturer_id, image_type, version)
         if held is None:
-            self._reject(packet, tsn, IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE, "no such image held")
+            self._reject(packet, tsn, OtaCommand.IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE, "no such image held")
             return
         if offset >= held.size:
             self._reply(packet, frames.encode("image_block_response", tsn=tsn, status=Status.ABORT))
             return
         if maximum_data_size == 0:
-            self._reject(packet, tsn, IMAGE_BLOCK, Status.INVALID_VALUE, "MaximumDataSize 0")
+            self._reject(packet, tsn, OtaCommand.IMAGE_BLOCK, Status.INVALID_VALUE, "MaximumDataSize 0")
             return
         transfer = self._track(ieee, held, offset)
         delay, period, reason = self._rate_limit(transfer, advertised_period)

@@ -47,7 +47,6 @@ MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean
 FINAL_SEND_GRACE = 1.0
 PERMIT_RETRY = 2.0
 MAX_BARS = 12
-_PAGE_REQUEST = frames.COMMAND_IDS["image_page"]
 
 
 class Eui64Type(click.ParamType):
@@ -190,7 +189,7 @@ class Watch:
         block = decode_block_request(data)
         if block is not None:
             version, offset = block[3], block[4]
-        elif len(data) >= 3 and data[0] & 0x03 == 0x01 and data[2] == _PAGE_REQUEST:
+        elif len(data) >= 3 and data[0] & 0x03 == 0x01 and data[2] == frames.OtaCommand.IMAGE_PAGE:
             try:
                 command = frames.decode(data).command
             except (frames.MalformedFrame, frames.UnsupportedCommand):

@@ -26,7 +26,7 @@ from emulator.conformance.model import FrameRecord
 from emulator.conformance.recorder import record
 from emulator.device import attributes, zdo
 from emulator.ota import frames
-from emulator.ota.frames import Status
+from emulator.ota.frames import OtaCommand, Status
 from emulator.radio.air import COORDINATOR_NWK, Air
 
 # How long the probe waits for an answer before it calls the server silent, and how long it keeps listening
@@ -38,7 +38,6 @@ LINGER = 0.5
 MAX_DOWNLOAD_REQUESTS = 2000
 # SPEC.md §7 (UNCONFIRMED): the SE device id a PPMID announces.
 PPMID_DEVICE_ID = 0x0506
-IMAGE_NOTIFY = frames.COMMAND_IDS["image_notify"]
 FIRST_BROADCAST_NWK = 0xFFF8
 _ANSWERED_GENERAL = frozenset(
     {
@@ -328,7 +327,7 @@ class Probe:
             self._on_general(packet, data, self._ota_table())
             return
         seen = server_frame(packet, self.clock.now())
-        if frame_type == foundation.FrameType.CLUSTER_COMMAND and len(data) >= 3 and data[2] == IMAGE_NOTIFY:
+        if frame_type == foundation.FrameType.CLUSTER_COMMAND and len(data) >= 3 and data[2] == OtaCommand.IMAGE_NOTIFY:
             self.notifies.append(seen)
             self._notified.set()
             return

@@ -38,12 +38,10 @@ from emulator.conformance.server_plan import (
 from emulator.conformance.server_transcript import Transcript
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
-from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
+from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
 
 FC_S2C_NO_DEFAULT_RESPONSE = 0x19
 DEFAULT_RESPONSE_DISABLED = 0x10
-IMAGE_BLOCK = frames.COMMAND_IDS["image_block"]
-UPGRADE_END = frames.COMMAND_IDS["upgrade_end"]
 MALFORMED_STATUSES = (Status.MALFORMED_COMMAND, Status.INVALID_FIELD)
 
 
@@ -248,7 +246,7 @@ def _timeline(exchanges: Iterable[Exchange]) -> list[TimelinePoint]:
 
 
 def _is_block_request(exchange: Exchange) -> bool:
-    return exchange.request is not None and raw(exchange.request)[2] == IMAGE_BLOCK
+    return exchange.request is not None and raw(exchange.request)[2] == OtaCommand.IMAGE_BLOCK
 
 
 def judge_download(tr: Transcript) -> Judgement:
@@ -283,7 +281,7 @@ def judge_unknown_image(tr: Transcript) -> Judgement:
     answer, problem = _only_answer(exchange, "block request for a missing file")
     if answer is None:
         return _fail(problem)
-    if default_response(answer) != (IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE):
+    if default_response(answer) != (OtaCommand.IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE):
         return _fail(f"answered with {describe(answer)}, expected Default Response NO_IMAGE_AVAILABLE (0x98)")
     if tsn(answer) != tsn(exchange.request):
         return _fail("Default Response does not echo the request's TSN")
@@ -317,7 +315,7 @@ def judge_past_end_form(tr: Transcript) -> Judgement:
         return Judgement(Verdict.INCONCLUSIVE, "no answer to judge")
     frame = past.answers[0]
     command = named(frame, "image_block_response")
-    if default_response(frame) == (IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE) or (
+    if default_response(frame) == (OtaCommand.IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE) or (
         command is not None and command.status == Status.ABORT and payload_size(frame) == 1
     ):
         return _pass(describe(frame))
@@ -518,7 +516,7 @@ def judge_upgrade_end_success(tr: Transcript) -> Judgement:
 
 
 def _failed_ends(tr: Transcript) -> list[Exchange]:
-    return [e for e in tr.exchanges if e.request is not None and raw(e.request)[2] == UPGRADE_END]
+    return [e for e in tr.exchanges if e.request is not None and raw(e.request)[2] == OtaCommand.UPGRADE_END]
 
 
 def judge_upgrade_end_failure(tr: Transcript) -> Judgement:
@@ -541,7 +539,7 @@ def judge_upgrade_end_failure(tr: Transcript) -> Judgement:
 def judge_upgrade_end_failure_default_response(tr: Transcript) -> Judgement:
     missing, got = [], set()
     for exchange in _failed_ends(tr):
-        if (UPGRADE_END, Status.SUCCESS) not in [default_response(f) for f in exchange.answers]:
+        if (OtaCommand.UPGRADE_END, Status.SUCCESS) not in [default_response(f) for f in exchange.answers]:
             missing.append(request_command(exchange).status.name)
             got.update(map(describe, exchange.answers))
     if missing:

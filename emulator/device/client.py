@@ -48,6 +48,7 @@ from emulator.device.state import DeviceState, ImageRef, StateStore
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota import frames
 from emulator.ota.blocks import encode_block_request
+from emulator.ota.frames import OtaCommand
 from emulator.profiles import DeviceProfile
 
 LOGGER = logging.getLogger(__name__)
@@ -56,10 +57,6 @@ Status = foundation.Status
 
 OTA_CLUSTER = frames.CLUSTER_ID
 COORDINATOR = 0x0000
-QUERY_NEXT_IMAGE = frames.COMMAND_IDS["query_next_image"]
-IMAGE_BLOCK = frames.COMMAND_IDS["image_block"]
-IMAGE_PAGE = frames.COMMAND_IDS["image_page"]
-UPGRADE_END = frames.COMMAND_IDS["upgrade_end"]
 
 # SPEC.md §6.4 / §10 (Silicon Labs defaults) where no profile key exists.
 DISCOVERY_RETRY = 600.0  # Server Discovery Delay: 10 min
@@ -498,7 +495,7 @@ class OtaClient:
                 hardware_version=hardware,
             )
             response = await self._await_ota(
-                frozenset({"query_next_image_response"}), QUERY_NEXT_IMAGE, profile.response_timeout
+                frozenset({"query_next_image_response"}), OtaCommand.QUERY_NEXT_IMAGE, profile.response_timeout
             )
             if response is not None:
                 break
@@ -616,7 +613,7 @@ class OtaClient:
                     await self._pause(wait)
             tsn = self._tsn()
             if paging:
-                request_id = IMAGE_PAGE
+                request_id = OtaCommand.IMAGE_PAGE
                 window_end = min(offset + profile.page_size, size)
                 got.clear()
                 data = frames.encode(
@@ -632,7 +629,7 @@ class OtaClient:
                     response_spacing=profile.response_spacing,
                 )
             else:
-                request_id = IMAGE_BLOCK
+                request_id = OtaCommand.IMAGE_BLOCK
                 window_end = size
                 limit = max_size
                 if got:
@@ -680,7 +677,7 @@ class OtaClient:
                     b_offset, b_data = cmd.file_offset, cmd.image_data
                 elif kind == "ota" and item[1].name == "Default_Response" and item[1].command.command_id == request_id:
                     status = item[1].command.status
-                    if status == Status.NO_IMAGE_AVAILABLE and request_id == IMAGE_BLOCK:
+                    if status == Status.NO_IMAGE_AVAILABLE and request_id == OtaCommand.IMAGE_BLOCK:
                         no_image += 1
                         if "ignore_no_image_default_response" in faults:
                             verdict = "failed"
@@ -689,7 +686,7 @@ class OtaClient:
                         else:
                             verdict = "retry"
                         break
-                    if status == Status.UNSUP_CLUSTER_COMMAND and request_id == IMAGE_PAGE:
+                    if status == Status.UNSUP_CLUSTER_COMMAND and request_id == OtaCommand.IMAGE_PAGE:
                         if "no_page_fallback" in faults:
                             verdict = "failed"
                         else:
@@ -838,7 +835,11 @@ class OtaClient:
             if item[0] != "ota" or not state.held:
                 continue
             frame = item[1]
-            if frame.name == "Default_Response" and frame.command.command_id == UPGRADE_END and reply_by is not None:
+            if (
+                frame.name == "Default_Response"
+                and frame.command.command_id == OtaCommand.UPGRADE_END
+                and reply_by is not None
+            ):
                 if frame.command.status == Status.SUCCESS:
                     continue
                 self.host.emit(

@@ -37,6 +37,7 @@ from emulator.device.radio import DeviceRadio
 from emulator.device.state import DeviceState, StateStore
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_success
+from emulator.ota.frames import OtaCommand
 from emulator.profiles import DeviceProfile
 
 LOGGER = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ DEVICE_ANNCE = 0x0013
 BROADCAST_RX_ON = 0xFFFD
 FIRST_BROADCAST = 0xFFF8
 HIGHEST_NWK = 0xFFF7
-IMAGE_NOTIFY = frames.COMMAND_IDS["image_notify"]
 MAX_NOTIFY_PAYLOAD_TYPE = 3
 MAX_QUERY_JITTER = 100
 # zigpy's schema makes the image fields of these responses optional; SPEC.md §2.3 requires all four on SUCCESS.
@@ -369,12 +369,12 @@ class EmulatedDevice:
         client = self._client
         if client is None:
             return
-        early_notify = client.server_nwk is None and header.command_id == IMAGE_NOTIFY
+        early_notify = client.server_nwk is None and header.command_id == OtaCommand.IMAGE_NOTIFY
         if packet.src.address != client.server_nwk and not early_notify:
             LOGGER.debug("device %s: OTA command from 0x%04X, not the OTA server", self.ieee, packet.src.address)
             return
         manufacturer_specific = header.frame_control.is_manufacturer_specific
-        if header.command_id == IMAGE_NOTIFY and not manufacturer_specific and payload:
+        if header.command_id == OtaCommand.IMAGE_NOTIFY and not manufacturer_specific and payload:
             if payload[0] > MAX_NOTIFY_PAYLOAD_TYPE:
                 self._notify_ignored(payload, broadcast, f"reserved payload type {payload[0]}")
                 return

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import struct
 
-from zigpy.zcl.clusters.general import Ota
+from emulator.ota.frames import OtaCommand
 
-IMAGE_BLOCK = Ota.ServerCommandDefs.image_block.id
-IMAGE_BLOCK_RESPONSE = Ota.ClientCommandDefs.image_block_response.id
+# Plain ints: an enum member is looked up through a descriptor on every comparison, and these run per block.
+_BLOCK_REQUEST_ID = int(OtaCommand.IMAGE_BLOCK)
+_BLOCK_RESPONSE_ID = int(OtaCommand.IMAGE_BLOCK_RESPONSE)
 
 # SPEC.md §1.1: cluster-specific client→server with default responses enabled (0x01); §2.4 field control bit1
 # announces the MinimumBlockPeriod field.
@@ -46,12 +47,20 @@ def encode_block_request(
     """Image Block Request (SPEC.md §2.4), 17 or 19 bytes with the ZCL header."""
     if minimum_block_period is None:
         return _REQUEST.pack(
-            _FC_C2S, tsn, IMAGE_BLOCK, 0, manufacturer_code, image_type, file_version, file_offset, maximum_data_size
+            _FC_C2S,
+            tsn,
+            _BLOCK_REQUEST_ID,
+            0,
+            manufacturer_code,
+            image_type,
+            file_version,
+            file_offset,
+            maximum_data_size,
         )
     return _REQUEST_WITH_PERIOD.pack(
         _FC_C2S,
         tsn,
-        IMAGE_BLOCK,
+        _BLOCK_REQUEST_ID,
         _MIN_BLOCK_PERIOD_PRESENT,
         manufacturer_code,
         image_type,
@@ -68,7 +77,7 @@ def decode_block_success(data: bytes) -> tuple[int, int, int, int, int, int, byt
     if len(data) < _RESPONSE_HEAD_SIZE:
         return None
     fc, tsn, command, status, manufacturer, image_type, version, offset, size = _RESPONSE_HEAD.unpack_from(data)
-    if command != IMAGE_BLOCK_RESPONSE or status != 0 or fc not in _FC_S2C or len(data) != _RESPONSE_HEAD_SIZE + size:
+    if command != _BLOCK_RESPONSE_ID or status != 0 or fc not in _FC_S2C or len(data) != _RESPONSE_HEAD_SIZE + size:
         return None
     return fc, tsn, manufacturer, image_type, version, offset, data[_RESPONSE_HEAD_SIZE:]
 
@@ -90,7 +99,7 @@ def decode_block_request(data: bytes) -> tuple[int, int, int, int, int, int, int
             return None
     else:
         return None
-    if command != IMAGE_BLOCK or fc not in _FC_C2S_ANY:
+    if command != _BLOCK_REQUEST_ID or fc not in _FC_C2S_ANY:
         return None
     return tsn, manufacturer, image_type, version, offset, maximum, period
 
@@ -103,7 +112,7 @@ def encode_block_response(
         _RESPONSE_HEAD.pack(
             _FC_S2C_NO_DEFAULT_RESPONSE,
             tsn,
-            IMAGE_BLOCK_RESPONSE,
+            _BLOCK_RESPONSE_ID,
             0,
             manufacturer_code,
             image_type,

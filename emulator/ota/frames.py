@@ -9,6 +9,7 @@ and rejecting payloads of the wrong length, which zigpy would partly accept.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import zigpy.types as t
@@ -29,6 +30,24 @@ S2C = foundation.Direction.Server_to_Client
 SERVER_COMMANDS = {cmd.id: cmd for cmd in Ota.ServerCommandDefs}
 CLIENT_COMMANDS = {cmd.id: cmd for cmd in Ota.ClientCommandDefs}
 COMMAND_IDS = {cmd.name: cmd.id for cmd in (*Ota.ServerCommandDefs, *Ota.ClientCommandDefs)}
+
+
+class OtaCommand(IntEnum):
+    """Every OTA Upgrade cluster command id, the one name for each in the code (ZCL r7 §11.13.2 and §11.13.3).
+
+    The ids the client sends and those the server sends do not overlap, so one enum names both; its values are
+    zigpy's own (`tests/test_frames.py` compares them with zigpy's command definitions)."""
+
+    IMAGE_NOTIFY = 0x00
+    QUERY_NEXT_IMAGE = 0x01
+    QUERY_NEXT_IMAGE_RESPONSE = 0x02
+    IMAGE_BLOCK = 0x03
+    IMAGE_PAGE = 0x04
+    IMAGE_BLOCK_RESPONSE = 0x05
+    UPGRADE_END = 0x06
+    UPGRADE_END_RESPONSE = 0x07
+    QUERY_SPECIFIC_FILE = 0x08
+    QUERY_SPECIFIC_FILE_RESPONSE = 0x09
 
 WAIT_FOR_DATA_SHORT_LENGTH = 9  # status + CurrentTime + RequestTime, without MinimumBlockPeriod
 UPGRADE_TIME_WAIT = 0xFFFFFFFF

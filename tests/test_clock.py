@@ -4,6 +4,7 @@ lossy HANs that settle (a transfer-timeout timer once re-armed itself forever at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 
@@ -11,6 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from conftest import sign_for_tests
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.cli import _Main
@@ -96,12 +98,13 @@ def test_the_stall_guard_counts_only_iterations_at_one_instant() -> None:
 def small_ppmid_image(profile, size: int = 300):
     payload = random.Random(1).randbytes(size)
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    return image
+    return sign_for_tests(image)
 
 
-async def settle_lossy(devices, image, seed: int, loss: float) -> dict[str, str]:
+async def settle_lossy(devices, image, seed: int, loss: float, security: str = "se") -> dict[str, str]:
     held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
-    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=seed, link=LinkModel(loss=loss)))
+    chf = dataclasses.replace(load_chf(bundled("chf")), security=security)
+    han = Han(chf, devices, [held], HanOptions(seed=seed, link=LinkModel(loss=loss)))
     await han.start()
     settled = await han.settle(7 * 86400)
     await han.stop()
@@ -119,13 +122,19 @@ async def test_ten_ppmids_at_20_percent_loss_settle_for_the_seeds_that_hung() ->
 
 
 async def test_fifty_devices_at_20_percent_loss_settle_on_twenty_seeds() -> None:
-    """About a second of wall time per seed (the joins and interviews of 50 devices); run with -s for the figure."""
-    devices = expand([load_device(bundled("ppmid"))], 50)
+    """The clock's timers on twenty different interleavings. Network-key security only: what hung was the CHF's
+    transfer timer against the clock, and CBKE would make this test ten times dearer without reaching more of the
+    clock (the SE path at loss is in `test_ten_ppmids_...` above and in `test_soak.py`). Run with -s for the figure."""
+    ppmid = dataclasses.replace(load_device(bundled("ppmid")), security="none")
+    devices = expand([ppmid], 50)
     image = small_ppmid_image(devices[0], size=120)
     started = time.perf_counter()
+    upgraded = 0
     for seed in range(20):
-        results = await settle_lossy(devices, image, seed, 0.2)
-        assert len(results) == 50
+        results = await settle_lossy(devices, image, seed, 0.2, security="none")
+        assert len(results) == 50 and set(results.values()) <= {"upgraded", "failed"}
+        upgraded += sum(result == "upgraded" for result in results.values())
+    assert upgraded > 20 * 50 * 0.9  # loss delays an upgrade; it rarely ends one
     print(f"50 devices x 20 seeds at 20 % loss: {time.perf_counter() - started:.2f} s wall")
 
 

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from conftest import sign_for_tests
 from emulator import keys
-from emulator.alerts import AlertError, AlertLog, GbcsHan, Originator, public_key_name
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.cli import main
@@ -30,7 +29,8 @@ from emulator.gb.messages import (
     FirmwareTransferAlert,
     PpmidFirmwareActivationAlert,
 )
-from emulator.han import HanOptions
+from emulator.han.gbcs import AlertError, AlertLog, GbcsHan, Originator, public_key_name
+from emulator.han.network import HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ProfileError, bundled, load_chf, load_device

@@ -25,7 +25,7 @@ from conftest import sign_for_tests
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.errors import InputError
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ota import frames
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device

@@ -21,10 +21,10 @@ from cryptography.x509.oid import NameOID
 
 from conftest import TEST_KEYS, assert_one_line_error, sign_for_tests
 from emulator import keys
-from emulator.alerts import public_key_name
 from emulator.cli import main
 from emulator.device.state import StateStore
 from emulator.gb.frame import build_signed, bytes_from_hex, decode_message, parse, verify
+from emulator.han.gbcs import public_key_name
 from emulator.ota import image as ota_image
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash

@@ -19,7 +19,7 @@ import emulator.cli.run as run_command
 from conftest import sign_for_tests
 from emulator.chf import events as server_events
 from emulator.cli import main
-from emulator.han import Event
+from emulator.han.network import Event
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_device
 

@@ -16,7 +16,7 @@ from emulator.cli.chf import TargetStatus, target_text
 from emulator.cli.display import Transfer, aggregate_text, device_phase, progress_text
 from emulator.device import events as device_events
 from emulator.gb.codes import TransferResponse
-from emulator.han import Event, Han, HanOptions
+from emulator.han.network import Event, Han, HanOptions
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 

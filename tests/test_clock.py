@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.cli import _Main
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel

@@ -12,7 +12,7 @@ from test_device_harness import bench, hcalcs_profile, notify, vrun
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.device import events
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 

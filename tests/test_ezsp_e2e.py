@@ -21,7 +21,7 @@ from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ota.blocks import decode_block_request
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT
 from emulator.ota.image import build_gb

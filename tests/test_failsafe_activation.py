@@ -17,7 +17,7 @@ from conftest import sign_for_tests
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.frames import UPGRADE_TIME_WAIT
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device

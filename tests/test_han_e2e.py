@@ -20,7 +20,7 @@ from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.image import build_gb, build_zigbee
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ChfProfile, bundled, load_chf, load_device

@@ -25,8 +25,8 @@ from emulator.chf.store import HeldImage
 from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.device import security_events as sev
-from emulator.han import Han, HanOptions
-from emulator.han_security import attach_capture, install_code_of
+from emulator.han.network import Han, HanOptions
+from emulator.han.security import attach_capture, install_code_of
 from emulator.ota.image import build_gb
 from emulator.profiles import ChfProfile, DeviceLogEntry, DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.capture import CaptureKey, PcapWriter, parse_network_key, tshark_key_options

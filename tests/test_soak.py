@@ -13,7 +13,7 @@ import pytest
 
 from conftest import sign_for_tests
 from emulator.chf.store import HeldImage
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel

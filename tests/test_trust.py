@@ -15,14 +15,14 @@ import pytest
 
 from conftest import TEST_SUPPLIER_KEY, sign_for_tests
 from emulator import keys
-from emulator.alerts import DEFAULT_SUPPLIER_ID, AlertError, GbcsHan
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device.firmware import Identity, load_signers, verify
 from emulator.device.state import ImageRef
 from emulator.gb.frame import sign_message
 from emulator.gb.messages import ActivateFirmwareCommand
-from emulator.han import Han, HanOptions
+from emulator.han.gbcs import DEFAULT_SUPPLIER_ID, AlertError, GbcsHan
+from emulator.han.network import Han, HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import bundled, load_chf, load_device

@@ -23,7 +23,15 @@ import click
 import zigpy.types as t
 
 from emulator import clock, keys
-from emulator.alerts import (
+from emulator.cli.params import ProfileParam, example
+from emulator.clock import Clock
+from emulator.device.device import EmulatedDevice
+from emulator.device.state import StateStore
+from emulator.errors import InputError
+from emulator.files import check_output_file
+from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
+from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
+from emulator.han.gbcs import (
     DEFAULT_SUPPLIER_ID,
     AlertLog,
     Counters,
@@ -38,14 +46,6 @@ from emulator.alerts import (
     gbcs_time_not_before,
     trusted_supplier,
 )
-from emulator.cli.params import ProfileParam, example
-from emulator.clock import Clock
-from emulator.device.device import EmulatedDevice
-from emulator.device.state import StateStore
-from emulator.errors import InputError
-from emulator.files import check_output_file
-from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
-from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
 from emulator.profiles import DeviceProfile, load_device, parse_eui64
 from emulator.radio.air import Air
 

@@ -10,14 +10,14 @@ import click
 from rich.console import Console
 
 from emulator import keys
-from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
 from emulator.cli.params import example
 from emulator.cli.run import run_han
 from emulator.device import events as device_events
 from emulator.files import check_output_dir, write_atomic
 from emulator.gb.codes import ActivationResponse
-from emulator.han import Event, HanOptions
+from emulator.han.gbcs import GbcsHan
+from emulator.han.network import Event, HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device

@@ -26,7 +26,7 @@ from emulator.device import events as de
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
 from emulator.errors import InputError
-from emulator.han import DeviceSummary
+from emulator.han.network import DeviceSummary
 from emulator.profiles import DeviceProfile, load_device, parse_eui64
 from emulator.radio.capture import PcapWriter
 from emulator.radio.ezsp import FLOW_CONTROL

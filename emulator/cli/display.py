@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emulator.device import events as device_events
-from emulator.han import DeviceSummary, Event
+from emulator.han.network import DeviceSummary, Event
 
 MAX_BARS = 12
 NO_IMAGE_AVAILABLE = 0x98  # ZCL status of a Query Next Image Response without an image

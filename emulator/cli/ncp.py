@@ -17,7 +17,7 @@ from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han import FIRST_DEVICE_NWK, expand
+from emulator.han.network import FIRST_DEVICE_NWK, expand
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
 from emulator.ncp.server import PTY, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device

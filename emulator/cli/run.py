@@ -11,14 +11,14 @@ from pathlib import Path
 import click
 
 from emulator import clock
-from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
 from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han import Han, HanOptions, expand
-from emulator.han_security import attach_capture, print_capture_keys
+from emulator.han.gbcs import GbcsHan, check_log_path
+from emulator.han.network import Han, HanOptions, expand
+from emulator.han.security import attach_capture, print_capture_keys
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key

@@ -26,7 +26,7 @@ from emulator.device import events as device_events
 from emulator.device import security_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, TransferResponse
-from emulator.han_security import HanSecurity
+from emulator.han.security import HanSecurity
 from emulator.ncp.faults import Faults
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.signing import manufacturer_image_hash

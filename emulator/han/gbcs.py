@@ -53,7 +53,7 @@ from emulator.gb.messages import (
     GbcsMessage,
     PpmidFirmwareActivationAlert,
 )
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.profiles import ChfProfile, DeviceProfile, ProfileError, bundled_key
 
 DEFAULT_SUPPLIER_ID = t.EUI64.convert("90:B3:D5:1F:30:01:00:00")

@@ -24,7 +24,7 @@ from emulator import keys
 from emulator.cli import main
 from emulator.device.state import StateStore
 from emulator.gb.frame import build_signed, bytes_from_hex, decode_message, parse, verify
-from emulator.han.gbcs import public_key_name
+from emulator.han.alert_log import public_key_name
 from emulator.ota import image as ota_image
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash

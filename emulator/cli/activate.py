@@ -29,23 +29,13 @@ from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
 from emulator.errors import InputError
 from emulator.files import check_output_file
+from emulator.gb.cs06 import TrustedSupplier
 from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
 from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
-from emulator.han.gbcs import (
-    DEFAULT_SUPPLIER_ID,
-    AlertLog,
-    Counters,
-    Exchange,
-    HcalcsActivation,
-    Originator,
-    Scheduled,
-    Trusted,
-    check_log_path,
-    configured_key,
-    gbcs_time,
-    gbcs_time_not_before,
-    trusted_supplier,
-)
+from emulator.gb.values import gbcs_time, gbcs_time_not_before
+from emulator.han.alert_log import AlertLog, check_log_path
+from emulator.han.gbcs import Exchange, HcalcsActivation, Scheduled
+from emulator.han.originators import DEFAULT_SUPPLIER_ID, Originator, configured_key, read_counters, trusted_supplier
 from emulator.profiles import DeviceProfile, load_device, parse_eui64
 from emulator.radio.air import Air
 
@@ -238,7 +228,7 @@ def _hash_command(
     if len(digest) * 2 != HASH_HEX_DIGITS:
         raise InputError(f"--hash: {len(digest) * 2} hex digits, expected {HASH_HEX_DIGITS} (a 32-byte SHA-256)")
     execution = None if at is None else gbcs_time_not_before(_parse_at(at, now))
-    counter = (Counters(profile.ieee, state_dir).last_accepted(supplier_id) or 0) + 1
+    counter = (read_counters(profile.ieee, state_dir).last_accepted(supplier_id) or 0) + 1
     command = ActivateFirmwareCommand(digest, counter, execution)
     if supplier_key is not None:
         key = keys.load_private_key(supplier_key)
@@ -276,7 +266,7 @@ def _run(
     profile: DeviceProfile,
     state_dir: Path,
     key: keys.PrivateKey | None,
-    trusted: Trusted | None,
+    trusted: TrustedSupplier | None,
     log: AlertLog,
     data: bytes,
     source: str,

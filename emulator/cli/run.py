@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from emulator.files import check_output_dir, check_output_file
 from emulator.han.alert_log import check_log_path
 from emulator.han.gbcs import HanGbcs
 from emulator.han.network import Han, HanOptions, expand
-from emulator.han.security import attach_capture, print_capture_keys
+from emulator.han.security import attach_capture
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key
@@ -218,3 +220,15 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
         return interruption.exit_code
     ok = settled and all(s.result.ok for s in summaries)
     return 0 if ok else 1
+
+
+def tshark_command(capture: PcapWriter) -> str:
+    """The one-line tshark command that opens `capture` with every key it needs (network, install-code, CBKE)."""
+    return shlex.join(["tshark", "-r", str(capture.path), *capture.tshark_options()])
+
+
+def print_capture_keys(capture: PcapWriter) -> None:
+    """Write the keys file beside a finished capture and say, on stderr, where it is and how to read the capture."""
+    path = capture.write_keys()
+    sys.stderr.write(f"keys for {capture.path} written to {path} (Wireshark zigbee_pc_keys rows); read it with:\n")
+    sys.stderr.write(tshark_command(capture) + "\n")

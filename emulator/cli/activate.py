@@ -23,7 +23,7 @@ import click
 import zigpy.types as t
 
 from emulator import clock, keys
-from emulator.cli.params import ProfileParam, example
+from emulator.cli.params import Eui64Param, ProfileParam, example
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
@@ -36,7 +36,7 @@ from emulator.gb.values import gbcs_time, gbcs_time_not_before
 from emulator.han.alert_log import AlertLog, check_log_path
 from emulator.han.gbcs import Exchange, HcalcsActivation, Scheduled
 from emulator.han.originators import DEFAULT_SUPPLIER_ID, Originator, configured_key, read_counters, trusted_supplier
-from emulator.profiles import DeviceProfile, load_device, parse_eui64
+from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.air import Air
 
 GENERAL_FRAME_TAGS = (0xDD, 0xDF)
@@ -55,20 +55,6 @@ class Result:
     alert: dict[str, Any] | None
     running_version: int
     image_held: bool
-
-
-class Eui64(click.ParamType):
-    """An EUI-64 as people write it ("90:B3:D5:1F:30:01:00:00", "90B3D51F30010000")."""
-
-    name = "eui64"
-
-    def convert(self, value, param, ctx):  # type: ignore[override]
-        if isinstance(value, t.EUI64):
-            return value
-        try:
-            return parse_eui64(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @click.command(
@@ -97,7 +83,7 @@ class Eui64(click.ParamType):
 )
 @click.option(
     "--supplier-id",
-    type=Eui64(),
+    type=Eui64Param(),
     default=str(DEFAULT_SUPPLIER_ID),
     show_default=True,
     help="With --hash: the command's originator.",

@@ -30,13 +30,13 @@ from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
 from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
-from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
+from emulator.cli.params import AliasedCommand, Eui64Param, FiniteFloat, PortParam, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
-from emulator.profiles import bundled, load_chf, parse_eui64
+from emulator.profiles import bundled, load_chf
 from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.ezsp import FLOW_CONTROL
 
@@ -47,18 +47,6 @@ MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean
 FINAL_SEND_GRACE = 1.0
 PERMIT_RETRY = 2.0
 MAX_BARS = 12
-
-
-class Eui64Type(click.ParamType):
-    name = "EUI64"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> t.EUI64:
-        if isinstance(value, t.EUI64):
-            return value
-        try:
-            return parse_eui64(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @dataclass
@@ -482,7 +470,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     multiple=True,
     help="Upgrade file to hold for the --target devices (repeatable).",
 )
-@click.option("--target", "targets", type=Eui64Type(), multiple=True, help="EUI-64 of a target device (repeatable).")
+@click.option("--target", "targets", type=Eui64Param(), multiple=True, help="EUI-64 of a target device (repeatable).")
 @click.option(
     "--permit",
     type=click.IntRange(0, MAX_PERMIT),

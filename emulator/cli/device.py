@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.types as t
 
 from emulator import clock
 from emulator.cli.display import RunProgress
-from emulator.cli.params import U16, PortParam, ProfileParam, example
+from emulator.cli.params import U16, Eui64Param, PortParam, ProfileParam, example
 from emulator.device import events as de
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
 from emulator.errors import InputError
 from emulator.han.network import DeviceSummary
-from emulator.profiles import DeviceProfile, load_device, parse_eui64
+from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.capture import PcapWriter
 from emulator.radio.ezsp import FLOW_CONTROL
 from emulator.radio.stick import Endpoint, Joined, JoinPlan, Role, StickRadio
@@ -244,7 +245,9 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
 )
 @click.option("--channel", type=click.IntRange(11, 26), help="Join only a network on this channel.")
 @click.option("--pan-id", type=U16, help="Join only a network with this PAN ID (0x0000..0xFFFE).")
-@click.option("--extended-pan-id", help="Join only a network with this extended PAN ID (EUI-64 form).")
+@click.option(
+    "--extended-pan-id", type=Eui64Param(), help="Join only a network with this extended PAN ID (EUI-64 form)."
+)
 @click.option(
     "--join-timeout",
     type=click.FloatRange(1.0),
@@ -275,7 +278,7 @@ def command(
     role: str | None,
     channel: int | None,
     pan_id: int | None,
-    extended_pan_id: str | None,
+    extended_pan_id: t.EUI64 | None,
     join_timeout: float,
     count: int,
     state_dir: Path | None,
@@ -305,13 +308,9 @@ def command(
         raise InputError("--pan-id 0xFFFF: expected a PAN ID in 0x0000..0xFFFE (0xFFFF means none)")
     profile = load_device(device_path)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
-    try:
-        ext = parse_eui64(extended_pan_id) if extended_pan_id is not None else None
-    except ValueError as exc:
-        raise InputError(f"--extended-pan-id: {exc}") from None
     if pcap is not None and not pcap.parent.is_dir():
         raise InputError(f"--pcap {pcap}: directory {pcap.parent} does not exist")
-    plan = JoinPlan(chosen, channel=channel, pan_id=pan_id, extended_pan_id=ext, join_timeout=join_timeout)
+    plan = JoinPlan(chosen, channel=channel, pan_id=pan_id, extended_pan_id=extended_pan_id, join_timeout=join_timeout)
     run = DeviceRun(
         port=port,
         profile=profile,

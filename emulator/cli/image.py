@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.types as t
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from zigpy.ota.image import ElementTagId
 
 from emulator import keys
-from emulator.cli.params import U8, U16, U32, AliasedCommand, example
+from emulator.cli.params import U8, U16, U32, AliasedCommand, Eui64Param, example
 from emulator.errors import InputError
 from emulator.files import check_output_file, write_atomic
 from emulator.ota.image import (
@@ -111,7 +112,7 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
 @click.option("--header-string", default="", help="Header string, at most 32 bytes of UTF-8 (NUL-padded).")
 @click.option("--hw-min", type=U16, default=None, help="Minimum hardware version (give with --hw-max).")
 @click.option("--hw-max", type=U16, default=None, help="Maximum hardware version (give with --hw-min).")
-@click.option("--destination", default=None, metavar="EUI64",
+@click.option("--destination", type=Eui64Param(), default=None,
               help="Upgrade file destination: makes a device-specific file (e.g. 00:0D:6F:00:00:19:8B:36).")
 @click.option("--security-credential-version", type=U8, default=None, help="Security credential version (8-bit).")
 @click.option("--payload", type=click.Path(path_type=Path), required=True,
@@ -128,7 +129,7 @@ def build_command(
     header_string: str,
     hw_min: int | None,
     hw_max: int | None,
-    destination: str | None,
+    destination: t.EUI64 | None,
     security_credential_version: int | None,
     payload: Path,
     output: Path,

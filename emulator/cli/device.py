@@ -22,7 +22,7 @@ import zigpy.types as t
 
 from emulator import clock
 from emulator.cli.display import RunProgress
-from emulator.cli.params import U16, Eui64Param, PortParam, ProfileParam, example
+from emulator.cli.params import Eui64Param, Number, PortParam, ProfileParam, example
 from emulator.device import events as de
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
@@ -244,7 +244,9 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
     "(default: sleepy if the profile says sleepy = true, else end-device).",
 )
 @click.option("--channel", type=click.IntRange(11, 26), help="Join only a network on this channel.")
-@click.option("--pan-id", type=U16, help="Join only a network with this PAN ID (0x0000..0xFFFE).")
+@click.option(
+    "--pan-id", type=Number(16, maximum=0xFFFE), help="Join only a network with this PAN ID (0x0000..0xFFFE)."
+)
 @click.option(
     "--extended-pan-id", type=Eui64Param(), help="Join only a network with this extended PAN ID (EUI-64 form)."
 )
@@ -304,8 +306,6 @@ def command(
             f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
             "one device; run one `ota-emu device` per stick"
         )
-    if pan_id == 0xFFFF:
-        raise InputError("--pan-id 0xFFFF: expected a PAN ID in 0x0000..0xFFFE (0xFFFF means none)")
     profile = load_device(device_path)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
     if pcap is not None and not pcap.parent.is_dir():

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import zigpy.types as t
 
+from emulator.numbers import parse_unsigned
 from emulator.profiles import ProfileError, parse_eui64, resolve_profile
 
 if TYPE_CHECKING:  # click's ParamType is generic in recent releases only; at run time any 8.x will do
@@ -39,26 +40,19 @@ else:
 
 
 class Number(IntParamType):
-    """An unsigned integer written in decimal or 0x-hex, checked against a bit width."""
+    """An unsigned integer written in decimal or 0x-hex, checked against a bit width (and a lower `maximum`)."""
 
     name = "number"
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, maximum: int | None = None) -> None:
         self.bits = bits
+        self.maximum = maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            number = value
-        else:
-            text = str(value).strip()
-            try:
-                number = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-            except ValueError:
-                self.fail(f"{value!r} is not a number (expected decimal or 0x-hex)", param, ctx)
-        limit = (1 << self.bits) - 1
-        if not 0 <= number <= limit:
-            self.fail(f"{value} is out of range (expected 0..0x{limit:X}, a {self.bits}-bit value)", param, ctx)
-        return number
+        try:
+            return parse_unsigned(value, self.bits, maximum=self.maximum)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 U8 = Number(8)

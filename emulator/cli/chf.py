@@ -303,19 +303,17 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
         LOGGER.warning("could not close joining: %r", exc)
 
 
-def _notify_known_targets(node: ChfNode, watch: Watch, store: ImageStore) -> None:
-    """Targets zigpy interviewed before the server was attached (they joined while bellows was still starting)
-    missed the server's Image Notify on `device_initialized`: send it now."""
-    if node.profile.notify == "none":
-        return
+def _notify_known_targets(node: ChfNode, watch: Watch) -> None:
+    """Targets zigpy interviewed before the server was attached (they joined while bellows was still starting, or
+    come from its database) missed the server's `device_initialized`: hand them to the server now, which notifies
+    them as the CHF profile says (`notify`), as it would have at the interview."""
     for status in watch.targets:
         device = node.app.devices.get(status.ieee)
         if device is None:
             continue
         watch.device_joined(device)
-        held = next((h for h in store if h.device_ids and status.ieee in h.device_ids), None)
-        if device.is_initialized and held is not None:
-            node.server.notify(None if node.profile.notify == "broadcast" else status.ieee, held)
+        if device.is_initialized:
+            node.server.device_initialized(device)
 
 
 async def _run(
@@ -363,7 +361,7 @@ async def _run(
             )
         node.server.add_listener(watch.on_server_event)
         app.add_listener(watch)
-        _notify_known_targets(node, watch, node.store)
+        _notify_known_targets(node, watch)
         if permit:
             tasks.append(loop.create_task(_keep_joining_open(node, watch, permit)))
         waits = [loop.create_task(stop.wait()), loop.create_task(watch.all_done.wait())]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator import keys
 from emulator.chf import events as server_events
-from emulator.chf.store import HeldImage
 from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode, CraFlag, TransferResponse
@@ -35,7 +33,6 @@ from emulator.han.alert_log import AlertLog, public_key_name
 from emulator.han.gbcs import HanGbcs
 from emulator.han.network import Han, HanOptions
 from emulator.han.originators import Originator
-from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ProfileError, bundled, load_chf, load_device
 
@@ -48,13 +45,6 @@ ALERT_RECIPIENT = t.EUI64.convert("90:B3:D5:1F:30:00:00:02")
 START = datetime(2025, 1, 1, tzinfo=UTC)
 NEW = 0x00000002
 DAY = 86400.0
-
-
-def image_for(profile, device_ids=None) -> HeldImage:
-    payload = random.Random(profile.image_type).randbytes(2048)
-    image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    return HeldImage(image, image.serialize(), frozenset(device_ids or (profile.ieee,)))
 
 
 def at_utc(seconds: float) -> datetime:
@@ -94,8 +84,8 @@ async def test_a_run_sends_signed_messages_that_match_its_outcomes(tmp_path):
     ppmid = load_device(bundled("ppmid"))
     mismatched = ppmid.replace(ieee=t.EUI64.convert("00:DB:12:34:56:78:90:B4"), hardware_version=0x2000)
     hcalcs = load_device(bundled("hcalcs"))
-    hcalcs_image = image_for(hcalcs)
-    images = [image_for(ppmid, (ppmid.ieee, mismatched.ieee)), hcalcs_image]
+    hcalcs_image = held_image(hcalcs)
+    images = [held_image(ppmid, device_ids=(ppmid.ieee, mismatched.ieee)), hcalcs_image]
     options = HanOptions(start_utc=START, activate_hcalcs=True, activate_after=1800.0)
     chf = load_chf(bundled("chf"))
     han, gbcs = await settled(chf, [ppmid, mismatched, hcalcs], images, options)
@@ -175,7 +165,7 @@ def rtds_hcalcs(supplier_signer: Path):
 @pytest.mark.virtual_time
 async def test_rtds_command_checked_with_the_dcc_supplier_cert_answers_hash_mismatch(tmp_path):
     hcalcs = rtds_hcalcs(DCC_SUPPLIER_CERT)
-    held = image_for(hcalcs)
+    held = held_image(hcalcs)
     han, gbcs = await settled(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START))
     assert han.summaries[ESME_ID].result == "held"
     vector = bytes_from_hex(CS06_COMMAND.read_text())
@@ -200,7 +190,7 @@ async def test_rtds_command_with_the_held_images_hash_resigned_activates(tmp_pat
     trusted = tmp_path / "supplier.pub.pem"
     trusted.write_bytes(keys.public_key_pem(supplier.public_key()))
     hcalcs = rtds_hcalcs(trusted)
-    held = image_for(hcalcs)
+    held = held_image(hcalcs)
     han, gbcs = await settled(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START))
     vector = bytes_from_hex(CS06_COMMAND.read_text())
     with pytest.raises(CommandRefused, match="does not verify"):
@@ -221,7 +211,7 @@ async def test_rtds_command_with_the_held_images_hash_resigned_activates(tmp_pat
 async def test_a_run_whose_supplier_the_hcalcs_does_not_trust_ends_it_failed():
     hcalcs = rtds_hcalcs(DCC_SUPPLIER_CERT)
     options = HanOptions(start_utc=START, activate_hcalcs=True)
-    han, _ = await settled(load_chf(bundled("chf")), [hcalcs], [image_for(hcalcs)], options)
+    han, _ = await settled(load_chf(bundled("chf")), [hcalcs], [held_image(hcalcs)], options)
     summary = han.summaries[ESME_ID]
     assert summary.result == "failed" and "Activate Firmware refused" in summary.reason
     assert "does not verify" in summary.reason
@@ -232,7 +222,7 @@ async def test_a_run_whose_supplier_the_hcalcs_does_not_trust_ends_it_failed():
 @pytest.mark.virtual_time
 async def test_a_ppmid_takes_no_activate_firmware_command():
     ppmid = load_device(bundled("ppmid"))
-    han, _ = gbcs_han(load_chf(bundled("chf")), [ppmid], [image_for(ppmid)], HanOptions(start_utc=START))
+    han, _ = gbcs_han(load_chf(bundled("chf")), [ppmid], [held_image(ppmid)], HanOptions(start_utc=START))
     await han.start()
     with pytest.raises(CommandRefused, match=r"is a ppmid; Activate Firmware \(CS06\) is for an HCALCS"):
         await han.activate(ppmid.ieee, bytes(32))
@@ -286,7 +276,7 @@ def test_ota_emu_run_writes_an_alert_log_that_gbcs_decode_verifies(tmp_path):
     paths = []
     for profile in (ppmid, hcalcs):
         paths.append(tmp_path / f"{profile.kind}.ota")
-        paths[-1].write_bytes(image_for(profile).data)
+        paths[-1].write_bytes(held_image(profile).data)
     log = tmp_path / "out" / "alerts.jsonl"
     result = run_cli("run", "--image", paths[0], "--image", paths[1], "--activate", "--alert-log", log, "--json")
     assert result.exit_code == 0, result.output
@@ -303,7 +293,7 @@ def test_ota_emu_run_refuses_a_bad_gbcs_key_in_one_line(tmp_path):
     profile = tmp_path / "chf.toml"
     profile.write_text('[chf]\ngbcs_key = "nowhere.pem"\n')
     image = tmp_path / "ppmid.ota"
-    image.write_bytes(image_for(load_device(bundled("ppmid"))).data)
+    image.write_bytes(held_image(load_device(bundled("ppmid"))).data)
     result = run_cli("run", "--chf", profile, "--image", image, "--alert-log", tmp_path / "a.jsonl")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "key 'chf.gbcs_key'" in result.stderr

@@ -29,16 +29,18 @@ from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
-from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
+from emulator.cli.display import StatusColumn, StopReason, Transfer, aggregate_text, progress_text
 from emulator.cli.params import AliasedCommand, Eui64Param, FiniteFloat, PortParam, ProfileParam, example
+from emulator.cli.run import Interruption
 from emulator.errors import InputError
 from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
-from emulator.profiles import bundled, load_chf
+from emulator.profiles import ChfProfile, bundled, load_chf
 from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.ezsp import FLOW_CONTROL
+from emulator.radio.kind import RadioKind
 
 LOGGER = logging.getLogger(__name__)
 
@@ -251,10 +253,12 @@ class Watch:
 
 @dataclass
 class RunResult:
+    """A CHF run on a stick: where, which network, every device it followed, and why and when it stopped."""
+
     port: str
     network: dict[str, Any]
     statuses: list[TargetStatus]
-    stopped: str
+    stopped: StopReason
     wall_time: float
     reconnects: int
     interrupted_by: signal.Signals | None = None
@@ -271,7 +275,7 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         targets = [s for s in self.statuses if s.target]
         return {
-            "radio": "ezsp",
+            "radio": RadioKind.EZSP,
             "port": self.port,
             "network": self.network,
             "complete": bool(targets) and all(s.outcome is not None for s in targets),
@@ -316,77 +320,74 @@ def _notify_known_targets(node: ChfNode, watch: Watch) -> None:
             node.server.device_initialized(device)
 
 
-async def _run(
-    node: ChfNode,
-    watch: Watch,
-    port: str,
-    *,
-    baudrate: int,
-    flow_control: str,
-    permit: int,
-    until: float | None,
-    quiet: bool,
-    capture: PcapWriter | None = None,
-) -> RunResult:
+@dataclass(frozen=True, slots=True)
+class ChfRun:
+    """What `ota-emu chf` was asked to do with the stick, once the images are loaded."""
+
+    port: str
+    baudrate: int = 115200
+    flow_control: str = "software"
+    permit: int = MAX_PERMIT
+    until: float | None = None
+    quiet: bool = False
+
+
+async def _run(node: ChfNode, watch: Watch, run: ChfRun, capture: PcapWriter | None = None) -> RunResult:
     started = time.monotonic()
-    await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control)
-    app = node.app
+    port, permit = run.port, run.permit
+    await node.start_ezsp(port, baudrate=run.baudrate, flow_control=run.flow_control)
     if capture is not None:
-        capture.attach_radio(app)
+        capture.attach_radio(node.app)
+    network = _network_summary(node.app)
+    interruption = Interruption()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        with interruption.installed():
+            if not run.quiet:
+                click.echo(
+                    f"CHF on {port}: PAN {network['pan_id']}, channel {network['channel']}, IEEE {network['ieee']}; "
+                    f"{len(node.store)} image(s) for {len(watch.targets)} target(s)",
+                    err=True,
+                )
+            node.server.add_listener(watch.on_server_event)
+            node.app.add_listener(watch)
+            _notify_known_targets(node, watch)
+            if permit:
+                tasks.append(asyncio.get_running_loop().create_task(_keep_joining_open(node, watch, permit)))
+            stopped = await _until_done(watch, interruption, run.until)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await node.stop()
+    elapsed = time.monotonic() - started
+    signum = interruption.signal if stopped == StopReason.SIGNAL else None
+    return RunResult(port, network, list(watch.status.values()), stopped, elapsed, node.reconnects, signum)
+
+
+def _network_summary(app: Any) -> dict[str, Any]:
+    """The network the stick formed or resumed, as the table caption and the JSON report give it."""
     network = app.state.network_info
-    summary = {
+    return {
         "ieee": str(app.state.node_info.ieee),
         "pan_id": f"0x{int(network.pan_id):04X}",
         "extended_pan_id": str(network.extended_pan_id),
         "channel": int(network.channel),
     }
-    stop = asyncio.Event()
-    received: list[signal.Signals] = []
 
-    def on_signal(signum: signal.Signals) -> None:
-        received.append(signum)
-        stop.set()
 
+async def _until_done(watch: Watch, interruption: Interruption, until: float | None) -> StopReason:
+    """Wait until every target has its outcome, `until` seconds pass or a signal comes; say which came first."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    tasks: list[asyncio.Task[Any]] = []
+    waits = [loop.create_task(interruption.event.wait()), loop.create_task(watch.all_done.wait())]
     try:
-        if not quiet:
-            targets = len(watch.targets)
-            click.echo(
-                f"CHF on {port}: PAN {summary['pan_id']}, channel {summary['channel']}, IEEE {summary['ieee']}; "
-                f"{len(node.store)} image(s) for {targets} target(s)",
-                err=True,
-            )
-        node.server.add_listener(watch.on_server_event)
-        app.add_listener(watch)
-        _notify_known_targets(node, watch)
-        if permit:
-            tasks.append(loop.create_task(_keep_joining_open(node, watch, permit)))
-        waits = [loop.create_task(stop.wait()), loop.create_task(watch.all_done.wait())]
         await asyncio.wait(waits, timeout=until, return_when=asyncio.FIRST_COMPLETED)
-        tasks.extend(waits)
-        if watch.all_done.is_set():
-            stopped = "outcomes"
-            await asyncio.sleep(FINAL_SEND_GRACE)
-        else:
-            stopped = "signal" if stop.is_set() else "until"
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        for task in tasks:
+        for task in waits:
             task.cancel()
-        await node.stop()
-    return RunResult(
-        port,
-        summary,
-        list(watch.status.values()),
-        stopped,
-        time.monotonic() - started,
-        node.reconnects,
-        received[0] if received and stopped == "signal" else None,
-    )
+    if watch.all_done.is_set():
+        await asyncio.sleep(FINAL_SEND_GRACE)
+        return StopReason.OUTCOMES
+    return StopReason.SIGNAL if interruption.event.is_set() else StopReason.UNTIL
 
 
 def _outcome_text(status: TargetStatus) -> tuple[str, str]:
@@ -435,8 +436,8 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 )
 @click.option(
     "--radio",
-    type=click.Choice(["ezsp"]),
-    default="ezsp",
+    type=click.Choice([RadioKind.EZSP.value]),
+    default=RadioKind.EZSP.value,
     show_default=True,
     help="Coordinator type (in-process runs are `ota-emu run`).",
 )
@@ -514,14 +515,9 @@ def command(
     if pcap is not None:
         check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
-    if image_paths and not targets:
-        raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
-    images = load_images(image_paths, device_ids=targets)
-    store = ImageStore.from_profile(chf, images)
-    if not len(store):
-        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    store = _held_images(chf, image_paths, targets)
     everyone = list(dict.fromkeys([*targets, *(ieee for held in store for ieee in held.device_ids)]))
-
+    run = ChfRun(port, baudrate, flow_control, permit, until, quiet=as_json)
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
         if pcap is not None
@@ -533,17 +529,7 @@ def command(
         node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe], state_dir=state_dir)
         watch.node = node
         with watch:
-            return await _run(
-                node,
-                watch,
-                port,
-                baudrate=baudrate,
-                flow_control=flow_control,
-                permit=permit,
-                until=until,
-                quiet=as_json,
-                capture=capture,
-            )
+            return await _run(node, watch, run, capture)
 
     try:
         result = clock.run(main, virtual=False)
@@ -552,3 +538,14 @@ def command(
             capture.close()
     print_result(result, as_json=as_json)
     return result.exit_code()
+
+
+def _held_images(chf: ChfProfile, image_paths: tuple[Path, ...], targets: tuple[t.EUI64, ...]) -> ImageStore:
+    """The --image files held for the --target devices, and the profile's [[images]]; refused when empty."""
+    if image_paths and not targets:
+        raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
+    images = load_images(image_paths, device_ids=targets)
+    store = ImageStore.from_profile(chf, images)
+    if not len(store):
+        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    return store

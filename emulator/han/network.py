@@ -88,6 +88,30 @@ class DeviceSummary:
         parts.append(f"link key {self.link_key}" if self.link_key else "")
         return ", ".join(part for part in parts if part)
 
+    def follow(self, event: device_events.DeviceEvent) -> tuple[DeviceResult, str] | None:
+        """Fold the device's own progress into the summary (offset and size, the version it runs after an
+        activation); returns the final result the event settles, and why. None for an event that settles nothing
+        by itself: whether a held image or a query without an answer ends a run depends on who runs the device."""
+        de = device_events
+        if isinstance(event, de.Progress):
+            self.offset, self.size = event.offset, event.size
+        elif isinstance(event, de.DownloadStarted):
+            self.size, self.offset = event.size, event.offset
+            self.result, self.finished_at = DeviceResult.PENDING, None  # a new download reopens a settled device
+        elif isinstance(event, de.Activated):
+            if not event.success:
+                return DeviceResult.FAILED, "activation failed"
+            self.version = event.new_version
+            return DeviceResult.UPGRADED, ""
+        elif isinstance(event, de.ActivationOutcome):
+            self.version = event.version
+            if event.response_code != ActivationResponse.SUCCESS:
+                return DeviceResult.FAILED, event.response_code.name.lower()
+            return DeviceResult.UPGRADED, ""
+        elif isinstance(event, de.ImageVerified) and not event.ok:
+            return DeviceResult.FAILED, f"invalid image: {event.reason}"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["ieee"], data["result"] = str(self.ieee), self.result.value
@@ -303,27 +327,12 @@ class Han:
         return True
 
     def _follow_device(self, summary: DeviceSummary, event: device_events.DeviceEvent) -> None:
-        de = device_events
-        if isinstance(event, de.DownloadStarted):
-            summary.size, summary.offset = event.size, event.offset
-            if summary.result != DeviceResult.PENDING:
-                summary.result, summary.finished_at = DeviceResult.PENDING, None
-        elif isinstance(event, de.Progress):
-            summary.offset, summary.size = event.offset, event.size
-        elif isinstance(event, de.Activated):
-            summary.version = event.new_version if event.success else summary.version
-            result = DeviceResult.UPGRADED if event.success else DeviceResult.FAILED
-            self._finish(summary, result, "" if event.success else "activation failed")
-        elif isinstance(event, de.ActivationOutcome):
-            summary.version = event.version
-            ok = event.response_code == ActivationResponse.SUCCESS
-            result = DeviceResult.UPGRADED if ok else DeviceResult.FAILED
-            self._finish(summary, result, "" if ok else event.response_code.name.lower())
-        elif isinstance(event, de.WaitingToUpgrade):
+        verdict = summary.follow(event)
+        if verdict is not None:
+            self._finish(summary, *verdict)
+        elif isinstance(event, device_events.WaitingToUpgrade):
             self._held(summary)
-        elif isinstance(event, de.ImageVerified) and not event.ok:
-            self._finish(summary, DeviceResult.FAILED, f"invalid image: {event.reason}")
-        elif isinstance(event, de.QueryAnswered) and self._nothing_offered(summary, event):
+        elif isinstance(event, device_events.QueryAnswered) and self._nothing_offered(summary, event):
             self._finish(summary, DeviceResult.NO_IMAGE, f"query answered 0x{event.status:02X}")
 
     @staticmethod

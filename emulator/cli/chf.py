@@ -15,11 +15,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.device
 import zigpy.types as t
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -49,6 +51,7 @@ MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean
 FINAL_SEND_GRACE = 1.0
 PERMIT_RETRY = 2.0
 MAX_BARS = 12
+ALL_DEVICES = t.EUI64(b"\xff" * 8)  # the key of the one aggregate bar shown instead of one bar per device
 
 
 @dataclass
@@ -155,7 +158,7 @@ class Watch:
 
     # -- zigpy app listener -------------------------------------------------------------------------------------
 
-    def device_joined(self, device) -> None:
+    def device_joined(self, device: zigpy.device.BaseDevice) -> None:
         """Only devices the run is about are listed: the targets, and any device served an image."""
         status = self.status.get(device.ieee)
         if status is not None:
@@ -164,7 +167,7 @@ class Watch:
 
     device_initialized = device_joined
 
-    def device_left(self, device) -> None:
+    def device_left(self, device: zigpy.device.BaseDevice) -> None:
         if device.ieee in self.status:
             self.status[device.ieee].joined = False
             self._check()
@@ -186,6 +189,8 @@ class Watch:
                 return False
             version, offset = command.file_version, command.file_offset
         else:
+            return False
+        if packet.src is None or not isinstance(packet.src.address, int):
             return False
         try:
             ieee = self.node.app.get_device(nwk=packet.src.address).ieee
@@ -236,7 +241,7 @@ class Watch:
             total = sum(s.size for s in self.status.values())
             done = sum(s.offset for s in self.status.values())
             text = aggregate_text(list(self.transfers.values()), len(self.status))
-            self._update(t.EUI64.UNKNOWN, f"{len(self.status)} devices", done, total, lambda: text)
+            self._update(ALL_DEVICES, f"{len(self.status)} devices", done, total, lambda: text)
             return
 
         def line() -> str:
@@ -244,7 +249,7 @@ class Watch:
 
         self._update(status.ieee, str(status.ieee), status.offset, status.size, line)
 
-    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Any) -> None:
+    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Callable[[], str]) -> None:
         bar = self._bars.get(key)
         if bar is None:
             bar = self._bars[key] = self._progress.add_task(label, total=total or None, status=line)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import zigpy.types as t
@@ -42,9 +43,10 @@ _KIND_HELP = (
     "Manufacturer Image, optional 00 40 + signature trailer)."
 )
 _KIND_NAMES = {"gb": "GB Upgrade Image", "zigbee": "Zigbee OTA file"}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _kind_option(func: Any) -> Any:
+def _kind_option(func: F) -> F:
     """The detection rule can misread an odd file; the user who knows better says which kind it is."""
     return click.option("--kind", type=click.Choice(KINDS), default=None, help=_KIND_HELP)(func)
 
@@ -52,7 +54,7 @@ def _kind_option(func: Any) -> Any:
 _OUT_ALIAS = {"--output": "--out"}
 
 
-def _json_option(help_text: str) -> Any:
+def _json_option(help_text: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
@@ -281,7 +283,7 @@ def _image_facts(image: UpgradeImage) -> dict[str, Any]:
         signature.update(trailer_offset=trailer, offset=trailer + len(TRAILER_MARK), length=len(image.signature),
                          hex=image.signature.hex())
     subelements = []
-    offset = image.header.header_length
+    offset = int(image.header.header_length)
     for element in image.subelements:
         tag = int(element.tag_id)
         subelements.append({"offset": offset, "tag": tag, "name": _tag_name(tag), "length": len(element.data)})

@@ -92,7 +92,9 @@ async def _serve(
     async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
         network = ncp.state
-        facts = {"url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None}
+        facts: dict[str, object] = {
+            "url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None
+        }
         if network.formed:
             facts["network"] = {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel,
                                 "extended_pan_id": network.extended_pan_id}

@@ -123,26 +123,9 @@ def command(
         raise click.UsageError("give either --gbcs HEX_OR_FILE or --hash HEX")
     if gbcs is not None and (at is not None or supplier_key is not None):
         raise click.UsageError("--at and --supplier-key go with --hash; a --gbcs command carries its own")
-    profile = load_device(device_path)
-    if profile.kind != "hcalcs":
-        raise InputError(
-            f"{device_path}: a {profile.kind} profile, expected an HCALCS (a PPMID activates with its download, "
-            "not by Activate Firmware)"
-        )
-    store = StateStore(state_dir, profile.ieee)
-    if not store.json_path.is_file():
-        raise InputError(
-            f"{state_dir}: no persisted state for HCALCS {profile.ieee} (expected {store.json_path.name}, "
-            f"written by ota-emu run --state-dir {state_dir})"
-        )
+    profile = _hcalcs_with_state(device_path, state_dir)
     if alert_log is not None:
-        check_log_path(alert_log)
-        inputs = [device_path, supplier_key, *(store.json_path.parent.glob("*"))]
-        if gbcs is not None:
-            with contextlib.suppress(OSError):  # hex too long to be a file name
-                if Path(gbcs).is_file():
-                    inputs.append(Path(gbcs))
-        check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
+        _check_alert_log(alert_log, [device_path, supplier_key, *state_dir.glob("*")], gbcs)
     now = _parse_now(now_text)
     trusted = trusted_supplier(profile)
     key = configured_key(profile)
@@ -160,6 +143,33 @@ def command(
 
 
 # -- input ----------------------------------------------------------------------------------------------------
+
+
+def _hcalcs_with_state(device_path: Path, state_dir: Path) -> DeviceProfile:
+    """The HCALCS profile, refused unless it is one and `ota-emu run --state-dir` left its state there."""
+    profile = load_device(device_path)
+    if profile.kind != "hcalcs":
+        raise InputError(
+            f"{device_path}: a {profile.kind} profile, expected an HCALCS (a PPMID activates with its download, "
+            "not by Activate Firmware)"
+        )
+    store = StateStore(state_dir, profile.ieee)
+    if not store.json_path.is_file():
+        raise InputError(
+            f"{state_dir}: no persisted state for HCALCS {profile.ieee} (expected {store.json_path.name}, "
+            f"written by ota-emu run --state-dir {state_dir})"
+        )
+    return profile
+
+
+def _check_alert_log(alert_log: Path, inputs: list[Path | None], gbcs: str | None) -> None:
+    """Refuse an alert log that cannot be appended to, or that is one of the inputs (a --gbcs file included)."""
+    check_log_path(alert_log)
+    if gbcs is not None:
+        with contextlib.suppress(OSError):  # hex too long to be a file name
+            if Path(gbcs).is_file():
+                inputs.append(Path(gbcs))
+    check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
 
 
 def _parse_now(text: str | None) -> datetime:

@@ -207,6 +207,16 @@ def _outcome_line(summary: DeviceSummary, stopped: StopReason, wall: float) -> s
     )
 
 
+def _one_device(ctx: click.Context, param: click.Parameter, count: int) -> int:
+    """--count is there because `run` and `ncp` have it; on a stick it can only be 1."""
+    if count != 1:
+        raise InputError(
+            f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
+            "one device; run one `ota-emu device` per stick"
+        )
+    return count
+
+
 @click.command(
     "device",
     epilog=example(
@@ -259,7 +269,10 @@ def _outcome_line(summary: DeviceSummary, stopped: StopReason, wall: float) -> s
     show_default=True,
     help="Give up (exit 2) when no network lets the stick join within this many seconds.",
 )
-@click.option("--count", type=click.IntRange(1), default=1, show_default=True, help="Devices on the stick (only 1).")
+@click.option(
+    "--count", type=click.IntRange(1), default=1, show_default=True, callback=_one_device,
+    help="Devices on the stick (only 1).",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
 @click.option("--until", type=click.FloatRange(1.0), help="Stop after this many seconds, whatever the outcome.")
 @click.option("--activate", is_flag=True, help="An HCALCS activates the image it holds (CS06 with its hash).")
@@ -303,11 +316,6 @@ def command(
     offset. Exit 0 when the device ends upgraded or held (an HCALCS waiting for Activate Firmware), 1 otherwise,
     2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
     """
-    if count != 1:
-        raise InputError(
-            f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
-            "one device; run one `ota-emu device` per stick"
-        )
     profile = load_device(device_path)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
     if pcap is not None and not pcap.parent.is_dir():

@@ -11,10 +11,9 @@ import random
 
 import pytest
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator.chf.store import HeldImage
-from emulator.han import Han, HanOptions, expand
-from emulator.ota.image import build_gb
+from emulator.han.network import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 
@@ -27,11 +26,7 @@ async def soak(count: int, link: LinkModel, seed: int, security: str = "se") -> 
     """`count` bundled PPMIDs downloading one signed 512-byte image over `link`, run until settled (a week at most)."""
     ppmid = load_device(bundled("ppmid")).replace(security=security)
     devices = expand([ppmid], count)
-    payload = random.Random(1).randbytes(512)
-    image = sign_for_tests(
-        build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    )
-    held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
+    held = held_image(ppmid, payload=random.Random(1).randbytes(512), device_ids=[d.ieee for d in devices])
     han = Han(load_chf(bundled("chf")).replace(security=security), devices, [held], HanOptions(seed=seed, link=link))
     await han.start()
     settled = await han.settle(7 * DAY)

@@ -35,7 +35,7 @@ from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import events as device_events
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from emulator import __version__
 from emulator.cli import main
 from emulator.clock import Clock
-from emulator.conformance import server_checks
-from emulator.conformance.checks import CHECKS
+from emulator.conformance.device.catalogue import CHECKS
 from emulator.conformance.reports import load_schema
+from emulator.conformance.server import catalogue as server_checks
 from emulator.device.device import EmulatedDevice
 from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DeviceProfile, bundled, load_device

@@ -13,8 +13,8 @@ import pytest
 from zigpy.zcl import foundation
 
 from emulator.clock import Clock
-from emulator.conformance.bench import ALL_SCENARIOS, DeviceTarget, check_device, exit_code, run_device_checks
-from emulator.conformance.checks import CHECKS, UnknownCheck, parse_ids, select
+from emulator.conformance.device.bench import ALL_SCENARIOS, DeviceTarget, check_device, exit_code, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS, UnknownCheck, parse_ids, select
 from emulator.conformance.model import Level, Report, Verdict
 from emulator.device.device import EmulatedDevice
 from emulator.ncp.server import VirtualNcp

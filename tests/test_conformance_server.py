@@ -14,8 +14,7 @@ import zigpy.types as t
 
 from emulator.chf.events import TransferOutcome
 from emulator.conformance.model import FrameRecord, Level, Verdict
-from emulator.conformance.probe import decode_record, server_frame
-from emulator.conformance.server_checks import (
+from emulator.conformance.server.catalogue import (
     CHECKS,
     OursTarget,
     Transcript,
@@ -25,6 +24,7 @@ from emulator.conformance.server_checks import (
     run_server_checks,
     run_target,
 )
+from emulator.conformance.server.probe import decode_record, server_frame
 from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames

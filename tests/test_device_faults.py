@@ -25,8 +25,8 @@ from test_device_harness import (
     vrun,
 )
 
-from emulator.conformance.bench import DeviceTarget, check_device
-from emulator.conformance.checks import select
+from emulator.conformance.device.bench import DeviceTarget, check_device
+from emulator.conformance.device.catalogue import select
 from emulator.device import events
 from emulator.device.device import EmulatedDevice
 from emulator.ota import frames

@@ -21,13 +21,11 @@ from rich.table import Table
 from emulator import __version__
 from emulator.chf.store import HeldImage
 from emulator.cli.params import ProfileParam
-from emulator.conformance import server_checks
-from emulator.conformance.bench import DeviceTarget, Step, exit_code, run_device_checks
-from emulator.conformance.checks import CHECKS, parse_ids, select
-from emulator.conformance.durations import EXPECTED_S, expected_seconds
+from emulator.conformance.device.bench import DeviceTarget, Step, exit_code, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS, parse_ids, select
+from emulator.conformance.device.durations import EXPECTED_S, expected_seconds
 from emulator.conformance.interface import load_plugin
 from emulator.conformance.model import CheckResult, Report, RunInfo
-from emulator.conformance.report_text import span_text
 from emulator.conformance.reports import (
     FILE_NAMES,
     ReportError,
@@ -37,6 +35,8 @@ from emulator.conformance.reports import (
     report_json,
     write_all,
 )
+from emulator.conformance.reports.text import span_text
+from emulator.conformance.server import catalogue as server_checks
 from emulator.ota import image as ota_image
 from emulator.profiles import load_device, parse_eui64
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from emulator.conformance.bench import DeviceTarget, run_device_checks
-from emulator.conformance.checks import parse_ids, select
+from emulator.conformance.device.bench import DeviceTarget, run_device_checks
+from emulator.conformance.device.catalogue import parse_ids, select
 from emulator.conformance.interface import load_plugin
 from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
 from emulator.errors import InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.conformance.model import FrameRecord
-from emulator.conformance.probe import Exchange, decode_record, raw
+from emulator.conformance.server.probe import Exchange, decode_record, raw
 from emulator.ota.frames import Status
 
 ZCL_HEADER_SIZE = 3

@@ -15,11 +15,9 @@ from datetime import timedelta
 
 import zigpy.types as t
 
-from emulator.conformance import images
-from emulator.conformance.interface import Ability, Unable
-from emulator.conformance.model import FrameRecord, Verdict
-from emulator.conformance.testchf import chf_sent, dut_sent
-from emulator.conformance.trial import (
+from emulator.conformance.device import images
+from emulator.conformance.device.testchf import chf_sent, dut_sent
+from emulator.conformance.device.trial import (
     CURRENT_FILE_VERSION,
     IMAGE_TYPE_ID,
     IMAGE_UPGRADE_STATUS,
@@ -34,6 +32,8 @@ from emulator.conformance.trial import (
     Trial,
     evidence,
 )
+from emulator.conformance.interface import Ability, Unable
+from emulator.conformance.model import FrameRecord, Verdict
 from emulator.ota import frames
 from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from emulator.clock import Clock, run
 from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
-from emulator.conformance.server_judges import (
+from emulator.conformance.server.judges import (
     Judge,
     Judgement,
     judge_concurrency,
@@ -47,10 +47,10 @@ from emulator.conformance.server_judges import (
     judge_upgrade_end_success,
     judge_versions,
 )
-from emulator.conformance.server_plan import MAX_DATA_SIZE, SMALL_DATA_SIZE, TARGET_IEEES
-from emulator.conformance.server_scenarios import SCENARIOS
-from emulator.conformance.server_targets import TARGETS, OursTarget, ScenarioError, ServerTarget, ZigpyTarget
-from emulator.conformance.server_transcript import Claims, Transcript
+from emulator.conformance.server.plan import MAX_DATA_SIZE, SMALL_DATA_SIZE, TARGET_IEEES
+from emulator.conformance.server.scenarios import SCENARIOS
+from emulator.conformance.server.targets import TARGETS, OursTarget, ScenarioError, ServerTarget, ZigpyTarget
+from emulator.conformance.server.transcript import Claims, Transcript
 from emulator.errors import InputError
 from emulator.radio.air import Air
 from emulator.radio.capture import PcapWriter

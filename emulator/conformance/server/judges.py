@@ -16,8 +16,7 @@ import zigpy.types as t
 
 from emulator.chf.policy import version_allowed
 from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
-from emulator.conformance.probe import Exchange, raw, wait_seconds
-from emulator.conformance.server_answers import (
+from emulator.conformance.server.answers import (
     default_response,
     describe,
     named,
@@ -26,7 +25,7 @@ from emulator.conformance.server_answers import (
     status_text,
     tsn,
 )
-from emulator.conformance.server_plan import (
+from emulator.conformance.server.plan import (
     CONCURRENT_DATA_SIZE,
     HARDWARE_RANGE,
     LISTEN,
@@ -35,7 +34,8 @@ from emulator.conformance.server_plan import (
     PAGE,
     SMALL_DATA_SIZE,
 )
-from emulator.conformance.server_transcript import Transcript
+from emulator.conformance.server.probe import Exchange, raw, wait_seconds
+from emulator.conformance.server.transcript import Transcript
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
 from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status

@@ -28,17 +28,17 @@ import zigpy.types as t
 
 from emulator import clock
 from emulator.chf.store import HeldImage
-from emulator.conformance.checks import BOTH, select
-from emulator.conformance.durations import expected_seconds
-from emulator.conformance.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
-from emulator.conformance.gb_scenarios import GB_SCENARIOS
-from emulator.conformance.identity import read_identity
+from emulator.conformance.device.catalogue import BOTH, select
+from emulator.conformance.device.durations import expected_seconds
+from emulator.conformance.device.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
+from emulator.conformance.device.gb_scenarios import GB_SCENARIOS
+from emulator.conformance.device.identity import read_identity
+from emulator.conformance.device.scenarios import SCENARIOS, Scenario
+from emulator.conformance.device.testchf import TEST_CHF, TestChf
+from emulator.conformance.device.trial import Inconclusive, NotApplicable
+from emulator.conformance.device.zcl_scenarios import ZCL_SCENARIOS
 from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.model import Check, CheckResult, DutInfo, Level, Report, Verdict
-from emulator.conformance.scenarios import SCENARIOS, Scenario
-from emulator.conformance.testchf import TEST_CHF, TestChf
-from emulator.conformance.trial import Inconclusive, NotApplicable
-from emulator.conformance.zcl_scenarios import ZCL_SCENARIOS
 from emulator.profiles import DeviceProfile
 from emulator.radio.capture import PcapWriter, parse_network_key
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from zigpy.zcl import foundation
 
+from emulator.conformance.device.scenarios import Scenario, failed, passed
+from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Inconclusive, Outcome, Trial, evidence
 from emulator.conformance.model import FrameRecord
-from emulator.conformance.scenarios import Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, Outcome, Trial, evidence
 from emulator.ota import frames
 from emulator.ota.frames import Status
 

@@ -14,10 +14,17 @@ import asyncio
 import hashlib
 from datetime import timedelta
 
+from emulator.conformance.device.scenarios import HOLD_WATCH, Scenario, failed, passed
+from emulator.conformance.device.trial import (
+    IMAGE_UPGRADE_STATUS,
+    Inconclusive,
+    NotApplicable,
+    Outcome,
+    Trial,
+    evidence,
+)
 from emulator.conformance.interface import Ability, ActivationReply, Unable
 from emulator.conformance.model import FrameRecord
-from emulator.conformance.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, NotApplicable, Outcome, Trial, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota.signing import manufacturer_image_hash
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from html import escape as html_escape
 
 from emulator.conformance.model import CheckResult, FrameRecord, Report, TimelinePoint, Verdict
-from emulator.conformance.report_text import (
+from emulator.conformance.reports.text import (
     counts_text,
     fields_text,
     header_lines,

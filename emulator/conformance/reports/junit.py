@@ -20,7 +20,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from emulator.conformance.model import CheckResult, Level, Report, Verdict
-from emulator.conformance.report_text import (
+from emulator.conformance.reports.text import (
     counts_text,
     dut_lines,
     evidence_text,

@@ -30,8 +30,7 @@ from emulator.chf.events import TransferOutcome
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
-from emulator.conformance.probe import Probe, ProbeIdentity
-from emulator.conformance.server_plan import (
+from emulator.conformance.server.plan import (
     CURRENT_VERSION,
     FIRST_PROBE_NWK,
     HARDWARE_RANGE,
@@ -49,7 +48,8 @@ from emulator.conformance.server_plan import (
     STRANGER_NWK,
     TARGET_IEEES,
 )
-from emulator.conformance.server_transcript import Claims, Offer
+from emulator.conformance.server.probe import Probe, ProbeIdentity
+from emulator.conformance.server.transcript import Claims, Offer
 from emulator.ota.image import UpgradeImage, build_gb, build_zigbee
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
 from emulator.radio.air import Air

@@ -10,7 +10,7 @@ import zigpy.types as t
 
 from emulator.chf.events import TransferOutcome
 from emulator.conformance.model import FrameRecord
-from emulator.conformance.probe import Exchange
+from emulator.conformance.server.probe import Exchange
 from emulator.gb.codes import TransferResponse
 
 

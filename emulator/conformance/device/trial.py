@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
-from emulator.conformance import images
-from emulator.conformance.images import DutIdentity
+from emulator.conformance.device import images
+from emulator.conformance.device.images import DutIdentity
+from emulator.conformance.device.testchf import TestChf, chf_sent, dut_sent
 from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
-from emulator.conformance.testchf import TestChf, chf_sent, dut_sent
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.

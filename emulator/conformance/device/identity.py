@@ -17,8 +17,8 @@ from typing import Any
 import zigpy.types as t
 from zigpy.zcl import foundation
 
+from emulator.conformance.device.testchf import CHF_NWK, TestChf
 from emulator.conformance.model import DutInfo, FrameRecord
-from emulator.conformance.testchf import CHF_NWK, TestChf
 
 BASIC_CLUSTER = 0x0000
 OTA_CLUSTER = 0x0019

@@ -13,18 +13,14 @@ import pytest
 import zigpy.types as t
 
 from emulator.chf.events import TransferOutcome
-from emulator.conformance.model import FrameRecord, Level, Verdict
-from emulator.conformance.server.catalogue import (
-    CHECKS,
-    OursTarget,
-    Transcript,
-    UnknownCheckError,
-    judge_check,
-    play_check,
-    run_server_checks,
-    run_target,
-)
+from emulator.conformance.check import Level
+from emulator.conformance.selection import UnknownCheckError
+from emulator.conformance.server.bench import judge_check, play_check, run_server_checks, run_target
+from emulator.conformance.server.catalogue import CHECKS
 from emulator.conformance.server.probe import decode_record, server_frame
+from emulator.conformance.server.targets import OursTarget
+from emulator.conformance.server.transcript import Transcript
+from emulator.conformance.verdict import FrameRecord, Verdict
 from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames

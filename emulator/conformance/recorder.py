@@ -14,7 +14,7 @@ import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import frames
 
 

@@ -2,71 +2,45 @@
 
     report = run_device_checks(DeviceTarget(profile=load_device("profiles/ppmid.toml")))
 
-Each check runs as its own short scenario against the test CHF (`scenarios.py`, `gb_scenarios.py`) in a session
-of the device's world (`dut.py`): a fresh HAN for an emulated device, the same device in turn for one behind a
-coordinator. A check the DUT's kind rules out is not applicable; a scenario that cannot decide, or that runs
-past its budget, is inconclusive with the reason — a run never hangs.
+Each check's play step runs against the test CHF (`scenarios.py`, `gb_scenarios.py`, `zcl_scenarios.py`) in a
+session of the device's world (`dut.py`): a fresh HAN for an emulated device, the same device in turn for one
+behind a coordinator. A check the DUT's kind rules out is not applicable; a play step that cannot decide, or
+that runs past its budget, is inconclusive with the reason — a run never hangs. The run itself — order,
+progress, interruption and resuming — is the runner's (`emulator/conformance/running.py`).
 
-Before the checks the bench reads who the device says it is (`identity.py`). Each check is reported to a
-`progress` callback as it starts (n of N, with the time it is expected to take) and as it ends. A run that is
-cancelled — Ctrl-C, or SIGTERM with `signals=True` — stops the check in progress and returns the report of the
-checks decided so far, marked interrupted; `done` passes those back in to resume such a run.
+Before the checks the bench reads who the device says it is (`identity.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import zigpy.types as t
 
 from emulator import clock
 from emulator.chf.store import HeldImage
-from emulator.conformance.device.catalogue import BOTH, select
+from emulator.conformance.check import Check, Rule
+from emulator.conformance.device.catalogue import BOTH, CHECKS, PLAYS, RULES
 from emulator.conformance.device.durations import expected_seconds
 from emulator.conformance.device.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
-from emulator.conformance.device.gb_scenarios import GB_SCENARIOS
 from emulator.conformance.device.identity import read_identity
-from emulator.conformance.device.scenarios import SCENARIOS, Scenario
 from emulator.conformance.device.testchf import TEST_CHF, TestChf
-from emulator.conformance.device.trial import Inconclusive, NotApplicable
-from emulator.conformance.device.zcl_scenarios import ZCL_SCENARIOS
 from emulator.conformance.interface import DeviceUnderTest
-from emulator.conformance.model import Check, CheckResult, DutInfo, Level, Report, Verdict
+from emulator.conformance.results import CheckResult, DutInfo, Report
+from emulator.conformance.running import Played, Progress, Waiting, run_rules
+from emulator.conformance.selection import select
+from emulator.conformance.verdict import Inconclusive, Judgement, Unsettled, Verdict
 from emulator.profiles import DeviceProfile
 from emulator.radio.capture import PcapWriter, parse_network_key
 
-ALL_SCENARIOS: dict[str, Scenario] = {**SCENARIOS, **GB_SCENARIOS, **ZCL_SCENARIOS}
-# The most protocol time one check may take (its scenario's own windows are all shorter).
+# The most protocol time one check may take (its play step's own windows are all shorter).
 VIRTUAL_BUDGET = 4 * 86400.0
 REAL_BUDGET = 6 * 3600.0
-
-# Exit code of a run stopped by a signal before every check ran (128 + SIGINT, as shells report it).
-INTERRUPTED_EXIT = 130
-
-
-@dataclass(frozen=True)
-class Step:
-    """A check starting (`result` None) or ended: its place in the run and the time it is expected to take
-    (protocol seconds; None when unknown). On real time, also each time the check starts waiting for a frame:
-    `waiting` says for what, `wait` for how many seconds at most."""
-
-    index: int
-    total: int
-    check: Check
-    result: CheckResult | None
-    expected: float | None
-    waiting: str | None = None
-    wait: float | None = None
-
-
-Progress = Callable[[Step], None]
 
 
 @dataclass(frozen=True)
@@ -129,14 +103,26 @@ def run_device_checks(
     done: Sequence[CheckResult] = (),
     signals: bool = False,
 ) -> Report:
-    """Run the checks named (all by default; an unknown ID is an `UnknownCheck` error before anything runs) on
+    """Run the checks named (all by default; an unknown ID is an `UnknownCheckError` before anything runs) on
     their own event loop — virtual time for an emulated device on the loopback radio. Checks in `done` (of an
     interrupted run) are kept, not run again."""
-    selected = select(checks)
+    selected = select(checks, CHECKS)
     return clock.run(
         lambda: check_device(target, selected, pcap=pcap, notice=notice, progress=progress, done=done, signals=signals),
         virtual=target.virtual,
     )
+
+
+def expected_durations(checks: Sequence[Check], kind: str | None) -> dict[str, float | None]:
+    """The protocol seconds each of `checks` is expected to take when they run in this order (None where not
+    measured): a check whose play step an earlier one already ran costs nothing more."""
+    played: set[str] = set()
+    expected: dict[str, float | None] = {}
+    for check in checks:
+        play = RULES[check.id].play
+        expected[check.id] = 0.0 if play in played else expected_seconds(check.id, kind)
+        played.add(play)
+    return expected
 
 
 class _Capture:
@@ -213,164 +199,108 @@ async def check_device(
     loop = asyncio.get_running_loop()
     began, wall = loop.time(), time.monotonic()
     capture = _Capture(pcap)
-    world = _world(target, capture, notice)
-    decided = {r.check.id: r for r in done}
-    results: list[CheckResult] = []
-    identity: DutInfo | None = None
-    failed, interrupted = True, False
-    try:
-        with _terminate_cancels(signals):
-            await world.start()
-            identity = await _identity(world, target)
-            budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
-            for index, check in enumerate(checks, 1):
-                if check.id in decided:
-                    results.append(decided[check.id])
-                    continue
-                expected = expected_seconds(check.id, world.kind)
-                step = Step(index, len(checks), check, None, expected)
-                if progress is not None:
-                    progress(step)
-                waiting = None if progress is None or target.virtual else _waits(progress, step)
-                result = await _run_check(world, check, budget, waiting)
-                results.append(result)
-                if progress is not None:
-                    progress(Step(index, len(checks), check, result, expected))
-        failed = False
-    except asyncio.CancelledError:
-        # Ctrl-C (asyncio cancels the main task) or SIGTERM: keep what was decided; the check in progress is
-        # left out, so a resumed run plays it again from its start.
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        failed, interrupted = False, True
-        ran = {r.check.id for r in results}
-        results.extend(r for r in done if r.check.id not in ran)
-    finally:
-        await world.stop()
-        written = capture.close(failed)
-    order = {check.id: index for index, check in enumerate(checks)}
-    results.sort(key=lambda r: order.get(r.check.id, len(order)))
+    player = DevicePlayer(target, _world(target, capture, notice), capture)
+    rules = [RULES[check.id] for check in checks]
+    ran = await run_rules(
+        player, rules, progress=progress, done=done, live_waits=not target.virtual, signals=signals
+    )
     name, description = target.describe()
+    world = player.world
     notes = []
     if world.shared and world.absent is None:
         notes.append("checks ran in sequence on one device; an earlier check may have left it holding an image")
     return Report(
         target=name,
         description=description,
-        results=results,
+        results=ran.results,
         protocol_time=loop.time() - began,
         wall_time=time.monotonic() - wall,
-        pcap=written,
+        pcap=player.pcap,
         notes=notes,
-        dut=identity,
-        interrupted=interrupted,
+        dut=player.identity,
+        interrupted=ran.interrupted,
     )
 
 
-@contextlib.contextmanager
-def _terminate_cancels(enabled: bool) -> Iterator[None]:
-    """While running, SIGTERM cancels the run as Ctrl-C does (asyncio already turns SIGINT into a
-    cancellation of the main task), so a run stopped by a service manager also writes its report."""
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    try:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    except (NotImplementedError, RuntimeError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+class DevicePlayer:
+    """The device bench as the runner sees it: the DUT's world, the capture, and a budget per play step."""
 
+    def __init__(self, target: DeviceTarget, world: EmulatedWorld | RadioWorld, capture: _Capture) -> None:
+        self.target = target
+        self.world = world
+        self.capture = capture
+        self.budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
+        self.identity: DutInfo | None = None
+        self.pcap: str | None = None
 
-def _waits(progress: Progress, step: Step) -> Callable[[str, float], None]:
-    def waiting(what: str, seconds: float) -> None:
-        progress(replace(step, waiting=what, wait=seconds))
+    async def start(self) -> None:
+        await self.world.start()
+        self.identity = await self._identity()
 
-    return waiting
+    async def stop(self, failed: bool) -> None:
+        await self.world.stop()
+        self.pcap = self.capture.close(failed)
 
+    async def _identity(self) -> DutInfo:
+        """Who the device says it is, read in a session of its own before the checks (nothing read from a
+        device that never joined)."""
+        target, world = self.target, self.world
+        if target.profile is not None:
+            ieee = str(target.profile.ieee)
+        elif target.dut is not None:
+            ieee = str(target.dut.ieee)
+        else:
+            ieee = str(target.ieee)
+        if world.absent is not None:
+            return DutInfo(ieee=ieee)
+        async with world.session() as trial:
+            return replace(await read_identity(trial.chf, trial.timing.response), ieee=ieee)
 
-async def _identity(world: EmulatedWorld | RadioWorld, target: DeviceTarget) -> DutInfo:
-    """Who the device says it is, read in a session of its own before the checks (nothing read from a device
-    that never joined)."""
-    if target.profile is not None:
-        ieee = str(target.profile.ieee)
-    elif target.dut is not None:
-        ieee = str(target.dut.ieee)
-    else:
-        ieee = str(target.ieee)
-    if world.absent is not None:
-        return DutInfo(ieee=ieee)
-    async with world.session() as trial:
-        return replace(await read_identity(trial.chf, trial.timing.response), ieee=ieee)
-
-
-def _applicability(world: EmulatedWorld | RadioWorld, check: Check) -> CheckResult | None:
-    if world.absent is not None:
-        return CheckResult(check, Verdict.INCONCLUSIVE, world.absent)
-    if check.applies_to == BOTH:
+    def ruled_out(self, rule: Rule[Any]) -> Judgement | None:
+        """Inconclusive for a device that never joined; by kind, not applicable (or inconclusive when the kind
+        is unknown)."""
+        world, check = self.world, rule.check
+        if world.absent is not None:
+            return Judgement(Verdict.INCONCLUSIVE, world.absent)
+        if check.applies_to == BOTH:
+            return None
+        kinds = " and ".join(k.upper() for k in check.applies_to)
+        if world.kind is None:
+            return Judgement(Verdict.INCONCLUSIVE, f"applies to {kinds} only; the device's kind is unknown (--kind)")
+        if world.kind not in check.applies_to:
+            article = "an" if world.kind == "hcalcs" else "a"
+            return Judgement(
+                Verdict.NOT_APPLICABLE, f"applies to {kinds} only; the DUT is {article} {world.kind.upper()}"
+            )
         return None
-    kinds = " and ".join(k.upper() for k in check.applies_to)
-    if world.kind is None:
-        return CheckResult(
-            check, Verdict.INCONCLUSIVE, f"applies to {kinds} only; the device's kind is unknown (--kind)"
-        )
-    if world.kind not in check.applies_to:
-        article = "an" if world.kind == "hcalcs" else "a"
-        return CheckResult(
-            check, Verdict.NOT_APPLICABLE, f"applies to {kinds} only; the DUT is {article} {world.kind.upper()}"
-        )
-    return None
 
+    def expected(self, check: Check) -> float | None:
+        return expected_seconds(check.id, self.world.kind)
 
-async def _run_check(
-    world: EmulatedWorld | RadioWorld,
-    check: Check,
-    budget: float,
-    waiting: Callable[[str, float], None] | None = None,
-) -> CheckResult:
-    ruled = _applicability(world, check)
-    if ruled is not None:
-        return ruled
-    loop = asyncio.get_running_loop()
-    start, wall = loop.time(), time.monotonic()
-    began: float | None = None
-    ended: float | None = None
-    try:
-        async with asyncio.timeout(budget):
-            async with world.session() as trial:
-                began = trial.clock.now()
+    async def play(self, rule: Rule[Any], waiting: Waiting | None) -> Played[Any]:
+        """The rule's play step in a session of its own, within the budget of one check."""
+        loop = asyncio.get_running_loop()
+        start, wall = loop.time(), time.monotonic()
+        span: tuple[float, float] | None = None
+        frames = []
+        found: Any
+        try:
+            async with asyncio.timeout(self.budget), self.world.session() as trial:
+                began, mark = trial.clock.now(), trial.chf.mark()
                 trial.chf.on_wait = waiting
                 try:
-                    outcome = await ALL_SCENARIOS[check.id](trial)
+                    found = await PLAYS[rule.play](trial)
                 finally:
-                    ended = trial.clock.now()
+                    span = (began, trial.clock.now())
+                    frames = trial.chf.since(mark)
                     trial.chf.on_wait = None
-        result = CheckResult(check, outcome.verdict, outcome.reason, outcome.evidence, outcome.timeline)
-    except Inconclusive as exc:
-        result = CheckResult(check, Verdict.INCONCLUSIVE, exc.reason, exc.evidence)
-    except NotApplicable as exc:
-        result = CheckResult(check, Verdict.NOT_APPLICABLE, exc.reason, exc.evidence)
-    except TimeoutError:
-        result = CheckResult(check, Verdict.INCONCLUSIVE, f"the scenario did not finish within {budget:g} s")
-    result.duration = loop.time() - start
-    result.wall_duration = time.monotonic() - wall
-    if began is not None and ended is not None:
-        result.span = (began, ended)
-    return result
+        except Unsettled as exc:
+            found = exc
+        except TimeoutError:
+            found = Inconclusive(f"the scenario did not finish within {self.budget:g} s")
+        return Played(found, frames, loop.time() - start, time.monotonic() - wall, span)
+
+    def note(self, check: Check, judgement: Judgement) -> None:
+        return None
 
 
-def exit_code(report: Report) -> int:
-    """0 when every MUST check passed or does not apply; 1 when one failed or could not be decided; 130 when
-    the run was interrupted before every check ran."""
-    if report.interrupted:
-        return INTERRUPTED_EXIT
-    decided = {Verdict.PASS, Verdict.NOT_APPLICABLE}
-    musts = [r for r in report.results if r.check.level == Level.MUST]
-    return 0 if all(r.verdict in decided for r in musts) else 1

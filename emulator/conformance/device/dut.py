@@ -34,8 +34,9 @@ from emulator.chf.store import HeldImage
 from emulator.clock import Clock
 from emulator.conformance.device.catalogue import HCALCS, PPMID
 from emulator.conformance.device.testchf import TEST_CHF, TestChf
-from emulator.conformance.device.trial import REAL_TIMING, VIRTUAL_TIMING, Inconclusive, Timing, Trial
+from emulator.conformance.device.trial import REAL_TIMING, VIRTUAL_TIMING, Timing, Trial
 from emulator.conformance.interface import Ability, ActivationReply, DeviceUnderTest, FirmwareAlert, Link
+from emulator.conformance.verdict import Inconclusive
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.han import FIRST_DEVICE_NWK

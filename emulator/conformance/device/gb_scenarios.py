@@ -15,16 +15,9 @@ import hashlib
 from datetime import timedelta
 
 from emulator.conformance.device.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.device.trial import (
-    IMAGE_UPGRADE_STATUS,
-    Inconclusive,
-    NotApplicable,
-    Outcome,
-    Trial,
-    evidence,
-)
+from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Trial
 from emulator.conformance.interface import Ability, ActivationReply, Unable
-from emulator.conformance.model import FrameRecord
+from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, NotApplicable, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota.signing import manufacturer_image_hash
 
@@ -45,7 +38,7 @@ async def _server_activates(trial: Trial) -> None:
         )
 
 
-async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
+async def c22a_ppmid_activates_now(trial: Trial) -> Judgement:
     await trial.learn()
     await _server_activates(trial)
     download = await trial.verified_download("now")
@@ -64,7 +57,7 @@ async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
     )
 
 
-async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
+async def c22b_ppmid_activation_alert(trial: Trial) -> Judgement:
     if not trial.dut.can(Ability.GBCS):
         raise Inconclusive(trial.dut.unable(Ability.GBCS))
     await trial.learn()
@@ -114,7 +107,7 @@ async def _held(trial: Trial):
     return download
 
 
-async def c23a_hcalcs_holds(trial: Trial) -> Outcome:
+async def c23a_hcalcs_holds(trial: Trial) -> Judgement:
     download = await _held(trial)
     response = download.response
     assert response is not None
@@ -157,7 +150,7 @@ async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[Activatio
     return reply, mark
 
 
-async def c23b_right_hash(trial: Trial) -> Outcome:
+async def c23b_right_hash(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     reply, mark = await _activate(trial, manufacturer_image_hash(download.held.image))
@@ -173,7 +166,7 @@ async def c23b_right_hash(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with the right hash: {_outcome(reply)}", download.response, rebooted)
 
 
-async def c23c_wrong_hash(trial: Trial) -> Outcome:
+async def c23c_wrong_hash(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     wrong = bytes(b ^ 0xFF for b in manufacturer_image_hash(download.held.image))
@@ -187,7 +180,7 @@ async def c23c_wrong_hash(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with a wrong hash: {_outcome(reply)}; not activated", download.response)
 
 
-async def c23d_nothing_held(trial: Trial) -> Outcome:
+async def c23d_nothing_held(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     await trial.learn()
     reply, mark = await _activate(trial, hashlib.sha256(b"no image held").digest())
@@ -197,7 +190,7 @@ async def c23d_nothing_held(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with no image held: {_outcome(reply)}", trial.first_query)
 
 
-async def c23e_future_dated(trial: Trial) -> Outcome:
+async def c23e_future_dated(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     seen = len(trial.dut.alerts)

@@ -17,7 +17,7 @@ from zigpy.ota.image import FieldControl, HWVersion
 
 from emulator import keys
 from emulator.chf.store import HeldImage
-from emulator.conformance.model import FrameRecord
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import image as ota_image
 from emulator.ota import signing
 from emulator.ota.frames import WILDCARD_FILE_VERSION

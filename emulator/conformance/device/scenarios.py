@@ -26,20 +26,17 @@ from emulator.conformance.device.trial import (
     UPGRADE_ACTIVATION_POLICY,
     UPGRADE_TIMEOUT_POLICY,
     Download,
-    Inconclusive,
-    NotApplicable,
-    Outcome,
     Trial,
-    evidence,
 )
 from emulator.conformance.interface import Ability, Unable
-from emulator.conformance.model import FrameRecord, Verdict
+from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, NotApplicable, Verdict, evidence
 from emulator.ota import frames
 from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status
 from emulator.ota.signing import manufacturer_image_hash
 
-Scenario = Callable[[Trial], Awaitable[Outcome]]
+# A play step that decides as it goes: its finding is the evidence, judged `as_played`.
+Scenario = Callable[[Trial], Awaitable[Judgement]]
 
 AT_40_PERCENT = 0.4
 BLOCK_CAP = 40  # C-06: the CHF serves shorter blocks than a client usually asks for
@@ -56,12 +53,12 @@ MS_PERIOD, S_PERIOD = 250, 2  # C-08b: MinimumBlockPeriod imposed, in the DUT's 
 BLOCK_PERIOD_PRESENT = 0x02  # Image Block Request field control bit 1: MinimumBlockPeriod present
 
 
-def passed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Outcome:
-    return Outcome(Verdict.PASS, reason, evidence(*frames_), timeline or [])
+def passed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Judgement:
+    return Judgement(Verdict.PASS, reason, evidence(*frames_), timeline or [])
 
 
-def failed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Outcome:
-    return Outcome(Verdict.FAIL, reason, evidence(*frames_), timeline or [])
+def failed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Judgement:
+    return Judgement(Verdict.FAIL, reason, evidence(*frames_), timeline or [])
 
 
 def offset_of(frame: FrameRecord) -> int:
@@ -98,7 +95,7 @@ async def _notify_answered(trial: Trial, payload_type: int, jitter: int, *, broa
     return notify, query
 
 
-async def c01_unicast_notify(trial: Trial) -> Outcome:
+async def c01_unicast_notify(trial: Trial) -> Judgement:
     identity = await trial.learn()
     plain = await _notify_answered(trial, 0, 100, broadcast=False)
     own = await _notify_answered(
@@ -119,7 +116,7 @@ async def c01_unicast_notify(trial: Trial) -> Outcome:
     return passed("queried after each unicast Image Notify, including one naming its own version", *frames_)
 
 
-async def c02a_broadcast_mismatch(trial: Trial) -> Outcome:
+async def c02a_broadcast_mismatch(trial: Trial) -> Judgement:
     identity = await trial.learn()
     mfr, itype = identity.manufacturer_code, identity.image_type
     wrong_mfr = await _notify_answered(trial, 1, 100, broadcast=True, manufacturer_code=_other16(mfr))
@@ -147,7 +144,7 @@ async def c02a_broadcast_mismatch(trial: Trial) -> Outcome:
     )
 
 
-async def c02b_broadcast_own_version(trial: Trial) -> Outcome:
+async def c02b_broadcast_own_version(trial: Trial) -> Judgement:
     identity = await trial.learn()
     ids = {"manufacturer_code": identity.manufacturer_code, "image_type": identity.image_type}
     own = await _notify_answered(trial, 3, 100, broadcast=True, new_file_version=identity.file_version, **ids)
@@ -165,7 +162,7 @@ async def c02b_broadcast_own_version(trial: Trial) -> Outcome:
     return passed("ignored a broadcast notify naming its own version; queried on one naming another", *own, *control)
 
 
-async def c03_query_jitter(trial: Trial) -> Outcome:
+async def c03_query_jitter(trial: Trial) -> Judgement:
     await trial.learn()
     always = await _notify_answered(trial, 0, 100, broadcast=True)
     if always[1] is None:
@@ -195,7 +192,7 @@ async def c03_query_jitter(trial: Trial) -> Outcome:
 # -- Query (SPEC.md §2.2, §2.3) ---------------------------------------------------------------------------
 
 
-async def c04_hardware_version(trial: Trial) -> Outcome:
+async def c04_hardware_version(trial: Trial) -> Judgement:
     await trial.learn()
     query = trial.first_query
     assert query is not None and trial.identity is not None
@@ -204,7 +201,7 @@ async def c04_hardware_version(trial: Trial) -> Outcome:
     return passed(f"hardware version 0x{trial.identity.hardware_version:04X} in the query", query)
 
 
-async def c05_same_version_offer(trial: Trial) -> Outcome:
+async def c05_same_version_offer(trial: Trial) -> Judgement:
     identity = await trial.learn()
     trial.chf.configure(query_policy="reinstall")
     held = images.for_device(images.synthetic(identity, identity.file_version), trial.dut.ieee, "wait")
@@ -223,7 +220,7 @@ async def c05_same_version_offer(trial: Trial) -> Outcome:
 # -- The block loop (SPEC.md §2.4–§2.6) -------------------------------------------------------------------
 
 
-async def c06_block_loop(trial: Trial) -> Outcome:
+async def c06_block_loop(trial: Trial) -> Judgement:
     await trial.learn()
     trial.chf.configure(max_block_size=BLOCK_CAP)
     download = await trial.download(trial.good_image("wait"))
@@ -273,7 +270,7 @@ async def c06_block_loop(trial: Trial) -> Outcome:
     )
 
 
-async def c07_wrong_block(trial: Trial) -> Outcome:
+async def c07_wrong_block(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -334,7 +331,7 @@ async def c07_wrong_block(trial: Trial) -> Outcome:
     )
 
 
-async def c08a_wait_for_data(trial: Trial) -> Outcome:
+async def c08a_wait_for_data(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     chf.configure(wait_for_data=WAIT_FOR_DATA, page_requests=False)
@@ -359,7 +356,7 @@ async def c08a_wait_for_data(trial: Trial) -> Outcome:
     return passed(f"waited {gap:.1f} s after WAIT_FOR_DATA asked for {delay} s", wait, follow, timeline=timeline)
 
 
-async def c08b_minimum_block_period(trial: Trial) -> Outcome:
+async def c08b_minimum_block_period(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     unit = trial.dut.block_period_unit
@@ -417,7 +414,7 @@ def _from_40_percent(held_size: int, frame: frames.Frame) -> bool:
     return frame.name in REQUESTS and int(frame.command.file_offset) >= held_size * AT_40_PERCENT
 
 
-async def c09_abort(trial: Trial) -> Outcome:
+async def c09_abort(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -457,7 +454,7 @@ async def c09_abort(trial: Trial) -> Outcome:
     return passed("stopped requesting blocks after Image Block Response ABORT", sent, ended[:1], timeline=timeline)
 
 
-async def c10_no_image_default_responses(trial: Trial) -> Outcome:
+async def c10_no_image_default_responses(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -517,7 +514,7 @@ async def c10_no_image_default_responses(trial: Trial) -> Outcome:
     )
 
 
-async def c11_resend(trial: Trial) -> Outcome:
+async def c11_resend(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     held = trial.good_image("wait")
@@ -565,7 +562,7 @@ async def c11_resend(trial: Trial) -> Outcome:
 # -- After the download (SPEC.md §2.7, §2.8) ------------------------------------------------------------------
 
 
-async def _judge_invalid(trial: Trial, download: Download, what: str) -> Outcome:
+async def _judge_invalid(trial: Trial, download: Download, what: str) -> Judgement:
     timeline = trial.timeline(download.mark)
     end = download.end
     early = trial.ended_early(download)
@@ -598,13 +595,13 @@ async def _judge_invalid(trial: Trial, download: Download, what: str) -> Outcome
     return passed(f"Upgrade End INVALID_IMAGE for {what}{read}", end, timeline=timeline)
 
 
-async def c12a_corrupted_image(trial: Trial) -> Outcome:
+async def c12a_corrupted_image(trial: Trial) -> Judgement:
     await trial.learn()
     held = images.one_byte_changed(trial.good_image("wait"))
     return await _judge_invalid(trial, await trial.download(held), "an image with one byte changed")
 
 
-async def c12b_other_hardware(trial: Trial) -> Outcome:
+async def c12b_other_hardware(trial: Trial) -> Judgement:
     identity = await trial.learn()
     if identity.hardware_version is None:
         raise Inconclusive("the DUT's query carries no hardware version, so no image can be made to exclude it")
@@ -637,7 +634,7 @@ async def c12b_other_hardware(trial: Trial) -> Outcome:
     return await _judge_invalid(trial, await trial.download(held), what)
 
 
-async def c13_good_image(trial: Trial) -> Outcome:
+async def c13_good_image(trial: Trial) -> Judgement:
     await trial.learn()
     download = await trial.download(trial.good_image("wait"))
     timeline = trial.timeline(download.mark)
@@ -672,7 +669,7 @@ async def c13_good_image(trial: Trial) -> Outcome:
     )
 
 
-async def c14_told_to_wait(trial: Trial) -> Outcome:
+async def c14_told_to_wait(trial: Trial) -> Judgement:
     await trial.learn()
     download = await trial.verified_download("wait")
     timeline = trial.timeline(download.mark)
@@ -709,7 +706,7 @@ async def c14_told_to_wait(trial: Trial) -> Outcome:
     )
 
 
-async def _judge_activation_time(trial: Trial, download: Download, timeline) -> Outcome:
+async def _judge_activation_time(trial: Trial, download: Download, timeline) -> Judgement:
     response = download.response
     assert response is not None
     current, upgrade = int(response.fields["current_time"]), int(response.fields["upgrade_time"])
@@ -744,14 +741,14 @@ async def _server_may_activate(trial: Trial) -> None:
         )
 
 
-async def c15a_relative_upgrade_time(trial: Trial) -> Outcome:
+async def c15a_relative_upgrade_time(trial: Trial) -> Judgement:
     await trial.learn()
     await _server_may_activate(trial)
     download = await trial.verified_download(f"+{ACTIVATION_DELAY}")
     return await _judge_activation_time(trial, download, trial.timeline(download.mark))
 
 
-async def c15b_absolute_upgrade_time(trial: Trial) -> Outcome:
+async def c15b_absolute_upgrade_time(trial: Trial) -> Judgement:
     await trial.learn()
     await _server_may_activate(trial)
     held = trial.good_image("wait")
@@ -769,7 +766,7 @@ async def c15b_absolute_upgrade_time(trial: Trial) -> Outcome:
     return await _judge_activation_time(trial, download, trial.timeline(download.mark))
 
 
-async def c16_foreign_upgrade_end(trial: Trial) -> Outcome:
+async def c16_foreign_upgrade_end(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     download = await trial.verified_download("wait")
@@ -824,7 +821,7 @@ async def c16_foreign_upgrade_end(trial: Trial) -> Outcome:
     )
 
 
-async def c17_out_of_band_policy(trial: Trial) -> Outcome:
+async def c17_out_of_band_policy(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     policy = await trial.read(UPGRADE_ACTIVATION_POLICY)
@@ -860,7 +857,7 @@ async def c17_out_of_band_policy(trial: Trial) -> Outcome:
     )
 
 
-async def c18_upgrade_timeout_policy(trial: Trial) -> Outcome:
+async def c18_upgrade_timeout_policy(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     policies = await trial.read(UPGRADE_ACTIVATION_POLICY, UPGRADE_TIMEOUT_POLICY)
@@ -916,7 +913,7 @@ async def c18_upgrade_timeout_policy(trial: Trial) -> Outcome:
     )
 
 
-async def c20_resume_after_restart(trial: Trial) -> Outcome:
+async def c20_resume_after_restart(trial: Trial) -> Judgement:
     if not trial.dut.can(Ability.POWER_CYCLE):
         raise Inconclusive(trial.dut.unable(Ability.POWER_CYCLE))
     await trial.learn()
@@ -989,7 +986,7 @@ async def _activated(trial: Trial) -> tuple[Download, int, str]:
     return download, trial.chf.after(download.response), "an Upgrade End Response saying now"
 
 
-async def c21_attributes_after_upgrade(trial: Trial) -> Outcome:
+async def c21_attributes_after_upgrade(trial: Trial) -> Judgement:
     await trial.learn()
     download, mark, how = await _activated(trial)
     timeline = trial.timeline(download.mark)
@@ -1040,7 +1037,7 @@ async def c21_attributes_after_upgrade(trial: Trial) -> Outcome:
     return passed(f"{told} after {how}", *shown, timeline=timeline)
 
 
-async def c_page_fallback(trial: Trial) -> Outcome:
+async def c_page_fallback(trial: Trial) -> Judgement:
     await trial.learn()
     chf = trial.chf
     chf.configure(page_requests=False)

@@ -24,8 +24,8 @@ from emulator.chf.node import ChfNode
 from emulator.chf.server import OtaServer
 from emulator.chf.store import ImageStore
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
 from emulator.conformance.recorder import Recorder
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import frames
 from emulator.profiles import ChfProfile
 from emulator.radio.capture import PcapWriter

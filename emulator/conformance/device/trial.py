@@ -1,7 +1,8 @@
 """One check's run: the test CHF, the device under test, and the steps every scenario is built from.
 
-A scenario is an async function of a `Trial` that returns an `Outcome` (verdict, reason, the deciding frames,
-a transfer timeline) or raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
+A play step is an async function of a `Trial` that returns the evidence its checks judge — for a scenario that
+decides as it goes, its finding (a `Judgement`: verdict, reason, the deciding frames, a transfer timeline) — or
+raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
 DUT is, get it to query, offer it an image, wait for the transfer to end, see it reboot into new firmware —
 judge only from frames on the CHF radio, so they hold for a real device as well as an emulated one. Where a GB
 outcome travels in a GBCS message this bench cannot see, the DUT's harness may report it
@@ -11,7 +12,7 @@ outcome travels in a GBCS message this bench cannot see, the DUT's harness may r
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
@@ -19,7 +20,7 @@ from emulator.conformance.device import images
 from emulator.conformance.device.images import DutIdentity
 from emulator.conformance.device.testchf import TestChf, chf_sent, dut_sent
 from emulator.conformance.interface import DeviceUnderTest
-from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
+from emulator.conformance.verdict import FrameRecord, Inconclusive, TimelinePoint, evidence
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
@@ -56,42 +57,6 @@ class Timing:
 
 VIRTUAL_TIMING = Timing()
 REAL_TIMING = Timing(spontaneous=300.0, transfer=3600.0)
-
-
-class Inconclusive(Exception):
-    """The scenario could not decide: the DUT did not do what the check needs (the reason says what)."""
-
-    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.evidence = evidence or []
-
-
-class NotApplicable(Exception):
-    """The rule does not apply to this DUT (its kind, or a policy it declares)."""
-
-    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.evidence = evidence or []
-
-
-@dataclass
-class Outcome:
-    verdict: Verdict
-    reason: str
-    evidence: list[FrameRecord] = field(default_factory=list)
-    timeline: list[TimelinePoint] = field(default_factory=list)
-
-
-def evidence(*items: FrameRecord | list[FrameRecord] | None) -> list[FrameRecord]:
-    """The frames that decided a verdict, in time order, each once."""
-    seen: dict[int, FrameRecord] = {}
-    for item in items:
-        for frame in item if isinstance(item, list) else [item]:
-            if frame is not None:
-                seen.setdefault(id(frame), frame)
-    return sorted(seen.values(), key=lambda f: f.at)
 
 
 @dataclass

@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable, Iterable
 from html import escape as html_escape
 
-from emulator.conformance.model import CheckResult, FrameRecord, Report, TimelinePoint, Verdict
 from emulator.conformance.reports.text import (
     counts_text,
     fields_text,
@@ -25,6 +24,8 @@ from emulator.conformance.reports.text import (
     span_text,
     visible,
 )
+from emulator.conformance.results import CheckResult, Report
+from emulator.conformance.verdict import FrameRecord, TimelinePoint, Verdict
 from emulator.files import write_atomic
 from emulator.ota.frames import UPGRADE_TIME_WAIT
 

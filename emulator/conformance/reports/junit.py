@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from emulator.conformance.model import CheckResult, Level, Report, Verdict
+from emulator.conformance.check import Level
 from emulator.conformance.reports.text import (
     counts_text,
     dut_lines,
@@ -28,6 +28,8 @@ from emulator.conformance.reports.text import (
     settings_text,
     visible,
 )
+from emulator.conformance.results import CheckResult, Report
+from emulator.conformance.verdict import Verdict
 from emulator.files import write_atomic
 
 SUITES_NAME = "ota-emu conformance"

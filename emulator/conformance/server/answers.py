@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.conformance.model import FrameRecord
 from emulator.conformance.server.probe import Exchange, decode_record, raw
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota.frames import Status
 
 ZCL_HEADER_SIZE = 3

@@ -8,14 +8,12 @@ declaration fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import zigpy.types as t
 
 from emulator.chf.policy import version_allowed
-from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
 from emulator.conformance.server.answers import (
     default_response,
     describe,
@@ -36,6 +34,7 @@ from emulator.conformance.server.plan import (
 )
 from emulator.conformance.server.probe import Exchange, raw, wait_seconds
 from emulator.conformance.server.transcript import Transcript
+from emulator.conformance.verdict import FrameRecord, Judgement, TimelinePoint, Verdict
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
 from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
@@ -43,21 +42,6 @@ from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
 FC_S2C_NO_DEFAULT_RESPONSE = 0x19
 DEFAULT_RESPONSE_DISABLED = 0x10
 MALFORMED_STATUSES = (Status.MALFORMED_COMMAND, Status.INVALID_FIELD)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """A judge's finding. `evidence` None means every frame of the scenario; `note` names a feature the target
-    lacks, for the report's list of deviations even when the check is not applicable."""
-
-    verdict: Verdict
-    reason: str
-    evidence: list[FrameRecord] | None = None
-    timeline: list[TimelinePoint] = field(default_factory=list)
-    note: str = ""
-
-
-Judge = Callable[[Transcript], Judgement]
 
 
 def _pass(reason: str, **kwargs: Any) -> Judgement:

@@ -22,8 +22,8 @@ from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Basic
 
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
 from emulator.conformance.recorder import record
+from emulator.conformance.verdict import FrameRecord
 from emulator.device import attributes, zdo
 from emulator.ota import frames
 from emulator.ota.frames import OtaCommand, Status

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import zigpy.device
 import zigpy.exceptions
 import zigpy.types as t
 
@@ -235,11 +236,11 @@ class _JoinWatch:
         self.ieee = ieee
         self.seen = asyncio.Event()
 
-    def device_joined(self, device) -> None:
+    def device_joined(self, device: zigpy.device.Device) -> None:
         if device.ieee == self.ieee:
             self.seen.set()
 
-    def device_initialized(self, device) -> None:
+    def device_initialized(self, device: zigpy.device.Device) -> None:
         self.device_joined(device)
 
 
@@ -348,8 +349,10 @@ class RadioWorld:
         profile default, UNCONFIRMED for real devices)."""
         assert self._node is not None
         device = self._node.app.devices.get(self.ieee)
-        for endpoint_id, endpoint in device.endpoints.items() if device is not None else ():
-            kind = KIND_BY_DEVICE_ID.get(getattr(endpoint, "device_type", None)) if endpoint_id else None
+        if not isinstance(device, zigpy.device.Device):
+            return None
+        for endpoint_id, endpoint in device.endpoints.items():
+            kind = KIND_BY_DEVICE_ID.get(getattr(endpoint, "device_type", -1)) if endpoint_id else None
             if kind in (PPMID, HCALCS):
                 return kind
         return None

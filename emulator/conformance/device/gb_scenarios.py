@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from emulator.conformance.device.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Trial
+from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Download, Trial
 from emulator.conformance.interface import Ability, ActivationReply, Unable
 from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, NotApplicable, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
@@ -97,7 +97,7 @@ async def c22b_ppmid_activation_alert(trial: Trial) -> Judgement:
     return passed(f"CS09 PPMID Firmware Activation Alert after activation: {told}", response, rebooted)
 
 
-async def _held(trial: Trial):
+async def _held(trial: Trial) -> Download:
     """An HCALCS holding a verified image after being told to wait (the GB distribution step)."""
     await trial.learn()
     download = await trial.verified_download("wait")
@@ -140,7 +140,7 @@ def _needs_cs06(trial: Trial) -> None:
         raise Inconclusive(trial.dut.unable(Ability.GBCS))
 
 
-async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[ActivationReply, int]:
+async def _activate(trial: Trial, image_hash: bytes, at: datetime | None = None) -> tuple[ActivationReply, int]:
     """Send Activate Firmware (CS06) through the DUT's harness; its reply, and the mark before it."""
     mark = trial.chf.mark()
     try:

@@ -29,7 +29,15 @@ from emulator.conformance.device.trial import (
     Trial,
 )
 from emulator.conformance.interface import Ability, Unable
-from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, NotApplicable, Verdict, evidence
+from emulator.conformance.verdict import (
+    FrameRecord,
+    Inconclusive,
+    Judgement,
+    NotApplicable,
+    TimelinePoint,
+    Verdict,
+    evidence,
+)
 from emulator.ota import frames
 from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status
@@ -53,11 +61,15 @@ MS_PERIOD, S_PERIOD = 250, 2  # C-08b: MinimumBlockPeriod imposed, in the DUT's 
 BLOCK_PERIOD_PRESENT = 0x02  # Image Block Request field control bit 1: MinimumBlockPeriod present
 
 
-def passed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Judgement:
+def passed(
+    reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline: list[TimelinePoint] | None = None
+) -> Judgement:
     return Judgement(Verdict.PASS, reason, evidence(*frames_), timeline or [])
 
 
-def failed(reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline=None) -> Judgement:
+def failed(
+    reason: str, *frames_: FrameRecord | list[FrameRecord] | None, timeline: list[TimelinePoint] | None = None
+) -> Judgement:
     return Judgement(Verdict.FAIL, reason, evidence(*frames_), timeline or [])
 
 
@@ -82,7 +94,9 @@ def _other16(value: int) -> int:
 # -- Image Notify (SPEC.md §2.1) ------------------------------------------------------------------------
 
 
-async def _notify_answered(trial: Trial, payload_type: int, jitter: int, *, broadcast: bool, **fields: int):
+async def _notify_answered(
+    trial: Trial, payload_type: int, jitter: int, *, broadcast: bool, **fields: int
+) -> tuple[FrameRecord | None, FrameRecord | None]:
     """Send one Image Notify; (the notify, the query it drew or None) after the response window."""
     chf = trial.chf
     mark = chf.mark()
@@ -706,7 +720,7 @@ async def c14_told_to_wait(trial: Trial) -> Judgement:
     )
 
 
-async def _judge_activation_time(trial: Trial, download: Download, timeline) -> Judgement:
+async def _judge_activation_time(trial: Trial, download: Download, timeline: list[TimelinePoint]) -> Judgement:
     response = download.response
     assert response is not None
     current, upgrade = int(response.fields["current_time"]), int(response.fields["upgrade_time"])

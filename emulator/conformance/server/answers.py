@@ -58,7 +58,9 @@ def describe(frame: FrameRecord) -> str:
 
 
 def request_command(exchange: Exchange) -> Any:
-    return decode_record(exchange.request).command if exchange.request is not None else None
+    """The probe's request decoded again; None for an exchange it only listened in (or an undecodable one)."""
+    decoded = None if exchange.request is None else decode_record(exchange.request)
+    return None if decoded is None else decoded.command
 
 
 def first_block(exchange: Exchange) -> Any | None:

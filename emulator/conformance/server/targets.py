@@ -21,6 +21,7 @@ import importlib.metadata
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from zigpy.device import ZigbeeDevice
 from zigpy.ota import OtaImageWithMetadata
 from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
@@ -165,7 +166,7 @@ class Bench:
 
 class OursBench(Bench):
     def __init__(self, node: ChfNode, held: HeldImage, spare: HeldImage, **kwargs: Any) -> None:
-        super().__init__(app=node.app, **kwargs)  # type: ignore[arg-type]
+        super().__init__(app=node.app, **kwargs)
         self.node = node
         self.server_endpoint = node.profile.endpoint
         self.held = held
@@ -211,6 +212,7 @@ class ZigpyBench(Bench):
         for probe in probes:
             seen = len(probe.notifies)
             device = self.app.get_device(ieee=probe.ieee)
+            assert isinstance(device, ZigbeeDevice), f"zigpy knows {probe.ieee} as {type(device).__name__}"
             tasks.append(asyncio.create_task(device.update_firmware(self.image)))
             if await probe.next_notify(seen, NOTIFY_TIMEOUT) is None:
                 for task in tasks:

@@ -8,7 +8,8 @@ behind a coordinator. A check the DUT's kind rules out is not applicable; a play
 that runs past its budget, is inconclusive with the reason — a run never hangs. The run itself — order,
 progress, interruption and resuming — is the runner's (`emulator/conformance/running.py`).
 
-Before the checks the bench reads who the device says it is (`identity.py`).
+Before the checks the bench reads who the device says it is (`identity.py`). `play_check` and `judge_check`
+split one check into its two halves, so recorded (or altered) evidence can be judged without a device.
 """
 
 from __future__ import annotations
@@ -111,6 +112,28 @@ def run_device_checks(
         lambda: check_device(target, selected, pcap=pcap, notice=notice, progress=progress, done=done, signals=signals),
         virtual=target.virtual,
     )
+
+
+def play_check(target: DeviceTarget, check_id: str) -> Any:
+    """The evidence the play step of check `check_id` records on `target`, to judge — or judge again, altered —
+    with `judge_check`. A play that cannot record it raises `Inconclusive` or `NotApplicable`."""
+    rule = RULES[select([check_id], CHECKS)[0].id]
+
+    async def main() -> Any:
+        world = _world(target, _Capture(None), None)
+        await world.start()
+        try:
+            async with world.session() as trial:
+                return await PLAYS[rule.play](trial)
+        finally:
+            await world.stop()
+
+    return clock.run(main, virtual=target.virtual)
+
+
+def judge_check(check_id: str, evidence: Any) -> Judgement:
+    """Judge `evidence` (as `play_check` recorded it) by the rule of check `check_id`."""
+    return RULES[select([check_id], CHECKS)[0].id].judge(evidence)
 
 
 def expected_durations(checks: Sequence[Check], kind: str | None) -> dict[str, float | None]:

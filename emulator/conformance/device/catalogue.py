@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from emulator.conformance.check import Check, Judge, Level, Rule, as_played
+from emulator.conformance.device import scenarios as ota
 from emulator.conformance.device import zcl_scenarios as zcl
 from emulator.conformance.device.gb_scenarios import GB_SCENARIOS
-from emulator.conformance.device.scenarios import SCENARIOS
+from emulator.conformance.device.scenarios import EVIDENCE_PLAYS, SCENARIOS
 from emulator.conformance.device.trial import Trial
 
 PPMID = "ppmid"
@@ -32,9 +33,10 @@ MUST, SHOULD = Level.MUST, Level.SHOULD
 # A play step: drives the DUT from the test CHF in one session and returns the evidence its checks judge.
 Play = Callable[[Trial], Awaitable[Any]]
 
-# Play steps by name. A play that decides as it goes is named after its check and judged `as_played`; the ZCL
-# checks share one exchange and judge it each by their own rule.
-PLAYS: dict[str, Play] = {**SCENARIOS, **GB_SCENARIOS, zcl.EXCHANGE: zcl.exchange}
+# Play steps by name. A play that decides as it goes (what it sends next depends on what the DUT did) is named
+# after its check and judged `as_played`; the others record evidence for a pure judge, and the ZCL checks share
+# one exchange, each judging it by its own rule.
+PLAYS: dict[str, Play] = {**SCENARIOS, **GB_SCENARIOS, **EVIDENCE_PLAYS, zcl.EXCHANGE: zcl.exchange}
 
 
 def _check(
@@ -92,6 +94,8 @@ RULES: dict[str, Rule[Any]] = {
             "ZCL r7 §11.13.4 (Query Next Image Request, HardwareVersion field)",
             SHOULD,
             "the DUT's first query is read: field control bit 0 and a hardware version",
+            play="first-query",
+            judge=ota.judge_hardware_version,
         ),
         _check(
             "C-05",
@@ -107,6 +111,8 @@ RULES: dict[str, Rule[Any]] = {
             MUST,
             "a whole transfer with the CHF capping blocks at 40 bytes; every request must be at the end of the "
             "data received and name the offered image",
+            play="block-loop",
+            judge=ota.judge_block_loop,
         ),
         _check(
             "C-07",
@@ -115,6 +121,8 @@ RULES: dict[str, Rule[Any]] = {
             MUST,
             "at a quarter of the image the CHF answers once with a block at the wrong offset, then once with a "
             "block for another file version; the DUT must ask for the same offset again after each",
+            play="wrong-block",
+            judge=ota.judge_wrong_block,
         ),
         _check(
             "C-08a",
@@ -122,6 +130,8 @@ RULES: dict[str, Rule[Any]] = {
             "ZCL r7 §11.13.8.4 (WAIT_FOR_DATA); OTA spec 09-5264 r23 §6.10.8.4",
             MUST,
             "the CHF answers the first block request with WAIT_FOR_DATA 30 s; the next request must come no sooner",
+            play="wait-for-data",
+            judge=ota.judge_wait_for_data,
         ),
         _check(
             "C-08b",
@@ -130,6 +140,8 @@ RULES: dict[str, Rule[Any]] = {
             MUST,
             "WAIT_FOR_DATA carrying MinimumBlockPeriod 250 ms (2 s for a seconds-unit DUT); block requests must "
             "then be at least that far apart",
+            play="minimum-block-period",
+            judge=ota.judge_minimum_block_period,
         ),
         _check(
             "C-09",
@@ -175,6 +187,8 @@ RULES: dict[str, Rule[Any]] = {
             "ZCL r7 §11.13.9 (Upgrade End Request SUCCESS with the image's ids); OTA spec 09-5264 r23 §6.10.9",
             MUST,
             "a whole transfer of a good image; Upgrade End SUCCESS naming the downloaded image, after its last block",
+            play="good-image",
+            judge=ota.judge_good_image,
         ),
         _check(
             "C-14",
@@ -351,6 +365,8 @@ RULES: dict[str, Rule[Any]] = {
             SHOULD,
             "page request refused: the CHF does not serve Image Page Requests; a DUT that sends one must go on with "
             "Image Block Requests only",
+            play="page-fallback",
+            judge=ota.judge_page_fallback,
         ),
     )
 }

@@ -42,7 +42,7 @@ class Check:
 Judge = Callable[[E], Judgement]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule(Generic[E]):
     """A check and how it is decided: the play step (`play`, a name the bench resolves) that records evidence
     of type E, and the `judge` that decides from that evidence alone. `elsewhere` says why the check does not

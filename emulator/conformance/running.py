@@ -33,7 +33,7 @@ INTERRUPTED_EXIT = 130
 Waiting = Callable[[str, float], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """A check starting (`result` None) or ended: its place in the run and the time it is expected to take
     (protocol seconds; None when unknown). On real time, also each time the check starts waiting for a frame:
@@ -51,7 +51,7 @@ class Step:
 Progress = Callable[[Step], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Played(Generic[E]):
     """What a play step left: the evidence its checks are judged on — or, when it could not record that, why
     not — every frame it recorded (the evidence of a judgement that names none), how long it took in protocol
@@ -89,7 +89,7 @@ class Player(Protocol):
         """A line for the report's notes about this judgement, or None."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Ran:
     """The results of a run, in the order of its rules; `notes` from the judgements; whether it was cut short."""
 

@@ -55,7 +55,7 @@ class TimelinePoint:
     mark: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Judgement:
     """A judge's finding. `evidence` None means every frame the play step recorded; `note` names a feature the
     target lacks, for the report's list of deviations even when the check is not applicable."""

@@ -301,7 +301,7 @@ def judge_block_loop(transfer: Transfer) -> Judgement:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Misdelivery:
     """C-07's transfer: where the CHF first answered with a block at the wrong offset (-1: the DUT never got that
     far) and the TSNs of the requests it answered wrongly."""
@@ -407,7 +407,7 @@ def judge_wait_for_data(transfer: Transfer) -> Judgement:
     return passed(f"waited {gap:.1f} s after WAIT_FOR_DATA asked for {delay} s", wait, follow, timeline=timeline)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimited:
     """C-08b's transfer: the MinimumBlockPeriod imposed (`period`, in the DUT's `unit`) and the DUT's
     MinimumBlockPeriod attribute as read before (None: no answer)."""

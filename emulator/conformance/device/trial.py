@@ -75,7 +75,7 @@ class Download:
         return None if self.end is None else int(self.end.fields["status"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """A download as a play step leaves it for a judge: how it went (`download`), every frame from its offer on,
     and whether the image was the operator's own (`supplied`: a DUT may rightly reject the bench's unsigned

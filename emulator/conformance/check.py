@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from emulator.conformance.verdict import Judgement
 
@@ -52,9 +52,6 @@ class Rule(Generic[E]):
     play: str
     judge: Judge[E]
     elsewhere: str = ""
-
-
-Catalogue = dict[str, Rule[Any]]
 
 
 def as_played(finding: Judgement) -> Judgement:

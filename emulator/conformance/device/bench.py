@@ -224,9 +224,7 @@ async def check_device(
     capture = _Capture(pcap)
     player = DevicePlayer(target, _world(target, capture, notice), capture)
     rules = [RULES[check.id] for check in checks]
-    ran = await run_rules(
-        player, rules, progress=progress, done=done, live_waits=not target.virtual, signals=signals
-    )
+    ran = await run_rules(player, rules, progress=progress, done=done, live_waits=not target.virtual, signals=signals)
     name, description = target.describe()
     world = player.world
     notes = []
@@ -325,5 +323,3 @@ class DevicePlayer:
 
     def note(self, check: Check, judgement: Judgement) -> None:
         return None
-
-

@@ -508,8 +508,7 @@ async def c09_abort(trial: Trial) -> Judgement:
         requery = chf.since(after, lambda f: f.src != 0 and f.name == "query_next_image" and f.at <= more.at)
         if requery:  # back to querying, as the rule asks; a new offer starts a new download
             return passed(
-                f"stopped the aborted download and queried again (a new download followed at offset "
-                f"{offset_of(more)})",
+                f"stopped the aborted download and queried again (a new download followed at offset {offset_of(more)})",
                 sent,
                 requery[0],
                 timeline=timeline,
@@ -1123,9 +1122,7 @@ def judge_page_fallback(transfer: Transfer) -> Judgement:
             [],
         )
     refused = transfer.first(
-        lambda f: (
-            f.src == 0 and f.name == "Default_Response" and f.fields.get("status") == Status.UNSUP_CLUSTER_COMMAND
-        )
+        lambda f: f.src == 0 and f.name == "Default_Response" and f.fields.get("status") == Status.UNSUP_CLUSTER_COMMAND
     )
     if refused is None:
         return inconclusive("the CHF's refusal of the page request is not in the record", pages[0])

@@ -236,9 +236,7 @@ class TestChf:
 
     # -- sending ------------------------------------------------------------------------------------------
 
-    def _packet(
-        self, dst: t.AddrModeAddress | None, dst_ep: int | None, data: bytes, *, ack: bool
-    ) -> t.ZigbeePacket:
+    def _packet(self, dst: t.AddrModeAddress | None, dst_ep: int | None, data: bytes, *, ack: bool) -> t.ZigbeePacket:
         profile = self.server.profile
         return t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(CHF_NWK)),

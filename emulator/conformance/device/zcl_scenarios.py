@@ -256,4 +256,3 @@ def z05_manufacturer_specific(ex: Exchange) -> Judgement:
     return passed(
         f"no manufacturer-specific bit on its own frames; {what} got Default Response 0x{status:02X}", *frames_
     )
-

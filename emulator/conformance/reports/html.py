@@ -242,9 +242,7 @@ def _markers(marked: list[TimelinePoint], origin: float, axes: _Axes) -> list[st
         # Labels of marks in the right half read leftwards, so they stay inside the chart.
         right_half = axes.x(point.at) > LEFT + axes.plot_w / 2
         label_position = (
-            f'x="{_num(axes.x(point.at) - 4)}" text-anchor="end"'
-            if right_half
-            else f'x="{_num(axes.x(point.at) + 4)}"'
+            f'x="{_num(axes.x(point.at) - 4)}" text-anchor="end"' if right_half else f'x="{_num(axes.x(point.at) + 4)}"'
         )
         parts.append(
             f'<g class="marker" data-mark="{kind}"><title>{tip}</title>'

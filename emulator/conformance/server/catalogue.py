@@ -295,4 +295,3 @@ _CATALOGUE = [
 ]
 RULES: dict[str, Rule[Transcript]] = {rule.check.id: rule for rule in _CATALOGUE}
 CHECKS: dict[str, Check] = {check_id: rule.check for check_id, rule in RULES.items()}
-

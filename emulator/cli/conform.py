@@ -493,6 +493,6 @@ def server(
     report_dir = _report_dir(report_dir)
     settings = {"server": name, "checks": ids, "pcap": None if pcap is None else str(pcap)}
     run = RunInfo(_now_utc(), __version__, "server", settings, [c.id for c in selected])
-    report = run_server_checks(name, ids, pcap=pcap)
+    report = run_server_checks(name, ids, pcap=pcap, signals=True)
     report.run = run
     return _finish(report, report_dir=report_dir, as_json=as_json)

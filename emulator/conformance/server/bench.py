@@ -19,7 +19,7 @@ from typing import Any
 from emulator.clock import Clock, run
 from emulator.conformance.check import Check, Rule
 from emulator.conformance.results import Report
-from emulator.conformance.running import Played, Waiting, run_rules
+from emulator.conformance.running import Played, Progress, Waiting, run_rules
 from emulator.conformance.selection import select
 from emulator.conformance.server.catalogue import CHECKS, RULES
 from emulator.conformance.server.plan import TARGET_IEEES
@@ -93,10 +93,20 @@ class ServerPlayer:
         return None
 
 
-async def run_checks(target: ServerTarget, checks: Sequence[Check], *, pcap: Path | None = None) -> Report:
-    """Run `checks` against `target`, one fresh bench per scenario; checks sharing a scenario share its run."""
+async def run_checks(
+    target: ServerTarget,
+    checks: Sequence[Check],
+    *,
+    pcap: Path | None = None,
+    progress: Progress | None = None,
+    signals: bool = False,
+) -> Report:
+    """Run `checks` against `target`, one fresh bench per scenario; checks sharing a scenario share its run.
+    Each check is reported to `progress` as it starts and ends; with `signals`, SIGTERM stops the run as Ctrl-C
+    does (the report then holds the checks decided so far)."""
     clock = Clock(START_UTC)
-    ran = await run_rules(ServerPlayer(target, clock, pcap), [RULES[check.id] for check in checks])
+    rules = [RULES[check.id] for check in checks]
+    ran = await run_rules(ServerPlayer(target, clock, pcap), rules, progress=progress, signals=signals)
     return Report(
         target=target.name,
         description=target.description,
@@ -153,18 +163,32 @@ def judge_check(check_id: str, transcript: Transcript) -> Judgement:
     return RULES[select([check_id], CHECKS)[0].id].judge(transcript)
 
 
-def run_target(target: ServerTarget, checks: Sequence[str] | None, *, pcap: Path | None = None) -> Report:
+def run_target(
+    target: ServerTarget,
+    checks: Sequence[str] | None,
+    *,
+    pcap: Path | None = None,
+    progress: Progress | None = None,
+    signals: bool = False,
+) -> Report:
     """`run_server_checks` for a target object (e.g. a deliberately misconfigured CHF)."""
     selected = select(checks, CHECKS)
-    return run(lambda: run_checks(target, selected, pcap=pcap), virtual=True)
+    return run(lambda: run_checks(target, selected, pcap=pcap, progress=progress, signals=signals), virtual=True)
 
 
-def run_server_checks(target: str, checks: Sequence[str] | None, *, pcap: Path | None = None) -> Report:
+def run_server_checks(
+    target: str,
+    checks: Sequence[str] | None,
+    *,
+    pcap: Path | None = None,
+    progress: Progress | None = None,
+    signals: bool = False,
+) -> Report:
     """Probe the OTA server `target` ("ours" or "zigpy") with `checks` (None: all) on virtual time; with `pcap`,
-    capture the air of every scenario into that file."""
+    capture the air of every scenario into that file. `progress` and `signals` as for `run_checks`."""
     if target not in TARGETS:
         raise UnknownTargetError(f"unknown server target {target!r}: expected one of {', '.join(TARGETS)}")
-    return run_target(TARGETS[target](), checks, pcap=pcap)
+    return run_target(TARGETS[target](), checks, pcap=pcap, progress=progress, signals=signals)
 
 
 __all__ = [

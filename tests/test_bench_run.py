@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from emulator.conformance.bench import INTERRUPTED_EXIT, DeviceTarget, Step, exit_code, run_device_checks
-from emulator.conformance.checks import CHECKS
-from emulator.conformance.durations import EXPECTED_S, expected_seconds
-from emulator.conformance.identity import parse_response, read_request
-from emulator.conformance.model import Verdict
+from emulator.conformance.device.bench import DeviceTarget, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS
+from emulator.conformance.device.durations import EXPECTED_S, expected_seconds
+from emulator.conformance.device.identity import parse_response, read_request
+from emulator.conformance.running import INTERRUPTED_EXIT, Step, exit_code
+from emulator.conformance.verdict import Verdict
 from emulator.profiles import bundled, load_device
 
 ROOT = Path(__file__).resolve().parent.parent

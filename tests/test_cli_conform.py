@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from emulator import __version__
 from emulator.cli import main
 from emulator.clock import Clock
-from emulator.conformance import server_checks
-from emulator.conformance.checks import CHECKS
+from emulator.conformance.device.catalogue import CHECKS
 from emulator.conformance.reports import load_schema
+from emulator.conformance.server.catalogue import CHECKS as SERVER_CHECKS
 from emulator.device.device import EmulatedDevice
 from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DeviceProfile, bundled, load_device
@@ -263,14 +263,14 @@ def test_list_checks_shows_the_whole_catalogue():
     listed = run("--list-checks", "--json")
     assert listed.exit_code == 0, listed.output
     entries = json.loads(listed.stdout)
-    assert [e["id"] for e in entries] == [*CHECKS, *server_checks.CHECKS]
+    assert [e["id"] for e in entries] == [*CHECKS, *SERVER_CHECKS]
     assert {e["bench"] for e in entries} == {"device", "server"}
     c14 = next(e for e in entries if e["id"] == "C-14")
     assert c14["level"] == "MUST" and c14["reference"] == CHECKS["C-14"].reference and c14["expected_s"]["ppmid"] > 3600
     text = run("--list-checks")
     assert text.exit_code == 0
     rows = {line.split("│")[1].strip() for line in text.stdout.splitlines() if line.startswith("│")}
-    assert set(CHECKS) | set(server_checks.CHECKS) <= rows
+    assert set(CHECKS) | set(SERVER_CHECKS) <= rows
 
 
 def test_conform_alone_or_mixed_options_are_usage_errors():

@@ -5,6 +5,7 @@ emulated one it starts behind a virtual NCP, or one already on a coordinator's n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import re
 from pathlib import Path
@@ -13,9 +14,13 @@ import pytest
 from zigpy.zcl import foundation
 
 from emulator.clock import Clock
-from emulator.conformance.bench import ALL_SCENARIOS, DeviceTarget, check_device, exit_code, run_device_checks
-from emulator.conformance.checks import CHECKS, UnknownCheck, parse_ids, select
-from emulator.conformance.model import Level, Report, Verdict
+from emulator.conformance.check import Level
+from emulator.conformance.device.bench import DeviceTarget, check_device, judge_check, play_check, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS, PLAYS, RULES
+from emulator.conformance.results import Report
+from emulator.conformance.running import exit_code
+from emulator.conformance.selection import UnknownCheckError, parse_ids, select
+from emulator.conformance.verdict import FrameRecord, Verdict
 from emulator.device.device import EmulatedDevice
 from emulator.ncp.server import VirtualNcp
 from emulator.ota import frames
@@ -85,7 +90,7 @@ def hcalcs_report() -> Report:
 
 
 def test_every_check_has_a_scenario_and_a_failing_fault_profile():
-    assert set(ALL_SCENARIOS) == set(CHECKS)
+    assert set(RULES) == set(CHECKS) and {rule.play for rule in RULES.values()} == set(PLAYS)
     covered = {check for checks in FAULT_TABLE.values() for check in checks}
     assert covered == set(CHECKS)
     assert {p.stem for p in FAULTS.glob("*.toml")} == set(FAULT_TABLE)
@@ -191,12 +196,42 @@ def test_references_and_reasons_cite_public_clauses(ppmid_report, hcalcs_report)
         assert "SPEC.md" not in result.reason and "UNCONFIRMED" not in result.reason, result.reason
 
 
+def with_hex(frame: FrameRecord, at: int, byte: int) -> FrameRecord:
+    """`frame` with byte `at` of its ZCL bytes replaced (its decoded fields left as they were)."""
+    data = bytearray.fromhex(frame.hex)
+    data[at] = byte
+    return dataclasses.replace(frame, hex=data.hex())
+
+
+def test_device_evidence_is_judged_without_the_device():
+    """Play once, judge many times: the ZCL exchange and a block loop, recorded from the bundled PPMID, pass their
+    rules; the same evidence altered to break a rule fails it, with no device running."""
+    target = DeviceTarget(profile=load_device(bundled("ppmid")))
+    exchange = play_check(target, "Z-01")
+    assert all(judge_check(i, exchange).verdict == Verdict.PASS for i in ("Z-01", "Z-02", "Z-03", "Z-04", "Z-05"))
+    assert exchange.read is not None
+    wrong_tsn = dataclasses.replace(exchange, read=with_hex(exchange.read, 1, 0x00))
+    judged = judge_check("Z-01", wrong_tsn)
+    assert judged.verdict == Verdict.FAIL and "using TSN 0x00" in judged.reason
+    server_bit = [with_hex(f, 0, int(f.hex[:2], 16) | 0x08) for f in exchange.own]
+    assert judge_check("Z-02", dataclasses.replace(exchange, own=server_bit)).verdict == Verdict.FAIL
+
+    transfer = play_check(target, "C-06")
+    assert judge_check("C-06", transfer).verdict == Verdict.PASS
+    requests = [i for i, f in enumerate(transfer.frames) if f.name == "image_block"]
+    frames_ = list(transfer.frames)
+    second = frames_[requests[1]]
+    frames_[requests[1]] = dataclasses.replace(second, fields={**second.fields, "file_offset": 0})
+    judged = judge_check("C-06", dataclasses.replace(transfer, frames=frames_))
+    assert judged.verdict == Verdict.FAIL and "requested offset 0 when the data received ended at 40" in judged.reason
+
+
 def test_unknown_check_ids_are_rejected_with_the_valid_ones():
-    with pytest.raises(UnknownCheck) as error:
-        select(["C-01", "C-99"])
+    with pytest.raises(UnknownCheckError) as error:
+        select(["C-01", "C-99"], CHECKS)
     message = str(error.value)
     assert "C-99" in message and "C-01, C-02a" in message and "\n" not in message
-    assert [c.id for c in select(["c-page", "C-01"])] == ["C-01", "C-PAGE"]
+    assert [c.id for c in select(["c-page", "C-01"], CHECKS)] == ["C-01", "C-PAGE"]
 
 
 def test_emulated_device_behind_a_virtual_ncp_through_bellows():
@@ -230,7 +265,7 @@ async def test_device_named_by_eui64_on_a_coordinator_network():
     notices: list[str] = []
     target = DeviceTarget(port=ncp.url, ieee=profile.ieee, kind="ppmid", join_timeout=30)
     try:
-        report = await check_device(target, select(["C-04", "C-13", "C-22b"]), notice=notices.append)
+        report = await check_device(target, select(["C-04", "C-13", "C-22b"], CHECKS), notice=notices.append)
     finally:
         joining.cancel()
         for device in devices:

@@ -11,9 +11,10 @@ from dataclasses import replace
 import pytest
 from refclient import Fault, RefClient, RefConfig
 
-from emulator.conformance.bench import DeviceTarget, run_device_checks
-from emulator.conformance.checks import CHECKS
-from emulator.conformance.model import Report, Verdict
+from emulator.conformance.device.bench import DeviceTarget, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS
+from emulator.conformance.results import Report
+from emulator.conformance.verdict import Verdict
 
 GB_HCALCS = frozenset({"C-23a", "C-23b", "C-23c", "C-23d", "C-23e"})
 GB_PPMID = frozenset({"C-22a", "C-22b"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,18 +14,15 @@ import pytest
 import zigpy.types as t
 
 from emulator.chf.events import TransferOutcome
-from emulator.conformance.model import FrameRecord, Level, Verdict
-from emulator.conformance.probe import decode_record, server_frame
-from emulator.conformance.server_checks import (
-    CHECKS,
-    OursTarget,
-    Transcript,
-    UnknownCheckError,
-    judge_check,
-    play_check,
-    run_server_checks,
-    run_target,
-)
+from emulator.conformance.check import Level
+from emulator.conformance.running import INTERRUPTED_EXIT, Step, exit_code
+from emulator.conformance.selection import UnknownCheckError
+from emulator.conformance.server.bench import judge_check, play_check, run_server_checks, run_target
+from emulator.conformance.server.catalogue import CHECKS
+from emulator.conformance.server.probe import decode_record, server_frame
+from emulator.conformance.server.targets import OursTarget
+from emulator.conformance.server.transcript import Transcript
+from emulator.conformance.verdict import FrameRecord, Verdict
 from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
@@ -139,6 +137,18 @@ def test_our_chf_rate_limits_as_configured(ours):
     assert [w.request_time - w.current_time for w in waits] == [30, 0]
     assert {w.minimum_block_period for w in waits} == {250}
     assert any(p.mark.startswith("wait") for p in rate.timeline)
+
+
+def test_a_signal_stops_a_server_run_and_keeps_the_checks_decided():
+    """The same runner as the device bench: SIGINT while the third check starts leaves the two decided."""
+
+    def progress(step: Step) -> None:
+        if step.index == 3 and step.result is None:
+            signal.raise_signal(signal.SIGINT)
+
+    report = run_server_checks("ours", ["S-01", "S-07", "S-12"], progress=progress, signals=True)
+    assert report.interrupted and exit_code(report) == INTERRUPTED_EXIT
+    assert [(r.check.id, r.verdict) for r in report.results] == [("S-01", Verdict.PASS), ("S-07", Verdict.PASS)]
 
 
 def test_frames_are_reproducible_between_runs():

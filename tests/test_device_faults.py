@@ -25,8 +25,9 @@ from test_device_harness import (
     vrun,
 )
 
-from emulator.conformance.bench import DeviceTarget, check_device
-from emulator.conformance.checks import select
+from emulator.conformance.device.bench import DeviceTarget, check_device
+from emulator.conformance.device.catalogue import CHECKS
+from emulator.conformance.selection import select
 from emulator.device import events
 from emulator.device.device import EmulatedDevice
 from emulator.ota import frames
@@ -316,7 +317,7 @@ def _zcl_check(check: str) -> Scenario:
     """The ZCL header faults, told apart by the bench's ZCL check that judges them (Z-01 … Z-05)."""
 
     async def scenario(faults: list[str], _: Path) -> str:
-        report = await check_device(DeviceTarget(profile=ppmid_profile(faults=faults)), select([check]))
+        report = await check_device(DeviceTarget(profile=ppmid_profile(faults=faults)), select([check], CHECKS))
         return report.results[0].verdict.value
 
     return scenario

@@ -18,17 +18,7 @@ import zigpy.types as t
 from rich.console import Console
 from zigpy.zcl import foundation
 
-from emulator.conformance.model import (
-    Check,
-    CheckResult,
-    DutInfo,
-    FrameRecord,
-    Level,
-    Report,
-    RunInfo,
-    TimelinePoint,
-    Verdict,
-)
+from emulator.conformance.check import Check, Level
 from emulator.conformance.reports import (
     ReportError,
     junit_xml,
@@ -41,6 +31,8 @@ from emulator.conformance.reports import (
     write_json,
     write_junit,
 )
+from emulator.conformance.results import CheckResult, DutInfo, Report, RunInfo
+from emulator.conformance.verdict import FrameRecord, TimelinePoint, Verdict
 from emulator.errors import InputError
 
 DUT = t.EUI64.convert("00:db:12:34:56:78:90:a4")

@@ -2,7 +2,7 @@
 
 Prints, per device, the wall time of the whole run (the target is under 60 s for one PPMID), the protocol time it
 covered, the CPU time, and the verdict counts; with --repeat N the best and worst of N runs. With --durations,
-also the protocol seconds of every check per device, and the table `emulator/conformance/durations.py` holds
+also the protocol seconds of every check per device, and the table `emulator/conformance/device/durations.py` holds
 (per device kind, rounded up to 10 s).
 
 Usage: python tools/bench_conformance.py [--repeat N] [--profile PATH ...] [--durations]
@@ -15,8 +15,8 @@ import math
 import time
 from pathlib import Path
 
-from emulator.conformance.bench import DeviceTarget, run_device_checks
-from emulator.conformance.report_text import counts_text
+from emulator.conformance.device.bench import DeviceTarget, run_device_checks
+from emulator.conformance.reports.text import counts_text
 from emulator.profiles import bundled, load_device
 
 

@@ -21,13 +21,10 @@ from rich.table import Table
 from emulator import __version__
 from emulator.chf.store import HeldImage
 from emulator.cli.params import ProfileParam
-from emulator.conformance import server_checks
-from emulator.conformance.bench import DeviceTarget, Step, exit_code, run_device_checks
-from emulator.conformance.checks import CHECKS, parse_ids, select
-from emulator.conformance.durations import EXPECTED_S, expected_seconds
+from emulator.conformance.device.bench import DeviceTarget, expected_durations, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS as DEVICE_CHECKS
+from emulator.conformance.device.durations import EXPECTED_S
 from emulator.conformance.interface import load_plugin
-from emulator.conformance.model import CheckResult, Report, RunInfo
-from emulator.conformance.report_text import span_text
 from emulator.conformance.reports import (
     FILE_NAMES,
     ReportError,
@@ -37,6 +34,12 @@ from emulator.conformance.reports import (
     report_json,
     write_all,
 )
+from emulator.conformance.reports.text import span_text
+from emulator.conformance.results import CheckResult, Report, RunInfo
+from emulator.conformance.running import Step, exit_code
+from emulator.conformance.selection import parse_ids, select
+from emulator.conformance.server.bench import run_server_checks
+from emulator.conformance.server.catalogue import CHECKS as SERVER_CHECKS
 from emulator.ota import image as ota_image
 from emulator.profiles import load_device, parse_eui64
 
@@ -227,7 +230,7 @@ def command(ctx: click.Context, list_checks: bool, resume_dir: Path | None, as_j
 
 
 def _catalogue() -> list[tuple[str, Any]]:
-    return [("device", c) for c in CHECKS.values()] + [("server", c) for c in server_checks.CHECKS.values()]
+    return [("device", c) for c in DEVICE_CHECKS.values()] + [("server", c) for c in SERVER_CHECKS.values()]
 
 
 def _list_checks(as_json: bool) -> None:
@@ -335,7 +338,7 @@ def device(
     port = _either(port, old_port, "--port", "--device")
     target_eui64 = _either(target_eui64, old_eui64, "--target", "--eui64")
     ids = _checks(check_ids)
-    selected = select(ids)  # unknown IDs are a usage error before anything runs
+    selected = select(ids, DEVICE_CHECKS)  # unknown IDs are a usage error before anything runs
     settings: dict[str, Any] = {
         "dut": None if dut_path is None else str(dut_path.resolve()),
         "dut-plugin": dut_plugin,
@@ -411,7 +414,7 @@ def _run_device(
 ) -> Report:
     kind = target.profile.kind if target.profile is not None else target.kind
     decided = {r.check.id for r in done}
-    expected = {c.id: expected_seconds(c.id, kind) for c in select(ids) if c.id not in decided}
+    expected = expected_durations([c for c in select(ids, DEVICE_CHECKS) if c.id not in decided], kind)
     with _CheckProgress(real_time=not target.virtual, expected=expected) as progress:
         report = run_device_checks(
             target,
@@ -486,10 +489,10 @@ def server(
     if name is None:
         raise click.UsageError("missing option --server (ours or zigpy)")
     ids: Sequence[str] | None = _checks(check_ids)
-    selected = select(ids, server_checks.CHECKS)
+    selected = select(ids, SERVER_CHECKS)
     report_dir = _report_dir(report_dir)
     settings = {"server": name, "checks": ids, "pcap": None if pcap is None else str(pcap)}
     run = RunInfo(_now_utc(), __version__, "server", settings, [c.id for c in selected])
-    report = server_checks.run_server_checks(name, ids, pcap=pcap)
+    report = run_server_checks(name, ids, pcap=pcap, signals=True)
     report.run = run
     return _finish(report, report_dir=report_dir, as_json=as_json)

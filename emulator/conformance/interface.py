@@ -179,4 +179,3 @@ def load_plugin(spec: str, *args: Any, **kwargs: Any) -> DeviceUnderTest:
             "emulator.conformance.interface.DeviceUnderTest"
         )
     return dut
-

@@ -22,10 +22,13 @@ from typing import Any
 
 import pytest
 
-from emulator.conformance.bench import DeviceTarget, run_device_checks
-from emulator.conformance.checks import parse_ids, select
+from emulator.conformance.check import Check, Level
+from emulator.conformance.device.bench import DeviceTarget, run_device_checks
+from emulator.conformance.device.catalogue import CHECKS
 from emulator.conformance.interface import load_plugin
-from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
+from emulator.conformance.results import CheckResult, Report
+from emulator.conformance.selection import parse_ids, select
+from emulator.conformance.verdict import Verdict
 from emulator.errors import InputError
 from emulator.profiles import load_device
 
@@ -116,7 +119,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     text = config.getoption("--ota-emu-checks")
     try:
-        checks = select(None if text is None else parse_ids(text))
+        checks = select(None if text is None else parse_ids(text), CHECKS)
         config.stash[TARGET_KEY] = target_from(value)  # a bad profile or factory: a usage error before any run
     except InputError as exc:
         raise pytest.UsageError(f"--ota-emu-dut/--ota-emu-checks: {exc}") from None

@@ -14,7 +14,7 @@ import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import frames
 
 
@@ -52,12 +52,33 @@ def describe(packet: t.ZigbeePacket) -> tuple[str, dict[str, Any]]:
     return f"cluster 0x{packet.cluster_id:04X}", {}
 
 
+# NWK addresses from here up are broadcasts (Zigbee spec §3.6.5).
+FIRST_BROADCAST_NWK = 0xFFF8
+
+
+def short_address(address: t.AddrModeAddress | None) -> int | None:
+    """The 16-bit address (NWK, group or broadcast) `address` holds; None for an IEEE address, or none."""
+    value = None if address is None else address.address
+    return int(value) if isinstance(value, int) else None
+
+
+def is_broadcast(address: t.AddrModeAddress | None) -> bool:
+    """Whether a packet to `address` reaches more than one node: a broadcast or group address."""
+    if address is None:
+        return False
+    if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
+        return True
+    nwk = short_address(address)
+    return address.addr_mode == t.AddrMode.NWK and nwk is not None and nwk >= FIRST_BROADCAST_NWK
+
+
 def record(packet: t.ZigbeePacket, at: float) -> FrameRecord:
     name, fields = describe(packet)
+    src, dst = short_address(packet.src), short_address(packet.dst)
     return FrameRecord(
         at=round(at, 6),
-        src=int(packet.src.address) if packet.src is not None and packet.src.addr_mode != t.AddrMode.IEEE else 0,
-        dst=int(packet.dst.address) if packet.dst.addr_mode != t.AddrMode.IEEE else -1,
+        src=0 if src is None else src,
+        dst=-1 if dst is None else dst,
         src_ep=int(packet.src_ep or 0),
         dst_ep=int(packet.dst_ep or 0),
         profile_id=int(packet.profile_id or 0),
@@ -71,7 +92,9 @@ def record(packet: t.ZigbeePacket, at: float) -> FrameRecord:
 class Recorder:
     """Collects the frames between the CHF and one device (by NWK address), timed on the run's clock."""
 
-    def __init__(self, clock: Clock, nwk: int | None = None, *, keep: Callable[[t.ZigbeePacket], bool] | None = None):
+    def __init__(
+        self, clock: Clock, nwk: int | None = None, *, keep: Callable[[t.ZigbeePacket], bool] | None = None
+    ) -> None:
         self.clock = clock
         self.nwk = nwk
         self.frames: list[FrameRecord] = []
@@ -79,8 +102,8 @@ class Recorder:
 
     def __call__(self, packet: t.ZigbeePacket, loop_time: float) -> None:
         if self.nwk is not None:
-            src = packet.src.address if packet.src is not None else None
-            if self.nwk not in (src, packet.dst.address) and packet.dst.addr_mode != t.AddrMode.Broadcast:
+            broadcast = packet.dst is not None and packet.dst.addr_mode == t.AddrMode.Broadcast
+            if self.nwk not in (short_address(packet.src), short_address(packet.dst)) and not broadcast:
                 return
         if self._keep is not None and not self._keep(packet):
             return

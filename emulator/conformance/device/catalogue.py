@@ -1,4 +1,5 @@
-"""The device check catalogue: every rule the bench holds a PPMID or HCALCS to, with the scenario that probes it.
+"""The device check catalogue: every rule the bench holds a PPMID or HCALCS to, with the play step that probes
+it and the judge that decides it (`emulator/conformance/check.py: Rule`).
 
 IDs C-01 … C-23 follow the project's client test catalogue; a case that holds two rules is split (C-02a/C-02b,
 C-08a/C-08b, …). C-PAGE is the page request fallback (ZCL r7 §11.13.7); Z-01 … Z-05 are the ZCL foundation rules
@@ -13,10 +14,15 @@ requests and SEC modification SECMP0007 for the GB cases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from emulator.conformance.model import Check, Level
-from emulator.errors import InputError
+from emulator.conformance.check import Check, Judge, Level, Rule, as_played
+from emulator.conformance.device import scenarios as ota
+from emulator.conformance.device import zcl_scenarios as zcl
+from emulator.conformance.device.gb_scenarios import GB_SCENARIOS
+from emulator.conformance.device.scenarios import EVIDENCE_PLAYS, SCENARIOS
+from emulator.conformance.device.trial import Trial
 
 PPMID = "ppmid"
 HCALCS = "hcalcs"
@@ -24,18 +30,32 @@ BOTH = (PPMID, HCALCS)
 
 MUST, SHOULD = Level.MUST, Level.SHOULD
 
+# A play step: drives the DUT from the test CHF in one session and returns the evidence its checks judge.
+Play = Callable[[Trial], Awaitable[Any]]
 
-class UnknownCheck(InputError):
-    """A check ID that is not in the catalogue."""
+# Play steps by name. A play that decides as it goes (what it sends next depends on what the DUT did) is named
+# after its check and judged `as_played`; the others record evidence for a pure judge, and the ZCL checks share
+# one exchange, each judging it by its own rule.
+PLAYS: dict[str, Play] = {**SCENARIOS, **GB_SCENARIOS, **EVIDENCE_PLAYS, zcl.EXCHANGE: zcl.exchange}
 
 
-def _check(id_: str, title: str, reference: str, level: Level, scenario: str, applies_to=BOTH) -> Check:
-    return Check(id_, title, reference, level, tuple(applies_to), scenario)
+def _check(
+    id_: str,
+    title: str,
+    reference: str,
+    level: Level,
+    scenario: str,
+    applies_to: tuple[str, ...] = BOTH,
+    *,
+    play: str | None = None,
+    judge: Judge[Any] = as_played,
+) -> Rule[Any]:
+    return Rule(Check(id_, title, reference, level, tuple(applies_to), scenario), play or id_, judge)
 
 
-CHECKS: dict[str, Check] = {
-    check.id: check
-    for check in (
+RULES: dict[str, Rule[Any]] = {
+    rule.check.id: rule
+    for rule in (
         _check(
             "C-01",
             "Unicast Image Notify always draws a query",
@@ -74,6 +94,8 @@ CHECKS: dict[str, Check] = {
             "ZCL r7 §11.13.4 (Query Next Image Request, HardwareVersion field)",
             SHOULD,
             "the DUT's first query is read: field control bit 0 and a hardware version",
+            play="first-query",
+            judge=ota.judge_hardware_version,
         ),
         _check(
             "C-05",
@@ -89,6 +111,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "a whole transfer with the CHF capping blocks at 40 bytes; every request must be at the end of the "
             "data received and name the offered image",
+            play="block-loop",
+            judge=ota.judge_block_loop,
         ),
         _check(
             "C-07",
@@ -97,6 +121,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "at a quarter of the image the CHF answers once with a block at the wrong offset, then once with a "
             "block for another file version; the DUT must ask for the same offset again after each",
+            play="wrong-block",
+            judge=ota.judge_wrong_block,
         ),
         _check(
             "C-08a",
@@ -104,6 +130,8 @@ CHECKS: dict[str, Check] = {
             "ZCL r7 §11.13.8.4 (WAIT_FOR_DATA); OTA spec 09-5264 r23 §6.10.8.4",
             MUST,
             "the CHF answers the first block request with WAIT_FOR_DATA 30 s; the next request must come no sooner",
+            play="wait-for-data",
+            judge=ota.judge_wait_for_data,
         ),
         _check(
             "C-08b",
@@ -112,6 +140,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "WAIT_FOR_DATA carrying MinimumBlockPeriod 250 ms (2 s for a seconds-unit DUT); block requests must "
             "then be at least that far apart",
+            play="minimum-block-period",
+            judge=ota.judge_minimum_block_period,
         ),
         _check(
             "C-09",
@@ -157,6 +187,8 @@ CHECKS: dict[str, Check] = {
             "ZCL r7 §11.13.9 (Upgrade End Request SUCCESS with the image's ids); OTA spec 09-5264 r23 §6.10.9",
             MUST,
             "a whole transfer of a good image; Upgrade End SUCCESS naming the downloaded image, after its last block",
+            play="good-image",
+            judge=ota.judge_good_image,
         ),
         _check(
             "C-14",
@@ -283,6 +315,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "Read Attributes of ImageUpgradeStatus, an undefined OTA command and an undefined general command, each "
             "with its own TSN: each answer must carry it",
+            play=zcl.EXCHANGE,
+            judge=zcl.z01_tsn_echoed,
         ),
         _check(
             "Z-02",
@@ -291,6 +325,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "every OTA cluster frame the DUT sends during the ZCL exchange (queries, Read Attributes Response, Default "
             "Responses) must have the direction bit clear",
+            play=zcl.EXCHANGE,
+            judge=zcl.z02_direction,
         ),
         _check(
             "Z-03",
@@ -299,6 +335,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "a unicast Image Notify with disable-default-response set, an undefined command broadcast and a Default "
             "Response sent to the DUT: none may draw a Default Response (the notify still draws a query)",
+            play=zcl.EXCHANGE,
+            judge=zcl.z03_default_response_rules,
         ),
         _check(
             "Z-04",
@@ -307,6 +345,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "an undefined OTA command 0x0A and an undefined general command 0x1F, default responses disabled: each "
             "must draw Default Response 0x81 (0x82 for the general one) naming it",
+            play=zcl.EXCHANGE,
+            judge=zcl.z04_unsupported_commands,
         ),
         _check(
             "Z-05",
@@ -315,6 +355,8 @@ CHECKS: dict[str, Check] = {
             MUST,
             "the DUT's OTA frames must not set the manufacturer-specific bit; an Image Notify id sent as manufacturer "
             "0x1234's command must draw Default Response 0x83 (or 0x81), not a query",
+            play=zcl.EXCHANGE,
+            judge=zcl.z05_manufacturer_specific,
         ),
         _check(
             "C-PAGE",
@@ -323,25 +365,11 @@ CHECKS: dict[str, Check] = {
             SHOULD,
             "page request refused: the CHF does not serve Image Page Requests; a DUT that sends one must go on with "
             "Image Block Requests only",
+            play="page-fallback",
+            judge=ota.judge_page_fallback,
         ),
     )
 }
 
 
-def parse_ids(text: str) -> list[str]:
-    """`C-01,C-13` (spaces allowed) as a list of IDs, in the order given."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def select(ids: Sequence[str] | None, catalogue: dict[str, Check] | None = None) -> list[Check]:
-    """The checks named (case-insensitively), in catalogue order; all of them for None."""
-    catalogue = CHECKS if catalogue is None else catalogue
-    if ids is None:
-        return list(catalogue.values())
-    by_upper = {key.upper(): key for key in catalogue}
-    unknown = [i for i in ids if i.upper() not in by_upper]
-    if unknown or not ids:
-        named = ", ".join(unknown) if unknown else "none"
-        raise UnknownCheck(f"--checks: unknown check ID(s) {named}; valid IDs: {', '.join(catalogue)}")
-    wanted = {by_upper[i.upper()] for i in ids}
-    return [check for key, check in catalogue.items() if key in wanted]
+CHECKS: dict[str, Check] = {check_id: rule.check for check_id, rule in RULES.items()}

@@ -26,16 +26,18 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import zigpy.device
 import zigpy.exceptions
 import zigpy.types as t
 
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
-from emulator.conformance.checks import HCALCS, PPMID
+from emulator.conformance.device.catalogue import HCALCS, PPMID
+from emulator.conformance.device.testchf import TEST_CHF, TestChf
+from emulator.conformance.device.trial import REAL_TIMING, VIRTUAL_TIMING, Timing, Trial
 from emulator.conformance.interface import Ability, ActivationReply, DeviceUnderTest, FirmwareAlert, Link
-from emulator.conformance.testchf import TEST_CHF, TestChf
-from emulator.conformance.trial import REAL_TIMING, VIRTUAL_TIMING, Inconclusive, Timing, Trial
+from emulator.conformance.verdict import Inconclusive
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.han.network import FIRST_DEVICE_NWK
@@ -234,11 +236,11 @@ class _JoinWatch:
         self.ieee = ieee
         self.seen = asyncio.Event()
 
-    def device_joined(self, device) -> None:
+    def device_joined(self, device: zigpy.device.Device) -> None:
         if device.ieee == self.ieee:
             self.seen.set()
 
-    def device_initialized(self, device) -> None:
+    def device_initialized(self, device: zigpy.device.Device) -> None:
         self.device_joined(device)
 
 
@@ -347,8 +349,10 @@ class RadioWorld:
         profile default, UNCONFIRMED for real devices)."""
         assert self._node is not None
         device = self._node.app.devices.get(self.ieee)
-        for endpoint_id, endpoint in device.endpoints.items() if device is not None else ():
-            kind = KIND_BY_DEVICE_ID.get(getattr(endpoint, "device_type", None)) if endpoint_id else None
+        if not isinstance(device, zigpy.device.Device):
+            return None
+        for endpoint_id, endpoint in device.endpoints.items():
+            kind = KIND_BY_DEVICE_ID.get(getattr(endpoint, "device_type", -1)) if endpoint_id else None
             if kind in (PPMID, HCALCS):
                 return kind
         return None

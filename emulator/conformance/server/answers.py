@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.probe import Exchange, decode_record, raw
+from emulator.conformance.server.probe import Exchange, decode_record, raw
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota.frames import Status
 
 ZCL_HEADER_SIZE = 3
@@ -58,7 +58,9 @@ def describe(frame: FrameRecord) -> str:
 
 
 def request_command(exchange: Exchange) -> Any:
-    return decode_record(exchange.request).command if exchange.request is not None else None
+    """The probe's request decoded again; None for an exchange it only listened in (or an undecodable one)."""
+    decoded = None if exchange.request is None else decode_record(exchange.request)
+    return None if decoded is None else decoded.command
 
 
 def first_block(exchange: Exchange) -> Any | None:

@@ -8,16 +8,13 @@ declaration fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import zigpy.types as t
 
 from emulator.chf.policy import version_allowed
-from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
-from emulator.conformance.probe import Exchange, raw, wait_seconds
-from emulator.conformance.server_answers import (
+from emulator.conformance.server.answers import (
     default_response,
     describe,
     named,
@@ -26,7 +23,7 @@ from emulator.conformance.server_answers import (
     status_text,
     tsn,
 )
-from emulator.conformance.server_plan import (
+from emulator.conformance.server.plan import (
     CONCURRENT_DATA_SIZE,
     HARDWARE_RANGE,
     LISTEN,
@@ -35,7 +32,9 @@ from emulator.conformance.server_plan import (
     PAGE,
     SMALL_DATA_SIZE,
 )
-from emulator.conformance.server_transcript import Transcript
+from emulator.conformance.server.probe import Exchange, raw, wait_seconds
+from emulator.conformance.server.transcript import Transcript
+from emulator.conformance.verdict import FrameRecord, Judgement, TimelinePoint, Verdict
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
 from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
@@ -43,21 +42,6 @@ from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
 FC_S2C_NO_DEFAULT_RESPONSE = 0x19
 DEFAULT_RESPONSE_DISABLED = 0x10
 MALFORMED_STATUSES = (Status.MALFORMED_COMMAND, Status.INVALID_FIELD)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """A judge's finding. `evidence` None means every frame of the scenario; `note` names a feature the target
-    lacks, for the report's list of deviations even when the check is not applicable."""
-
-    verdict: Verdict
-    reason: str
-    evidence: list[FrameRecord] | None = None
-    timeline: list[TimelinePoint] = field(default_factory=list)
-    note: str = ""
-
-
-Judge = Callable[[Transcript], Judgement]
 
 
 def _pass(reason: str, **kwargs: Any) -> Judgement:
@@ -116,8 +100,8 @@ def judge_query(tr: Transcript) -> Judgement:
             problems.append("offers another image than the one held")
         if command.image_size != offer.size:
             problems.append(f"ImageSize {command.image_size} but the file is {offer.size} bytes")
-    if tsn(answer) != tsn(exchange.request):
-        problems.append(f"TSN 0x{tsn(answer):02X} does not echo the request's 0x{tsn(exchange.request):02X}")
+    if tsn(answer) != tsn(exchange.sent):
+        problems.append(f"TSN 0x{tsn(answer):02X} does not echo the request's 0x{tsn(exchange.sent):02X}")
     if problems:
         return _fail("; ".join(problems))
     return _pass(
@@ -212,7 +196,7 @@ def _block_problems(tr: Transcript, exchange: Exchange, maximum: int) -> tuple[s
         return f"{exchange.label}: answered with {describe(answer)}", None
     request = request_command(exchange)
     data = bytes(command.image_data)
-    if tsn(answer) != tsn(exchange.request):
+    if tsn(answer) != tsn(exchange.sent):
         return f"{exchange.label}: TSN not echoed", command
     if command.file_offset != request.file_offset:
         return f"{exchange.label}: offset {command.file_offset} does not echo {request.file_offset}", command
@@ -283,7 +267,7 @@ def judge_unknown_image(tr: Transcript) -> Judgement:
         return _fail(problem)
     if default_response(answer) != (OtaCommand.IMAGE_BLOCK, Status.NO_IMAGE_AVAILABLE):
         return _fail(f"answered with {describe(answer)}, expected Default Response NO_IMAGE_AVAILABLE (0x98)")
-    if tsn(answer) != tsn(exchange.request):
+    if tsn(answer) != tsn(exchange.sent):
         return _fail("Default Response does not echo the request's TSN")
     return _pass("Default Response NO_IMAGE_AVAILABLE (0x98) to command 0x03, TSN echoed")
 
@@ -395,10 +379,10 @@ def judge_concurrency(tr: Transcript) -> Judgement:
     waited: set[int] = set()
     blocks = 0
     for exchange in (e for e in tr.exchanges if _is_block_request(e)):
-        client = exchange.request.src
+        client = exchange.sent.src
         answer = exchange.answers[0] if len(exchange.answers) == 1 else None
         command = named(answer, "image_block_response") if answer is not None else None
-        if command is not None and command.status == Status.WAIT_FOR_DATA:
+        if answer is not None and command is not None and command.status == Status.WAIT_FOR_DATA:
             problem = _wait_problem(answer, command)
             if not problem and client in in_progress:
                 problem = "told to wait in the middle of its download"
@@ -501,10 +485,11 @@ def judge_upgrade_end_success(tr: Transcript) -> Judgement:
         return _fail(f"expected one Upgrade End Response, got {got}", exchange.frames, timeline=timeline)
     frame = responses[0]
     command = named(frame, "upgrade_end_response")
+    assert command is not None  # one of `responses`
     request = request_command(exchange)
     ids = (request.manufacturer_code, request.image_type, request.file_version)
     problem = _end_response_problem(frame, command, ids) or _activation_problem(tr.claims.activation, command)
-    if not problem and tsn(frame) != tsn(exchange.request):
+    if not problem and tsn(frame) != tsn(exchange.sent):
         problem = "Upgrade End Response does not echo the request's TSN"
     if problem:
         return _fail(problem, exchange.frames, timeline=timeline)
@@ -520,16 +505,18 @@ def _failed_ends(tr: Transcript) -> list[Exchange]:
 
 
 def judge_upgrade_end_failure(tr: Transcript) -> Judgement:
-    answered, evidence = [], []
+    answered: list[str] = []
+    evidence: list[FrameRecord] = []
     for exchange in _failed_ends(tr):
         responses = [f for f in exchange.answers if named(f, "upgrade_end_response") is not None]
         if responses:
             command = named(responses[0], "upgrade_end_response")
+            assert command is not None  # one of `responses`
             answered.append(
                 f"{request_command(exchange).status.name} (CurrentTime {command.current_time}, UpgradeTime "
                 f"{command.upgrade_time})"
             )
-            evidence += [exchange.request, *responses]
+            evidence += [exchange.sent, *responses]
     if answered:
         text = "Upgrade End Response to " + ", ".join(answered)
         return _fail(f"{text}: after a non-SUCCESS status the server shall do nothing more", evidence, note=text)
@@ -537,7 +524,8 @@ def judge_upgrade_end_failure(tr: Transcript) -> Judgement:
 
 
 def judge_upgrade_end_failure_default_response(tr: Transcript) -> Judgement:
-    missing, got = [], set()
+    missing: list[str] = []
+    got: set[str] = set()
     for exchange in _failed_ends(tr):
         if (OtaCommand.UPGRADE_END, Status.SUCCESS) not in [default_response(f) for f in exchange.answers]:
             missing.append(request_command(exchange).status.name)
@@ -584,7 +572,7 @@ def judge_specific_file(tr: Transcript) -> Judgement:
         return _fail(f"answered with {describe(answer)}, not a Query Device Specific File Response")
     if not claims.query_specific_file:
         return _fail("answers Query Device Specific File although it declares it unsupported")
-    if tsn(answer) != tsn(exchange.request):
+    if tsn(answer) != tsn(exchange.sent):
         return _fail("response does not echo the request's TSN")
     specific = tr.specific
     if command.status == Status.SUCCESS:
@@ -604,7 +592,7 @@ def judge_specific_file(tr: Transcript) -> Judgement:
 def judge_malformed(tr: Transcript) -> Judgement:
     problems = []
     for exchange in tr.exchanges:
-        request = raw(exchange.request)
+        request = raw(exchange.sent)
         responses = [r for f in exchange.answers if (r := default_response(f)) is not None]
         ok = [
             f
@@ -675,7 +663,7 @@ def judge_notify_tsn(tr: Transcript) -> Judgement:
 def judge_transfer_alerts(tr: Transcript) -> Judgement:
     if tr.outcomes is None:
         return Judgement(Verdict.NOT_APPLICABLE, "the server raises no CCS08 alerts")
-    seen: dict[t.EUI64, list[TransferResponse]] = {}
+    seen: dict[t.EUI64 | None, list[TransferResponse]] = {}
     problems = []
     for outcome in tr.outcomes:
         seen.setdefault(outcome.ieee, []).append(outcome.response)
@@ -687,8 +675,8 @@ def judge_transfer_alerts(tr: Transcript) -> Judgement:
         if sorted(got) != sorted(expected):
             names = ", ".join(f"{int(r)} {r.name}" for r in got) or "none"
             problems.append(f"{ieee}: {names}; expected {', '.join(f'{int(r)} {r.name}' for r in expected)}")
-    for ieee in seen.keys() - tr.expected_outcomes.keys():
-        problems.append(f"{ieee}: an outcome for a device that is no target")
+    for stranger in seen.keys() - tr.expected_outcomes.keys():
+        problems.append(f"{stranger}: an outcome for a device that is no target")
     if problems:
         return _fail("CCS08 outcomes: " + "; ".join(problems))
     listed = "; ".join(f"{o.ieee}: {int(o.response)} {o.response.name} (0x{o.alert_code:04X})" for o in tr.outcomes)

@@ -17,8 +17,9 @@ from typing import Any
 import zigpy.types as t
 from zigpy.zcl import foundation
 
-from emulator.conformance.model import DutInfo, FrameRecord
-from emulator.conformance.testchf import CHF_NWK, TestChf
+from emulator.conformance.device.testchf import CHF_NWK, TestChf
+from emulator.conformance.results import DutInfo
+from emulator.conformance.verdict import FrameRecord
 
 BASIC_CLUSTER = 0x0000
 OTA_CLUSTER = 0x0019

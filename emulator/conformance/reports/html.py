@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from html import escape as html_escape
 
-from emulator.conformance.model import CheckResult, FrameRecord, Report, TimelinePoint, Verdict
-from emulator.conformance.report_text import (
+from emulator.conformance.reports.text import (
     counts_text,
     fields_text,
     header_lines,
@@ -25,6 +25,8 @@ from emulator.conformance.report_text import (
     span_text,
     visible,
 )
+from emulator.conformance.results import CheckResult, Report
+from emulator.conformance.verdict import FrameRecord, TimelinePoint, Verdict
 from emulator.files import write_atomic
 from emulator.ota.frames import UPGRADE_TIME_WAIT
 
@@ -151,6 +153,26 @@ def _offset_at(points: list[TimelinePoint], at: float) -> int:
     return offset
 
 
+@dataclass(frozen=True)
+class _Axes:
+    """Where protocol time and file offsets land in the chart: time from `start` over `length` seconds across
+    the plot, offsets from 0 to `top_offset` up it."""
+
+    start: float
+    length: float
+    top_offset: int
+
+    plot_w = WIDTH - LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BOTTOM
+    bottom = TOP + plot_h
+
+    def x(self, at: float) -> float:
+        return LEFT + (at - self.start) / self.length * self.plot_w
+
+    def y(self, offset: int) -> float:
+        return TOP + self.plot_h - offset / self.top_offset * self.plot_h
+
+
 def timeline_svg(
     points: list[TimelinePoint], span: tuple[float, float] | None = None, evidence: Iterable[FrameRecord] = ()
 ) -> str:
@@ -158,7 +180,6 @@ def timeline_svg(
     a time axis that runs to the end of the check, so what happened after the last request — a hold, a wait
     for a reboot — keeps its true length; restarts and Upgrade End Responses from the evidence are marked."""
     ordered = sorted(points, key=lambda p: p.at)
-    transfer = [p for p in ordered if not p.mark]
     origin = span[0] if span is not None else ordered[0].at
     start = ordered[0].at
     extra = [
@@ -168,29 +189,29 @@ def timeline_svg(
     ]
     last = max([ordered[-1].at, *(m.at for m in extra)])
     stop = max(last, span[1]) if span is not None else last
-    length = (stop - start) or 1.0
-    top_offset = max(p.offset for p in ordered) or 1
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    bottom = TOP + plot_h
-
-    def x(at: float) -> float:
-        return LEFT + (at - start) / length * plot_w
-
-    def y(offset: int) -> float:
-        return TOP + plot_h - offset / top_offset * plot_h
-
+    axes = _Axes(start, (stop - start) or 1.0, max(p.offset for p in ordered) or 1)
     parts = [
         f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="transfer timeline: file offset against time">'
     ]
     for fraction in (0.25, 0.5, 0.75, 1.0):
-        gy = _num(TOP + plot_h - fraction * plot_h)
+        gy = _num(TOP + axes.plot_h - fraction * axes.plot_h)
         parts.append(f'<line class="grid" x1="{LEFT}" y1="{gy}" x2="{WIDTH - RIGHT}" y2="{gy}"/>')
     marked = sorted([p for p in ordered if p.mark] + extra, key=lambda p: p.at)
-    parts.extend(_spans(marked, ordered, stop, x))
-    parts.append(f'<line class="axis" x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}"/>')
-    parts.append(f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>')
-    restarts = [m.at for m in extra if mark_kind(m.mark) == "restart"]
+    parts.extend(_spans(marked, ordered, stop, axes.x))
+    parts.append(f'<line class="axis" x1="{LEFT}" y1="{axes.bottom}" x2="{WIDTH - RIGHT}" y2="{axes.bottom}"/>')
+    parts.append(f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{axes.bottom}"/>')
+    parts.extend(_transfer(ordered, [m.at for m in extra if mark_kind(m.mark) == "restart"], stop, axes))
+    parts.extend(_markers(marked, origin, axes))
+    parts.extend(_axis_labels(origin, span is not None, axes))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _transfer(ordered: list[TimelinePoint], restarts: list[float], stop: float, axes: _Axes) -> list[str]:
+    """The offset as steps between restarts, its tail to the end of the check, and a dot per request."""
+    x, y = axes.x, axes.y
+    parts = []
     for run in _runs(ordered, restarts):
         steps: list[str] = []
         for index, (at, offset) in enumerate(run):
@@ -204,42 +225,57 @@ def timeline_svg(
             f'<line class="tail" x1="{_num(x(ordered[-1].at))}" y1="{_num(y(ordered[-1].offset))}" '
             f'x2="{_num(x(stop))}" y2="{_num(y(ordered[-1].offset))}"><title>{tip}</title></line>'
         )
+    transfer = [p for p in ordered if not p.mark]
     if len(transfer) <= 200:
         parts.extend(f'<circle class="point" cx="{_num(x(p.at))}" cy="{_num(y(p.offset))}" r="2"/>' for p in transfer)
-    for index, (point, count) in enumerate(_grouped(marked, x)):
+    return parts
+
+
+def _markers(marked: list[TimelinePoint], origin: float, axes: _Axes) -> list[str]:
+    """A rule, a dot and a label per mark (or group of like marks), with its time and offset as a tooltip."""
+    parts = []
+    for index, (point, count) in enumerate(_grouped(marked, axes.x)):
         kind = mark_kind(point.mark)
-        px, py = _num(x(point.at)), _num(y(point.offset))
+        px, py = _num(axes.x(point.at)), _num(axes.y(point.offset))
         label = point.mark if count == 1 else f"{point.mark} ×{count}"
         tip = escape(f"{label} at {span_text(point.at - origin)}, offset {point.offset}")
         # Labels of marks in the right half read leftwards, so they stay inside the chart.
-        right_half = x(point.at) > LEFT + plot_w / 2
+        right_half = axes.x(point.at) > LEFT + axes.plot_w / 2
         label_position = (
-            f'x="{_num(x(point.at) - 4)}" text-anchor="end"' if right_half else f'x="{_num(x(point.at) + 4)}"'
+            f'x="{_num(axes.x(point.at) - 4)}" text-anchor="end"' if right_half else f'x="{_num(axes.x(point.at) + 4)}"'
         )
         parts.append(
             f'<g class="marker" data-mark="{kind}"><title>{tip}</title>'
-            f'<line class="mark {kind}" x1="{px}" y1="{TOP}" x2="{px}" y2="{bottom}"/>'
+            f'<line class="mark {kind}" x1="{px}" y1="{TOP}" x2="{px}" y2="{axes.bottom}"/>'
             f'<circle class="dot {kind}" cx="{px}" cy="{py}" r="4.5"/>'
             f'<text class="label {kind}" {label_position} y="{TOP + 11 + (index % LABEL_ROWS) * 13}">'
             f"{escape(label)}</text></g>"
         )
+    return parts
+
+
+def _axis_labels(origin: float, spanned: bool, axes: _Axes) -> list[str]:
+    """Time ticks (since the check started, or the first request when its span is unknown) and the offset axis."""
+    parts = []
+    bottom, plot_h = axes.bottom, axes.plot_h
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        at = start + fraction * length
+        at = axes.start + fraction * axes.length
         anchor_ = "start" if fraction == 0 else "end" if fraction == 1 else "middle"
         parts.append(
-            f'<text class="tick" x="{_num(x(at))}" y="{bottom + 16}" text-anchor="{anchor_}">'
+            f'<text class="tick" x="{_num(axes.x(at))}" y="{bottom + 16}" text-anchor="{anchor_}">'
             f"{escape(span_text(at - origin))}</text>"
         )
-    since = "since the check started" if span is not None else "since the first request"
-    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{bottom + 32}" text-anchor="middle">protocol time {since}</text>')
+    since = "since the check started" if spanned else "since the first request"
+    parts.append(
+        f'<text x="{LEFT + axes.plot_w / 2}" y="{bottom + 32}" text-anchor="middle">protocol time {since}</text>'
+    )
     parts.append(f'<text x="{LEFT - 6}" y="{bottom}" text-anchor="end">0</text>')
-    parts.append(f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{top_offset} B</text>')
+    parts.append(f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{axes.top_offset} B</text>')
     parts.append(
         f'<text x="14" y="{TOP + plot_h / 2}" text-anchor="middle" '
         f'transform="rotate(-90 14 {TOP + plot_h / 2})">file offset</text>'
     )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 def _runs(ordered: list[TimelinePoint], restarts: list[float]) -> list[list[tuple[float, int]]]:

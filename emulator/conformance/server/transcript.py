@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import zigpy.types as t
 
 from emulator.chf.events import TransferOutcome
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.probe import Exchange
+from emulator.conformance.server.probe import Exchange
+from emulator.conformance.verdict import FrameRecord
 from emulator.gb.codes import TransferResponse
 
 

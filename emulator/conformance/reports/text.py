@@ -16,16 +16,8 @@ from typing import Any
 import zigpy.types as t
 from zigpy.zcl import foundation
 
-from emulator.conformance.model import (
-    DUT_FIELDS,
-    NOT_READABLE,
-    CheckResult,
-    DutInfo,
-    FrameRecord,
-    Report,
-    Verdict,
-    key,
-)
+from emulator.conformance.results import DUT_FIELDS, NOT_READABLE, CheckResult, DutInfo, Report
+from emulator.conformance.verdict import FrameRecord, Verdict, key
 
 MAX_FIELD_BYTES = 24
 # Characters XML 1.0 cannot carry and HTML renders as boxes; a reason or a frame field could hold any of them.

@@ -17,7 +17,7 @@ from zigpy.ota.image import FieldControl, HWVersion
 
 from emulator import keys
 from emulator.chf.store import HeldImage
-from emulator.conformance.model import FrameRecord
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import image as ota_image
 from emulator.ota import signing
 from emulator.ota.frames import WILDCARD_FILE_VERSION
@@ -92,10 +92,14 @@ def excluding_hardware(held: HeldImage, hardware_version: int) -> HeldImage:
     """`held` with a hardware range in its header that does not include `hardware_version` (for a GB image the
     header is outside the signed Manufacturer Image, so a supplied image keeps a valid signature)."""
     low, high = (hardware_version + 1, 0xFFFF) if hardware_version < 0xFFFF else (0, hardware_version - 1)
-    header = held.image.header.replace(
-        field_control=FieldControl(held.image.header.field_control | FieldControl.HARDWARE_VERSIONS_PRESENT),
-        minimum_hardware_version=HWVersion(low),
-        maximum_hardware_version=HWVersion(high),
+    old = held.image.header
+    header = type(old)(
+        **old.as_dict()
+        | {
+            "field_control": FieldControl(old.field_control | FieldControl.HARDWARE_VERSIONS_PRESENT),
+            "minimum_hardware_version": HWVersion(low),
+            "maximum_hardware_version": HWVersion(high),
+        }
     )
     image = dataclasses.replace(held.image, header=header)
     return HeldImage(image, image.serialize(), held.device_ids, held.activation, f"{held.source} (other hardware)")

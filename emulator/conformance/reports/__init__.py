@@ -18,10 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from emulator.conformance.model import SCHEMA_VERSION, Report, Verdict
-from emulator.conformance.report_html import report_html, write_html
-from emulator.conformance.report_junit import junit_xml, write_junit
-from emulator.conformance.report_text import counts_text, header_lines, outcome_text, seconds_text
+from emulator.conformance.reports.html import report_html, write_html
+from emulator.conformance.reports.junit import junit_xml, write_junit
+from emulator.conformance.reports.text import counts_text, header_lines, outcome_text, seconds_text
+from emulator.conformance.results import SCHEMA_VERSION, Report
+from emulator.conformance.verdict import Verdict
 from emulator.errors import InputError
 from emulator.files import write_atomic
 
@@ -49,7 +50,7 @@ VERDICT_STYLE = {
 }
 
 FILE_NAMES = {"json": "report.json", "junit": "report.xml", "html": "report.html"}
-SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+SCHEMA_PATH = Path(__file__).parent.parent / "report.schema.json"
 
 
 class ReportError(InputError):

@@ -1,29 +1,17 @@
-"""Server-side conformance checks S-01…S-18 (ZCL r7 §11.13, OTA spec 09-5264 r23 §6.10): scripted probes play an
-OTA client's side against an OTA server and the server is judged from the frames it sent back.
-
-Two servers can be probed (`server_targets`): ``ours``, the emulator's CHF, and ``zigpy``, zigpy's own OTA server.
+"""The server check catalogue S-01…S-18 (ZCL r7 §11.13, OTA spec 09-5264 r23 §6.10): every rule the bench holds
+an OTA server to, with the play step (`scenarios.py`: scripted probes play an OTA client's side) that records
+the exchange and the judge (`judges.py`: pure, it reads the recorded bytes) that decides it. Checks that read
+the same exchange name the same play and share one run of it (`emulator/conformance/check.py: Rule`).
 
 A check judges what the specification leaves to the server (version policy, page support, rate limiting)
 against what the target *declares* (`Claims`): our CHF declares its profile, zigpy what its code does. A server
 that behaves unlike its declaration fails — which is also how the tests prove each check can fail.
-
-Scenarios (`server_scenarios`: async, they drive probes) and judges (`server_judges`: pure, they read recorded
-bytes) are kept apart: checks that read the same exchange share one scenario run, and a judge can be fed recorded
-frames directly. This module holds the catalogue that pairs them and runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-
-from emulator.clock import Clock, run
-from emulator.conformance.model import Check, CheckResult, Level, Report, Verdict
-from emulator.conformance.server_judges import (
-    Judge,
-    Judgement,
+from emulator.conformance.check import Check, Judge, Level, Rule
+from emulator.conformance.server.judges import (
     judge_concurrency,
     judge_download,
     judge_hardware,
@@ -47,39 +35,11 @@ from emulator.conformance.server_judges import (
     judge_upgrade_end_success,
     judge_versions,
 )
-from emulator.conformance.server_plan import MAX_DATA_SIZE, SMALL_DATA_SIZE, TARGET_IEEES
-from emulator.conformance.server_scenarios import SCENARIOS
-from emulator.conformance.server_targets import TARGETS, OursTarget, ScenarioError, ServerTarget, ZigpyTarget
-from emulator.conformance.server_transcript import Claims, Transcript
-from emulator.errors import InputError
-from emulator.radio.air import Air
-from emulator.radio.capture import PcapWriter
-
-# Frames are dated from a fixed UTC so that two runs of the same checks produce the same bytes.
-START_UTC = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class UnknownCheckError(InputError):
-    """A check ID that is not in the server catalogue."""
-
-
-class UnknownTargetError(InputError):
-    """A server target other than the ones this module can start."""
-
-
-# -- the catalogue ----------------------------------------------------------------------------------------------
+from emulator.conformance.server.plan import MAX_DATA_SIZE, SMALL_DATA_SIZE
+from emulator.conformance.server.transcript import Transcript
 
 BOTH = ("ours", "zigpy")
 OURS_ONLY = ("ours",)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    check: Check
-    scenario: str
-    judge: Judge
-    # Why the check does not apply to the targets outside `check.applies_to`.
-    elsewhere: str = ""
 
 
 def _entry(
@@ -88,12 +48,12 @@ def _entry(
     reference: str,
     level: Level,
     scenario: str,
-    judge: Judge,
+    judge: Judge[Transcript],
     text: str,
     applies_to: tuple[str, ...] = BOTH,
     elsewhere: str = "",
-) -> _Entry:
-    return _Entry(Check(id, title, reference, level, applies_to, text), scenario, judge, elsewhere)
+) -> Rule[Transcript]:
+    return Rule(Check(id, title, reference, level, applies_to, text), scenario, judge, elsewhere)
 
 
 _MUST, _SHOULD = Level.MUST, Level.SHOULD
@@ -333,149 +293,5 @@ _CATALOGUE = [
         "a GB CHF duty: zigpy's OTA server raises no CCS08 Firmware Transfer Alerts",
     ),
 ]
-_ENTRIES = {entry.check.id: entry for entry in _CATALOGUE}
-CHECKS: dict[str, Check] = {entry.check.id: entry.check for entry in _CATALOGUE}
-
-
-def select_checks(checks: Sequence[str] | None) -> list[Check]:
-    """The checks to run, in catalogue order; unknown IDs are an input error naming the valid ones."""
-    if checks is None:
-        return list(CHECKS.values())
-    wanted = {c.strip().upper() for c in checks}
-    unknown = sorted(wanted - CHECKS.keys())
-    if unknown:
-        raise UnknownCheckError(f"unknown server check {', '.join(unknown)}: expected one of {', '.join(CHECKS)}")
-    return [check for check in CHECKS.values() if check.id in wanted]
-
-
-# -- running ----------------------------------------------------------------------------------------------------
-
-
-async def run_checks(target: ServerTarget, checks: Sequence[Check], *, pcap: Path | None = None) -> Report:
-    """Run `checks` against `target`, one fresh bench per scenario; checks sharing a scenario share its run."""
-    clock = Clock(START_UTC)
-    network = target.network()
-    writer = None
-    if pcap is not None:
-        writer = PcapWriter(
-            pcap, network_key=bytes.fromhex(network.network_key.replace(":", "")), pan_id=network.pan_id, clock=clock
-        )
-    results: list[CheckResult] = []
-    notes: list[str] = []
-    transcripts: dict[str, Transcript | str] = {}
-    try:
-        for check in checks:
-            entry = _ENTRIES[check.id]
-            if target.name not in check.applies_to:
-                reason = f"applies to {', '.join(check.applies_to)} only: {entry.elsewhere}"
-                results.append(CheckResult(check, Verdict.NOT_APPLICABLE, reason))
-                continue
-            if entry.scenario not in transcripts:
-                transcripts[entry.scenario] = await _play(target, entry.scenario, clock, writer)
-            played = transcripts[entry.scenario]
-            if isinstance(played, str):
-                results.append(CheckResult(check, Verdict.INCONCLUSIVE, played))
-                continue
-            judgement = entry.judge(played)
-            evidence = played.frames if judgement.evidence is None else sorted(judgement.evidence, key=lambda f: f.at)
-            reason = judgement.reason
-            if played.sessions:
-                reason += f" [{'; '.join(sorted(set(played.sessions)))}]"
-            results.append(CheckResult(check, judgement.verdict, reason, evidence, judgement.timeline, played.duration))
-            if judgement.verdict == Verdict.FAIL:
-                notes.append(f"{check.id} ({check.level.value}): {judgement.note or judgement.reason}")
-            elif judgement.note:
-                notes.append(f"{check.id} ({judgement.verdict.value}): {judgement.note}")
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
-    if writer is not None:
-        writer.close()
-    return Report(
-        target=target.name,
-        description=target.description,
-        results=results,
-        protocol_time=clock.now(),
-        wall_time=clock.wall_elapsed(),
-        pcap=str(pcap) if pcap is not None else None,
-        notes=notes,
-    )
-
-
-async def _play(target: ServerTarget, scenario: str, clock: Clock, writer: PcapWriter | None) -> Transcript | str:
-    """Run one scenario on a fresh air; a scenario that could not be set up returns why (a string)."""
-    air = Air()
-    if writer is not None:
-        air.add_tap(writer.write)
-    started = clock.now()
-    bench = await target.bench(scenario, air, clock)
-    if writer is not None:
-        writer.add_node(bench.app.nwk, bench.app.ieee)
-        for index in (*range(len(TARGET_IEEES)), -1):
-            identity = bench.identity(index)
-            writer.add_node(identity.nwk, identity.ieee)
-    transcript = Transcript(bench.claims, bench.offer, bench.specific)
-    try:
-        await SCENARIOS[scenario](bench, transcript)
-    except (ScenarioError, TimeoutError) as exc:
-        return f"scenario could not be played: {exc or type(exc).__name__}"
-    finally:
-        transcript.notifies = [f for probe in bench.probes for f in probe.notifies]
-        transcript.stray = [f for probe in bench.probes for f in probe.late()]
-        transcript.outcomes = bench.outcomes()
-        transcript.sessions = list(bench.sessions)
-        await bench.close()
-        if writer is not None:
-            air.remove_tap(writer.write)
-    transcript.duration = clock.now() - started
-    return transcript
-
-
-def play_check(target: ServerTarget, check_id: str) -> Transcript:
-    """The transcript of one check's scenario against `target`, to judge (or re-judge) recorded frames."""
-    entry = _ENTRIES[select_checks([check_id])[0].id]
-
-    async def main() -> Transcript:
-        played = await _play(target, entry.scenario, Clock(START_UTC), None)
-        if isinstance(played, str):
-            raise ScenarioError(played)
-        return played
-
-    return run(main, virtual=True)
-
-
-def judge_check(check_id: str, transcript: Transcript) -> Judgement:
-    """Judge `transcript` by the rule of check `check_id`."""
-    return _ENTRIES[select_checks([check_id])[0].id].judge(transcript)
-
-
-def run_target(target: ServerTarget, checks: Sequence[str] | None, *, pcap: Path | None = None) -> Report:
-    """`run_server_checks` for a target object (e.g. a deliberately misconfigured CHF)."""
-    selected = select_checks(checks)
-    return run(lambda: run_checks(target, selected, pcap=pcap), virtual=True)
-
-
-def run_server_checks(target: str, checks: Sequence[str] | None, *, pcap: Path | None = None) -> Report:
-    """Probe the OTA server `target` ("ours" or "zigpy") with `checks` (None: all) on virtual time; with `pcap`,
-    capture the air of every scenario into that file."""
-    if target not in TARGETS:
-        raise UnknownTargetError(f"unknown server target {target!r}: expected one of {', '.join(TARGETS)}")
-    return run_target(TARGETS[target](), checks, pcap=pcap)
-
-
-__all__ = [
-    "CHECKS",
-    "Claims",
-    "OursTarget",
-    "ServerTarget",
-    "Transcript",
-    "UnknownCheckError",
-    "UnknownTargetError",
-    "ZigpyTarget",
-    "judge_check",
-    "play_check",
-    "run_server_checks",
-    "run_target",
-    "select_checks",
-]
+RULES: dict[str, Rule[Transcript]] = {rule.check.id: rule for rule in _CATALOGUE}
+CHECKS: dict[str, Check] = {check_id: rule.check for check_id, rule in RULES.items()}

@@ -22,8 +22,8 @@ from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Basic
 
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.recorder import record
+from emulator.conformance.recorder import is_broadcast, record
+from emulator.conformance.verdict import FrameRecord
 from emulator.device import attributes, zdo
 from emulator.ota import frames
 from emulator.ota.frames import OtaCommand, Status
@@ -38,7 +38,6 @@ LINGER = 0.5
 MAX_DOWNLOAD_REQUESTS = 2000
 # SPEC.md §7 (UNCONFIRMED): the SE device id a PPMID announces.
 PPMID_DEVICE_ID = 0x0506
-FIRST_BROADCAST_NWK = 0xFFF8
 _ANSWERED_GENERAL = frozenset(
     {
         foundation.GeneralCommand.Read_Attributes,
@@ -95,6 +94,12 @@ class Exchange:
     def frames(self) -> list[FrameRecord]:
         return ([self.request] if self.request is not None else []) + self.answers
 
+    @property
+    def sent(self) -> FrameRecord:
+        """The request of an exchange the probe started with one (judges read it back)."""
+        assert self.request is not None, f"{self.label}: the probe only listened"
+        return self.request
+
 
 def raw(frame: FrameRecord) -> bytes:
     return bytes.fromhex(frame.hex)
@@ -107,12 +112,6 @@ def decode_record(frame: FrameRecord) -> frames.Frame | None:
         return frames.decode(raw(frame))
     except (frames.MalformedFrame, frames.UnsupportedCommand):
         return None
-
-
-def is_broadcast(address: t.AddrModeAddress) -> bool:
-    if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
-        return True
-    return address.addr_mode == t.AddrMode.NWK and address.address >= FIRST_BROADCAST_NWK
 
 
 class Probe:
@@ -154,7 +153,7 @@ class Probe:
     def send_raw(self, data: bytes) -> FrameRecord:
         """Exactly these ZCL bytes to the server's OTA cluster (malformed on purpose, when a check says so)."""
         packet = self._packet(
-            t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=COORDINATOR_NWK),
+            t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(COORDINATOR_NWK)),
             self.identity.endpoint,
             self.server_endpoint,
             self.identity.profile_id,
@@ -166,19 +165,25 @@ class Probe:
         return sent
 
     def _packet(
-        self, dst: t.AddrModeAddress, src_ep: int, dst_ep: int, profile_id: int, cluster_id: int, data: bytes
+        self,
+        dst: t.AddrModeAddress | None,
+        src_ep: int,
+        dst_ep: int | None,
+        profile_id: int,
+        cluster_id: int,
+        data: bytes,
     ) -> t.ZigbeePacket:
         return t.ZigbeePacket(
-            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self.nwk),
-            src_ep=src_ep,
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(self.nwk)),
+            src_ep=t.uint8_t(src_ep),
             dst=dst,
-            dst_ep=dst_ep,
-            tsn=data[0] if profile_id == zdo.ZDO_PROFILE else data[1],
-            profile_id=profile_id,
-            cluster_id=cluster_id,
+            dst_ep=None if dst_ep is None else t.uint8_t(dst_ep),
+            tsn=t.uint8_t(data[0] if profile_id == zdo.ZDO_PROFILE else data[1]),
+            profile_id=t.uint16_t(profile_id),
+            cluster_id=t.uint16_t(cluster_id),
             data=t.SerializableBytes(data),
             tx_options=t.TransmitOptions.NONE if is_broadcast(dst) else t.TransmitOptions.ACK,
-            radius=0,
+            radius=t.uint8_t(0),
         )
 
     # -- asking -------------------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from emulator.conformance.device.scenarios import HOLD_WATCH, Scenario, failed, passed
+from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Download, Trial
 from emulator.conformance.interface import Ability, ActivationReply, Unable
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.scenarios import HOLD_WATCH, Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, NotApplicable, Outcome, Trial, evidence
+from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, NotApplicable, evidence
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota.signing import manufacturer_image_hash
 
@@ -38,7 +38,7 @@ async def _server_activates(trial: Trial) -> None:
         )
 
 
-async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
+async def c22a_ppmid_activates_now(trial: Trial) -> Judgement:
     await trial.learn()
     await _server_activates(trial)
     download = await trial.verified_download("now")
@@ -57,7 +57,7 @@ async def c22a_ppmid_activates_now(trial: Trial) -> Outcome:
     )
 
 
-async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
+async def c22b_ppmid_activation_alert(trial: Trial) -> Judgement:
     if not trial.dut.can(Ability.GBCS):
         raise Inconclusive(trial.dut.unable(Ability.GBCS))
     await trial.learn()
@@ -97,7 +97,7 @@ async def c22b_ppmid_activation_alert(trial: Trial) -> Outcome:
     return passed(f"CS09 PPMID Firmware Activation Alert after activation: {told}", response, rebooted)
 
 
-async def _held(trial: Trial):
+async def _held(trial: Trial) -> Download:
     """An HCALCS holding a verified image after being told to wait (the GB distribution step)."""
     await trial.learn()
     download = await trial.verified_download("wait")
@@ -107,7 +107,7 @@ async def _held(trial: Trial):
     return download
 
 
-async def c23a_hcalcs_holds(trial: Trial) -> Outcome:
+async def c23a_hcalcs_holds(trial: Trial) -> Judgement:
     download = await _held(trial)
     response = download.response
     assert response is not None
@@ -140,7 +140,7 @@ def _needs_cs06(trial: Trial) -> None:
         raise Inconclusive(trial.dut.unable(Ability.GBCS))
 
 
-async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[ActivationReply, int]:
+async def _activate(trial: Trial, image_hash: bytes, at: datetime | None = None) -> tuple[ActivationReply, int]:
     """Send Activate Firmware (CS06) through the DUT's harness; its reply, and the mark before it."""
     mark = trial.chf.mark()
     try:
@@ -150,7 +150,7 @@ async def _activate(trial: Trial, image_hash: bytes, at=None) -> tuple[Activatio
     return reply, mark
 
 
-async def c23b_right_hash(trial: Trial) -> Outcome:
+async def c23b_right_hash(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     reply, mark = await _activate(trial, manufacturer_image_hash(download.held.image))
@@ -166,7 +166,7 @@ async def c23b_right_hash(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with the right hash: {_outcome(reply)}", download.response, rebooted)
 
 
-async def c23c_wrong_hash(trial: Trial) -> Outcome:
+async def c23c_wrong_hash(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     wrong = bytes(b ^ 0xFF for b in manufacturer_image_hash(download.held.image))
@@ -180,7 +180,7 @@ async def c23c_wrong_hash(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with a wrong hash: {_outcome(reply)}; not activated", download.response)
 
 
-async def c23d_nothing_held(trial: Trial) -> Outcome:
+async def c23d_nothing_held(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     await trial.learn()
     reply, mark = await _activate(trial, hashlib.sha256(b"no image held").digest())
@@ -190,7 +190,7 @@ async def c23d_nothing_held(trial: Trial) -> Outcome:
     return passed(f"Activate Firmware with no image held: {_outcome(reply)}", trial.first_query)
 
 
-async def c23e_future_dated(trial: Trial) -> Outcome:
+async def c23e_future_dated(trial: Trial) -> Judgement:
     _needs_cs06(trial)
     download = await _held(trial)
     seen = len(trial.dut.alerts)

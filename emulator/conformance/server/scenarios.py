@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from emulator.conformance.probe import wait_seconds
-from emulator.conformance.server_answers import first_block
-from emulator.conformance.server_plan import (
+from emulator.conformance.server.answers import first_block
+from emulator.conformance.server.plan import (
     CONCURRENT_DATA_SIZE,
     FAILED_END_STATUSES,
     HARDWARE_RANGE,
@@ -25,8 +24,9 @@ from emulator.conformance.server_plan import (
     SPECIFIC_IMAGE_TYPE,
     TARGET_IEEES,
 )
-from emulator.conformance.server_targets import Bench, OursBench, ScenarioError
-from emulator.conformance.server_transcript import Transcript
+from emulator.conformance.server.probe import wait_seconds
+from emulator.conformance.server.targets import Bench, OursBench, ScenarioError
+from emulator.conformance.server.transcript import Transcript
 from emulator.gb.codes import TransferResponse
 from emulator.ota.frames import Status
 

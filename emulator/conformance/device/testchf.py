@@ -24,29 +24,22 @@ from emulator.chf.node import ChfNode
 from emulator.chf.server import OtaServer
 from emulator.chf.store import ImageStore
 from emulator.clock import Clock
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.recorder import Recorder
+from emulator.conformance.recorder import Recorder, is_broadcast, short_address
+from emulator.conformance.verdict import FrameRecord
 from emulator.ota import frames
 from emulator.profiles import ChfProfile
 from emulator.radio.capture import PcapWriter
 
 CHF_NWK = 0x0000
 BROADCAST_ENDPOINT = 0xFF
-FIRST_BROADCAST_NWK = 0xFFF8
 
-# A rule looks at one OTA frame from the DUT; True means it answered (or dropped) the frame itself.
-Rule = Callable[[t.ZigbeePacket, frames.Frame], bool]
+# A scenario's rule looks at one OTA frame from the DUT; True means it answered (or dropped) the frame itself.
+FrameRule = Callable[[t.ZigbeePacket, frames.Frame], bool]
 Predicate = Callable[[FrameRecord], bool]
 
 # The test CHF's defaults: no Image Notify of its own (scenarios send exactly the ones they mean) and any
 # version other than the running one may be offered (a scenario chooses the version it holds).
 TEST_CHF = ChfProfile(notify="none", query_policy="any", source="<test CHF>")
-
-
-def _is_broadcast(address: t.AddrModeAddress) -> bool:
-    if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
-        return True
-    return address.addr_mode == t.AddrMode.NWK and address.address >= FIRST_BROADCAST_NWK
 
 
 def _waits_for(predicate: Predicate, text: str) -> Predicate:
@@ -92,7 +85,7 @@ class TestChf:
         self.nwk = nwk
         self._endpoint: int | None = None  # the DUT's OTA client endpoint, once an OTA frame from it showed it
         self.store = ImageStore()
-        self.rules: list[Rule] = []
+        self.rules: list[FrameRule] = []
         self.log = FrameLog(clock, self._involves_dut)
         self.node: ChfNode | None = None
         self._untap: list[Callable[[], None]] = []
@@ -147,7 +140,8 @@ class TestChf:
     def _ieee_of(self, nwk: int) -> t.EUI64 | None:
         for device in self.app.devices.values():
             if device.nwk == nwk:
-                return device.ieee
+                ieee: t.EUI64 = device.ieee
+                return ieee
         return None
 
     def _involves_dut(self, packet: t.ZigbeePacket) -> bool:
@@ -156,15 +150,17 @@ class TestChf:
             self.nwk = int(device.nwk)  # joined, or rejoined with a new address
         if self.nwk is None:
             return False
-        src = packet.src.address if packet.src is not None and packet.src.addr_mode != t.AddrMode.IEEE else None
+        src = short_address(packet.src)
         if src == self.nwk:
             if packet.cluster_id == frames.CLUSTER_ID and packet.src_ep:
                 self._endpoint = int(packet.src_ep)
             return True
         dst = packet.dst
+        if dst is None:
+            return False
         if dst.addr_mode == t.AddrMode.IEEE:
             return dst.address == self.ieee
-        return dst.address == self.nwk or (src == CHF_NWK and _is_broadcast(dst))
+        return short_address(dst) == self.nwk or (src == CHF_NWK and is_broadcast(dst))
 
     @property
     def endpoint(self) -> int:
@@ -240,19 +236,19 @@ class TestChf:
 
     # -- sending ------------------------------------------------------------------------------------------
 
-    def _packet(self, dst: t.AddrModeAddress, dst_ep: int, data: bytes, *, ack: bool) -> t.ZigbeePacket:
+    def _packet(self, dst: t.AddrModeAddress | None, dst_ep: int | None, data: bytes, *, ack: bool) -> t.ZigbeePacket:
         profile = self.server.profile
         return t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(CHF_NWK)),
-            src_ep=profile.endpoint,
+            src_ep=t.uint8_t(profile.endpoint),
             dst=dst,
-            dst_ep=dst_ep,
-            tsn=data[1],
-            profile_id=profile.profile_id,
-            cluster_id=frames.CLUSTER_ID,
+            dst_ep=None if dst_ep is None else t.uint8_t(dst_ep),
+            tsn=t.uint8_t(data[1]),
+            profile_id=t.uint16_t(profile.profile_id),
+            cluster_id=t.uint16_t(frames.CLUSTER_ID),
             data=t.SerializableBytes(data),
             tx_options=t.TransmitOptions.ACK if ack else t.TransmitOptions.NONE,
-            radius=0,
+            radius=t.uint8_t(0),
         )
 
     def send(self, data: bytes, *, broadcast: bool = False) -> None:
@@ -287,7 +283,7 @@ class TestChf:
         broadcast: bool = False,
     ) -> None:
         """Image Notify (SPEC.md §2.1) with exactly the fields its payload type carries."""
-        fields: dict[str, int] = {"payload_type": payload_type, "query_jitter": query_jitter}
+        fields: dict[str, Any] = {"payload_type": payload_type, "query_jitter": query_jitter}
         for minimum, name, value in (
             (1, "manufacturer_code", manufacturer_code),
             (2, "image_type", image_type),

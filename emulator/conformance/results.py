@@ -1,7 +1,8 @@
-"""What a conformance run produces: checks, the frames they were judged on, verdicts and the report.
+"""What a conformance run produces: each check's result (verdict, reason, the frames it was judged on), who the
+device said it was, how the run was made, and the report that holds them all.
 
-Kept free of asyncio and of the scenarios themselves, so report writers (terminal, JSON, JUnit XML, HTML) and
-the checks share one vocabulary, and a report can be re-rendered from its JSON (`Report.from_dict`, which is
+Kept free of asyncio and of the benches themselves, so report writers (terminal, JSON, JUnit XML, HTML) and
+the benches share one vocabulary, and a report can be re-rendered from its JSON (`Report.from_dict`, which is
 also how an interrupted run is resumed). The JSON form is described by `report.schema.json` next to this module;
 `SCHEMA_VERSION` changes whenever that form does.
 """
@@ -9,65 +10,12 @@ also how an interrupted run is resumed). The JSON form is described by `report.s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from emulator.conformance.check import Check, Level
+from emulator.conformance.verdict import FrameRecord, TimelinePoint, Verdict, key
+
 SCHEMA_VERSION = "1"
-
-
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    NOT_APPLICABLE = "not applicable"
-    INCONCLUSIVE = "inconclusive"
-
-
-class Level(StrEnum):
-    """RFC 2119 strength of the rule a check enforces; only MUST failures make a run fail."""
-
-    MUST = "MUST"
-    SHOULD = "SHOULD"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One named, citable rule and the scenario the test CHF (or test client) plays to probe it."""
-
-    id: str
-    title: str
-    reference: str
-    level: Level
-    applies_to: tuple[str, ...]
-    scenario: str
-
-
-@dataclass(frozen=True)
-class FrameRecord:
-    """One frame as the bench saw it cross the air, decoded where it could be."""
-
-    at: float
-    src: int
-    dst: int
-    src_ep: int
-    dst_ep: int
-    profile_id: int
-    cluster_id: int
-    name: str
-    fields: dict[str, Any]
-    hex: str
-
-    @property
-    def direction(self) -> str:
-        return "to DUT" if self.src == 0 else "from DUT"
-
-
-@dataclass(frozen=True)
-class TimelinePoint:
-    """A point of the transfer timeline: the DUT's file offset at a time, or a marked event (wait, abort)."""
-
-    at: float
-    offset: int
-    mark: str = ""
 
 
 @dataclass
@@ -220,11 +168,6 @@ class Report:
             dut=None if dut is None else DutInfo(**dut),
             interrupted=bool(data.get("interrupted", False)),
         )
-
-
-def key(verdict: Verdict) -> str:
-    """A verdict as an identifier (JSON keys, CSS classes): `not applicable` → `not_applicable`."""
-    return verdict.value.replace(" ", "_")
 
 
 def _result(data: dict[str, Any]) -> CheckResult:

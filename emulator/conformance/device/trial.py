@@ -1,7 +1,8 @@
 """One check's run: the test CHF, the device under test, and the steps every scenario is built from.
 
-A scenario is an async function of a `Trial` that returns an `Outcome` (verdict, reason, the deciding frames,
-a transfer timeline) or raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
+A play step is an async function of a `Trial` that returns the evidence its checks judge — for a scenario that
+decides as it goes, its finding (a `Judgement`: verdict, reason, the deciding frames, a transfer timeline) — or
+raises `Inconclusive` / `NotApplicable` with the reason. The steps here — learn who the
 DUT is, get it to query, offer it an image, wait for the transfer to end, see it reboot into new firmware —
 judge only from frames on the CHF radio, so they hold for a real device as well as an emulated one. Where a GB
 outcome travels in a GBCS message this bench cannot see, the DUT's harness may report it
@@ -11,15 +12,15 @@ outcome travels in a GBCS message this bench cannot see, the DUT's harness may r
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
-from emulator.conformance import images
-from emulator.conformance.images import DutIdentity
+from emulator.conformance.device import images
+from emulator.conformance.device.images import DutIdentity
+from emulator.conformance.device.testchf import Predicate, TestChf, chf_sent, dut_sent
 from emulator.conformance.interface import DeviceUnderTest
-from emulator.conformance.model import FrameRecord, TimelinePoint, Verdict
-from emulator.conformance.testchf import TestChf, chf_sent, dut_sent
+from emulator.conformance.verdict import FrameRecord, Inconclusive, TimelinePoint, evidence
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
@@ -58,42 +59,6 @@ VIRTUAL_TIMING = Timing()
 REAL_TIMING = Timing(spontaneous=300.0, transfer=3600.0)
 
 
-class Inconclusive(Exception):
-    """The scenario could not decide: the DUT did not do what the check needs (the reason says what)."""
-
-    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.evidence = evidence or []
-
-
-class NotApplicable(Exception):
-    """The rule does not apply to this DUT (its kind, or a policy it declares)."""
-
-    def __init__(self, reason: str, evidence: list[FrameRecord] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.evidence = evidence or []
-
-
-@dataclass
-class Outcome:
-    verdict: Verdict
-    reason: str
-    evidence: list[FrameRecord] = field(default_factory=list)
-    timeline: list[TimelinePoint] = field(default_factory=list)
-
-
-def evidence(*items: FrameRecord | list[FrameRecord] | None) -> list[FrameRecord]:
-    """The frames that decided a verdict, in time order, each once."""
-    seen: dict[int, FrameRecord] = {}
-    for item in items:
-        for frame in item if isinstance(item, list) else [item]:
-            if frame is not None:
-                seen.setdefault(id(frame), frame)
-    return sorted(seen.values(), key=lambda f: f.at)
-
-
 @dataclass
 class Download:
     """How an offered transfer went, as far as the frames tell: the offer, the DUT's Upgrade End Request (None
@@ -108,6 +73,102 @@ class Download:
     @property
     def end_status(self) -> int | None:
         return None if self.end is None else int(self.end.fields["status"])
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A download as a play step leaves it for a judge: how it went (`download`), every frame from its offer on,
+    and whether the image was the operator's own (`supplied`: a DUT may rightly reject the bench's unsigned
+    synthetic one). What is said about it here is read from those frames alone."""
+
+    download: Download
+    frames: list[FrameRecord]
+    supplied: bool
+
+    def first(self, predicate: Predicate, after: FrameRecord | None = None) -> FrameRecord | None:
+        """The first frame (after `after`, when given) that matches."""
+        return next(iter(self.since(predicate, after)), None)
+
+    def since(self, predicate: Predicate, after: FrameRecord | None = None) -> list[FrameRecord]:
+        """Every frame (after `after`, when given) that matches."""
+        start = 0 if after is None else next(i for i, f in enumerate(self.frames) if f is after) + 1
+        return [f for f in self.frames[start:] if predicate(f)]
+
+    @property
+    def timeline(self) -> list[TimelinePoint]:
+        return transfer_timeline(self.frames)
+
+    @property
+    def progress(self) -> str:
+        """How far the CHF served the image: the end of the furthest block it sent."""
+        ends = [
+            int(f.fields["file_offset"]) + len(f.fields.get("image_data", "")) // 2
+            for f in self.frames
+            if f.src == 0 and f.name == "image_block_response" and f.fields.get("status") == 0
+        ]
+        return f"{max(ends, default=0)} of {self.download.held.size} bytes served"
+
+    @property
+    def served_whole(self) -> bool:
+        return self.progress.startswith(f"{self.download.held.size} of")
+
+    def rejection(self) -> str:
+        """Why a download that should have ended in Upgrade End SUCCESS did not (for the reason of a verdict)."""
+        download = self.download
+        if download.end is None:
+            return f"the DUT did not complete the download ({self.progress})"
+        if download.end_status == Status.INVALID_IMAGE and not self.supplied:
+            return (
+                "the DUT rejected the bench's unsigned synthetic image (Upgrade End INVALID_IMAGE); give an image "
+                "it accepts (--image) to run this check"
+            )
+        if download.response is None:
+            return f"the DUT's Upgrade End Request (status 0x{download.end_status:02X}) got no Upgrade End Response"
+        return f"the download ended with Upgrade End status 0x{download.end_status:02X}"
+
+    def ended_early(self) -> str | None:
+        """Why a download that ended before the whole image was served says nothing about the image itself: the
+        DUT may give up with Upgrade End ABORT at any time (OTA spec 09-5264 r23 §6.10.9), or stop requesting."""
+        if self.served_whole:
+            return None
+        if self.download.end is None:
+            return f"the download stopped early ({self.progress})"
+        if self.download.end_status == Status.ABORT:
+            return (
+                f"the DUT ended the download early with Upgrade End ABORT ({self.progress}), as a client may on a "
+                "bad link, so it never had the whole image to judge"
+            )
+        return None
+
+
+def transfer_timeline(frames: list[FrameRecord]) -> list[TimelinePoint]:
+    """The transfer as the DUT drove it: each block request's offset, and marks where the CHF made it wait,
+    aborted it, or the DUT ended it."""
+    points: list[TimelinePoint] = []
+    for frame in frames:
+        offset = points[-1].offset if points else 0
+        if frame.src != 0 and frame.name in REQUESTS:
+            points.append(TimelinePoint(frame.at, int(frame.fields["file_offset"])))
+        elif (mark := _mark(frame)) is not None:
+            points.append(TimelinePoint(frame.at, offset, mark))
+    return points
+
+
+def _mark(frame: FrameRecord) -> str | None:
+    """What a frame other than a block request marks on the timeline, if anything."""
+    fields = frame.fields
+    if frame.src != 0 and frame.name == "upgrade_end":
+        status = int(fields["status"])
+        return "abort" if status == Status.ABORT else f"Upgrade End 0x{status:02X}"
+    if frame.src == 0 and frame.name == "image_block_response" and fields.get("status") != 0:
+        status = int(fields["status"])
+        if status == Status.WAIT_FOR_DATA:
+            delay = int(fields["request_time"]) - int(fields["current_time"])
+            return f"wait {delay} s (WAIT_FOR_DATA)"
+        return f"abort (Image Block Response 0x{status:02X})"
+    if frame.src == 0 and frame.name == "Default_Response" and fields.get("status") != 0:
+        return f"Default Response 0x{int(fields['status']):02X}"
+    return None
 
 
 class Trial:
@@ -232,27 +293,16 @@ class Trial:
             return download
         raise Inconclusive(self.rejection(download), evidence(download.offer, download.end, download.response))
 
+    def transfer(self, download: Download) -> Transfer:
+        """`download` with the frames it has drawn so far, for a judge."""
+        return Transfer(download, self.chf.since(download.mark), self.supplied is not None)
+
     def rejection(self, download: Download) -> str:
         """Why a download that should have ended in Upgrade End SUCCESS did not (for the reason of a verdict)."""
-        if download.end is None:
-            return f"the DUT did not complete the download ({self.progress(download)})"
-        if download.end_status == Status.INVALID_IMAGE and self.supplied is None:
-            return (
-                "the DUT rejected the bench's unsigned synthetic image (Upgrade End INVALID_IMAGE); give an image "
-                "it accepts (--image) to run this check"
-            )
-        if download.response is None:
-            return f"the DUT's Upgrade End Request (status 0x{download.end_status:02X}) got no Upgrade End Response"
-        return f"the download ended with Upgrade End status 0x{download.end_status:02X}"
+        return self.transfer(download).rejection()
 
     def progress(self, download: Download) -> str:
-        served = self.chf.since(download.mark, chf_sent("image_block_response"))
-        ends = [
-            int(f.fields["file_offset"]) + len(f.fields.get("image_data", "")) // 2
-            for f in served
-            if f.fields.get("status") == 0
-        ]
-        return f"{max(ends, default=0)} of {download.held.size} bytes served"
+        return self.transfer(download).progress
 
     # -- activation -----------------------------------------------------------------------------------
 
@@ -293,19 +343,7 @@ class Trial:
         return 0 if values is None else int(values.get(UPGRADE_ACTIVATION_POLICY, 0))
 
     def ended_early(self, download: Download) -> str | None:
-        """Why a download that ended before the whole image was served says nothing about the image itself: the
-        DUT may give up with Upgrade End ABORT at any time (OTA spec 09-5264 r23 §6.10.9), or stop requesting."""
-        served = self.progress(download)
-        if served.startswith(f"{download.held.size} of"):
-            return None
-        if download.end is None:
-            return f"the download stopped early ({served})"
-        if download.end_status == Status.ABORT:
-            return (
-                f"the DUT ended the download early with Upgrade End ABORT ({served}), as a client may on a bad "
-                "link, so it never had the whole image to judge"
-            )
-        return None
+        return self.transfer(download).ended_early()
 
     def waiting_response(self, download: Download) -> bool:
         response = download.response
@@ -314,26 +352,5 @@ class Trial:
     # -- evidence -------------------------------------------------------------------------------------
 
     def timeline(self, since: int) -> list[TimelinePoint]:
-        """The transfer as the DUT drove it: each block request's offset, and marks where the CHF made it wait,
-        aborted it, or the DUT ended it."""
-        points: list[TimelinePoint] = []
-        for frame in self.chf.since(since):
-            fields = frame.fields
-            if frame.src != 0 and frame.name in REQUESTS:
-                points.append(TimelinePoint(frame.at, int(fields["file_offset"])))
-            elif frame.src != 0 and frame.name == "upgrade_end":
-                status = int(fields["status"])
-                label = "abort" if status == Status.ABORT else f"Upgrade End 0x{status:02X}"
-                points.append(TimelinePoint(frame.at, points[-1].offset if points else 0, label))
-            elif frame.src == 0 and frame.name == "image_block_response" and fields.get("status") != 0:
-                status = int(fields["status"])
-                offset = points[-1].offset if points else 0
-                if status == Status.WAIT_FOR_DATA:
-                    delay = int(fields["request_time"]) - int(fields["current_time"])
-                    points.append(TimelinePoint(frame.at, offset, f"wait {delay} s (WAIT_FOR_DATA)"))
-                else:
-                    points.append(TimelinePoint(frame.at, offset, f"abort (Image Block Response 0x{status:02X})"))
-            elif frame.src == 0 and frame.name == "Default_Response" and fields.get("status") != 0:
-                offset = points[-1].offset if points else 0
-                points.append(TimelinePoint(frame.at, offset, f"Default Response 0x{int(fields['status']):02X}"))
-        return points
+        """The transfer timeline of the frames from `since` on."""
+        return transfer_timeline(self.chf.since(since))

@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from emulator.conformance.model import CheckResult, Level, Report, Verdict
-from emulator.conformance.report_text import (
+from emulator.conformance.check import Level
+from emulator.conformance.reports.text import (
     counts_text,
     dut_lines,
     evidence_text,
@@ -28,6 +28,8 @@ from emulator.conformance.report_text import (
     settings_text,
     visible,
 )
+from emulator.conformance.results import CheckResult, Report
+from emulator.conformance.verdict import Verdict
 from emulator.files import write_atomic
 
 SUITES_NAME = "ota-emu conformance"

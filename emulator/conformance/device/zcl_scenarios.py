@@ -1,11 +1,12 @@
 """ZCL hygiene of the device under test: how its OTA client answers the foundation rules every ZCL frame obeys
 (ZCL r7 §2.4 frame format, §2.5.12 Default Response), judged from its own frames on the CHF radio.
 
-One exchange serves all five checks: the test CHF reads the DUT's mandatory ImageUpgradeStatus (Read
-Attributes, chosen TSN), sends an OTA command id the cluster does not define, an undefined general command, a
-manufacturer-specific OTA command, a unicast Image Notify that disables the Default Response, the same unknown
-command broadcast, and a Default Response of its own. Each check then reads the part of the record its rule
-is about, so a DUT that breaks the rules fails here — with the frame — instead of confusing a later check.
+One play step, the exchange (`exchange`), serves all five checks and runs once per bench run: the test CHF reads
+the DUT's mandatory ImageUpgradeStatus (Read Attributes, chosen TSN), sends an OTA command id the cluster does
+not define, an undefined general command, a manufacturer-specific OTA command, a unicast Image Notify that
+disables the Default Response, the same unknown command broadcast, and a Default Response of its own. Each
+check's judge (pure: z01 … z05) then reads the part of the record its rule is about, so a DUT that breaks the
+rules fails here — with the frame — instead of confusing a later check.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dataclasses import dataclass
 
 from zigpy.zcl import foundation
 
-from emulator.conformance.model import FrameRecord
-from emulator.conformance.scenarios import Scenario, failed, passed
-from emulator.conformance.trial import IMAGE_UPGRADE_STATUS, Inconclusive, Outcome, Trial, evidence
+from emulator.conformance.device.scenarios import failed, passed
+from emulator.conformance.device.trial import IMAGE_UPGRADE_STATUS, Trial
+from emulator.conformance.verdict import FrameRecord, Inconclusive, Judgement, Verdict, evidence
 from emulator.ota import frames
 from emulator.ota.frames import Status
 
+# The name of the exchange's play step, which all five checks share.
+EXCHANGE = "zcl-exchange"
 FC_MANUFACTURER_SPECIFIC = 0x04
 FC_DIRECTION_S2C = 0x08
 FC_DISABLE_DEFAULT_RESPONSE = 0x10
@@ -71,10 +74,7 @@ class Exchange:
     broadcast: FrameRecord | None
     to_default: FrameRecord | None
     probes: list[FrameRecord]
-
-    def dut_frames(self, trial: Trial) -> list[FrameRecord]:
-        """Every OTA cluster frame the DUT sent in this session (its queries included)."""
-        return trial.chf.since(0, lambda f: f.src != 0 and f.cluster_id == frames.CLUSTER_ID)
+    own: list[FrameRecord]  # every OTA cluster frame the DUT sent in the session (its queries included)
 
 
 async def _probe(trial: Trial, data: bytes, *, broadcast: bool = False) -> list[FrameRecord]:
@@ -115,6 +115,7 @@ async def exchange(trial: Trial) -> Exchange:
     default = frames.default_response(tsn=DEFAULT_TSN, command_id=0x01, status=Status.SUCCESS, direction=frames.S2C)
     to_default = await _probe(trial, default)
     probes = chf.since(mark, lambda f: f.src == 0 and f.cluster_id == frames.CLUSTER_ID)
+    own = chf.since(0, lambda f: f.src != 0 and f.cluster_id == frames.CLUSTER_ID)
     return Exchange(
         mark,
         trial.first_query,
@@ -127,6 +128,7 @@ async def exchange(trial: Trial) -> Exchange:
         _answer(broadcast, name="Default_Response"),
         _answer(to_default),
         probes,
+        own,
     )
 
 
@@ -134,10 +136,10 @@ def _probe_for(ex: Exchange, tsn: int) -> FrameRecord | None:
     return next((p for p in ex.probes if frame_tsn(p) == tsn), None)
 
 
-async def z01_tsn_echoed(trial: Trial) -> Outcome:
-    ex = await exchange(trial)
+def z01_tsn_echoed(ex: Exchange) -> Judgement:
     if ex.read is None:
-        raise Inconclusive(
+        return Judgement(
+            Verdict.INCONCLUSIVE,
             "the DUT did not answer a Read Attributes of ImageUpgradeStatus (0x0006, a mandatory attribute)",
             evidence(_probe_for(ex, READ_TSN)),
         )
@@ -154,9 +156,8 @@ async def z01_tsn_echoed(trial: Trial) -> Outcome:
     return passed(f"{len(shown)} answers each carried the TSN of the command they answered", ex.probes[:1], shown)
 
 
-async def z02_direction(trial: Trial) -> Outcome:
-    ex = await exchange(trial)
-    own = ex.dut_frames(trial)
+def z02_direction(ex: Exchange) -> Judgement:
+    own = ex.own
     wrong = [f for f in own if frame_control(f) & FC_DIRECTION_S2C]
     if wrong:
         return failed(
@@ -165,12 +166,11 @@ async def z02_direction(trial: Trial) -> Outcome:
             wrong[:2],
         )
     if not own:
-        raise Inconclusive("the DUT sent no OTA cluster frame to judge")
+        return Judgement(Verdict.INCONCLUSIVE, "the DUT sent no OTA cluster frame to judge", [])
     return passed(f"all {len(own)} frames from its OTA client carry direction client→server", own[:3])
 
 
-async def z03_default_response_rules(trial: Trial) -> Outcome:
-    ex = await exchange(trial)
+def z03_default_response_rules(ex: Exchange) -> Judgement:
     answered_ddr = ex.notify_default is not None and int(ex.notify_default.fields.get("status", -1)) == 0
     if answered_ddr:
         return failed(
@@ -215,8 +215,7 @@ def _judge_unsupported(
     return None, [probe, answer]
 
 
-async def z04_unsupported_commands(trial: Trial) -> Outcome:
-    ex = await exchange(trial)
+def z04_unsupported_commands(ex: Exchange) -> Judgement:
     shown: list[FrameRecord | None] = []
     for answer, tsn, allowed, what in (
         (ex.unknown, UNKNOWN_TSN, UNSUPPORTED, f"OTA command 0x{UNDEFINED_OTA_COMMAND:02X}, which the cluster lacks"),
@@ -233,9 +232,8 @@ async def z04_unsupported_commands(trial: Trial) -> Outcome:
     return passed("answered undefined cluster and general commands with Default Responses 0x81/0x82", *shown)
 
 
-async def z05_manufacturer_specific(trial: Trial) -> Outcome:
-    ex = await exchange(trial)
-    own = ex.dut_frames(trial)
+def z05_manufacturer_specific(ex: Exchange) -> Judgement:
+    own = ex.own
     flagged = [f for f in own if frame_control(f) & FC_MANUFACTURER_SPECIFIC]
     if flagged:
         return failed(
@@ -258,12 +256,3 @@ async def z05_manufacturer_specific(trial: Trial) -> Outcome:
     return passed(
         f"no manufacturer-specific bit on its own frames; {what} got Default Response 0x{status:02X}", *frames_
     )
-
-
-ZCL_SCENARIOS: dict[str, Scenario] = {
-    "Z-01": z01_tsn_echoed,
-    "Z-02": z02_direction,
-    "Z-03": z03_default_response_rules,
-    "Z-04": z04_unsupported_commands,
-    "Z-05": z05_manufacturer_specific,
-}

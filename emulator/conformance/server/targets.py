@@ -21,6 +21,7 @@ import importlib.metadata
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from zigpy.device import ZigbeeDevice
 from zigpy.ota import OtaImageWithMetadata
 from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
@@ -30,8 +31,7 @@ from emulator.chf.events import TransferOutcome
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
-from emulator.conformance.probe import Probe, ProbeIdentity
-from emulator.conformance.server_plan import (
+from emulator.conformance.server.plan import (
     CURRENT_VERSION,
     FIRST_PROBE_NWK,
     HARDWARE_RANGE,
@@ -49,7 +49,8 @@ from emulator.conformance.server_plan import (
     STRANGER_NWK,
     TARGET_IEEES,
 )
-from emulator.conformance.server_transcript import Claims, Offer
+from emulator.conformance.server.probe import Probe, ProbeIdentity
+from emulator.conformance.server.transcript import Claims, Offer
 from emulator.ota.image import UpgradeImage, build_gb, build_zigbee
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
 from emulator.radio.air import Air
@@ -165,7 +166,7 @@ class Bench:
 
 class OursBench(Bench):
     def __init__(self, node: ChfNode, held: HeldImage, spare: HeldImage, **kwargs: Any) -> None:
-        super().__init__(app=node.app, **kwargs)  # type: ignore[arg-type]
+        super().__init__(app=node.app, **kwargs)
         self.node = node
         self.server_endpoint = node.profile.endpoint
         self.held = held
@@ -211,6 +212,7 @@ class ZigpyBench(Bench):
         for probe in probes:
             seen = len(probe.notifies)
             device = self.app.get_device(ieee=probe.ieee)
+            assert isinstance(device, ZigbeeDevice), f"zigpy knows {probe.ieee} as {type(device).__name__}"
             tasks.append(asyncio.create_task(device.update_firmware(self.image)))
             if await probe.next_notify(seen, NOTIFY_TIMEOUT) is None:
                 for task in tasks:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import zigpy.types as t
+from zigpy.zcl.clusters.general import UpgradeActivationPolicy, UpgradeTimeoutPolicy
 
+from emulator.device.faults import DeviceFault
 from emulator.profiles import (
-    DEVICE_FAULTS,
     ChfProfile,
     DeviceProfile,
     ImageEntry,
@@ -49,8 +50,21 @@ def test_every_key_is_documented_in_the_readme(cls):
 
 
 def test_every_fault_is_documented_in_the_readme():
-    for fault in DEVICE_FAULTS:
-        assert f"| `{fault}` |" in README, fault
+    for fault in DeviceFault:
+        assert f"| `{fault.value}` | {fault.description} |" in README, fault
+
+
+def test_faults_and_policies_are_typed_however_the_profile_is_made(tmp_path):
+    path = _write(tmp_path, VALID_DEVICE + 'faults = ["no_resend"]\nupgrade_activation_policy = 1\n')
+    loaded = load_device(path)
+    assert loaded.faults == {DeviceFault.NO_RESEND}
+    assert loaded.upgrade_activation_policy is UpgradeActivationPolicy.Out_of_band_allowed
+    assert loaded.upgrade_timeout_policy is UpgradeTimeoutPolicy.Apply_after_timeout
+    replaced = loaded.replace(faults=frozenset({"ignore_offset"}), upgrade_timeout_policy=1)
+    assert replaced.faults == {DeviceFault.IGNORE_OFFSET}
+    assert replaced.upgrade_timeout_policy is UpgradeTimeoutPolicy.Do_not_apply_after_timeout
+    with pytest.raises(ValueError, match="unknown fault 'ignore_ofset'"):
+        loaded.replace(faults=frozenset({"ignore_ofset"}))
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -66,7 +80,14 @@ def _write(tmp_path: Path, text: str) -> Path:
         (VALID_DEVICE.replace('"0x121D"', '"0x1FFFF"'), "key 'device.manufacturer_code': expected 0..0xFFFF"),
         (VALID_DEVICE.replace('"00:DB:12:34:56:78:90:A4"', '"00:DB"'), "key 'device.ieee': expected an EUI-64"),
         (VALID_DEVICE + "colour = 1\n", "unknown key 'device.colour'"),
-        (VALID_DEVICE + 'faults = ["fly"]\n', "unknown fault 'fly'"),
+        (
+            VALID_DEVICE + 'faults = ["fly"]\n',
+            "key 'device.faults': unknown fault 'fly' (known: accept_foreign_upgrade_end, accept_same_version, ",
+        ),
+        (
+            VALID_DEVICE + "upgrade_activation_policy = 2\n",
+            "key 'device.upgrade_activation_policy': expected 0 (the OTA server may activate) or 1 (out of band only)",
+        ),
         (VALID_DEVICE + "sleepy = 1\n", "key 'device.sleepy': expected true or false"),
         (VALID_DEVICE.replace("file_version = 1\n", ""), "missing required key 'device.file_version'"),
         ("[device\n", "not valid TOML"),

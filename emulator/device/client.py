@@ -2,7 +2,7 @@
 
 One coroutine per device walks DISCOVER → QUERY → DOWNLOAD → VERIFY → WAIT_END_RSP → APPLY; the device feeds it
 the frames the server sends (`deliver`) and it answers through its `Host`. Every rule carries the SPEC.md case it
-implements (C-xx) and every deliberate deviation a profile can ask for (`profiles.DEVICE_FAULTS`) is consulted at
+implements (C-xx) and every deliberate deviation a profile can ask for (`DeviceFault`) is consulted at
 the one place the conforming behaviour lives, so a conformance check can be proved to fail on it.
 
 The block loop is the hot path of the whole emulator: one future and one timer per block, the request packed by
@@ -39,11 +39,12 @@ from typing import Any, Protocol
 
 import zigpy.types as t
 from zigpy.zcl import foundation
-from zigpy.zcl.clusters.general import Ota
+from zigpy.zcl.clusters.general import Ota, UpgradeActivationPolicy, UpgradeTimeoutPolicy
 from zigpy.zdo.types import ZDOCmd
 
 from emulator.clock import Clock
 from emulator.device import events, firmware, zdo
+from emulator.device.faults import DeviceFault
 from emulator.device.state import DeviceState, ImageRef, StateStore
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode
 from emulator.ota import frames
@@ -178,10 +179,10 @@ class OtaClient:
 
     def _judge_notify_fields(self, cmd: Any, payload_type: int, jitter: int, broadcast: bool) -> tuple[bool, str]:
         if not broadcast:
-            if "ignore_unicast_notify" in self.faults:
+            if DeviceFault.IGNORE_UNICAST_NOTIFY in self.faults:
                 return False, "unicast ignored (fault ignore_unicast_notify)"
             return True, "unicast: always query"
-        if "query_on_any_notify" in self.faults:
+        if DeviceFault.QUERY_ON_ANY_NOTIFY in self.faults:
             return True, "broadcast: queried without checks (fault query_on_any_notify)"
         profile = self.profile
         if payload_type >= 1 and cmd.manufacturer_code not in (profile.manufacturer_code, frames.WILDCARD_MANUFACTURER):
@@ -322,7 +323,7 @@ class OtaClient:
     def _send_upgrade_end(self, status: Status, ref: ImageRef) -> None:
         tsn = self._tsn()
         version = ref.file_version
-        if status == Status.SUCCESS and "upgrade_end_running_version" in self.faults:
+        if status == Status.SUCCESS and DeviceFault.UPGRADE_END_RUNNING_VERSION in self.faults:
             version = self.state.running_version
         data = frames.encode(
             "upgrade_end",
@@ -365,7 +366,7 @@ class OtaClient:
         if state.download is not None:
             self.phase = "resuming"
             await self._pause(jitter)
-            offset = 0 if "restart_from_zero" in self.faults else state.file_offset
+            offset = 0 if DeviceFault.RESTART_FROM_ZERO in self.faults else state.file_offset
             await self._download(state.download, offset)
             next_query = self._after_cycle()
         elif state.held:
@@ -403,7 +404,8 @@ class OtaClient:
         outcome = await self._query()
         if isinstance(outcome, ImageRef):
             state = self.state
-            resume = state.download == outcome and state.partial is not None and "restart_from_zero" not in self.faults
+            restart = DeviceFault.RESTART_FROM_ZERO in self.faults
+            resume = state.download == outcome and state.partial is not None and not restart
             await self._download(outcome, state.file_offset if resume else 0)
         elif outcome in ("not_authorized", "timeout"):
             await self._discover()
@@ -475,7 +477,7 @@ class OtaClient:
         self.phase = "query"
         profile = self.profile
         image_type = self._query_type()
-        hardware = None if "no_hardware_version" in self.faults else profile.hardware_version
+        hardware = None if DeviceFault.NO_HARDWARE_VERSION in self.faults else profile.hardware_version
         fields: dict[str, Any] = {
             "field_control": 0 if hardware is None else 1,
             "manufacturer_code": profile.manufacturer_code,
@@ -514,7 +516,7 @@ class OtaClient:
         same = ref.file_version == self.state.running_version or any(
             h.ref.image_type == ref.image_type and h.ref.file_version == ref.file_version for h in self.state.held
         )
-        if same and "accept_same_version" not in self.faults:
+        if same and DeviceFault.ACCEPT_SAME_VERSION not in self.faults:
             reason = f"version 0x{ref.file_version:08X} is already running or downloaded"
         elif ref.file_version < self.state.running_version and not self.profile.allow_downgrade:
             reason = (
@@ -570,14 +572,14 @@ class OtaClient:
         state.image_upgrade_status = UpgradeStatus.Download_complete
         self.phase = "verify"
         data = bytes(state.partial or b"")
-        if "skip_verification" in self.faults:
+        if DeviceFault.SKIP_VERIFICATION in self.faults:
             stack = int.from_bytes(data[18:20], "little")
             verdict = firmware.Verdict(True, "not checked (fault skip_verification)", stack)
         else:
             verdict = firmware.verify(data, ref, self.identity)
         self.host.emit(events.ImageVerified, ok=verdict.ok, reason=verdict.reason, version=ref.file_version)
         if not verdict.ok:
-            if "no_upgrade_end_on_invalid" not in self.faults:
+            if DeviceFault.NO_UPGRADE_END_ON_INVALID not in self.faults:
                 self._send_upgrade_end(Status.INVALID_IMAGE, ref)
             firmware.discard(state)
             self.save(partial=True, held=True)
@@ -607,7 +609,7 @@ class OtaClient:
             offset = state.file_offset
             paging = profile.page_requests and not state.page_fallback and offset >= gap_end
             period = state.minimum_block_period * self._period_scale
-            if period and "ignore_min_block_period" not in faults:
+            if period and DeviceFault.IGNORE_MIN_BLOCK_PERIOD not in faults:
                 wait = self._last_request_at + period - loop.time()
                 if wait > 0:
                     await self._pause(wait)
@@ -665,7 +667,7 @@ class OtaClient:
                         verdict = "retry"
                         break
                     if status != Status.SUCCESS:
-                        if "continue_after_abort" in faults:
+                        if DeviceFault.CONTINUE_AFTER_ABORT in faults:
                             verdict = "failed"
                             break
                         return (
@@ -679,7 +681,7 @@ class OtaClient:
                     status = item[1].command.status
                     if status == Status.NO_IMAGE_AVAILABLE and request_id == OtaCommand.IMAGE_BLOCK:
                         no_image += 1
-                        if "ignore_no_image_default_response" in faults:
+                        if DeviceFault.IGNORE_NO_IMAGE_DEFAULT_RESPONSE in faults:
                             verdict = "failed"
                         elif no_image >= NO_IMAGE_LIMIT:
                             return "three Default Responses NO_IMAGE_AVAILABLE to Image Block Requests", True, False
@@ -687,7 +689,7 @@ class OtaClient:
                             verdict = "retry"
                         break
                     if status == Status.UNSUP_CLUSTER_COMMAND and request_id == OtaCommand.IMAGE_PAGE:
-                        if "no_page_fallback" in faults:
+                        if DeviceFault.NO_PAGE_FALLBACK in faults:
                             verdict = "failed"
                         else:
                             state.page_fallback = True
@@ -710,7 +712,7 @@ class OtaClient:
                     self._reject(item, 0x05, Status.INVALID_VALUE, f"block of {length} bytes at {b_offset}")
                     continue
                 if b_offset != state.file_offset:
-                    if "ignore_offset" in faults and not paging:
+                    if DeviceFault.IGNORE_OFFSET in faults and not paging:
                         buf[b_offset : b_offset + length] = b_data
                         state.file_offset = b_offset + length
                         verdict = "stored"
@@ -724,7 +726,7 @@ class OtaClient:
                     continue
                 buf[b_offset : b_offset + length] = b_data
                 state.file_offset = b_offset + length
-                if "assume_full_blocks" in faults and not paging:
+                if DeviceFault.ASSUME_FULL_BLOCKS in faults and not paging:
                     state.file_offset = min(size, b_offset + max_size)
                 if got:
                     while (ahead_len := got.pop(state.file_offset, 0)) > 0:
@@ -749,7 +751,7 @@ class OtaClient:
                 gap_end = window_end  # C-page: fetch the missing blocks of this page one by one
                 failures = 0
                 continue
-            if verdict == "timeout" and "no_resend" in faults:
+            if verdict == "timeout" and DeviceFault.NO_RESEND in faults:
                 return "no answer to the request (no resend)", True, True
             failures += 1
             if failures > profile.max_resends:
@@ -769,7 +771,7 @@ class OtaClient:
         else:
             delay = float(request - current)
         delay = min(delay, MAX_WAIT)
-        if "ignore_wait_for_data" in self.faults:
+        if DeviceFault.IGNORE_WAIT_FOR_DATA in self.faults:
             delay = 0.0
         self.host.emit(events.WaitingForData, delay=delay, minimum_block_period=state.minimum_block_period)
         if delay > 0:
@@ -825,8 +827,11 @@ class OtaClient:
                     misses += 1
                     if (
                         misses >= profile.upgrade_wait_threshold
-                        and (profile.upgrade_timeout_policy == 0 or "ignore_timeout_policy" in self.faults)
-                        and profile.upgrade_activation_policy == 0
+                        and (
+                            profile.upgrade_timeout_policy == UpgradeTimeoutPolicy.Apply_after_timeout
+                            or DeviceFault.IGNORE_TIMEOUT_POLICY in self.faults
+                        )
+                        and profile.upgrade_activation_policy == UpgradeActivationPolicy.OTA_server_allowed
                     ):
                         activate_at = loop.time()
                     else:
@@ -863,7 +868,7 @@ class OtaClient:
                 state.image_upgrade_status = UpgradeStatus.Waiting_to_upgrade
                 self.save()
                 self.host.emit(events.WaitingToUpgrade, version=version, external=False)
-                if "activate_while_waiting" in self.faults:
+                if DeviceFault.ACTIVATE_WHILE_WAITING in self.faults:
                     activate_at = loop.time()
                 else:
                     activate_at = None
@@ -890,16 +895,17 @@ class OtaClient:
             and cmd.image_type in (ref.image_type, frames.WILDCARD_IMAGE_TYPE)
             and cmd.file_version in (ref.file_version, frames.WILDCARD_FILE_VERSION)
         )
-        if not ours and "accept_foreign_upgrade_end" not in self.faults:
+        if not ours and DeviceFault.ACCEPT_FOREIGN_UPGRADE_END not in self.faults:
             self._reject(item, 0x07, Status.INVALID_VALUE, "Upgrade End Response for another image")
             return None
         current, upgrade = int(cmd.current_time), int(cmd.upgrade_time)
         if upgrade == frames.UPGRADE_TIME_WAIT:
             return "wait"
-        if self.profile.upgrade_activation_policy == 1 and "ignore_activation_policy" not in self.faults:
+        out_of_band = self.profile.upgrade_activation_policy == UpgradeActivationPolicy.Out_of_band_allowed
+        if out_of_band and DeviceFault.IGNORE_ACTIVATION_POLICY not in self.faults:
             self._reject(item, 0x07, Status.NOT_AUTHORIZED, "activation is out of band only")
             return "external"
-        if "ignore_upgrade_time" in self.faults:
+        if DeviceFault.IGNORE_UPGRADE_TIME in self.faults:
             return 0.0
         if current == 0:
             return float(upgrade)
@@ -914,10 +920,10 @@ class OtaClient:
             state,
             self.profile.image_type,
             fails=self.profile.activation_fails,
-            keep_image_type="keep_image_type_after_upgrade" in self.faults,
+            keep_image_type=DeviceFault.KEEP_IMAGE_TYPE_AFTER_UPGRADE in self.faults,
         )
         self.save(partial=True, held=True, running=ok)
-        if "no_activation_alert" not in self.faults:
+        if DeviceFault.NO_ACTIVATION_ALERT not in self.faults:
             self.host.emit(
                 events.Activated,
                 old_version=old,
@@ -934,7 +940,7 @@ class OtaClient:
 
     def activate_firmware(self, image_hash: bytes, at: datetime | None) -> events.ActivationReply:
         """Activate Firmware (GBCS CS06): now, or accepted now and executed at `at`."""
-        if at is not None and "activate_future_dated_now" not in self.faults:
+        if at is not None and DeviceFault.ACTIVATE_FUTURE_DATED_NOW not in self.faults:
             when = self.host.clock.loop_time_at(at)
             if when > self._loop.time():
                 handle = self._loop.call_at(when, self._future_activation, image_hash)
@@ -964,10 +970,10 @@ class OtaClient:
         state = self.state
         main = next((h for h in state.held if h.ref.image_type == self.profile.image_type), None)
         if main is None:
-            if "activate_without_image" in self.faults:
+            if DeviceFault.ACTIVATE_WITHOUT_IMAGE in self.faults:
                 return ActivationResponse.SUCCESS, state.running_version
             return ActivationResponse.NO_IMAGE_HELD, state.running_version
-        if "skip_hash_check" not in self.faults and firmware.manufacturer_image_hash(main.data) != image_hash:
+        if DeviceFault.SKIP_HASH_CHECK not in self.faults and firmware.manufacturer_image_hash(main.data) != image_hash:
             return ActivationResponse.HASH_MISMATCH, state.running_version
         version, ok = self.activate_held()
         return (ActivationResponse.SUCCESS if ok else ActivationResponse.ACTIVATION_FAILURE), version

@@ -33,6 +33,7 @@ from zigpy.zcl.clusters.general import Basic
 from emulator.clock import Clock
 from emulator.device import attributes, events, firmware, zdo
 from emulator.device.client import JOIN_POLL_WINDOW, OtaClient
+from emulator.device.faults import DeviceFault
 from emulator.device.radio import DeviceRadio
 from emulator.device.state import DeviceState, StateStore
 from emulator.ota import frames
@@ -395,8 +396,8 @@ class EmulatedDevice:
             self._error(packet, header, broadcast, Status.MALFORMED_COMMAND, "SUCCESS without the image fields")
             return
         if frame.name == "image_notify":
-            disabled = header.frame_control.disable_default_response
-            if not broadcast and (not disabled or "zcl_default_response_when_disabled" in self.profile.faults):
+            wanted = not header.frame_control.disable_default_response
+            if not broadcast and (wanted or DeviceFault.ZCL_DEFAULT_RESPONSE_WHEN_DISABLED in self.profile.faults):
                 self._default_response(packet, header, Status.SUCCESS)
             client.on_image_notify(frame, broadcast)
             return
@@ -456,11 +457,11 @@ class EmulatedDevice:
     def _zcl_faults(self, data: bytes) -> bytes:
         """The deliberate ZCL header deviations of a fault profile (conformance checks Z-01, Z-02, Z-05)."""
         faults = self.profile.faults
-        if "zcl_wrong_tsn" in faults:
+        if DeviceFault.ZCL_WRONG_TSN in faults:
             data = data[:1] + bytes([(data[1] + 1) & 0xFF]) + data[2:]
-        if "zcl_wrong_direction" in faults:
+        if DeviceFault.ZCL_WRONG_DIRECTION in faults:
             data = bytes([data[0] ^ 0x08]) + data[1:]
-        if "zcl_manufacturer_flag" in faults:
+        if DeviceFault.ZCL_MANUFACTURER_FLAG in faults:
             data = bytes([data[0] | 0x04]) + self.profile.manufacturer_code.to_bytes(2, "little") + data[1:]
         return data
 
@@ -480,7 +481,7 @@ class EmulatedDevice:
             status=int(status),
             reason=reason,
         )
-        if not broadcast and "zcl_silent_on_unsupported" not in self.profile.faults:
+        if not broadcast and DeviceFault.ZCL_SILENT_ON_UNSUPPORTED not in self.profile.faults:
             self._default_response(packet, header, status)
 
     # == attribute tables ============================================================================

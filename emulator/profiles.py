@@ -12,19 +12,21 @@ is told, and when the CHF tells a PPMID to activate.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import zigpy.types as t
 from zigpy.zcl.clusters.general import UpgradeActivationPolicy, UpgradeTimeoutPolicy
 
 from emulator.device.faults import DeviceFault
 from emulator.errors import InputError
+from emulator.ota.frames import UPGRADE_TIME_WAIT
 from emulator.security.install_code import InstallCode
 
 SMART_ENERGY_PROFILE = 0x0109
@@ -145,22 +147,76 @@ def _policy(kind: type[_Policy], meanings: str) -> Any:
     return parse
 
 
-def _activation_time(value: Any) -> str:
-    """"now", "wait", "+SECONDS" (relative) or an ISO-8601 UTC time (absolute)."""
-    if isinstance(value, str) and value in ("now", "wait"):
-        return value
-    if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
-        return value
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return when.isoformat()
-    raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+class ActivationKind(enum.Enum):
+    """The four forms of an activation time."""
+
+    NOW = "now"  # activate at once: UpgradeTime = CurrentTime
+    WAIT = "wait"  # hold the image until told again: UpgradeTime 0xFFFFFFFF
+    AFTER = "after"  # SECONDS after the response: CurrentTime 0, UpgradeTime SECONDS (the relative form)
+    AT = "at"  # at a UTC time: the absolute form
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationTime:
+    """When the CHF tells a device to activate, in its Upgrade End Response (SPEC.md §2.8). A profile writes it
+    "now", "wait", "+SECONDS" or as an ISO-8601 time (UTC unless it names another zone); `str()` gives that text
+    back (an ISO time in its normal form)."""
+
+    kind: ActivationKind
+    seconds: int = 0  # AFTER: how long after the response
+    when: datetime | None = None  # AT: the time, timezone-aware
+
+    NOW: ClassVar[ActivationTime]
+    WAIT: ClassVar[ActivationTime]
+
+    @classmethod
+    def after(cls, seconds: int) -> ActivationTime:
+        return cls(ActivationKind.AFTER, seconds=seconds)
+
+    @classmethod
+    def at(cls, when: datetime) -> ActivationTime:
+        return cls(ActivationKind.AT, when=when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+
+    @classmethod
+    def parse(cls, value: object) -> ActivationTime:
+        """The activation time a profile names; ValueError saying what is allowed otherwise."""
+        if isinstance(value, str):
+            if value in ("now", "wait"):
+                return cls(ActivationKind(value))
+            if value.startswith("+") and value[1:].isdigit():
+                return cls.after(int(value[1:]))
+            try:
+                return cls.at(datetime.fromisoformat(value))
+            except ValueError:
+                pass
+        raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+
+    def __str__(self) -> str:
+        if self.kind is ActivationKind.AFTER:
+            return f"+{self.seconds}"
+        if self.kind is ActivationKind.AT and self.when is not None:
+            return self.when.isoformat()
+        return str(self.kind.value)
+
+    def upgrade_times(self, now: int, epoch: datetime) -> tuple[int, int]:
+        """(CurrentTime, UpgradeTime) of an Upgrade End Response sent at ZCL UTC time `now`, where `epoch` is the
+        UTC time of ZCL time 0: "+N" takes the relative form (CurrentTime 0), an absolute time is never earlier
+        than now."""
+        if self.kind is ActivationKind.WAIT:
+            return now, UPGRADE_TIME_WAIT
+        if self.kind is ActivationKind.AFTER:
+            return 0, self.seconds
+        if self.kind is ActivationKind.AT and self.when is not None:
+            return now, max(now, int((self.when - epoch).total_seconds()))
+        return now, now
+
+
+ActivationTime.NOW = ActivationTime(ActivationKind.NOW)
+ActivationTime.WAIT = ActivationTime(ActivationKind.WAIT)
+
+
+def _activation_time(value: Any) -> ActivationTime:
+    return value if isinstance(value, ActivationTime) else ActivationTime.parse(value)
 
 
 def _install_code(value: Any) -> str | None:
@@ -362,10 +418,14 @@ class ImageEntry:
     device_ids: tuple[t.EUI64, ...] = field(
         default=(), metadata=_spec(_eui64_list, "DeviceIDList: EUI-64s allowed this image (empty = any device)")
     )
-    activation: str | None = field(
+    activation: ActivationTime | None = field(
         default=None,
         metadata=_spec(_optional(_activation_time), "Upgrade End policy for this image (overrides the CHF's)"),
     )
+
+    def __post_init__(self) -> None:
+        if self.activation is not None:
+            object.__setattr__(self, "activation", _activation_time(self.activation))
 
 
 @dataclass(frozen=True)
@@ -424,12 +484,12 @@ class ChfProfile:
     max_concurrent_downloads: int = field(
         default=0, metadata=_spec(_int(16), "clients served at once; others get WAIT_FOR_DATA 60 s (0 = no limit)")
     )
-    ppmid_activation: str = field(
-        default="now",
+    ppmid_activation: ActivationTime = field(
+        default=ActivationTime.NOW,
         metadata=_spec(_activation_time, "Upgrade End Response for a PPMID: now, +SECONDS, ISO time or wait"),
     )
-    hcalcs_activation: str = field(
-        default="wait", metadata=_spec(_activation_time, "Upgrade End Response for an HCALCS (GB: wait)")
+    hcalcs_activation: ActivationTime = field(
+        default=ActivationTime.WAIT, metadata=_spec(_activation_time, "Upgrade End Response for an HCALCS (GB: wait)")
     )
     notify: str = field(
         default="unicast",
@@ -460,6 +520,11 @@ class ChfProfile:
     )
     device_log: tuple[DeviceLogEntry, ...] = field(default=(), metadata={"internal": True})
     source: str = field(default="<built-in>", metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        """Typed activation times also when code builds or `replace`s a profile with their text."""
+        object.__setattr__(self, "ppmid_activation", _activation_time(self.ppmid_activation))
+        object.__setattr__(self, "hcalcs_activation", _activation_time(self.hcalcs_activation))
 
     def replace(self, **changes: Any) -> ChfProfile:
         return dataclasses.replace(self, **changes)

@@ -67,9 +67,6 @@ DISCOVERY_RETRY = 600.0  # Server Discovery Delay: 10 min
 UPGRADE_END_MISS_RETRY = 600.0  # Run Upgrade Request Delay: 10 min
 JOIN_POLL_WINDOW = 30.0  # a sleepy device fast-polls this long after joining, so the interview reaches it
 ANNOUNCE_SPREAD = 1.0  # Device_annce goes out up to this long after joining (s)
-# Save the partial download after this much progress (bytes) or protocol time (s), whichever comes first.
-SAVE_EVERY_BYTES = 8192
-SAVE_EVERY_SECONDS = 10.0
 
 # ImageUpgradeStatus (SPEC.md §3.2)
 UpgradeStatus = Ota.ImageUpgradeStatus
@@ -151,6 +148,9 @@ class Host(Protocol):
 
 
 class OtaClient:
+    """The OTA client of one device: `run` walks the phases until cancelled; the device hands it frames with
+    `deliver` and notifies with `on_image_notify`, and asks it to activate with `activate_firmware` (GB CS06)."""
+
     def __init__(
         self,
         host: Host,
@@ -172,6 +172,8 @@ class OtaClient:
         self.phase = Phase.STOPPED
         self.loop = asyncio.get_running_loop()
         self.inbox = Inbox(host.poll, sleepy=self.profile.sleepy, poll_period=self.profile.poll_period)
+        #: Queue a frame (or a wake-up) for the state machine: the inbox's own `put`, one call less per block.
+        self.deliver: Callable[[Inbound], None] = self.inbox.put
         #: Seconds per unit of MinimumBlockPeriod (the profile's block_period_unit).
         self.period_scale = 0.001 if self.profile.block_period_unit == "ms" else 1.0
         #: When the last block or page request went out (MinimumBlockPeriod counts from it, across downloads).
@@ -197,15 +199,12 @@ class OtaClient:
         self._retry_download = False
         self._zcl_tsn = rng.randrange(256)
         self._zdo_tsn = rng.randrange(256)
-        self._saved_offset = 0
-        self._saved_at = 0.0
+        #: FileOffset and loop time at the last save (the block loop saves the partial download every so often).
+        self.saved_offset = 0
+        self.saved_at = 0.0
         self._scheduled: set[asyncio.TimerHandle] = set()
 
     # == frames in ===================================================================================
-
-    def deliver(self, item: Inbound) -> None:
-        """Queue a frame (or a wake-up) for the state machine."""
-        self.inbox.put(item)
 
     def on_image_notify(self, frame: frames.Frame, broadcast: bool) -> None:
         """SPEC.md §2.1 client rules (C-01, C-02, C-03); validity (payload type, jitter range) is checked by the
@@ -298,16 +297,8 @@ class OtaClient:
     def save(self, *, partial: bool = False, held: bool = False, running: bool = False) -> None:
         if self.store is not None:
             self.store.save(self.state, partial=partial, held=held, running=running)
-        self._saved_offset = self.state.file_offset
-        self._saved_at = self.loop.time()
-
-    def save_progress(self) -> None:
-        """Save the partial download when enough has arrived, or enough time has passed, since the last save."""
-        if (
-            self.state.file_offset - self._saved_offset >= SAVE_EVERY_BYTES
-            or self.loop.time() - self._saved_at >= SAVE_EVERY_SECONDS
-        ):
-            self.save(partial=True)
+        self.saved_offset = self.state.file_offset
+        self.saved_at = self.loop.time()
 
     def reject(self, item: BlockIn | OtaIn, command_id: int, status: Status, reason: str) -> None:
         """An error Default Response to a server frame (ZCL: errors are reported even with DDR set; never to a

@@ -36,6 +36,9 @@ Status = foundation.Status
 WAIT_FOR_DATA_INVALID = 300.0  # RequestTime < CurrentTime: wait 5 min (SPEC.md §10, Silicon Labs)
 MAX_WAIT = 3600.0  # longest wait honoured per timer: 60 min
 NO_IMAGE_LIMIT = 3  # ZCL7 §11.13.6.5.2: three Default Responses 0x98 end a download
+# Save the partial download after this much progress (bytes) or protocol time (s), whichever comes first.
+SAVE_EVERY_BYTES = 8192
+SAVE_EVERY_SECONDS = 10.0
 
 # Plain ints, compared per answer (an IntEnum member is looked up through a descriptor).
 _IMAGE_BLOCK = int(OtaCommand.IMAGE_BLOCK)
@@ -150,14 +153,31 @@ class BlockLoop:
         """None once the image is in; else why not."""
         state = self.state
         size = self.size
+        inbox = self.inbox
+        loop = self.loop
+        client = self.client
         while state.file_offset < size:
             if state.minimum_block_period and not self.ignore_min_block_period:
                 await self._keep_period()
             self._request()
-            answer = await self._answer()
+            answer: Answer | DownloadFailure | None = None
+            while answer is None:  # what answers the request in flight
+                item = await inbox.next(self.deadline - loop.time(), expect=True)
+                if item is None:
+                    answer = _TIMEOUT
+                elif type(item) is BlockIn:
+                    answer = self._block(
+                        item, item.manufacturer_code, item.image_type, item.file_version, item.file_offset, item.data
+                    )
+                elif type(item) is OtaIn:
+                    answer = await self._frame(item)
             if answer is _STORED:
                 self.failures = self.no_image = 0
-                self.client.save_progress()
+                if (
+                    state.file_offset - client.saved_offset >= SAVE_EVERY_BYTES
+                    or loop.time() - client.saved_at >= SAVE_EVERY_SECONDS
+                ):
+                    client.save(partial=True)
                 continue
             failure = answer if isinstance(answer, DownloadFailure) else self._count(answer)
             if failure is not None:
@@ -216,26 +236,6 @@ class BlockLoop:
         """MaximumDataSize for a block request that fills a gap: no further than the next block already held."""
         beyond = [start for start in self.ahead if start > offset]
         return min(self.max_size, min(beyond) - offset) if beyond else self.max_size
-
-    async def _answer(self) -> Answer | DownloadFailure:
-        """Wait for what answers the request in flight."""
-        inbox = self.inbox
-        loop = self.loop
-        while True:
-            item = await inbox.next(self.deadline - loop.time(), expect=True)
-            if item is None:
-                return _TIMEOUT
-            answer: Answer | DownloadFailure | None
-            if type(item) is BlockIn:
-                answer = self._block(
-                    item, item.manufacturer_code, item.image_type, item.file_version, item.file_offset, item.data
-                )
-            elif type(item) is OtaIn:
-                answer = await self._frame(item)
-            else:
-                continue
-            if answer is not None:
-                return answer
 
     async def _frame(self, item: OtaIn) -> Answer | DownloadFailure | None:
         """An answer the fast decoder did not take: a block response with another status, or a Default Response."""

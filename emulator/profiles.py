@@ -39,6 +39,7 @@ DEFAULT_DEVICE_IDS = {"ppmid": 0x0506, "hcalcs": 0x0504}
 # (`UpgradeActivationPolicy`, `UpgradeTimeoutPolicy`): a profile gives their number, the device reads them back.
 _Policy = TypeVar("_Policy", UpgradeActivationPolicy, UpgradeTimeoutPolicy)
 
+
 class ProfileError(InputError):
     """A profile file that is missing, not TOML, or has a key with a value that is not allowed."""
 
@@ -383,8 +384,8 @@ class DeviceProfile:
     def __post_init__(self) -> None:
         """Typed values also when code builds or `replace`s a profile with plain ones (a fault by its name, a
         policy by its number); an unknown one is a ValueError here rather than a check that never matches."""
-        if not all(isinstance(fault, DeviceFault) for fault in self.faults):
-            object.__setattr__(self, "faults", _faults(list(map(str, self.faults))))
+        faults = frozenset(f if isinstance(f, DeviceFault) else DeviceFault.parse(f) for f in self.faults)
+        object.__setattr__(self, "faults", faults)
         object.__setattr__(self, "upgrade_activation_policy", UpgradeActivationPolicy(self.upgrade_activation_policy))
         object.__setattr__(self, "upgrade_timeout_policy", UpgradeTimeoutPolicy(self.upgrade_timeout_policy))
 

@@ -12,18 +12,22 @@ is told, and when the CHF tells a PPMID to activate.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import os
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import zigpy.types as t
+from zigpy.zcl.clusters.general import UpgradeActivationPolicy, UpgradeTimeoutPolicy
 
+from emulator.device.faults import DeviceFault
 from emulator.errors import InputError
 from emulator.numbers import parse_unsigned
+from emulator.ota.frames import UPGRADE_TIME_WAIT
 from emulator.security.install_code import InstallCode
 
 SMART_ENERGY_PROFILE = 0x0109
@@ -32,41 +36,9 @@ HOME_AUTOMATION_PROFILE = 0x0104
 # Device IDs: SE "Prepayment Terminal" and "Load Control Device" (SPEC.md §7: mapping UNCONFIRMED).
 DEFAULT_DEVICE_IDS = {"ppmid": 0x0506, "hcalcs": 0x0504}
 
-# Deliberate deviations an emulated device can be given, so each conformance check has a device that fails it.
-# One switch per behaviour of the OTA client; the client consults them where the conforming behaviour lives.
-DEVICE_FAULTS: dict[str, str] = {
-    "no_hardware_version": "omit the hardware version from Query Next Image Request (C-04)",
-    "query_on_any_notify": "query on every broadcast Image Notify, ignoring mismatching fields and jitter (C-02, C-03)",
-    "ignore_unicast_notify": "do not query after a unicast Image Notify (C-01)",
-    "accept_same_version": "start a download when offered the version already running (C-05)",
-    "ignore_offset": "store a block at whatever offset it carries instead of the requested one (C-07)",
-    "ignore_wait_for_data": "re-request at once after WAIT_FOR_DATA instead of waiting (C-08)",
-    "ignore_min_block_period": "send block requests back to back, ignoring MinimumBlockPeriod (C-08)",
-    "continue_after_abort": "keep requesting blocks after an ABORT block response (C-09)",
-    "ignore_no_image_default_response": "keep requesting blocks after three 0x98 Default Responses (C-10)",
-    "no_resend": "never resend a block request that got no answer (C-11)",
-    "skip_verification": "accept any image without checking signature, hardware range or identity (C-12)",
-    "activate_while_waiting": "activate at once when told to wait (UpgradeTime 0xFFFFFFFF) (C-14)",
-    "ignore_upgrade_time": "activate at once instead of at UpgradeTime (C-15)",
-    "accept_foreign_upgrade_end": "act on an Upgrade End Response for another image (C-16)",
-    "ignore_activation_policy": "obey the server's UpgradeTime even with out-of-band activation policy (C-17)",
-    "restart_from_zero": "restart every download from offset 0 after a restart (C-20)",
-    "keep_image_type_after_upgrade": "leave ImageTypeID at the new image's type after activating (C-21)",
-    "no_activation_alert": "do not report activation (no CS09-style event) (C-22)",
-    "skip_hash_check": "activate on an Activate Firmware command whatever its hash (C-23)",
-    "activate_without_image": "answer success to Activate Firmware with no image held (C-23)",
-    "no_page_fallback": "keep sending page requests after UNSUP_CLUSTER_COMMAND (C-page)",
-    "no_upgrade_end_on_invalid": "discard an invalid image silently instead of Upgrade End INVALID_IMAGE (C-12)",
-    "assume_full_blocks": "advance FileOffset by MaximumDataSize whatever length the block had (C-06)",
-    "upgrade_end_running_version": "name the running file version in Upgrade End Request SUCCESS (C-13)",
-    "ignore_timeout_policy": "apply after unanswered Upgrade End Requests even with UpgradeTimeoutPolicy 1 (C-18)",
-    "activate_future_dated_now": "execute a future-dated Activate Firmware at once instead of at its time (C-23)",
-    "zcl_wrong_tsn": "answer ZCL commands with a TSN one above the request's (Z-01)",
-    "zcl_wrong_direction": "send ZCL answers with the direction bit of the other side (Z-02)",
-    "zcl_default_response_when_disabled": "send Default Response SUCCESS even when the command disabled it (Z-03)",
-    "zcl_silent_on_unsupported": "send no Default Response for unsupported commands (Z-04, Z-05)",
-    "zcl_manufacturer_flag": "send ZCL answers flagged manufacturer specific (Z-05)",
-}
+# The OTA client's policy attributes (SE 1.2b 15-0324-02 §11.10.12, §11.10.13) are zigpy's enums
+# (`UpgradeActivationPolicy`, `UpgradeTimeoutPolicy`): a profile gives their number, the device reads them back.
+_Policy = TypeVar("_Policy", UpgradeActivationPolicy, UpgradeTimeoutPolicy)
 
 
 class ProfileError(InputError):
@@ -152,30 +124,91 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _faults(value: Any) -> frozenset[str]:
-    names = _str_list(value)
-    unknown = [n for n in names if n not in DEVICE_FAULTS]
-    if unknown:
-        raise ValueError(f"unknown fault {unknown[0]!r} (known: {', '.join(sorted(DEVICE_FAULTS))})")
-    return frozenset(names)
+def _faults(value: Any) -> frozenset[DeviceFault]:
+    return frozenset(DeviceFault.parse(name) for name in _str_list(value))
 
 
-def _activation_time(value: Any) -> str:
-    """"now", "wait", "+SECONDS" (relative) or an ISO-8601 UTC time (absolute)."""
-    if isinstance(value, str) and value in ("now", "wait"):
-        return value
-    if isinstance(value, str) and value.startswith("+") and value[1:].isdigit():
-        return value
-    if isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return when.isoformat()
-    raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+def _policy(kind: type[_Policy], meanings: str) -> Any:
+    """An OTA client policy attribute (SE 1.2b §11.10.12, §11.10.13): its number, as the attribute reads."""
+
+    def parse(value: Any) -> _Policy:
+        if isinstance(value, bool) or value not in (0, 1):
+            raise ValueError(f"expected {meanings}, got {value!r}")
+        return kind(value)
+
+    return parse
+
+
+class ActivationKind(enum.Enum):
+    """The four forms of an activation time."""
+
+    NOW = "now"  # activate at once: UpgradeTime = CurrentTime
+    WAIT = "wait"  # hold the image until told again: UpgradeTime 0xFFFFFFFF
+    AFTER = "after"  # SECONDS after the response: CurrentTime 0, UpgradeTime SECONDS (the relative form)
+    AT = "at"  # at a UTC time: the absolute form
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationTime:
+    """When the CHF tells a device to activate, in its Upgrade End Response (SPEC.md §2.8). A profile writes it
+    "now", "wait", "+SECONDS" or as an ISO-8601 time (UTC unless it names another zone); `str()` gives that text
+    back (an ISO time in its normal form)."""
+
+    kind: ActivationKind
+    seconds: int = 0  # AFTER: how long after the response
+    when: datetime | None = None  # AT: the time, timezone-aware
+
+    NOW: ClassVar[ActivationTime]
+    WAIT: ClassVar[ActivationTime]
+
+    @classmethod
+    def after(cls, seconds: int) -> ActivationTime:
+        return cls(ActivationKind.AFTER, seconds=seconds)
+
+    @classmethod
+    def at(cls, when: datetime) -> ActivationTime:
+        return cls(ActivationKind.AT, when=when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+
+    @classmethod
+    def parse(cls, value: object) -> ActivationTime:
+        """The activation time a profile names; ValueError saying what is allowed otherwise."""
+        if isinstance(value, str):
+            if value in ("now", "wait"):
+                return cls(ActivationKind(value))
+            if value.startswith("+") and value[1:].isdigit():
+                return cls.after(int(value[1:]))
+            try:
+                return cls.at(datetime.fromisoformat(value))
+            except ValueError:
+                pass
+        raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+
+    def __str__(self) -> str:
+        if self.kind is ActivationKind.AFTER:
+            return f"+{self.seconds}"
+        if self.kind is ActivationKind.AT and self.when is not None:
+            return self.when.isoformat()
+        return str(self.kind.value)
+
+    def upgrade_times(self, now: int, epoch: datetime) -> tuple[int, int]:
+        """(CurrentTime, UpgradeTime) of an Upgrade End Response sent at ZCL UTC time `now`, where `epoch` is the
+        UTC time of ZCL time 0: "+N" takes the relative form (CurrentTime 0), an absolute time is never earlier
+        than now."""
+        if self.kind is ActivationKind.WAIT:
+            return now, UPGRADE_TIME_WAIT
+        if self.kind is ActivationKind.AFTER:
+            return 0, self.seconds
+        if self.kind is ActivationKind.AT and self.when is not None:
+            return now, max(now, int((self.when - epoch).total_seconds()))
+        return now, now
+
+
+ActivationTime.NOW = ActivationTime(ActivationKind.NOW)
+ActivationTime.WAIT = ActivationTime(ActivationKind.WAIT)
+
+
+def _activation_time(value: Any) -> ActivationTime:
+    return value if isinstance(value, ActivationTime) else ActivationTime.parse(value)
 
 
 def _install_code(value: Any) -> str | None:
@@ -272,11 +305,19 @@ class DeviceProfile:
     poll_period: float = field(
         default=1.0, metadata=_spec(_number(0.05), "seconds between data polls while sleepy (fast poll)")
     )
-    upgrade_activation_policy: int = field(
-        default=0, metadata=_spec(_int(8), "0 = the OTA server may activate, 1 = out-of-band only")
+    upgrade_activation_policy: UpgradeActivationPolicy = field(
+        default=UpgradeActivationPolicy.OTA_server_allowed,
+        metadata=_spec(
+            _policy(UpgradeActivationPolicy, "0 (the OTA server may activate) or 1 (out of band only)"),
+            "0 = the OTA server may activate, 1 = out-of-band only",
+        ),
     )
-    upgrade_timeout_policy: int = field(
-        default=0, metadata=_spec(_int(8), "0 = apply after Upgrade End Response timeouts, 1 = do not")
+    upgrade_timeout_policy: UpgradeTimeoutPolicy = field(
+        default=UpgradeTimeoutPolicy.Apply_after_timeout,
+        metadata=_spec(
+            _policy(UpgradeTimeoutPolicy, "0 (apply after timeouts) or 1 (do not)"),
+            "0 = apply after Upgrade End Response timeouts, 1 = do not",
+        ),
     )
     upgrade_end_retry: float = field(
         default=3600.0, metadata=_spec(_number(1), "re-send Upgrade End Request this often while told to wait (s)")
@@ -311,7 +352,7 @@ class DeviceProfile:
         default=True,
         metadata=_spec(_bool, "an HCALCS refuses CS06 commands it cannot check (no supplier_signer); false takes them"),
     )
-    faults: frozenset[str] = field(
+    faults: frozenset[DeviceFault] = field(
         default=frozenset(), metadata=_spec(_faults, "deliberate deviations for conformance testing")
     )
     security: str = field(
@@ -330,6 +371,14 @@ class DeviceProfile:
         default="both", metadata=_spec(_cbke_suite, "CBKE crypto suites offered: 1, 2 or \"both\" (2 preferred)")
     )
     source: str = field(default="<built-in>", metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        """Typed values also when code builds or `replace`s a profile with plain ones (a fault by its name, a
+        policy by its number); an unknown one is a ValueError here rather than a check that never matches."""
+        faults = frozenset(f if isinstance(f, DeviceFault) else DeviceFault.parse(f) for f in self.faults)
+        object.__setattr__(self, "faults", faults)
+        object.__setattr__(self, "upgrade_activation_policy", UpgradeActivationPolicy(self.upgrade_activation_policy))
+        object.__setattr__(self, "upgrade_timeout_policy", UpgradeTimeoutPolicy(self.upgrade_timeout_policy))
 
     @property
     def effective_device_id(self) -> int:
@@ -361,10 +410,14 @@ class ImageEntry:
     device_ids: tuple[t.EUI64, ...] = field(
         default=(), metadata=_spec(_eui64_list, "DeviceIDList: EUI-64s allowed this image (empty = any device)")
     )
-    activation: str | None = field(
+    activation: ActivationTime | None = field(
         default=None,
         metadata=_spec(_optional(_activation_time), "Upgrade End policy for this image (overrides the CHF's)"),
     )
+
+    def __post_init__(self) -> None:
+        if self.activation is not None:
+            object.__setattr__(self, "activation", _activation_time(self.activation))
 
 
 @dataclass(frozen=True)
@@ -423,12 +476,12 @@ class ChfProfile:
     max_concurrent_downloads: int = field(
         default=0, metadata=_spec(_int(16), "clients served at once; others get WAIT_FOR_DATA 60 s (0 = no limit)")
     )
-    ppmid_activation: str = field(
-        default="now",
+    ppmid_activation: ActivationTime = field(
+        default=ActivationTime.NOW,
         metadata=_spec(_activation_time, "Upgrade End Response for a PPMID: now, +SECONDS, ISO time or wait"),
     )
-    hcalcs_activation: str = field(
-        default="wait", metadata=_spec(_activation_time, "Upgrade End Response for an HCALCS (GB: wait)")
+    hcalcs_activation: ActivationTime = field(
+        default=ActivationTime.WAIT, metadata=_spec(_activation_time, "Upgrade End Response for an HCALCS (GB: wait)")
     )
     notify: str = field(
         default="unicast",
@@ -459,6 +512,11 @@ class ChfProfile:
     )
     device_log: tuple[DeviceLogEntry, ...] = field(default=(), metadata={"internal": True})
     source: str = field(default="<built-in>", metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        """Typed activation times also when code builds or `replace`s a profile with their text."""
+        object.__setattr__(self, "ppmid_activation", _activation_time(self.ppmid_activation))
+        object.__setattr__(self, "hcalcs_activation", _activation_time(self.hcalcs_activation))
 
     def replace(self, **changes: Any) -> ChfProfile:
         return dataclasses.replace(self, **changes)
@@ -522,10 +580,6 @@ def device_from_dict(table: dict[str, Any], source: str = "<built-in>") -> Devic
 def _check_device(p: DeviceProfile) -> None:
     if p.max_data_size == 0:
         raise ProfileError(f"{p.source}: key 'device.max_data_size': expected 1..255, got 0")
-    if p.upgrade_activation_policy not in (0, 1):
-        raise ProfileError(f"{p.source}: key 'device.upgrade_activation_policy': expected 0 or 1")
-    if p.upgrade_timeout_policy not in (0, 1):
-        raise ProfileError(f"{p.source}: key 'device.upgrade_timeout_policy': expected 0 or 1")
     if not 1 <= p.endpoint <= 240:
         raise ProfileError(f"{p.source}: key 'device.endpoint': expected 1..240, got {p.endpoint}")
     if p.page_requests and p.page_size < p.max_data_size:

@@ -20,7 +20,7 @@ from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
 from emulator.ota.frames import Status
 from emulator.ota.image import build_gb, build_zigbee
-from emulator.profiles import ChfProfile
+from emulator.profiles import ActivationTime, ChfProfile
 from emulator.radio.air import Air
 from emulator.radio.loopback import LoopbackApp, loopback_config
 
@@ -432,12 +432,12 @@ async def test_s13_failed_upgrade_end_gets_default_response_only(han, status):
 
 async def test_s14_unsolicited_upgrade_end_response_unicast_and_broadcast(han):
     client = han.client(PPMID)
-    han.server.send_upgrade_end_response(PPMID, han.held, "+120")
+    han.server.send_upgrade_end_response(PPMID, han.held, ActivationTime.after(120))
     packet, data = await client.expect()
     rsp = decode(data).command
     assert (rsp.current_time, rsp.upgrade_time, rsp.file_version) == (0, 120, 2)
     assert packet.dst.address == client.nwk
-    han.server.send_upgrade_end_response(None, han.held, "now")
+    han.server.send_upgrade_end_response(None, han.held, ActivationTime.NOW)
     packet, data = await client.expect()
     assert packet.dst.addr_mode == t.AddrMode.Broadcast and decode(data).name == "upgrade_end_response"
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from conftest import assert_one_line_error, image_file
 from emulator.cli import main
+from emulator.device.faults import DeviceFault
 from emulator.profiles import ProfileError, bundled, bundled_names, bundled_root, load_device, resolve_profile
 
 CHECKOUT = Path(__file__).parent.parent
@@ -48,7 +49,7 @@ def test_names_resolve_in_the_wheel_layout(wheel_package: Path) -> None:
     assert bundled_names(wheel_package) == bundled_names()
     path = resolve_profile("faults/ignore-wait-for-data", wheel_package)
     assert path == wheel_package / "_profiles" / "faults" / "ignore-wait-for-data.toml"
-    assert load_device(path).faults == {"ignore_wait_for_data"}
+    assert load_device(path).faults == {DeviceFault.IGNORE_WAIT_FOR_DATA}
     assert bundled("hcalcs", wheel_package).read_bytes() == (SHIPPED / "hcalcs.toml").read_bytes()
 
 

@@ -1,4 +1,4 @@
-"""Every deliberate deviation in `profiles.DEVICE_FAULTS` changes exactly the behaviour it names: each scenario
+"""Every deliberate deviation in `DeviceFault` changes exactly the behaviour it names: each scenario
 runs once on a conforming device and once on a faulty one and the two must be told apart by what the device did
 on the air (or reported), which is what a conformance check sees."""
 
@@ -30,10 +30,10 @@ from emulator.conformance.device.catalogue import CHECKS
 from emulator.conformance.selection import select
 from emulator.device import events
 from emulator.device.device import EmulatedDevice
+from emulator.device.faults import DeviceFault
 from emulator.ota import frames
 from emulator.ota import image as ota_image
 from emulator.ota.signing import manufacturer_image_hash
-from emulator.profiles import DEVICE_FAULTS
 
 Scenario = Callable[[list[str], Path], Awaitable[Any]]
 
@@ -333,7 +333,7 @@ CASES |= {
 
 
 def test_every_fault_has_a_case() -> None:
-    assert set(CASES) == set(DEVICE_FAULTS)
+    assert set(CASES) == {fault.value for fault in DeviceFault}
 
 
 @pytest.mark.parametrize("fault", sorted(CASES))

@@ -11,8 +11,9 @@ import pytest
 from test_device_harness import EventLog, bench, gb_image, hcalcs_profile, notify, ppmid_profile, vrun
 
 from emulator.device import events
-from emulator.device.client import JOIN_POLL_WINDOW, SAVE_EVERY_BYTES
+from emulator.device.client import JOIN_POLL_WINDOW
 from emulator.device.device import EmulatedDevice
+from emulator.device.download import SAVE_EVERY_BYTES
 from emulator.device.state import StateError, StateStore
 from emulator.errors import InputError
 from emulator.profiles import DeviceProfile

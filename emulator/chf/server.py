@@ -35,7 +35,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
@@ -48,8 +47,8 @@ from emulator.clock import Clock
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request, encode_block_response
-from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, OtaCommand, Status
-from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
+from emulator.ota.frames import CLUSTER_ID, OtaCommand, Status
+from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ActivationTime, ChfProfile
 
 LOGGER = logging.getLogger(__name__)
 
@@ -136,7 +135,7 @@ class OtaServer:
         if held is not None and _device_type(device) is not None:
             del self._kind_pending[device.ieee]
             activation = self._activation_for(device.ieee, held)
-            if activation != "wait":
+            if activation != ActivationTime.WAIT:
                 self.send_upgrade_end_response(device.ieee, held, activation)
         if self.profile.notify == "none":
             return
@@ -543,7 +542,7 @@ class OtaServer:
         """True while `ieee` was told to wait only because its kind is unknown: it gets another answer later."""
         return ieee in self._kind_pending
 
-    def _activation_for(self, ieee: t.EUI64 | None, held: HeldImage) -> str:
+    def _activation_for(self, ieee: t.EUI64 | None, held: HeldImage) -> ActivationTime:
         """The image entry's setting, else the one for the device's kind; "wait" while the kind is unknown (and
         the device is remembered, to be answered again once zigpy has interviewed it)."""
         if held.activation is not None:
@@ -555,27 +554,23 @@ class OtaServer:
                 self._kind_pending[ieee] = held
                 if not device.initializing:
                     device.schedule_initialize()
-            return "wait"
+            return ActivationTime.WAIT
         self._kind_pending.pop(device.ieee, None)
         if device_type == HCALCS_DEVICE_ID:
             return self.profile.hcalcs_activation
         return self.profile.ppmid_activation
 
-    def upgrade_times(self, activation: str) -> tuple[int, int]:
-        """(CurrentTime, UpgradeTime) for an activation setting (SPEC.md §2.8): "now", "wait", "+N" uses the
-        relative form (CurrentTime 0), an ISO time the absolute one."""
-        now = self.clock.zcl_utc()
-        if activation == "now":
-            return now, now
-        if activation == "wait":
-            return now, UPGRADE_TIME_WAIT
-        if activation.startswith("+"):
-            return 0, int(activation[1:])
-        when = datetime.fromisoformat(activation)
-        return now, max(now, int((when - self.clock.utc_from_zcl(0)).total_seconds()))
+    def upgrade_times(self, activation: ActivationTime) -> tuple[int, int]:
+        """(CurrentTime, UpgradeTime) for an activation setting now (SPEC.md §2.8)."""
+        return activation.upgrade_times(self.clock.zcl_utc(), self.clock.utc_from_zcl(0))
 
     def send_upgrade_end_response(
-        self, ieee: t.EUI64 | None, held: HeldImage, activation: str = "now", *, endpoint: int | None = None
+        self,
+        ieee: t.EUI64 | None,
+        held: HeldImage,
+        activation: ActivationTime = ActivationTime.NOW,
+        *,
+        endpoint: int | None = None,
     ) -> None:
         """Unsolicited Upgrade End Response (S-14): unicast to `ieee`, or broadcast when None — how a server
         schedules activation on devices that were told to wait."""

@@ -19,7 +19,7 @@ import zigpy.types as t
 
 from emulator.errors import InputError
 from emulator.ota import image as ota_image
-from emulator.profiles import ChfProfile
+from emulator.profiles import ActivationTime, ChfProfile
 
 
 @dataclass(eq=False)
@@ -29,7 +29,7 @@ class HeldImage:
     image: ota_image.UpgradeImage
     data: bytes
     device_ids: frozenset[t.EUI64] = frozenset()
-    activation: str | None = None
+    activation: ActivationTime | None = None
     source: str = "<memory>"
     key: tuple[int, int, int] = field(init=False)
 
@@ -39,7 +39,12 @@ class HeldImage:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, *, device_ids: Iterable[t.EUI64] = (), activation: str | None = None, source: str = "<memory>"
+        cls,
+        data: bytes,
+        *,
+        device_ids: Iterable[t.EUI64] = (),
+        activation: ActivationTime | None = None,
+        source: str = "<memory>",
     ) -> HeldImage:
         image = ota_image.parse(data, source=source)
         return cls(image, image.serialize(), frozenset(device_ids), activation, source)

@@ -107,46 +107,55 @@ def _type_value(kind: type, value: Any) -> foundation.TypeValue:
 
 def _header(request: foundation.ZCLHeader, command: GeneralCommand) -> foundation.ZCLHeader:
     """Response header: same TSN and manufacturer code, opposite direction, no default response wanted."""
-    header = foundation.ZCLHeader.general(
-        tsn=request.tsn, command_id=command, manufacturer=request.manufacturer, direction=request.direction.flip()
+    frame_control = foundation.FrameControl(
+        frame_type=foundation.FrameType.GLOBAL_COMMAND,
+        is_manufacturer_specific=request.manufacturer is not None,
+        direction=request.direction.flip(),
+        disable_default_response=True,
+        reserved=0,
     )
-    header.frame_control = header.frame_control.replace(disable_default_response=True)
-    return header
+    return foundation.ZCLHeader(
+        frame_control=frame_control, manufacturer=request.manufacturer, tsn=request.tsn, command_id=command
+    )
 
 
 def _schema(command: GeneralCommand) -> Any:
     return foundation.GENERAL_COMMANDS[command].schema
 
 
+def _response(request: foundation.ZCLHeader, command: GeneralCommand, **fields: Any) -> bytes:
+    """The frame of general response `command` to `request`, with the payload `fields`."""
+    payload: bytes = _schema(command)(**fields).serialize()
+    return _header(request, command).serialize() + payload
+
+
 def answer_general(header: foundation.ZCLHeader, command: Any, table: AttributeTable) -> bytes | Status | None:
     """The response frame to a general command on a cluster the device implements, the status of the Default
     Response it calls for, or None for a command that asks for no answer at all. Manufacturer-specific requests
     name no attribute this device has."""
-    own = table if header.manufacturer is None else {}
+    own: AttributeTable = table if header.manufacturer is None else {}
     command_id = header.command_id
     if command_id == GeneralCommand.Read_Attributes:
-        records = []
-        for attrid in command.attribute_ids:
-            if attrid in own:
-                records.append(foundation.ReadAttributeRecord(attrid, Status.SUCCESS, _type_value(*own[attrid])))
-            else:
-                records.append(foundation.ReadAttributeRecord(attrid, Status.UNSUPPORTED_ATTRIBUTE))
-        payload = _schema(GeneralCommand.Read_Attributes_rsp)(status_records=records)
-        return _header(header, GeneralCommand.Read_Attributes_rsp).serialize() + payload.serialize()
+        read = [
+            foundation.ReadAttributeRecord(attrid, Status.SUCCESS, _type_value(*own[attrid]))
+            if attrid in own
+            else foundation.ReadAttributeRecord(attrid, Status.UNSUPPORTED_ATTRIBUTE)
+            for attrid in command.attribute_ids
+        ]
+        return _response(header, GeneralCommand.Read_Attributes_rsp, status_records=read)
     if command_id in (GeneralCommand.Write_Attributes, GeneralCommand.Write_Attributes_Undivided):
-        records = [
+        written = [
             foundation.WriteAttributesStatusRecord(
                 status=Status.READ_ONLY if record.attrid in own else Status.UNSUPPORTED_ATTRIBUTE,
                 attrid=record.attrid,
             )
             for record in command.attributes
         ]
-        if not records:
+        if not written:
             return Status.SUCCESS
-        payload = _schema(GeneralCommand.Write_Attributes_rsp)(
-            status_records=foundation.WriteAttributesResponse(records)
+        return _response(
+            header, GeneralCommand.Write_Attributes_rsp, status_records=foundation.WriteAttributesResponse(written)
         )
-        return _header(header, GeneralCommand.Write_Attributes_rsp).serialize() + payload.serialize()
     if command_id == GeneralCommand.Write_Attributes_No_Response:
         return None
     if command_id == GeneralCommand.Discover_Attributes:
@@ -158,8 +167,10 @@ def answer_general(header: foundation.ZCLHeader, command: Any, table: AttributeT
             )
             for a in chosen
         ]
-        payload = _schema(GeneralCommand.Discover_Attributes_rsp)(
-            discovery_complete=t.Bool(len(chosen) == len(ids)), attribute_info=info
+        return _response(
+            header,
+            GeneralCommand.Discover_Attributes_rsp,
+            discovery_complete=t.Bool(len(chosen) == len(ids)),
+            attribute_info=info,
         )
-        return _header(header, GeneralCommand.Discover_Attributes_rsp).serialize() + payload.serialize()
     return Status.UNSUP_GENERAL_COMMAND

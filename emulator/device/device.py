@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zigpy.types as t
 from zigpy.zcl import foundation
@@ -32,7 +32,10 @@ from zigpy.zcl.clusters.general import Basic
 
 from emulator.clock import Clock
 from emulator.device import attributes, events, firmware, zdo
+from emulator.device.attributes import AttributeTable
 from emulator.device.client import JOIN_POLL_WINDOW, OtaClient
+from emulator.device.faults import DeviceFault
+from emulator.device.inbound import BlockIn, OtaIn, ZdoIn
 from emulator.device.radio import DeviceRadio
 from emulator.device.state import DeviceState, StateStore
 from emulator.ota import frames
@@ -66,10 +69,23 @@ def _offer_fields(command: Any) -> list[Any]:
     return [getattr(command, name) for name in _OFFER_FIELDS]
 
 
-def _is_broadcast(dst: t.AddrModeAddress) -> bool:
+def _is_broadcast(dst: t.AddrModeAddress | None) -> bool:
+    if dst is None:
+        return False
     if dst.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
         return True
-    return dst.addr_mode == t.AddrMode.NWK and dst.address >= FIRST_BROADCAST
+    return dst.addr_mode == t.AddrMode.NWK and isinstance(dst.address, int) and dst.address >= FIRST_BROADCAST
+
+
+def _sender(packet: t.ZigbeePacket) -> object:
+    """The source address of a received frame (None if the radio gave none)."""
+    return None if packet.src is None else packet.src.address
+
+
+# zigpy's ZigbeePacket stores what it is given; its annotations name zigpy's integer types for fields that the
+# radios and zigpy itself fill with plain ints. Converting every field of every frame would cost more than the
+# rest of building it, so the constructor is called untyped here.
+_Packet = cast(Callable[..., t.ZigbeePacket], t.ZigbeePacket)
 
 
 class EmulatedDevice:
@@ -202,7 +218,7 @@ class EmulatedDevice:
         if self._server_dst is None:
             return
         self.air.send(
-            t.ZigbeePacket(
+            _Packet(
                 src=self._src,
                 src_ep=self.endpoint,
                 dst=self._server_dst,
@@ -267,8 +283,9 @@ class EmulatedDevice:
         if packet.cluster_id == OTA_CLUSTER:
             block = decode_block_success(data)
             if block is not None:
-                if packet.src.address == client.server_nwk:
-                    client.deliver(("block", *block))
+                src = packet.src
+                if src is not None and src.address == client.server_nwk:
+                    client.deliver(BlockIn(*block))
                 return
         self._on_zcl(packet, data, _is_broadcast(packet.dst))
 
@@ -278,10 +295,10 @@ class EmulatedDevice:
             return
         if cluster & 0x8000:
             if self._client is not None:
-                self._client.deliver(("zdo", cluster, data))
+                self._client.deliver(ZdoIn(cluster, data))
             return
         answer = zdo.answer(self.node, cluster, data, broadcast=_is_broadcast(packet.dst))
-        if answer is not None:
+        if answer is not None and packet.src is not None:
             self._send(packet.src, 0, 0, 0, answer[0], answer[1])
 
     def _on_zcl(self, packet: t.ZigbeePacket, data: bytes, broadcast: bool) -> None:
@@ -324,17 +341,17 @@ class EmulatedDevice:
     ) -> None:
         """A Default Response is never answered; from the OTA server it tells the client how a request fared."""
         client = self._client
-        if packet.cluster_id != OTA_CLUSTER or client is None or packet.src.address != client.server_nwk:
+        if packet.cluster_id != OTA_CLUSTER or client is None or _sender(packet) != client.server_nwk:
             return
         with contextlib.suppress(frames.MalformedFrame, frames.UnsupportedCommand):
-            client.deliver(("ota", frames.decode(data), broadcast))
+            client.deliver(OtaIn(frames.decode(data), broadcast))
 
     def _on_general(
         self,
         packet: t.ZigbeePacket,
         header: foundation.ZCLHeader,
         rest: bytes,
-        table: attributes.AttributeTable,
+        table: AttributeTable,
         broadcast: bool,
     ) -> None:
         try:
@@ -369,12 +386,13 @@ class EmulatedDevice:
         client = self._client
         if client is None:
             return
-        early_notify = client.server_nwk is None and header.command_id == OtaCommand.IMAGE_NOTIFY
-        if packet.src.address != client.server_nwk and not early_notify:
-            LOGGER.debug("device %s: OTA command from 0x%04X, not the OTA server", self.ieee, packet.src.address)
+        notify = int(header.command_id) == OtaCommand.IMAGE_NOTIFY
+        sender = _sender(packet)
+        if sender != client.server_nwk and not (notify and client.server_nwk is None):
+            LOGGER.debug("device %s: OTA command from %s, not the OTA server", self.ieee, sender)
             return
         manufacturer_specific = header.frame_control.is_manufacturer_specific
-        if header.command_id == OtaCommand.IMAGE_NOTIFY and not manufacturer_specific and payload:
+        if notify and not manufacturer_specific and payload:
             if payload[0] > MAX_NOTIFY_PAYLOAD_TYPE:
                 self._notify_ignored(payload, broadcast, f"reserved payload type {payload[0]}")
                 return
@@ -395,12 +413,12 @@ class EmulatedDevice:
             self._error(packet, header, broadcast, Status.MALFORMED_COMMAND, "SUCCESS without the image fields")
             return
         if frame.name == "image_notify":
-            disabled = header.frame_control.disable_default_response
-            if not broadcast and (not disabled or "zcl_default_response_when_disabled" in self.profile.faults):
+            wanted = not header.frame_control.disable_default_response
+            if not broadcast and (wanted or DeviceFault.ZCL_DEFAULT_RESPONSE_WHEN_DISABLED in self.profile.faults):
                 self._default_response(packet, header, Status.SUCCESS)
             client.on_image_notify(frame, broadcast)
             return
-        client.deliver(("ota", frame, broadcast))
+        client.deliver(OtaIn(frame, broadcast))
 
     def _notify_ignored(self, payload: bytes, broadcast: bool, reason: str) -> None:
         """Silicon Labs: an Image Notify with a reserved payload type or a jitter outside 1..100 is ignored,
@@ -420,7 +438,7 @@ class EmulatedDevice:
         self, dst: t.AddrModeAddress, src_ep: int, dst_ep: int, profile_id: int, cluster_id: int, data: bytes
     ) -> None:
         self.air.send(
-            t.ZigbeePacket(
+            _Packet(
                 src=self._src,
                 src_ep=src_ep,
                 dst=dst,
@@ -439,7 +457,7 @@ class EmulatedDevice:
         profile_id = self.profile.profile_id if packet.profile_id == zdo.WILDCARD_PROFILE else packet.profile_id
         data = self._zcl_faults(data)
         self.air.send(
-            t.ZigbeePacket(
+            _Packet(
                 src=self._src,
                 src_ep=self.endpoint,
                 dst=packet.src,
@@ -456,11 +474,11 @@ class EmulatedDevice:
     def _zcl_faults(self, data: bytes) -> bytes:
         """The deliberate ZCL header deviations of a fault profile (conformance checks Z-01, Z-02, Z-05)."""
         faults = self.profile.faults
-        if "zcl_wrong_tsn" in faults:
+        if DeviceFault.ZCL_WRONG_TSN in faults:
             data = data[:1] + bytes([(data[1] + 1) & 0xFF]) + data[2:]
-        if "zcl_wrong_direction" in faults:
+        if DeviceFault.ZCL_WRONG_DIRECTION in faults:
             data = bytes([data[0] ^ 0x08]) + data[1:]
-        if "zcl_manufacturer_flag" in faults:
+        if DeviceFault.ZCL_MANUFACTURER_FLAG in faults:
             data = bytes([data[0] | 0x04]) + self.profile.manufacturer_code.to_bytes(2, "little") + data[1:]
         return data
 
@@ -480,7 +498,7 @@ class EmulatedDevice:
             status=int(status),
             reason=reason,
         )
-        if not broadcast and "zcl_silent_on_unsupported" not in self.profile.faults:
+        if not broadcast and DeviceFault.ZCL_SILENT_ON_UNSUPPORTED not in self.profile.faults:
             self._default_response(packet, header, status)
 
     # == attribute tables ============================================================================

@@ -252,6 +252,8 @@ class _Reader:
     def eui64(self, key: str) -> t.EUI64:
         value = self.data.get(key)
         try:
+            if not isinstance(value, str):
+                raise TypeError(value)
             return t.EUI64.convert(value)
         except (ValueError, TypeError, AttributeError):
             raise self._fail(key, "an EUI-64 such as 00:db:12:34:56:78:90:a4") from None

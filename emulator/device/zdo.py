@@ -8,6 +8,7 @@ the request's sequence number, which is how zigpy matches it (ZIGPY_BELLOWS.md Â
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
@@ -77,16 +78,17 @@ class NodeInfo:
         )
 
 
-def _types(command: ZDOCmd) -> list:
+def _types(command: ZDOCmd) -> list[Any]:
     return list(zdo_t.CLUSTERS[command][1])
 
 
 def build(command: ZDOCmd, tsn: int, *values: object) -> bytes:
     """A ZDO frame: sequence number, then the command's fields."""
-    return bytes([tsn]) + t.serialize(list(values), _types(command))
+    fields: bytes = t.serialize(list(values), _types(command))
+    return bytes([tsn]) + fields
 
 
-def parse(command: ZDOCmd, data: bytes) -> tuple[int, list]:
+def parse(command: ZDOCmd, data: bytes) -> tuple[int, list[Any]]:
     """(sequence number, field values) of a ZDO frame; ValueError if it is short or has trailing bytes."""
     if not data:
         raise ValueError(f"{command.name}: empty frame")
@@ -149,14 +151,14 @@ def answer(node: NodeInfo, cluster_id: int, data: bytes, *, broadcast: bool) -> 
     return None if frame is None else (int(response), frame)
 
 
-def _nwk_addr(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _nwk_addr(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     ieee, request_type, _start = values
     if ieee != node.ieee:
         return None if broadcast else build(ZDOCmd.NWK_addr_rsp, tsn, Status.DEVICE_NOT_FOUND, ieee, node.nwk)
     return _addr_rsp(ZDOCmd.NWK_addr_rsp, node, tsn, request_type)
 
 
-def _ieee_addr(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _ieee_addr(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     nwk, request_type, _start = values
     if nwk != node.nwk:
         return None if broadcast else build(ZDOCmd.IEEE_addr_rsp, tsn, Status.DEVICE_NOT_FOUND, node.ieee, nwk)
@@ -170,21 +172,21 @@ def _addr_rsp(command: ZDOCmd, node: NodeInfo, tsn: int, request_type: int) -> b
     return build(command, tsn, Status.SUCCESS, node.ieee, node.nwk)
 
 
-def _node_desc(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _node_desc(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     (nwk,) = values
     if nwk != node.nwk:
         return None if broadcast else _status_only(ZDOCmd.Node_Desc_rsp, tsn, Status.DEVICE_NOT_FOUND, nwk)
     return build(ZDOCmd.Node_Desc_rsp, tsn, Status.SUCCESS, node.nwk, node.node_descriptor())
 
 
-def _active_ep(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _active_ep(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     (nwk,) = values
     if nwk != node.nwk:
         return None if broadcast else _status_only(ZDOCmd.Active_EP_rsp, tsn, Status.DEVICE_NOT_FOUND, nwk)
     return build(ZDOCmd.Active_EP_rsp, tsn, Status.SUCCESS, node.nwk, [node.endpoint])
 
 
-def _simple_desc(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _simple_desc(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     nwk, endpoint = values
     if nwk != node.nwk:
         return None if broadcast else _status_only(ZDOCmd.Simple_Desc_rsp, tsn, Status.DEVICE_NOT_FOUND, nwk)
@@ -195,7 +197,7 @@ def _simple_desc(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> byt
     return build(ZDOCmd.Simple_Desc_rsp, tsn, Status.SUCCESS, node.nwk, node.simple_descriptor())
 
 
-def _match_desc(node: NodeInfo, tsn: int, values: list, broadcast: bool) -> bytes | None:
+def _match_desc(node: NodeInfo, tsn: int, values: list[Any], broadcast: bool) -> bytes | None:
     """Match when the profile agrees (or is the wildcard) and a wanted server cluster is one of our inputs or a
     wanted client cluster one of our outputs; a broadcast without a match gets no answer."""
     nwk, profile_id, in_clusters, out_clusters = values

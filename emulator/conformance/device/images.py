@@ -21,7 +21,7 @@ from emulator.conformance.verdict import FrameRecord
 from emulator.ota import image as ota_image
 from emulator.ota import signing
 from emulator.ota.frames import WILDCARD_FILE_VERSION
-from emulator.profiles import bundled_key
+from emulator.profiles import ActivationTime, bundled_key
 
 SYNTHETIC_SIZE = 1536
 # Offset of the most significant byte of the header's file version (SPEC.md §5.1: FileVersion at 14..17, LE).
@@ -76,8 +76,10 @@ def synthetic(identity: DutIdentity, version: int, *, hardware: tuple[int, int] 
 
 
 def for_device(held: HeldImage, ieee: t.EUI64, activation: str | None = None) -> HeldImage:
-    """`held`, targeted at the DUT only (its DeviceIDList) with the Upgrade End policy the scenario wants."""
-    return HeldImage(held.image, held.data, frozenset({ieee}), activation, held.source)
+    """`held`, targeted at the DUT only (its DeviceIDList) with the Upgrade End policy the scenario wants, written
+    as in a profile ("now", "wait", "+SECONDS", an ISO time)."""
+    when = None if activation is None else ActivationTime.parse(activation)
+    return HeldImage(held.image, held.data, frozenset({ieee}), when, held.source)
 
 
 def one_byte_changed(held: HeldImage) -> HeldImage:

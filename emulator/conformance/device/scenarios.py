@@ -46,6 +46,7 @@ from emulator.ota import frames
 from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status
 from emulator.ota.signing import manufacturer_image_hash
+from emulator.profiles import ActivationTime
 
 # A play step that decides as it goes: its finding is the evidence, judged `as_played`.
 Scenario = Callable[[Trial], Awaitable[Judgement]]
@@ -823,7 +824,7 @@ async def c15b_absolute_upgrade_time(trial: Trial) -> Judgement:
     def schedule(packet: t.ZigbeePacket, frame: frames.Frame) -> bool:
         """Just before the server answers Upgrade End: activation at an absolute time 120 s ahead."""
         if frame.name == "upgrade_end" and frame.command.status == Status.SUCCESS:
-            held.activation = (trial.clock.utc() + timedelta(seconds=ACTIVATION_DELAY)).isoformat()
+            held.activation = ActivationTime.at(trial.clock.utc() + timedelta(seconds=ACTIVATION_DELAY))
         return False
 
     trial.chf.rules.append(schedule)

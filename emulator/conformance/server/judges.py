@@ -38,6 +38,7 @@ from emulator.conformance.verdict import FrameRecord, Judgement, TimelinePoint, 
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
 from emulator.ota.frames import UPGRADE_TIME_WAIT, OtaCommand, Status
+from emulator.profiles import ActivationKind, ActivationTime
 
 FC_S2C_NO_DEFAULT_RESPONSE = 0x19
 DEFAULT_RESPONSE_DISABLED = 0x10
@@ -455,13 +456,14 @@ def _end_times_problem(command: Any) -> str:
     return f"UpgradeTime {upgrade} before CurrentTime {current}"
 
 
-def _activation_problem(activation: str | None, command: Any) -> str:
+def _activation_problem(activation: ActivationTime | None, command: Any) -> str:
     current, upgrade = int(command.current_time), int(command.upgrade_time)
-    if activation == "now" and not (upgrade == current or (current == 0 and upgrade == 0)):
+    kind = None if activation is None else activation.kind
+    if kind is ActivationKind.NOW and not (upgrade == current or (current == 0 and upgrade == 0)):
         return f"declared activation 'now' but CurrentTime {current}, UpgradeTime {upgrade}"
-    if activation == "wait" and upgrade != UPGRADE_TIME_WAIT:
+    if kind is ActivationKind.WAIT and upgrade != UPGRADE_TIME_WAIT:
         return f"declared activation 'wait' but UpgradeTime 0x{upgrade:08X}"
-    if activation is not None and activation.startswith("+") and (current, upgrade) != (0, int(activation[1:])):
+    if activation is not None and kind is ActivationKind.AFTER and (current, upgrade) != (0, activation.seconds):
         return f"declared activation '{activation}' but CurrentTime {current}, UpgradeTime {upgrade}"
     return ""
 

@@ -52,7 +52,7 @@ from emulator.conformance.server.plan import (
 from emulator.conformance.server.probe import Probe, ProbeIdentity
 from emulator.conformance.server.transcript import Claims, Offer
 from emulator.ota.image import UpgradeImage, build_gb, build_zigbee
-from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
+from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ActivationTime, ChfProfile
 from emulator.radio.air import Air
 from emulator.radio.loopback import LoopbackApp, loopback_config
 
@@ -181,9 +181,9 @@ class OursBench(Bench):
         await asyncio.sleep(0.5)
 
     async def provoke_unsolicited_end(self, probe: Probe) -> str:
-        self.node.server.send_upgrade_end_response(probe.ieee, self.held, "+120")
+        self.node.server.send_upgrade_end_response(probe.ieee, self.held, ActivationTime.after(120))
         await asyncio.sleep(0.5)
-        self.node.server.send_upgrade_end_response(None, self.held, "now")
+        self.node.server.send_upgrade_end_response(None, self.held, ActivationTime.NOW)
         return ""
 
     def outcomes(self) -> list[TransferOutcome] | None:
@@ -325,7 +325,7 @@ class ZigpyTarget(ServerTarget):
         f"zigpy {importlib.metadata.version('zigpy')} OTA server (ZigbeeDevice.update_firmware) on the loopback "
         "radio, standard Zigbee OTA file, HA profile"
     )
-    claims = Claims(query_policy="upgrade", page_requests=True, activation="now")
+    claims = Claims(query_policy="upgrade", page_requests=True, activation=ActivationTime.NOW)
 
     async def bench(self, scenario: str, air: Air, clock: Clock) -> Bench:
         network = self.network()

@@ -12,6 +12,7 @@ from emulator.chf.events import TransferOutcome
 from emulator.conformance.server.probe import Exchange
 from emulator.conformance.verdict import FrameRecord
 from emulator.gb.codes import TransferResponse
+from emulator.profiles import ActivationTime
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Claims:
     rate_limited: bool = False
     minimum_block_period: int | None = None
     max_concurrent_downloads: int | None = None
-    activation: str | None = None
+    activation: ActivationTime | None = None
 
 
 @dataclass

@@ -208,16 +208,30 @@ def read(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -
         raise ValueError(f"kind must be one of {KINDS} or None, not {kind!r}")
     fields: dict[str, Any] = {}
     problems: list[Problem] = []
-    size = len(data)
+    header_length = _read_header(data, fields, problems)
+    if header_length is None:
+        return Reading(fields, None, tuple(problems), None)
+    problems += _hardware_range_problems(fields, header_length)
+    kind, elements, body, signature, body_problems = _read_body(data, header_length, fields["image_size"], kind, signed)
+    problems += body_problems
+    if problems:
+        return Reading(fields, kind, tuple(problems), None)
+    header = OTAImageHeader(**fields)
+    image = UpgradeImage(header=header, kind=kind, body=body, subelements=tuple(elements), signature=signature)
+    return Reading(fields, kind, (), image)
 
+
+def _read_header(data: bytes, fields: dict[str, Any], problems: list[Problem]) -> int | None:
+    """Fill `fields` from the fixed and the optional header fields; the header's length, or None when the file
+    ends inside it (the problem saying where is in `problems`)."""
+    size = len(data)
     for name, offset, width, label in _FIXED_FIELDS:
         if size < offset + width:
             problems.append(_too_short(offset, name, label, width, size))
-            return Reading(fields, None, tuple(problems), None)
+            return None
         raw = data[offset : offset + width]
         fields[name] = bytes(raw) if name == "header_string" else int.from_bytes(raw, "little")
     problems += _fixed_header_problems(fields, size)
-
     fc = fields["field_control"]
     offset = FIXED_HEADER_LENGTH
     for name, width, bit, label in _OPTIONAL_FIELDS:
@@ -225,23 +239,26 @@ def read(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -
             continue
         if size < offset + width:
             problems.append(_too_short(offset, name, label, width, size))
-            return Reading(fields, None, tuple(problems), None)
+            return None
         raw = data[offset : offset + width]
         fields[name] = t.EUI64(raw) if name == "upgrade_file_destination" else int.from_bytes(raw, "little")
         offset += width
-    header_length = offset
-    hw_min, hw_max = fields.get("minimum_hardware_version"), fields.get("maximum_hardware_version")
-    if hw_min is not None and hw_max is not None and hw_min > hw_max:
-        problems.append(
-            Problem(
-                header_length - 4,
-                "minimum_hardware_version",
-                f"minimum hardware version 0x{hw_min:04X} is above the maximum 0x{hw_max:04X}, expected min ≤ max",
-            )
-        )
+    return offset
 
-    declared = fields["image_size"]
-    end = declared if header_length <= declared <= size else size
+
+def _hardware_range_problems(fields: dict[str, Any], header_length: int) -> list[Problem]:
+    hw_min, hw_max = fields.get("minimum_hardware_version"), fields.get("maximum_hardware_version")
+    if hw_min is None or hw_max is None or hw_min <= hw_max:
+        return []
+    message = f"minimum hardware version 0x{hw_min:04X} is above the maximum 0x{hw_max:04X}, expected min ≤ max"
+    return [Problem(header_length - 4, "minimum_hardware_version", message)]
+
+
+def _read_body(
+    data: bytes, header_length: int, declared: int, kind: Kind | None, signed: bool | None
+) -> tuple[Kind, list[SubElement], bytes, bytes | None, list[Problem]]:
+    """(kind, sub-elements, GB body, GB signature, problems) of what follows the header, by `read`'s kind rule."""
+    end = declared if header_length <= declared <= len(data) else len(data)
     elements: list[SubElement] = []
     walk_problems: list[Problem] = []
     if kind == "zigbee" or (kind is None and signed is None and is_known_tag(_first_tag(data, header_length, end))):
@@ -249,30 +266,18 @@ def read(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -
     if kind is None:
         kind = "zigbee" if not walk_problems and any(len(e.data) for e in elements) else "gb"
     if kind == "gb":
-        elements = []
-
-    body = b""
-    signature = None
-    if kind == "zigbee":
-        problems += walk_problems
-        if signed:
-            problems.append(
-                Problem(
-                    header_length,
-                    "trailer",
-                    "a signature trailer was required, but the file is read as Zigbee OTA (sub-elements); the "
-                    "trailer is defined for GB Upgrade Images only",
-                )
-            )
-    else:
         body, signature, trailer_problems = _split_trailer(data, header_length, signed)
-        problems += trailer_problems
-
-    if problems:
-        return Reading(fields, kind, tuple(problems), None)
-    header = OTAImageHeader(**fields)
-    image = UpgradeImage(header=header, kind=kind, body=body, subelements=tuple(elements), signature=signature)
-    return Reading(fields, kind, (), image)
+        return kind, [], body, signature, trailer_problems
+    if signed:
+        walk_problems.append(
+            Problem(
+                header_length,
+                "trailer",
+                "a signature trailer was required, but the file is read as Zigbee OTA (sub-elements); the "
+                "trailer is defined for GB Upgrade Images only",
+            )
+        )
+    return kind, elements, b"", None, walk_problems
 
 
 def validate(data: bytes, kind: Kind | None = None, *, signed: bool | None = None) -> list[Problem]:
@@ -530,25 +535,33 @@ def _split_trailer(data: bytes, start: int, signed: bool | None) -> tuple[bytes,
     at = len(data) - TRAILER_LENGTH
     if len(body) < TRAILER_LENGTH:
         if signed:
-            return body, None, [
-                Problem(
-                    start,
-                    "trailer",
-                    f"the image after the header is {len(body)} bytes, too short for the {TRAILER_LENGTH}-byte "
-                    "signature trailer (00 40 + 64-byte signature)",
-                )
-            ]
+            return (
+                body,
+                None,
+                [
+                    Problem(
+                        start,
+                        "trailer",
+                        f"the image after the header is {len(body)} bytes, too short for the {TRAILER_LENGTH}-byte "
+                        "signature trailer (00 40 + 64-byte signature)",
+                    )
+                ],
+            )
         return body, None, []
-    mark = body[-TRAILER_LENGTH : -SIGNATURE_LENGTH]
+    mark = body[-TRAILER_LENGTH:-SIGNATURE_LENGTH]
     if mark == TRAILER_MARK:
         return body[:-TRAILER_LENGTH], body[-SIGNATURE_LENGTH:], []
     if signed:
-        return body, None, [
-            Problem(
-                at,
-                "trailer",
-                f"signature trailer length is 0x{int.from_bytes(mark, 'big'):04X}, expected 0x{SIGNATURE_LENGTH:04X} "
-                "(2-byte big-endian length of the 64-byte signature)",
-            )
-        ]
+        return (
+            body,
+            None,
+            [
+                Problem(
+                    at,
+                    "trailer",
+                    f"signature trailer length is 0x{int.from_bytes(mark, 'big'):04X}, "
+                    f"expected 0x{SIGNATURE_LENGTH:04X} (2-byte big-endian length of the 64-byte signature)",
+                )
+            ],
+        )
     return body, None, []

@@ -1,24 +1,29 @@
-"""One end-to-end suite, two radios: the CHF OTA server on zigpy's loopback radio (virtual time) and on bellows'
-own EZSP app talking ASH/EZSP over tcp:// to the virtual NCP (real time). The same PPMID and HCALCS upgrade
-byte-identically on both, with the same outcomes and GB events; then the bellows path alone on EZSP v8 and v14
-and through serial-link faults, an NCP reset mid-transfer and failed deliveries."""
+"""One end-to-end suite, two radios: the CHF OTA server on zigpy's loopback radio and on bellows' own EZSP app
+talking ASH/EZSP to the virtual NCP over its in-process serial link, both on virtual time. The same PPMID and
+HCALCS upgrade byte-identically on both, with the same outcomes and GB events; then the bellows path alone on
+EZSP v8 and v14 and through serial-link faults, an NCP reset mid-transfer and failed deliveries (bellows' and the
+NCP's ASH timers run on the same virtual clock)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zigpy.types as t
+from click.testing import CliRunner, Result
 
 from conftest import sign_for_tests
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
+from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
 from emulator.han import Han, HanOptions
@@ -27,9 +32,10 @@ from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT
 from emulator.ota.image import build_gb
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 
+pytestmark = pytest.mark.virtual_time
+
 NEW = 0x00000002
-SETTLE_VIRTUAL = 2 * 86400.0
-SETTLE_REAL = 60.0
+SETTLE = 2 * 86400.0
 
 Event = server_events.ServerEvent | device_events.DeviceEvent
 
@@ -79,7 +85,7 @@ def run_scenario(radio: str) -> Scenario:
         chf = load_chf(bundled("chf")).replace(security="none")
         han = Han(chf, [p, h], list(images.values()), HanOptions(radio=radio))
         await han.start()
-        settled = await han.settle(SETTLE_VIRTUAL if radio == "loopback" else SETTLE_REAL)
+        settled = await han.settle(SETTLE)
         results = {ieee: s.result for ieee, s in han.summaries.items()}
         held = han.devices[h.ieee].downloaded_image
         wrong = await han.activate(h.ieee, bytes(32))
@@ -101,7 +107,7 @@ def run_scenario(radio: str) -> Scenario:
             han.ncp.counters.snapshot() if han.ncp is not None else None,
         )
 
-    return clock.run(main, virtual=radio == "loopback")
+    return clock.run(main, virtual=True)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +220,7 @@ async def upgrade_one(
     if started is not None:
         started(han)
     try:
-        assert await han.settle(SETTLE_REAL), han.summaries[profile.ieee]
+        assert await han.settle(SETTLE), han.summaries[profile.ieee]
     finally:
         await han.stop()
     return han, held
@@ -299,3 +305,33 @@ async def test_a_failed_delivery_is_rerequested_and_counted(caplog: pytest.LogCa
     # The block whose response never left the NCP was asked for again (and only that one).
     repeated = [offset for offset in set(requested) if requested.count(offset) > 1]
     assert repeated == [failed_at[0]]
+
+
+# -- the commands on the bellows path -----------------------------------------------------------------------------
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), prog_name="ota-emu")
+
+
+def test_run_with_radio_ezsp_upgrades_through_bellows_on_virtual_time(tmp_path: Path) -> None:
+    held = image_for(ppmid())
+    path = tmp_path / "ppmid.ota"
+    path.write_bytes(held.data)
+    result = cli("run", "--radio", "ezsp", "--device", str(bundled("ppmid")), "--image", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    [device] = outcome["devices"]
+    assert (device["result"], device["offset"]) == ("upgraded", held.size)
+    assert outcome["settled"] is True and outcome["protocol_time_s"] > 0
+
+
+def test_conform_device_through_bellows_runs_on_virtual_time_unless_told(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    args = ("conform", "device", "--dut", "ppmid", "--radio", "ezsp", "--checks", "C-01,C-13")
+    result = cli(*args, "--report-dir", str(report))
+    assert result.exit_code == 0, result.output
+    data = json.loads((report / "report.json").read_text())
+    assert [r["verdict"] for r in data["results"]] == ["pass", "pass"]
+    assert "bellows and a virtual EZSP NCP, virtual time" in data["description"]
+    assert data["run"]["settings"]["real-time"] is False

@@ -19,7 +19,7 @@ from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
 from emulator.han import FIRST_DEVICE_NWK, expand
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
-from emulator.ncp.server import PTY, VirtualNcp
+from emulator.ncp.server import DEFAULT_TCP, PTY, ListenError, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.air import Air
 
@@ -192,7 +192,10 @@ def command(
         profiles = expand([load_device(p) for p in device_paths], count or 1)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
-    first, *more = listen or ("tcp://127.0.0.1:0",)
+    for url in listen:
+        if not url.startswith("tcp://"):  # an in-process port would be out of every other program's reach
+            raise ListenError(f"--listen {url}: expected tcp://HOST:PORT (PORT 0 picks a free port)")
+    first, *more = listen or (DEFAULT_TCP,)
     where = PTY if use_pty else first
     asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
 

@@ -54,6 +54,13 @@ probability = FiniteFloat(0.0, 1.0)
     help="Upgrade file to serve, held for every device of the run (repeatable).",
 )
 @click.option("--virtual-time/--real-time", default=True, show_default=True, help="Protocol time runs virtual (fast).")
+@click.option(
+    "--radio",
+    type=click.Choice(["loopback", "ezsp"]),
+    default="loopback",
+    show_default=True,
+    help="The CHF's radio: zigpy's loopback app, or bellows' EZSP app on a virtual NCP in this process.",
+)
 @click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
 @click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
 @click.option("--reorder", type=probability, default=0.0, show_default=True, help="Probability a frame is overtaken.")
@@ -78,6 +85,7 @@ def command(
     count: int,
     image_paths: tuple[Path, ...],
     virtual_time: bool,
+    radio: str,
     loss: float,
     duplicate: float,
     reorder: float,
@@ -116,6 +124,7 @@ def command(
         state_dir=state_dir,
         activate_hcalcs=activate,
         activate_after=activate_after,
+        radio=radio,
     )
     limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
     if alert_log is not None:

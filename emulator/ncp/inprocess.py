@@ -32,9 +32,12 @@ _listening: dict[str, LinkFactory] = {}
 _names = itertools.count(1)
 
 
-def listen(factory: LinkFactory) -> str:
-    """Serve new connections with `factory()`; returns the URL a host opens."""
-    name = str(next(_names))
+def listen(factory: LinkFactory, url: str | None = None) -> str:
+    """Serve new connections with `factory()` at `url` (a restarted NCP back on its old port), or at a new
+    one; returns the URL a host opens. OSError when another NCP in this process serves `url`."""
+    name = url.removeprefix(SCHEME) if url is not None else str(next(_names))
+    if name in _listening:
+        raise OSError(errno.EADDRINUSE, f"{SCHEME}{name} is already served in this process")
     _listening[name] = factory
     return SCHEME + name
 

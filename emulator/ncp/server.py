@@ -51,8 +51,8 @@ class ListenError(InputError):
 
 
 def parse_listen(text: str) -> tuple[str, int] | str:
-    """(host, port) for `tcp://HOST:PORT`; "pty" and "inprocess" as they are."""
-    if text in (PTY, INPROCESS):
+    """(host, port) for `tcp://HOST:PORT`; "pty", "inprocess" and an in-process URL as they are."""
+    if text in (PTY, INPROCESS) or text.startswith(inprocess.SCHEME):
         return text
     parsed = urllib.parse.urlparse(text)
     try:
@@ -177,8 +177,13 @@ class VirtualNcp:
         self.stack.attach()
         if listen == PTY:
             self.url = self._open_pty(loop)
-        elif listen == INPROCESS:
-            self.url = self._inprocess_url = inprocess.listen(self._new_link)
+        elif isinstance(listen, str):  # in process: a new port, or the one a stopped NCP served
+            try:
+                url = inprocess.listen(self._new_link, None if listen == INPROCESS else listen)
+            except OSError as exc:
+                self.stack.detach()
+                raise ListenError(f"listen address {listen}: cannot listen ({exc.strerror})") from None
+            self.url = self._inprocess_url = url
         else:
             assert isinstance(listen, tuple)
             host, port = listen

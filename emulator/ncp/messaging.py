@@ -23,6 +23,7 @@ import zigpy.zdo.types as zdo_t
 from emulator.ncp import zdo
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.faults import Faults
+from emulator.ncp.fields import ApsFrame
 from emulator.ncp.state import FRAME_COUNTER_TOKEN_STEP, NetworkState
 from emulator.ncp.tables import NO_INDEX, OK, ZERO_EUI64
 from emulator.radio.air import Air
@@ -78,11 +79,11 @@ class StackMessaging:
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
 
-    def _max_payload(self, aps: bt.EmberApsFrame) -> int:
+    def _max_payload(self, aps: ApsFrame) -> int:
         return MAX_APS_PAYLOAD - (APS_SECURITY_OVERHEAD if _APS.APS_OPTION_ENCRYPTION in aps.options else 0)
 
     def _packet(
-        self, dst: zt.AddrModeAddress, aps: bt.EmberApsFrame, message: bytes, radius: int = 0
+        self, dst: zt.AddrModeAddress, aps: ApsFrame, message: bytes, radius: int = 0
     ) -> zt.ZigbeePacket:
         tx_options = zt.TransmitOptions.NONE
         if _APS.APS_OPTION_RETRY in aps.options:
@@ -102,7 +103,7 @@ class StackMessaging:
             radius=radius,
         )
 
-    def _count_transmission(self, aps: bt.EmberApsFrame) -> None:
+    def _count_transmission(self, aps: ApsFrame) -> None:
         """Advance the frame counters; at each token step they are saved before the frame goes out (EmberZNet's
         counter token), so the boot jump (`NetworkState.boot_frame_counters`) is always past any counter sent."""
         state = self.state
@@ -120,7 +121,7 @@ class StackMessaging:
         self,
         kind: bt.EmberOutgoingMessageType,
         destination: int,
-        aps: bt.EmberApsFrame,
+        aps: ApsFrame,
         tag: int,
         status: bt.sl_Status,
         message: bytes,
@@ -203,22 +204,14 @@ class StackMessaging:
             self._message_sent(kind, dst, aps, tag, OK if delivered else bt.sl_Status.ZIGBEE_DELIVERY_FAILED, message)
         return {"status": OK, "sequence": aps.sequence}
 
-    def _deliver_to_self(self, aps: bt.EmberApsFrame, message: bytes) -> None:
+    def _deliver_to_self(self, aps: ApsFrame, message: bytes) -> None:
         """A unicast to the coordinator's own address: ZDO is answered by the stack, anything else loops back."""
         if aps.profileId == 0 and aps.clusterId < 0x8000:
             reply = self._zdo_reply(aps.clusterId, message, broadcast=False)
             if reply is None:
                 return
             cluster, payload = reply
-            rsp_aps = bt.EmberApsFrame(
-                profileId=0,
-                clusterId=cluster,
-                sourceEndpoint=0,
-                destinationEndpoint=0,
-                options=_APS.APS_OPTION_NONE,
-                groupId=0,
-                sequence=self._next_aps_counter(),
-            )
+            rsp_aps = ApsFrame(0, cluster, 0, 0, _APS.APS_OPTION_NONE, 0, self._next_aps_counter())
             asyncio.get_running_loop().call_soon(
                 self._emit_incoming_later, self._generation, _IN.INCOMING_UNICAST, rsp_aps, self.nwk, payload
             )
@@ -228,7 +221,7 @@ class StackMessaging:
             )
 
     def _emit_incoming_later(
-        self, generation: int, kind: bt.EmberIncomingMessageType, aps: bt.EmberApsFrame, sender: int, message: bytes
+        self, generation: int, kind: bt.EmberIncomingMessageType, aps: ApsFrame, sender: int, message: bytes
     ) -> None:
         if generation == self._generation:
             self._incoming(kind, aps, sender, message, LAST_HOP_LQI, LAST_HOP_RSSI)
@@ -320,7 +313,7 @@ class StackMessaging:
         options = _APS.APS_OPTION_NONE
         if packet.tx_options & zt.TransmitOptions.APS_Encryption:
             options |= _APS.APS_OPTION_ENCRYPTION
-        aps = bt.EmberApsFrame(
+        aps = ApsFrame(
             profileId=packet.profile_id,
             clusterId=packet.cluster_id,
             sourceEndpoint=packet.src_ep or 0,
@@ -338,7 +331,7 @@ class StackMessaging:
         self._incoming(kind, aps, sender, message, lqi, rssi)
 
     def _zdo_request(
-        self, packet: zt.ZigbeePacket, sender: int, aps: bt.EmberApsFrame, message: bytes, broadcast: bool
+        self, packet: zt.ZigbeePacket, sender: int, aps: ApsFrame, message: bytes, broadcast: bool
     ) -> bool:
         """Serve a ZDO request from the air; True if the host should get a copy (per APPLICATION_ZDO_FLAGS)."""
         flags = _ZDO_FLAGS(self.config.get(_C.CONFIG_APPLICATION_ZDO_FLAGS, 0))
@@ -401,7 +394,7 @@ class StackMessaging:
         return NO_INDEX
 
     def _incoming(
-        self, kind: bt.EmberIncomingMessageType, aps: bt.EmberApsFrame, sender: int, message: bytes, lqi: int, rssi: int
+        self, kind: bt.EmberIncomingMessageType, aps: ApsFrame, sender: int, message: bytes, lqi: int, rssi: int
     ) -> None:
         if self._v14():
             values = {

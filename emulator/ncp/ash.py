@@ -29,7 +29,7 @@ _FLAG_BYTE = bytes([FLAG])
 _ESCAPE_BYTE = bytes([ESCAPE])
 _RESERVED_RE = re.compile(b"[" + re.escape(bytes(sorted(RESERVED))) + b"]")
 # Bytes that change how the receiver reads the stream (other than Flag and Escape): rare, handled byte by byte.
-_STREAM_CONTROL = bytes([XON, XOFF, SUBSTITUTE, CANCEL])
+_STREAM_CONTROL_RE = re.compile(b"[" + re.escape(bytes([XON, XOFF, SUBSTITUTE, CANCEL])) + b"]")
 
 ASH_VERSION = 0x02
 
@@ -308,7 +308,7 @@ class Deframer:
     def feed(self, data: bytes) -> list[bytes | FramingError]:
         """The frames that `data` completes, in order. Streams without Cancel, Substitute, XON or XOFF bytes (all
         a healthy link carries) are split at each Flag; the others are read byte by byte."""
-        if any(byte in data for byte in _STREAM_CONTROL):
+        if _STREAM_CONTROL_RE.search(data):
             return self.feed_bytes(data)
         out: list[bytes | FramingError] = []
         *complete, rest = bytes(data).split(_FLAG_BYTE)

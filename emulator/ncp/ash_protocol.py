@@ -242,6 +242,8 @@ class AshNcpLink(asyncio.Protocol):
         self._pump()
 
     def _host_ready(self, ready: bool) -> None:
+        if ready and not self._host_not_ready and self._resume is None:
+            return  # the usual ACK: the host was ready and still is
         loop = asyncio.get_running_loop()
         if self._resume is not None:
             self._resume.cancel()

@@ -131,6 +131,40 @@ def _lv_reader(type_: type[zt.LVBytes]) -> Reader:
     return read_lv
 
 
+def _octets_writer(type_: Any) -> Writer:
+    length = type_._length
+
+    def write_octets(value: Any) -> bytes:
+        octets = bytes(value if isinstance(value, type_) else type_(value))
+        if len(octets) != length:
+            raise ValueError(f"{type_.__name__} of {len(octets)} bytes: expected {length}")
+        return octets
+
+    return write_octets
+
+
+def _octets_reader(type_: Any) -> Reader:
+    length = type_._length
+
+    def read_octets(data: bytes, at: int) -> tuple[Any, int]:
+        end = at + length
+        if end > len(data):
+            raise ValueError(f"{type_.__name__} needs {length} bytes, {len(data) - at} left")
+        return type_(data[at:end]), end
+
+    return read_octets
+
+
+def _is_octets(type_: Any) -> bool:
+    """A fixed run of bytes, such as an EUI64: zigpy's list of `length` uint8_t, in wire order."""
+    return (
+        isinstance(type_, type)
+        and issubclass(type_, zt.FixedList)
+        and type_._item_type is zt.uint8_t
+        and isinstance(type_._length, int)
+    )
+
+
 def _zigpy_writer(type_: Any) -> Writer:
     def write(value: Any) -> bytes:
         return bytes((value if isinstance(value, type_) else type_(value)).serialize())
@@ -158,6 +192,8 @@ def writer(type_: Any) -> Writer:
         return _int_writer(type_)
     if isinstance(type_, type) and issubclass(type_, zt.LVBytes):
         return _lv_writer(type_)
+    if _is_octets(type_):
+        return _octets_writer(type_)
     return _zigpy_writer(type_)
 
 
@@ -169,4 +205,6 @@ def reader(type_: Any) -> Reader:
         return _int_reader(type_)
     if isinstance(type_, type) and issubclass(type_, zt.LVBytes):
         return _lv_reader(type_)
+    if _is_octets(type_):
+        return _octets_reader(type_)
     return _zigpy_reader(type_)

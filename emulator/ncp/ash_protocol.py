@@ -84,6 +84,16 @@ def _kind(frame: ash.Frame) -> str:
 
 
 class AshNcpLink(asyncio.Protocol):
+    # The link's state, (re)set by `_reset_link`.
+    _rx_expected: int
+    _tx_next: int
+    _rejecting: bool
+    _failed: bool
+    _host_not_ready: bool
+    _timeouts: int
+    _t_rx_ack: float
+    _deadline: float
+
     def __init__(
         self,
         handler: LinkHandler,

@@ -89,7 +89,8 @@ def load_commands(version: int) -> dict[str, tuple[int, Any, Any]]:
     if version not in SUPPORTED_VERSIONS:
         allowed = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
         raise InputError(f"EZSP version {version}: expected one of {allowed}")
-    return importlib.import_module(f"bellows.ezsp.v{version}.commands").COMMANDS
+    commands: dict[str, tuple[int, Any, Any]] = importlib.import_module(f"bellows.ezsp.v{version}.commands").COMMANDS
+    return commands
 
 
 def stack_version_word(version: int) -> int:
@@ -114,7 +115,7 @@ def _fields(schema: Any) -> list[tuple[str, type]]:
     return [(f.name, f.type) for f in schema.fields]
 
 
-def zero_value(type_: type) -> Any:
+def zero_value(type_: Any) -> Any:
     """The value a field takes when the stack has nothing to say: zero, empty, or all-zero structure."""
     if issubclass(type_, (_SL, _EMBER, _EZSP)):
         return type_(0)
@@ -317,4 +318,4 @@ class EzspCodec:
         frame_id, _, rx_schema = self.commands[INVALID_COMMAND]
         (type_,) = rx_schema.values()
         value = reason if type_ is _EZSP else _SL.ZIGBEE_EZSP_ERROR
-        return self.header(seq, frame_id, legacy=legacy) + type_(value).serialize()
+        return self.header(seq, frame_id, legacy=legacy) + bytes(type_(value).serialize())

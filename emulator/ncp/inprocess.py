@@ -93,10 +93,22 @@ class _NcpEnd(asyncio.Transport):
 
 
 class InProcessSerial(BaseSerial):
-    """serialx wants a blocking class for every scheme; an in-process NCP exists only inside an event loop."""
+    """serialx wants a blocking class for every scheme; an in-process NCP exists only inside an event loop, so
+    opening one this way fails, and nothing else is ever reached."""
 
     def _open(self) -> None:
         raise OSError(errno.ENOTSUP, f"{SCHEME} ports open only through asyncio (serialx.create_serial_connection)")
+
+    def _unreachable(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOTSUP, f"{SCHEME} ports are not open synchronously")
+
+    _close = _flush = _get_modem_pins = _set_modem_pins = _readinto = _write = _unreachable
+    _reconfigure_port = _reset_read_buffer = _reset_write_buffer = _unreachable
+    num_unread_bytes = num_unwritten_bytes = _unreachable
+
+    @property
+    def is_open(self) -> bool:
+        return False
 
 
 class InProcessSerialTransport(BaseSerialTransport):
@@ -110,7 +122,7 @@ class InProcessSerialTransport(BaseSerialTransport):
         self.to_host = _Pipe(loop, protocol)
         self.to_ncp: _Pipe | None = None
 
-    async def _connect(self, *, path: str | None, **kwargs: Any) -> None:  # type: ignore[override]
+    async def _connect(self, *, path: str | None, **kwargs: Any) -> None:
         factory = _listening.get((path or "").removeprefix(SCHEME))
         if factory is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"no virtual NCP at {path} in this process")

@@ -77,7 +77,7 @@ class _PtyTransport(asyncio.Transport):
         self._pending = bytearray()
         self._closing = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
             return
         if self._pending:
@@ -334,7 +334,7 @@ class VirtualNcp:
         loop.add_reader(master, self._pty_readable, master, link)
         return os.ttyname(slave)
 
-    def _pty_readable(self, master: int, link: AshNcpLink) -> None:
+    def _pty_readable(self, master: int, link: asyncio.Protocol) -> None:
         try:
             data = os.read(master, 4096)
         except BlockingIOError:

@@ -51,11 +51,12 @@ class Output:
             self("rejected", f"Device {event.ieee} rejected the image: {event.reason}", ieee=ieee, reason=event.reason)
 
 
-async def _join_devices(
+async def join_devices(
     ncp: VirtualNcp, profiles: list[DeviceProfile], seed: int, devices: list[EmulatedDevice], out: Output
 ) -> None:
-    """Start the devices once the host has a network up and has opened joining, as real devices would join, on
-    real time: the host on the other end of the socket runs on the wall clock."""
+    """Start the devices on the NCP's air once the host has a network up and has opened joining, as real devices
+    would join (NWK addresses from FIRST_DEVICE_NWK on, unless a profile names one), one line each. `ota-emu ncp`
+    runs this on real time: the host on the other end of the socket runs on the wall clock."""
     await ncp.wait_for_joining()
     clock = Clock()
     for index, profile in enumerate(profiles):
@@ -110,7 +111,7 @@ async def _serve(
             else:
                 click.echo(f"No network yet (IEEE {ncp.stack.ieee}): the host will form one")
         devices: list[EmulatedDevice] = []
-        joining = loop.create_task(_join_devices(ncp, profiles, seed, devices, out))
+        joining = loop.create_task(join_devices(ncp, profiles, seed, devices, out))
         await stop.wait()
         joining.cancel()
         with contextlib.suppress(asyncio.CancelledError):

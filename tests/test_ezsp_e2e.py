@@ -6,6 +6,7 @@ NCP's ASH timers run on the same virtual clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -224,6 +225,28 @@ async def upgrade_one(
     finally:
         await han.stop()
     return han, held
+
+
+async def test_hours_on_the_virtual_clock_and_not_one_ash_retransmission() -> None:
+    """The clock jumps 4 ms per hop between the frames of a transfer while bellows and the NCP wait, then hours
+    at once; both ASH ends read the loop's clock, so every frame is acknowledged before a retransmission timer of
+    either could ring, and the link needs no reconnect."""
+    profile = ppmid()
+    held = image_for(profile)
+    han = Han(load_chf(bundled("chf")), [profile], [held], HanOptions(radio="ezsp", seed=5))
+    await han.start()
+    await asyncio.sleep(6 * 3600)
+    assert await han.settle(SETTLE)
+    await han.stop()
+    assert han.devices[profile.ieee].state.running_image == held.data
+    assert han.clock.now() >= 6 * 3600
+    assert han.ncp is not None
+    counters = han.ncp.counters
+    assert counters.ash_tx["DATA"] > 100 and counters.ash_rx["DATA"] > 100
+    assert counters.ash_tx["retransmitted"] == 0  # the NCP never waited too long for an ACK
+    assert counters.ash_rx["duplicate"] == 0  # nor did bellows
+    assert counters.ash_tx["NAK"] == counters.ash_rx["NAK"] == 0
+    assert han.chf.reconnects == 0
 
 
 @pytest.mark.parametrize("version", [8, 14])

@@ -22,7 +22,11 @@ timers and queued callbacks), measured around each outermost call; it includes w
 (putting a frame on the air). Then one cProfile run of the virtual-time, no-latency bellows workload shows where
 the time goes, by layer (a built-in's time is booked to the layer that called it).
 
-Usage: python tools/bench_ezsp.py [--size KIB] [--ezsp-version 8|13|14] [--no-profile] [--quick]
+Last, `ota-emu ncp --device ppmid --count 200` and `ota-emu chf` on it as two processes on real time: how long
+200 devices take to join and upgrade through one NCP, and the CPU of both processes.
+
+Usage: python tools/bench_ezsp.py [--size KIB] [--ezsp-version 8|13|14] [--repeat N] [--fleet N] [--no-profile]
+                                  [--quick]
 """
 
 from __future__ import annotations
@@ -31,27 +35,36 @@ import argparse
 import asyncio
 import cProfile
 import functools
+import json
+import os
 import pstats
 import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from emulator import clock
+from emulator import clock, keys
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import events as device_events
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
-from emulator.han import Han, HanOptions
+from emulator.han import Han, HanOptions, expand
 from emulator.ncp.ash_protocol import AshNcpLink
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.server import VirtualNcp
 from emulator.ncp.stack import EmberStack
 from emulator.ota.image import build_gb
+from emulator.ota.signing import sign_image
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.air import Air, LinkModel
 from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
@@ -61,6 +74,9 @@ HOP = LinkModel().latency
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SETTLE_LIMIT = 3600.0
 TOP = 12
+FLEET_IMAGE = 1000  # bytes of firmware each device of the two-process run downloads
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE_KEY = ROOT / "profiles" / "keys" / "test-image-signer.key.pem"
 
 # Where the virtual NCP is entered: everything it does starts in one of these.
 NCP_ENTRY_POINTS: tuple[tuple[type, tuple[str, ...]], ...] = (
@@ -331,6 +347,53 @@ def profile(size: int, ezsp_version: int) -> None:
         print(f"    {cumulative:6.2f} s  {calls:8d} calls  {_where(key)}")
 
 
+def fleet(count: int, size: int) -> None:
+    """`ota-emu ncp --device ppmid --count N` in one process and `ota-emu chf` on its URL in another, on real
+    time over TCP, as a lab runs them: how long N devices take to upgrade through one NCP, and the CPU of both."""
+    profiles = expand([load_device(bundled("ppmid"))], count)
+    first = profiles[0]
+    payload = random.Random(count).randbytes(size)
+    image = build_gb(first.manufacturer_code, first.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    signed = sign_image(image, keys.load_private_key(TEST_IMAGE_KEY))
+    with tempfile.TemporaryDirectory(prefix="bench-ezsp-") as folder:
+        path = Path(folder) / "ppmid.ota"
+        path.write_bytes(signed.serialize())
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # both processes run this checkout, as the bench does
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ncp = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "ncp", "--device", "ppmid", "--count", str(count), "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert ncp.stdout is not None
+            url = json.loads(ncp.stdout.readline())["url"]
+            targets = [arg for p in profiles for arg in ("--target", str(p.ieee))]
+            started = time.perf_counter()
+            chf = subprocess.run(
+                [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(path), *targets, "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+                env=env,
+            )
+            wall = time.perf_counter() - started
+        finally:
+            ncp.send_signal(signal.SIGTERM)
+            ncp.communicate(timeout=60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if chf.returncode not in (0, 1):
+        raise SystemExit(f"ota-emu chf failed: {chf.stderr.strip()}")
+    outcomes = [device["outcome"] for device in json.loads(chf.stdout)["devices"]]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(
+        f"\nota-emu ncp --device ppmid --count {count} and ota-emu chf on it, real time over TCP, {size}-byte "
+        f"image: {outcomes.count('success')}/{count} upgraded in {wall:.1f} s wall (joins, interviews and "
+        f"transfers), {cpu:.1f} CPU s for both processes ({1000 * cpu / count:.0f} ms per device)"
+    )
+
+
 def workloads(version: int, quick: bool) -> list[Workload]:
     ncp = f"bellows + virtual NCP v{version}"
     sticks = f"stick to stick, 2 virtual NCPs v{version}"
@@ -357,6 +420,7 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="virtual-time workloads only")
     parser.add_argument("--repeat", type=int, default=3, help="runs per workload; the least CPU one is shown")
+    parser.add_argument("--fleet", type=int, default=200, help="devices on one NCP for the two-process run (0: none)")
     args = parser.parse_args()
     size, version = args.size * 1024, args.ezsp_version
     print(
@@ -366,6 +430,8 @@ def main() -> None:
     print(HEADER)
     for work in workloads(version, args.quick):
         print(best_of(args.repeat, work, size=size, ezsp_version=version).row(), flush=True)
+    if args.fleet and not args.quick:
+        fleet(args.fleet, FLEET_IMAGE)
     if not args.no_profile:
         profile(size, version)
 

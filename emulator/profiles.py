@@ -23,6 +23,7 @@ from typing import Any
 import zigpy.types as t
 
 from emulator.errors import InputError
+from emulator.numbers import parse_unsigned
 from emulator.security.install_code import InstallCode
 
 SMART_ENERGY_PROFILE = 0x0109
@@ -77,17 +78,7 @@ class ProfileError(InputError):
 
 def _int(bits: int) -> Any:
     def parse(value: Any) -> int:
-        if isinstance(value, str):
-            text = value.strip().lower()
-            try:
-                value = int(text, 16) if text.startswith("0x") else int(text, 10)
-            except ValueError:
-                raise ValueError(f"expected an integer (decimal or \"0x..\" hex), got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        if not 0 <= value < (1 << bits):
-            raise ValueError(f"expected 0..0x{(1 << bits) - 1:X}, got {value}")
-        return value
+        return parse_unsigned(value, bits)
 
     return parse
 

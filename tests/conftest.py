@@ -1,16 +1,22 @@
-"""Shared fixtures: paths to the test data under tests/data/; the one-line-error check of bad CLI input; and signing
-with the test-only key the bundled profiles trust (profiles/keys/README.md)."""
+"""Shared fixtures: paths to the test data under tests/data/; the one-line-error check of bad CLI input; signing
+with the test-only key the bundled profiles trust (profiles/keys/README.md); and the upgrade images the runs serve
+(`held_image`, `image_file`)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+import zigpy.types as t
 from click.testing import Result
 
 from emulator import keys
-from emulator.ota.image import UpgradeImage
+from emulator.chf.store import HeldImage
+from emulator.ota.image import UpgradeImage, build_gb
 from emulator.ota.signing import sign_image
+from emulator.profiles import DeviceProfile
 
 DATA = Path(__file__).parent / "data"
 GB_VECTORS = DATA / "gb-vectors"
@@ -27,6 +33,36 @@ def pytest_configure(config: pytest.Config) -> None:
 def sign_for_tests(image: UpgradeImage) -> UpgradeImage:
     """`image` signed with the test-only manufacturer key that the bundled PPMID and HCALCS profiles trust."""
     return sign_image(image, keys.load_private_key(TEST_IMAGE_KEY))
+
+
+def held_image(
+    profile: DeviceProfile,
+    *,
+    version: int = 2,
+    size: int = 2048,
+    payload: bytes | None = None,
+    device_ids: Iterable[t.EUI64] | None = None,
+    signed: bool = True,
+) -> HeldImage:
+    """An upgrade for `profile` as the CHF holds it: a GB Upgrade Image of `version` for the profile's manufacturer,
+    image type and the bundled hardware range 0x1111..0x1211, whose firmware is `payload` (default: `size` bytes
+    drawn from a generator seeded with the image type, the same on every call), signed with the test-only key the
+    bundled profiles trust unless `signed` is False, held for `device_ids` (default: the profile's device).
+    ECDSA signatures differ on every call: compare against the image a run served, not a fresh one."""
+    firmware = random.Random(profile.image_type).randbytes(size) if payload is None else payload
+    image = build_gb(
+        profile.manufacturer_code, profile.image_type, version, payload=firmware, hw_min=0x1111, hw_max=0x1211
+    )
+    if signed:
+        image = sign_for_tests(image)
+    targets = (profile.ieee,) if device_ids is None else tuple(device_ids)
+    return HeldImage(image, image.serialize(), frozenset(targets))
+
+
+def image_file(path: Path, profile: DeviceProfile, **options: object) -> Path:
+    """`held_image(profile, **options)` written to `path`, for a command's --image."""
+    path.write_bytes(held_image(profile, **options).data)
+    return path
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:

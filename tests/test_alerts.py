@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,14 +13,14 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator import keys
-from emulator.alerts import AlertError, AlertLog, GbcsHan, Originator, public_key_name
 from emulator.chf import events as server_events
-from emulator.chf.store import HeldImage
 from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivateImageResult, ActivationResponse, AlertCode, CraFlag, TransferResponse
+from emulator.gb.counters import CounterFileError
+from emulator.gb.cs06 import CommandRefused
 from emulator.gb.frame import GbcsFrame, build_signed, bytes_from_hex, decode_message, parse, verify
 from emulator.gb.messages import (
     ActivateFirmwareAlert,
@@ -30,8 +29,10 @@ from emulator.gb.messages import (
     FirmwareTransferAlert,
     PpmidFirmwareActivationAlert,
 )
-from emulator.han import HanOptions
-from emulator.ota.image import build_gb
+from emulator.han.alert_log import AlertLog, public_key_name
+from emulator.han.gbcs import HanGbcs
+from emulator.han.network import Han, HanOptions
+from emulator.han.originators import Originator
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ProfileError, bundled, load_chf, load_device
 
@@ -44,13 +45,6 @@ ALERT_RECIPIENT = t.EUI64.convert("90:B3:D5:1F:30:00:00:02")
 START = datetime(2025, 1, 1, tzinfo=UTC)
 NEW = 0x00000002
 DAY = 86400.0
-
-
-def image_for(profile, device_ids=None) -> HeldImage:
-    payload = random.Random(profile.image_type).randbytes(2048)
-    image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    return HeldImage(image, image.serialize(), frozenset(device_ids or (profile.ieee,)))
 
 
 def at_utc(seconds: float) -> datetime:
@@ -73,10 +67,16 @@ def read_log(path: Path) -> list[tuple[dict, GbcsFrame, object]]:
     return entries
 
 
-async def settled(han: GbcsHan) -> GbcsHan:
+def gbcs_han(chf, devices, images, options) -> tuple[Han, HanGbcs]:
+    han = Han(chf, devices, images, options)
+    return han, HanGbcs(han)
+
+
+async def settled(chf, devices, images, options) -> tuple[Han, HanGbcs]:
+    han, gbcs = gbcs_han(chf, devices, images, options)
     await han.start()
     assert await han.settle(2 * DAY), {str(k): v.result for k, v in han.summaries.items()}
-    return han
+    return han, gbcs
 
 
 @pytest.mark.virtual_time
@@ -84,14 +84,14 @@ async def test_a_run_sends_signed_messages_that_match_its_outcomes(tmp_path):
     ppmid = load_device(bundled("ppmid"))
     mismatched = ppmid.replace(ieee=t.EUI64.convert("00:DB:12:34:56:78:90:B4"), hardware_version=0x2000)
     hcalcs = load_device(bundled("hcalcs"))
-    hcalcs_image = image_for(hcalcs)
-    images = [image_for(ppmid, (ppmid.ieee, mismatched.ieee)), hcalcs_image]
+    hcalcs_image = held_image(hcalcs)
+    images = [held_image(ppmid, device_ids=(ppmid.ieee, mismatched.ieee)), hcalcs_image]
     options = HanOptions(start_utc=START, activate_hcalcs=True, activate_after=1800.0)
     chf = load_chf(bundled("chf"))
-    han = await settled(GbcsHan(chf, [ppmid, mismatched, hcalcs], images, options))
+    han, gbcs = await settled(chf, [ppmid, mismatched, hcalcs], images, options)
     await han.stop()
     log = tmp_path / "alerts.jsonl"
-    han.alert_log.write(log)
+    gbcs.alert_log.write(log)
     entries = read_log(log)
 
     # CCS08: one per TransferOutcome, from the CHF to the alert recipient, with the outcome's fields.
@@ -165,15 +165,15 @@ def rtds_hcalcs(supplier_signer: Path):
 @pytest.mark.virtual_time
 async def test_rtds_command_checked_with_the_dcc_supplier_cert_answers_hash_mismatch(tmp_path):
     hcalcs = rtds_hcalcs(DCC_SUPPLIER_CERT)
-    held = image_for(hcalcs)
-    han = await settled(GbcsHan(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START)))
+    held = held_image(hcalcs)
+    han, gbcs = await settled(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START))
     assert han.summaries[ESME_ID].result == "held"
     vector = bytes_from_hex(CS06_COMMAND.read_text())
     tampered = vector.replace(parse(vector).content[4:36], manufacturer_image_hash(held.image))
-    with pytest.raises(AlertError, match=r"signature does not verify with .*signer-90b3d51f30010000-cert\.pem"):
-        await han.activate_gbcs(ESME_ID, tampered, "tampered")
+    with pytest.raises(CommandRefused, match=r"signature does not verify with .*signer-90b3d51f30010000-cert\.pem"):
+        await gbcs.activate_gbcs(ESME_ID, tampered, "tampered")
 
-    exchange = await han.activate_gbcs(ESME_ID, vector, "RTDS vector")
+    exchange = await gbcs.activate_gbcs(ESME_ID, vector, "RTDS vector")
     assert exchange.command["signature"]["status"] == "verified"
     assert exchange.command["signature"]["mac"].startswith("not checked")
     response = parse(bytes.fromhex(exchange.response["hex"]))
@@ -190,20 +190,20 @@ async def test_rtds_command_with_the_held_images_hash_resigned_activates(tmp_pat
     trusted = tmp_path / "supplier.pub.pem"
     trusted.write_bytes(keys.public_key_pem(supplier.public_key()))
     hcalcs = rtds_hcalcs(trusted)
-    held = image_for(hcalcs)
-    han = await settled(GbcsHan(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START)))
+    held = held_image(hcalcs)
+    han, gbcs = await settled(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(start_utc=START))
     vector = bytes_from_hex(CS06_COMMAND.read_text())
-    with pytest.raises(AlertError, match="does not verify"):
-        await han.activate_gbcs(ESME_ID, vector)  # signed by the DCC's supplier, not the one this device trusts
+    with pytest.raises(CommandRefused, match="does not verify"):
+        await gbcs.activate_gbcs(ESME_ID, vector)  # signed by the DCC's supplier, not the one this device trusts
 
     right = resigned(vector, supplier, manufacturer_image_hash=manufacturer_image_hash(held.image))
-    exchange = await han.activate_gbcs(ESME_ID, right)
+    exchange = await gbcs.activate_gbcs(ESME_ID, right)
     assert exchange.reply == device_events.ActivationReply(False, ActivationResponse.SUCCESS, NEW)
     outcome = decode_message(parse(bytes.fromhex(exchange.response["hex"]))).outcome
     assert (outcome.response_code, outcome.firmware_version) == (ActivationResponse.SUCCESS, NEW.to_bytes(4, "big"))
     assert han.devices[ESME_ID].running_version == NEW
-    with pytest.raises(AlertError, match="originator counter 1000 is not above 1000"):
-        await han.activate_gbcs(ESME_ID, right)
+    with pytest.raises(CommandRefused, match="originator counter 1000 is not above 1000"):
+        await gbcs.activate_gbcs(ESME_ID, right)
     await han.stop()
 
 
@@ -211,7 +211,7 @@ async def test_rtds_command_with_the_held_images_hash_resigned_activates(tmp_pat
 async def test_a_run_whose_supplier_the_hcalcs_does_not_trust_ends_it_failed():
     hcalcs = rtds_hcalcs(DCC_SUPPLIER_CERT)
     options = HanOptions(start_utc=START, activate_hcalcs=True)
-    han = await settled(GbcsHan(load_chf(bundled("chf")), [hcalcs], [image_for(hcalcs)], options))
+    han, _ = await settled(load_chf(bundled("chf")), [hcalcs], [held_image(hcalcs)], options)
     summary = han.summaries[ESME_ID]
     assert summary.result == "failed" and "Activate Firmware refused" in summary.reason
     assert "does not verify" in summary.reason
@@ -222,9 +222,9 @@ async def test_a_run_whose_supplier_the_hcalcs_does_not_trust_ends_it_failed():
 @pytest.mark.virtual_time
 async def test_a_ppmid_takes_no_activate_firmware_command():
     ppmid = load_device(bundled("ppmid"))
-    han = GbcsHan(load_chf(bundled("chf")), [ppmid], [image_for(ppmid)], HanOptions(start_utc=START))
+    han, _ = gbcs_han(load_chf(bundled("chf")), [ppmid], [held_image(ppmid)], HanOptions(start_utc=START))
     await han.start()
-    with pytest.raises(AlertError, match=r"is a ppmid; Activate Firmware \(CS06\) is for an HCALCS"):
+    with pytest.raises(CommandRefused, match=r"is a ppmid; Activate Firmware \(CS06\) is for an HCALCS"):
         await han.activate(ppmid.ieee, bytes(32))
     await han.stop()
 
@@ -233,7 +233,7 @@ def test_originators_keep_key_and_counters_in_the_state_dir(tmp_path):
     first = Originator(ESME_ID, None, tmp_path)
     alert = FirmwareTransferAlert(AlertCode.FIRMWARE_TRANSFER_SUCCESS, START, ESME_ID, bytes(4), 0)
     assert [parse(first.sign(alert, SUPPLIER_ID)).originator_counter for _ in range(3)] == [1, 2, 3]
-    first.counters.accept(SUPPLIER_ID, 1000)
+    first.accept(SUPPLIER_ID, 1000)
     again = Originator(ESME_ID, None, tmp_path)
     assert parse(again.sign(alert, SUPPLIER_ID)).originator_counter == 4
     assert again.counters.last_accepted(SUPPLIER_ID) == 1000
@@ -243,14 +243,14 @@ def test_originators_keep_key_and_counters_in_the_state_dir(tmp_path):
 
 def test_a_damaged_counter_file_is_named(tmp_path):
     (tmp_path / "00DB1234567890A0.gbcs.json").write_text('{"format": 1, "ieee": "00:db:12:34:56:78:90:a0"}')
-    with pytest.raises(AlertError, match=r"00DB1234567890A0\.gbcs\.json: not a GBCS counter file"):
+    with pytest.raises(CounterFileError, match=r"00DB1234567890A0\.gbcs\.json: not a GBCS counter file"):
         Originator(ESME_ID, None, tmp_path)
 
 
 def test_an_unreadable_gbcs_key_is_a_profile_error(tmp_path):
     profile = load_device(bundled("ppmid")).replace(gbcs_key=str(tmp_path / "missing.pem"))
     with pytest.raises(ProfileError, match=r"key 'device\.gbcs_key': .*missing\.pem: no such file"):
-        GbcsHan(load_chf(bundled("chf")), [profile], [], HanOptions())
+        gbcs_han(load_chf(bundled("chf")), [profile], [], HanOptions())
 
 
 def test_an_alert_log_appends_after_the_lines_already_there(tmp_path):
@@ -276,7 +276,7 @@ def test_ota_emu_run_writes_an_alert_log_that_gbcs_decode_verifies(tmp_path):
     paths = []
     for profile in (ppmid, hcalcs):
         paths.append(tmp_path / f"{profile.kind}.ota")
-        paths[-1].write_bytes(image_for(profile).data)
+        paths[-1].write_bytes(held_image(profile).data)
     log = tmp_path / "out" / "alerts.jsonl"
     result = run_cli("run", "--image", paths[0], "--image", paths[1], "--activate", "--alert-log", log, "--json")
     assert result.exit_code == 0, result.output
@@ -293,7 +293,7 @@ def test_ota_emu_run_refuses_a_bad_gbcs_key_in_one_line(tmp_path):
     profile = tmp_path / "chf.toml"
     profile.write_text('[chf]\ngbcs_key = "nowhere.pem"\n')
     image = tmp_path / "ppmid.ota"
-    image.write_bytes(image_for(load_device(bundled("ppmid"))).data)
+    image.write_bytes(held_image(load_device(bundled("ppmid"))).data)
     result = run_cli("run", "--chf", profile, "--image", image, "--alert-log", tmp_path / "a.jsonl")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "key 'chf.gbcs_key'" in result.stderr

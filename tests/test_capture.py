@@ -21,13 +21,11 @@ from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityH
 from scapy.utils import rdpcap
 from zigpy.util import convert_install_code
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator import clock
-from emulator.chf.store import HeldImage
 from emulator.errors import InputError
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ota import frames
-from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.capture import (
     CaptureError,
@@ -66,10 +64,7 @@ def _run_upgrade(directory: Path) -> Upgrade:
     # encryption itself; captures of an SE HAN's own secured frames are in test_han_security.py.
     ppmid = load_device(bundled("ppmid")).replace(security="none")
     chf = load_chf(bundled("chf")).replace(security="none")
-    payload = random.Random(3).randbytes(2000)
-    image = build_gb(ppmid.manufacturer_code, ppmid.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    held = HeldImage(image, image.serialize(), frozenset({ppmid.ieee}))
+    held = held_image(ppmid, payload=random.Random(3).randbytes(2000))
     key = parse_network_key(chf.network_key)
     paths = {name: directory / f"{name}.pcap" for name in ("encrypted", "plain", "other")}
     tapped: list[tuple[t.ZigbeePacket, float]] = []

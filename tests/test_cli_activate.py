@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,15 +18,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import TEST_KEYS, assert_one_line_error, sign_for_tests
+from conftest import TEST_KEYS, assert_one_line_error, image_file
 from emulator import keys
-from emulator.alerts import public_key_name
 from emulator.cli import main
 from emulator.device.state import StateStore
 from emulator.gb.frame import build_signed, bytes_from_hex, decode_message, parse, verify
+from emulator.han.alert_log import public_key_name
 from emulator.ota import image as ota_image
-from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash
+from emulator.profiles import load_device
 
 GB_VECTORS = Path(__file__).parent / "data" / "gb-vectors"
 RTDS = GB_VECTORS / "rtds"
@@ -70,10 +69,8 @@ def write_profile(path: Path, supplier_signer: str | None = None, kind: str = "h
 def distributed(tmp_path_factory) -> Path:
     """A state directory left by a real `ota-emu run --state-dir`: the HCALCS holds image version 2."""
     base = tmp_path_factory.mktemp("distributed")
-    image = build_gb(0x121D, 0x0085, NEW, payload=random.Random(7).randbytes(1500), hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    (base / "hcalcs.ota").write_bytes(image.serialize())
     profile = write_profile(base / "hcalcs.toml")
+    image_file(base / "hcalcs.ota", load_device(profile), size=1500)
     result = run("run", "--device", profile, "--image", base / "hcalcs.ota", "--state-dir", base / "state", "--json")
     assert result.exit_code == 0, result.output
     [device] = json.loads(result.stdout)["devices"]

@@ -320,7 +320,7 @@ def test_a_manufacturer_code_too_wide_is_refused(tmp_path: Path) -> None:
         (["--hw-min", "1"], ["--hw-min and --hw-max"]),
         (["--hw-min", "3", "--hw-max", "2"], ["hw_min 0x0003 is above hw_max 0x0002"]),
         (["--header-string", "x" * 33], ["header string is 33 bytes", "at most 32"]),
-        (["--destination", "12:34"], ["'12:34' is not an EUI64"]),
+        (["--destination", "12:34"], ["--destination", "expected an EUI-64 of 16 hex digits", "'12:34'"]),
         (["--file-version", "ten"], ["--file-version", "'ten' is not a number"]),
     ],
 )

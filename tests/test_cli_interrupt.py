@@ -8,7 +8,6 @@ on virtual time."""
 from __future__ import annotations
 
 import json
-import random
 import signal
 from pathlib import Path
 
@@ -16,24 +15,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 import emulator.cli.run as run_command
-from conftest import sign_for_tests
+from conftest import image_file
 from emulator.chf import events as server_events
 from emulator.cli import main
-from emulator.han import Event
-from emulator.ota.image import build_gb
+from emulator.han.network import Event
 from emulator.profiles import bundled, load_device
 
 
 @pytest.fixture
 def ppmid_image(tmp_path: Path) -> Path:
     """Version 2 for the bundled PPMID, signed with the test-only key it trusts."""
-    profile = load_device(bundled("ppmid"))
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(5).randbytes(3000),
-                     hw_min=0x1111, hw_max=0x1211)  # fmt: skip
-    image = sign_for_tests(image)
-    path = tmp_path / "ppmid.ota"
-    path.write_bytes(image.serialize())
-    return path
+    return image_file(tmp_path / "ppmid.ota", load_device(bundled("ppmid")), size=3000)
 
 
 def interrupt_at_first_outcome(monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> list[str]:

@@ -5,16 +5,14 @@ that is one of the command's inputs all fail with one line and exit 2, and leave
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, image_file
 from emulator.cli import main
 from emulator.files import OutputPathError, check_output_dir, check_output_file
-from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_device
 
 SAME = "is the same file as the input"
@@ -32,12 +30,7 @@ def key(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ppmid_image(tmp_path: Path) -> Path:
-    profile = load_device(bundled("ppmid"))
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(5).randbytes(600),
-                     hw_min=0x1111, hw_max=0x1211)  # fmt: skip
-    path = tmp_path / "ppmid.ota"
-    path.write_bytes(image.serialize())
-    return path
+    return image_file(tmp_path / "ppmid.ota", load_device(bundled("ppmid")), size=600, signed=False)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import tomllib
 from pathlib import Path
@@ -12,9 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import assert_one_line_error, sign_for_tests
+from conftest import assert_one_line_error, image_file
 from emulator.cli import main
-from emulator.ota.image import build_gb
 from emulator.profiles import ProfileError, bundled, bundled_names, bundled_root, load_device, resolve_profile
 
 CHECKOUT = Path(__file__).parent.parent
@@ -69,10 +67,7 @@ def test_an_unknown_name_lists_the_bundled_ones() -> None:
 
 def test_run_takes_bundled_names(tmp_path: Path) -> None:
     profile = load_device(bundled("ppmid"))
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(1).randbytes(800),
-                     hw_min=0x1111, hw_max=0x1211)  # fmt: skip
-    path = tmp_path / "ppmid.ota"
-    path.write_bytes(sign_for_tests(image).serialize())  # the bundled profiles trust the test-only key
+    path = image_file(tmp_path / "ppmid.ota", profile, size=800)  # signed with the test-only key it trusts
     result = run("run", "--chf", "chf", "--device", "faults/ignore-wait-for-data", "--image", path, "--json")
     assert result.exit_code == 0, result.output
     [device] = json.loads(result.stdout)["devices"]

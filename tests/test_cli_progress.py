@@ -4,20 +4,17 @@ lines, fed with the events of real in-process runs where the phases come from th
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import zigpy.types as t
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.cli.chf import TargetStatus, target_text
 from emulator.cli.display import Transfer, aggregate_text, device_phase, progress_text
 from emulator.device import events as device_events
 from emulator.gb.codes import TransferResponse
-from emulator.han import Event, Han, HanOptions
-from emulator.ota.image import build_gb
+from emulator.han.network import Event, Han, HanOptions
 from emulator.profiles import bundled, load_chf, load_device
 
 EUI = t.EUI64.convert("00:db:12:34:56:78:90:a4")
@@ -70,14 +67,6 @@ def events_of_a_run(devices: list, images: list[HeldImage], **options: object) -
     return events
 
 
-def image_for(profile, size: int = 3000) -> HeldImage:
-    """Version 2 for `profile`, signed with the test-only key the bundled profiles trust."""
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=random.Random(size).randbytes(size),
-                     hw_min=0x1111, hw_max=0x1211)  # fmt: skip
-    image = sign_for_tests(image)
-    return HeldImage(image, image.serialize(), frozenset({profile.ieee}))
-
-
 def phases(events: list[Event], ieee: t.EUI64) -> list[str]:
     transfer = Transfer()
     seen: list[str] = []
@@ -91,7 +80,7 @@ def phases(events: list[Event], ieee: t.EUI64) -> list[str]:
 
 def test_the_phases_of_a_ppmid_and_an_hcalcs_upgrading() -> None:
     ppmid, hcalcs = load_device(bundled("ppmid")), load_device(bundled("hcalcs"))
-    events = events_of_a_run([ppmid, hcalcs], [image_for(ppmid), image_for(hcalcs)])
+    events = events_of_a_run([ppmid, hcalcs], [held_image(ppmid, size=3000), held_image(hcalcs, size=3000)])
     ppmid_phases = phases(events, ppmid.ieee)
     assert ppmid_phases[:2] == ["waiting to query", "querying the CHF"]
     assert ppmid_phases[2:] == ["downloading", "verifying", "waiting for Upgrade End Response", "activating in 0.0 s",
@@ -103,7 +92,7 @@ def test_the_phases_of_a_ppmid_and_an_hcalcs_upgrading() -> None:
 
 def test_a_device_the_chf_holds_nothing_for() -> None:
     ppmid, hcalcs = load_device(bundled("ppmid")), load_device(bundled("hcalcs"))
-    events = events_of_a_run([ppmid, hcalcs], [image_for(ppmid)])
+    events = events_of_a_run([ppmid, hcalcs], [held_image(ppmid, size=3000)])
     assert phases(events, hcalcs.ieee)[-1] == "no image for it (NO_IMAGE_AVAILABLE)"
 
 
@@ -154,7 +143,7 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path) -> None:
 
     ppmid = load_device(bundled("ppmid"))
     path = tmp_path / "ppmid.ota"
-    path.write_bytes(image_for(ppmid).data)
+    path.write_bytes(held_image(ppmid, size=3000).data)
     result = CliRunner().invoke(main, ["run", "--device", "ppmid", "--image", str(path)])
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and "upgraded" in result.stdout

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 import struct
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import sign_for_tests
+from conftest import image_file, sign_for_tests
 from emulator.cli import main
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_device
@@ -31,19 +30,7 @@ def one_line_error(result, *fragments: str) -> None:
 
 @pytest.fixture
 def ppmid_image(tmp_path: Path) -> Path:
-    profile = load_device(bundled("ppmid"))
-    image = build_gb(
-        profile.manufacturer_code,
-        profile.image_type,
-        2,
-        payload=random.Random(3).randbytes(3000),
-        hw_min=0x1111,
-        hw_max=0x1211,
-    )
-    image = sign_for_tests(image)
-    path = tmp_path / "ppmid.ota"
-    path.write_bytes(image.serialize())
-    return path
+    return image_file(tmp_path / "ppmid.ota", load_device(bundled("ppmid")), size=3000)
 
 
 def test_demo_upgrades_a_ppmid_and_activates_an_hcalcs(tmp_path):

@@ -11,11 +11,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from conftest import held_image
 from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.cli import _Main
-from emulator.han import Han, HanOptions, expand
-from emulator.ota.image import build_gb
+from emulator.han.network import Han, HanOptions, expand
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 
@@ -108,15 +108,13 @@ async def test_work_in_a_thread_takes_no_virtual_time_and_no_timer_expires_meanw
     assert fired == [before + 10.0]
 
 
-def small_ppmid_image(profile, size: int = 300):
-    payload = random.Random(1).randbytes(size)
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    return image
+def small_ppmid_image(devices, size: int) -> HeldImage:
+    return held_image(devices[0], payload=random.Random(1).randbytes(size), device_ids=[d.ieee for d in devices])
 
 
-async def settle_lossy(devices, image, seed: int, loss: float) -> dict[str, str]:
-    held = HeldImage(image, image.serialize(), frozenset(d.ieee for d in devices))
-    han = Han(load_chf(bundled("chf")), devices, [held], HanOptions(seed=seed, link=LinkModel(loss=loss)))
+async def settle_lossy(devices, held: HeldImage, seed: int, loss: float, security: str = "se") -> dict[str, str]:
+    chf = load_chf(bundled("chf")).replace(security=security)
+    han = Han(chf, devices, [held], HanOptions(seed=seed, link=LinkModel(loss=loss)))
     await han.start()
     settled = await han.settle(7 * 86400)
     await han.stop()
@@ -127,20 +125,26 @@ async def settle_lossy(devices, image, seed: int, loss: float) -> dict[str, str]
 async def test_ten_ppmids_at_20_percent_loss_settle_for_the_seeds_that_hung() -> None:
     """`ota-emu run --image ppmid.ota --count 10 --loss 0.2 --seed 7` (a 20 kB image) spun forever at 736.77 s."""
     devices = expand([load_device(bundled("ppmid"))], 10)
-    image = small_ppmid_image(devices[0], size=20000)
+    image = small_ppmid_image(devices, size=20000)
     for seed in (7, 1):
         results = await settle_lossy(devices, image, seed, 0.2)
         assert set(results.values()) <= {"upgraded", "failed"}
 
 
 async def test_fifty_devices_at_20_percent_loss_settle_on_twenty_seeds() -> None:
-    """About a second of wall time per seed (the joins and interviews of 50 devices); run with -s for the figure."""
-    devices = expand([load_device(bundled("ppmid"))], 50)
-    image = small_ppmid_image(devices[0], size=120)
+    """The clock's timers on twenty different interleavings. Network-key security only: what hung was the CHF's
+    transfer timer against the clock, and CBKE would make this test ten times dearer without reaching more of the
+    clock (the SE path at loss is in `test_ten_ppmids_...` above and in `test_soak.py`). Run with -s for the figure."""
+    ppmid = load_device(bundled("ppmid")).replace(security="none")
+    devices = expand([ppmid], 50)
+    image = small_ppmid_image(devices, size=120)
     started = time.perf_counter()
+    upgraded = 0
     for seed in range(20):
-        results = await settle_lossy(devices, image, seed, 0.2)
-        assert len(results) == 50
+        results = await settle_lossy(devices, image, seed, 0.2, security="none")
+        assert len(results) == 50 and set(results.values()) <= {"upgraded", "failed"}
+        upgraded += sum(result == "upgraded" for result in results.values())
+    assert upgraded > 20 * 50 * 0.9  # loss delays an upgrade; it rarely ends one
     print(f"50 devices x 20 seeds at 20 % loss: {time.perf_counter() - started:.2f} s wall")
 
 

@@ -32,6 +32,8 @@ PLUGIN = [
     *([] if _plugin_is_installed() else ["-p", pytest_plugin.__name__]),
     "-p",
     "no:cacheprovider",
+    "-p",
+    "no:benchmark",
     "-o",
     "asyncio_default_fixture_loop_scope=function",
 ]

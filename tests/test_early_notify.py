@@ -9,11 +9,10 @@ import asyncio
 import pytest
 from test_device_harness import bench, hcalcs_profile, notify, vrun
 
+from conftest import held_image
 from emulator import clock
-from emulator.chf.store import HeldImage
 from emulator.device import events
-from emulator.han import Han, HanOptions
-from emulator.ota.image import build_gb
+from emulator.han.network import Han, HanOptions
 from emulator.profiles import bundled, load_chf, load_device
 
 DAY = 86400.0
@@ -69,8 +68,7 @@ def test_a_notify_from_another_node_after_discovery_is_still_ignored() -> None:
 
 def hcalcs_han(seed: int, radio: str = "loopback") -> Han:
     hcalcs = load_device(bundled("hcalcs")).replace(query_start_jitter=DAY)
-    image = build_gb(hcalcs.manufacturer_code, hcalcs.image_type, 2, payload=bytes(200), hw_min=0x1111, hw_max=0x1211)
-    held = HeldImage(image, image.serialize(), frozenset({hcalcs.ieee}))
+    held = held_image(hcalcs, payload=bytes(200), signed=False)
     return Han(load_chf(bundled("chf")), [hcalcs], [held], HanOptions(seed=seed, radio=radio))
 
 

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,16 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner, Result
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
-from emulator.han import Han, HanOptions
+from emulator.han.network import Han, HanOptions
 from emulator.ota.blocks import decode_block_request
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT
-from emulator.ota.image import build_gb
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 
 pytestmark = pytest.mark.virtual_time
@@ -39,13 +37,6 @@ NEW = 0x00000002
 SETTLE = 2 * 86400.0
 
 Event = server_events.ServerEvent | device_events.DeviceEvent
-
-
-def image_for(profile: DeviceProfile, size: int = 3072) -> HeldImage:
-    payload = random.Random(profile.image_type).randbytes(size)
-    image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    return HeldImage(image, image.serialize(), frozenset([profile.ieee]))
 
 
 # Smart Energy security (install codes, CBKE, APS encryption) runs on the loopback path only so far: both radios
@@ -80,7 +71,7 @@ class Scenario:
 def run_scenario(radio: str) -> Scenario:
     """PPMID and HCALCS upgrade; the HCALCS then gets Activate Firmware with a wrong hash, then the right one."""
     p, h = ppmid(), hcalcs()
-    images = {p.ieee: image_for(p), h.ieee: image_for(h)}
+    images = {p.ieee: held_image(p, size=3072), h.ieee: held_image(h, size=3072)}
 
     async def main() -> Scenario:
         chf = load_chf(bundled("chf")).replace(security="none")
@@ -211,7 +202,7 @@ async def upgrade_one(
     listener: Callable[[Han, Event], None] | None = None,
 ) -> tuple[Han, HeldImage]:
     """One device upgrading from the CHF on bellows and the virtual NCP; returns the stopped HAN."""
-    held = image_for(profile, size)
+    held = held_image(profile, size=size)
     han = Han(
         load_chf(bundled("chf")), [profile], [held], HanOptions(radio="ezsp", ezsp_version=ezsp_version, seed=seed)
     )
@@ -232,7 +223,7 @@ async def test_hours_on_the_virtual_clock_and_not_one_ash_retransmission() -> No
     at once; both ASH ends read the loop's clock, so every frame is acknowledged before a retransmission timer of
     either could ring, and the link needs no reconnect."""
     profile = ppmid()
-    held = image_for(profile)
+    held = held_image(profile, size=3072)
     han = Han(load_chf(bundled("chf")), [profile], [held], HanOptions(radio="ezsp", seed=5))
     await han.start()
     await asyncio.sleep(6 * 3600)
@@ -338,7 +329,7 @@ def cli(*args: str) -> Result:
 
 
 def test_run_with_radio_ezsp_upgrades_through_bellows_on_virtual_time(tmp_path: Path) -> None:
-    held = image_for(ppmid())
+    held = held_image(ppmid(), size=3072)
     path = tmp_path / "ppmid.ota"
     path.write_bytes(held.data)
     result = cli("run", "--radio", "ezsp", "--device", str(bundled("ppmid")), "--image", str(path), "--json")

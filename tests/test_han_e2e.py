@@ -14,14 +14,13 @@ import zigpy.ota.providers
 import zigpy.types as t
 from zigpy.zcl import foundation
 
-from conftest import sign_for_tests
+from conftest import held_image
 from emulator.chf import events as server_events
-from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
-from emulator.han import Han, HanOptions, expand
-from emulator.ota.image import build_gb, build_zigbee
+from emulator.han.network import Han, HanOptions, expand
+from emulator.ota.image import build_zigbee
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ChfProfile, bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.virtual_time
 
 NEW = 0x00000002
 DAY = 86400.0
-
-
-def image_for(profile, size: int = 4096, version: int = NEW, device_ids=None) -> HeldImage:
-    payload = random.Random(profile.image_type).randbytes(size)
-    image = build_gb(
-        profile.manufacturer_code, profile.image_type, version, payload=payload, hw_min=0x1111, hw_max=0x1211
-    )
-    image = sign_for_tests(image)
-    targets = (profile.ieee,) if device_ids is None else device_ids
-    return HeldImage(image, image.serialize(), frozenset(targets))
 
 
 @pytest.fixture
@@ -60,7 +49,7 @@ async def settled_han(devices, images, chf: ChfProfile | None = None, **options)
 
 
 async def test_ppmid_and_hcalcs_upgrade_with_gb_activation_rules(ppmid, hcalcs):
-    ppmid_image, hcalcs_image = image_for(ppmid), image_for(hcalcs)
+    ppmid_image, hcalcs_image = held_image(ppmid, size=4096), held_image(hcalcs, size=4096)
     han = await settled_han([ppmid, hcalcs], [ppmid_image, hcalcs_image])
     p, h = han.devices[ppmid.ieee], han.devices[hcalcs.ieee]
 
@@ -98,7 +87,7 @@ async def test_ppmid_and_hcalcs_upgrade_with_gb_activation_rules(ppmid, hcalcs):
 
 async def test_hcalcs_with_nothing_held_answers_no_image_held(hcalcs):
     other = load_device(bundled("ppmid"))
-    han = await settled_han([hcalcs, other], [image_for(other)])
+    han = await settled_han([hcalcs, other], [held_image(other, size=4096)])
     assert han.summaries[hcalcs.ieee].result == "no-image"
     reply = await han.activate(hcalcs.ieee, bytes(32))
     assert reply.response_code == ActivationResponse.NO_IMAGE_HELD
@@ -106,7 +95,7 @@ async def test_hcalcs_with_nothing_held_answers_no_image_held(hcalcs):
 
 
 async def test_future_dated_activation_accepted_then_executed_at_its_time(hcalcs):
-    held = image_for(hcalcs)
+    held = held_image(hcalcs, size=4096)
     han = await settled_han([hcalcs], [held])
     at = han.clock.utc() + timedelta(hours=6)
     reply = await han.activate(hcalcs.ieee, manufacturer_image_hash(held.image), at)
@@ -122,7 +111,7 @@ async def test_future_dated_activation_accepted_then_executed_at_its_time(hcalcs
 
 async def test_ten_devices_finish_byte_identical_through_loss_and_duplication(ppmid):
     devices = expand([ppmid], 10)
-    held = image_for(ppmid, size=8192, device_ids=tuple(d.ieee for d in devices))
+    held = held_image(ppmid, size=8192, device_ids=tuple(d.ieee for d in devices))
     han = await settled_han(devices, [held], seed=11, link=LinkModel(loss=0.2, duplicate=0.05))
     assert han.air.stats["lost"] > 100 and han.air.stats["duplicated"] > 20
     for device in han.devices.values():
@@ -132,7 +121,7 @@ async def test_ten_devices_finish_byte_identical_through_loss_and_duplication(pp
 
 
 async def test_device_restarted_mid_download_resumes_from_its_persisted_offset(ppmid, tmp_path):
-    held = image_for(ppmid, size=16384)
+    held = held_image(ppmid, size=16384)
     han = Han(load_chf(bundled("chf")), [ppmid], [held], HanOptions(state_dir=tmp_path))
     await han.start()
     device = han.devices[ppmid.ieee]

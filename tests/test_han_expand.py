@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zigpy.types as t
 
-from emulator.han import expand
+from emulator.han.network import expand
 from emulator.profiles import bundled, load_device
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shlex
 import shutil
 import subprocess
@@ -18,16 +17,15 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 
-from conftest import TEST_KEYS, assert_one_line_error, sign_for_tests
+from conftest import TEST_KEYS, assert_one_line_error, held_image
 from emulator import clock
 from emulator.chf import key_establishment as chf_ke
 from emulator.chf.store import HeldImage
 from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.device import security_events as sev
-from emulator.han import Han, HanOptions
-from emulator.han_security import attach_capture, install_code_of
-from emulator.ota.image import build_gb
+from emulator.han.network import Han, HanOptions
+from emulator.han.security import attach_capture, install_code_of
 from emulator.profiles import ChfProfile, DeviceLogEntry, DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.capture import CaptureKey, PcapWriter, parse_network_key, tshark_key_options
 from emulator.radio.secure import SecuredApsFrame
@@ -42,15 +40,6 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 OTA_FIELDS = (
     "-Y", "zbee_zcl_general.ota.cmd.srv_tx.id == 0x05", "-T", "fields", "-e", "zbee_zcl_general.ota.file.offset",
 )  # fmt: skip
-
-
-def image_for(profile: DeviceProfile, size: int = 2000) -> HeldImage:
-    """An upgrade to version 2, signed with the test-only key the bundled profiles trust (ECDSA signatures differ on
-    every call: compare against the image a run served, `Run.images`, not a fresh one)."""
-    payload = random.Random(profile.image_type).randbytes(size)
-    image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
-    image = sign_for_tests(image)
-    return HeldImage(image, image.serialize(), frozenset({profile.ieee}))
 
 
 def se_ppmid(**changes: object) -> DeviceProfile:
@@ -70,7 +59,7 @@ class Run:
 
 
 def run(chf: ChfProfile, devices: list[DeviceProfile], pcap: Path | None = None, after=None) -> Run:
-    images = [image_for(d) for d in devices]
+    images = [held_image(d, size=2000) for d in devices]
     han = Han(chf, devices, images, HanOptions())
     tapped: list[t.ZigbeePacket] = []
     han.air.add_tap(lambda packet, _: tapped.append(packet))
@@ -265,7 +254,7 @@ def _profiles(tmp_path: Path, device_extra: str = "", chf_extra: str = "") -> tu
     chf = tmp_path / "chf.toml"
     chf.write_text(bundled("chf").read_text().replace("[chf]\n", '[chf]\nsecurity = "se"\n') + chf_extra)
     image = tmp_path / "ppmid.ota"
-    image.write_bytes(image_for(ppmid).data)
+    image.write_bytes(held_image(ppmid, size=2000).data)
     return chf, device, image
 
 

@@ -21,7 +21,7 @@ from emulator.cli.ncp import Output, join_devices
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import TransferResponse
-from emulator.han import FIRST_DEVICE_NWK, expand
+from emulator.han.network import FIRST_DEVICE_NWK, expand
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device

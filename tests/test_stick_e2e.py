@@ -212,7 +212,7 @@ async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_pa
         (["--count", "2"], ["--count 2: an EZSP stick is one node", "one device"]),
         (["--port", "/dev/ttyUSB97"], ["/dev/ttyUSB97: no such serial port"]),
         (["--extended-pan-id", "zz"], ["--extended-pan-id"]),
-        (["--pan-id", "0xFFFF"], ["--pan-id 0xFFFF", "0x0000..0xFFFE"]),
+        (["--pan-id", "0xFFFF"], ["--pan-id", "expected 0..0xFFFE", "got 0xFFFF"]),
         (["--pan-id", "0x1A6G"], ["--pan-id", "not a number"]),
     ],
 )

@@ -15,14 +15,16 @@ import pytest
 
 from conftest import TEST_SUPPLIER_KEY, sign_for_tests
 from emulator import keys
-from emulator.alerts import DEFAULT_SUPPLIER_ID, AlertError, GbcsHan
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device.firmware import Identity, load_signers, verify
 from emulator.device.state import ImageRef
+from emulator.gb.cs06 import CommandRefused
 from emulator.gb.frame import sign_message
 from emulator.gb.messages import ActivateFirmwareCommand
-from emulator.han import Han, HanOptions
+from emulator.han.gbcs import HanGbcs
+from emulator.han.network import Han, HanOptions
+from emulator.han.originators import DEFAULT_SUPPLIER_ID
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import bundled, load_chf, load_device
@@ -134,16 +136,17 @@ async def test_an_hcalcs_refuses_cs06_it_cannot_check_unless_its_profile_opts_ou
             supplier_signer=supplier_signer, require_supplier_signature=require
         )
         held = HeldImage(gb(hcalcs), gb(hcalcs).serialize(), frozenset({hcalcs.ieee}))
-        han = GbcsHan(load_chf(bundled("chf")), [hcalcs], [held], HanOptions())
+        han = Han(load_chf(bundled("chf")), [hcalcs], [held], HanOptions())
+        gbcs = HanGbcs(han)
         await han.start()
         assert await han.settle(2 * DAY)
         if accepted:
-            exchange = await han.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, stranger))
+            exchange = await gbcs.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, stranger))
             assert exchange.command["signature"]["status"] == "not checked"
             assert han.devices[hcalcs.ieee].running_version == NEW
         else:
-            with pytest.raises(AlertError, match="supplier_signer"):
-                await han.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, stranger))
+            with pytest.raises(CommandRefused, match="supplier_signer"):
+                await gbcs.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, stranger))
             assert han.devices[hcalcs.ieee].running_version == 1
         await han.stop()
 
@@ -152,12 +155,13 @@ async def test_an_hcalcs_refuses_cs06_it_cannot_check_unless_its_profile_opts_ou
 async def test_the_bundled_hcalcs_takes_cs06_only_from_its_configured_supplier():
     hcalcs = load_device(bundled("hcalcs"))
     held = HeldImage(gb(hcalcs), gb(hcalcs).serialize(), frozenset({hcalcs.ieee}))
-    han = GbcsHan(load_chf(bundled("chf")), [hcalcs], [held], HanOptions())
+    han = Han(load_chf(bundled("chf")), [hcalcs], [held], HanOptions())
+    gbcs = HanGbcs(han)
     await han.start()
     assert await han.settle(2 * DAY)
-    with pytest.raises(AlertError, match="does not verify"):
-        await han.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, keys.generate_private_key()))
-    exchange = await han.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, keys.load_private_key(TEST_SUPPLIER_KEY)))
+    with pytest.raises(CommandRefused, match="does not verify"):
+        await gbcs.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, keys.generate_private_key()))
+    exchange = await gbcs.activate_gbcs(hcalcs.ieee, cs06(hcalcs, held, keys.load_private_key(TEST_SUPPLIER_KEY)))
     assert exchange.command["signature"]["status"] == "verified"
     assert han.devices[hcalcs.ieee].running_version == NEW
     await han.stop()

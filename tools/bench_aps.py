@@ -73,16 +73,16 @@ def capture(aps_encrypted: bool) -> Callable[[], None]:
     encoder.add_node(0x0000, CHF)
     encoder.add_node(0x1001, PPMID)
     packet = t.ZigbeePacket(
-        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x0000),
-        src_ep=1,
-        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x1001),
-        dst_ep=1,
-        tsn=7,
-        profile_id=0x0109,
-        cluster_id=0x0019,
+        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)),
+        src_ep=t.uint8_t(1),
+        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x1001)),
+        dst_ep=t.uint8_t(1),
+        tsn=t.uint8_t(7),
+        profile_id=t.uint16_t(0x0109),
+        cluster_id=t.uint16_t(0x0019),
         data=t.SerializableBytes(BLOCK_RESPONSE),
         tx_options=t.TransmitOptions.ACK,
-        radius=0,
+        radius=t.uint8_t(0),
     )
 
     def work() -> None:

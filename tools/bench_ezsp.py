@@ -58,7 +58,7 @@ from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import events as device_events
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ncp.ash_protocol import AshNcpLink
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.server import VirtualNcp
@@ -67,6 +67,7 @@ from emulator.ota.image import build_gb
 from emulator.ota.signing import sign_image
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.air import Air, LinkModel
+from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
 
 BLOCK = 63
@@ -227,8 +228,9 @@ def _profiles() -> tuple[DeviceProfile, Any]:
 async def _transfer(work: Workload, size: int, ezsp_version: int, meter: CpuMeter) -> Figures:
     """From the device's first block to its verified image, on a `Han` with the loopback radio or bellows."""
     device, chf = _profiles()
-    options = HanOptions(radio=work.radio, ezsp_version=ezsp_version, link=LinkModel(latency=work.latency),
-                         start_utc=START)  # fmt: skip
+    options = HanOptions(
+        radio=RadioKind(work.radio), ezsp_version=ezsp_version, link=LinkModel(latency=work.latency), start_utc=START
+    )
     han = Han(chf, [device], [_image(size, device)], options)
     marks = Marks(meter, lambda: [han.ncp.counters] if han.ncp is not None else [], {})
     han.add_listener(marks.watch)

@@ -33,7 +33,7 @@ from emulator import clock
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device import security_events
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.image import build_gb, build_zigbee
 from emulator.profiles import bundled, load_chf, load_device
 

@@ -7,6 +7,8 @@ as an `InputError`, which becomes one line on stderr and exit code 2 — never a
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -19,7 +21,14 @@ class _Main(click.Group):
     """Turns every user-facing failure into one line on stderr: click's usage errors (exit 2), our
     `InputError` (exit 2), and an interrupt (exit 130)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
         try:
             rv = super().main(args, prog_name or "ota-emu", complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:

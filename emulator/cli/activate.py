@@ -23,30 +23,20 @@ import click
 import zigpy.types as t
 
 from emulator import clock, keys
-from emulator.alerts import (
-    DEFAULT_SUPPLIER_ID,
-    AlertLog,
-    Counters,
-    Exchange,
-    HcalcsActivation,
-    Originator,
-    Scheduled,
-    Trusted,
-    check_log_path,
-    configured_key,
-    gbcs_time,
-    gbcs_time_not_before,
-    trusted_supplier,
-)
-from emulator.cli.params import ProfileParam, example
+from emulator.cli.params import Eui64Param, ProfileParam, example
 from emulator.clock import Clock
 from emulator.device.device import EmulatedDevice
 from emulator.device.state import StateStore
 from emulator.errors import InputError
 from emulator.files import check_output_file
+from emulator.gb.cs06 import TrustedSupplier
 from emulator.gb.frame import GbcsFrame, bytes_from_hex, sign_message
 from emulator.gb.messages import ActivateFirmwareCommand, GbcsError
-from emulator.profiles import DeviceProfile, load_device, parse_eui64
+from emulator.gb.values import gbcs_time, gbcs_time_not_before
+from emulator.han.alert_log import AlertLog, check_log_path
+from emulator.han.gbcs import Exchange, HcalcsActivation, Scheduled
+from emulator.han.originators import DEFAULT_SUPPLIER_ID, Originator, configured_key, read_counters, trusted_supplier
+from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.air import Air
 
 GENERAL_FRAME_TAGS = (0xDD, 0xDF)
@@ -65,20 +55,6 @@ class Result:
     alert: dict[str, Any] | None
     running_version: int
     image_held: bool
-
-
-class Eui64(click.ParamType):
-    """An EUI-64 as people write it ("90:B3:D5:1F:30:01:00:00", "90B3D51F30010000")."""
-
-    name = "eui64"
-
-    def convert(self, value, param, ctx):  # type: ignore[override]
-        if isinstance(value, t.EUI64):
-            return value
-        try:
-            return parse_eui64(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @click.command(
@@ -107,7 +83,7 @@ class Eui64(click.ParamType):
 )
 @click.option(
     "--supplier-id",
-    type=Eui64(),
+    type=Eui64Param(),
     default=str(DEFAULT_SUPPLIER_ID),
     show_default=True,
     help="With --hash: the command's originator.",
@@ -147,26 +123,9 @@ def command(
         raise click.UsageError("give either --gbcs HEX_OR_FILE or --hash HEX")
     if gbcs is not None and (at is not None or supplier_key is not None):
         raise click.UsageError("--at and --supplier-key go with --hash; a --gbcs command carries its own")
-    profile = load_device(device_path)
-    if profile.kind != "hcalcs":
-        raise InputError(
-            f"{device_path}: a {profile.kind} profile, expected an HCALCS (a PPMID activates with its download, "
-            "not by Activate Firmware)"
-        )
-    store = StateStore(state_dir, profile.ieee)
-    if not store.json_path.is_file():
-        raise InputError(
-            f"{state_dir}: no persisted state for HCALCS {profile.ieee} (expected {store.json_path.name}, "
-            f"written by ota-emu run --state-dir {state_dir})"
-        )
+    profile = _hcalcs_with_state(device_path, state_dir)
     if alert_log is not None:
-        check_log_path(alert_log)
-        inputs = [device_path, supplier_key, *(store.json_path.parent.glob("*"))]
-        if gbcs is not None:
-            with contextlib.suppress(OSError):  # hex too long to be a file name
-                if Path(gbcs).is_file():
-                    inputs.append(Path(gbcs))
-        check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
+        _check_alert_log(alert_log, [device_path, supplier_key, *state_dir.glob("*")], gbcs)
     now = _parse_now(now_text)
     trusted = trusted_supplier(profile)
     key = configured_key(profile)
@@ -184,6 +143,33 @@ def command(
 
 
 # -- input ----------------------------------------------------------------------------------------------------
+
+
+def _hcalcs_with_state(device_path: Path, state_dir: Path) -> DeviceProfile:
+    """The HCALCS profile, refused unless it is one and `ota-emu run --state-dir` left its state there."""
+    profile = load_device(device_path)
+    if profile.kind != "hcalcs":
+        raise InputError(
+            f"{device_path}: a {profile.kind} profile, expected an HCALCS (a PPMID activates with its download, "
+            "not by Activate Firmware)"
+        )
+    store = StateStore(state_dir, profile.ieee)
+    if not store.json_path.is_file():
+        raise InputError(
+            f"{state_dir}: no persisted state for HCALCS {profile.ieee} (expected {store.json_path.name}, "
+            f"written by ota-emu run --state-dir {state_dir})"
+        )
+    return profile
+
+
+def _check_alert_log(alert_log: Path, inputs: list[Path | None], gbcs: str | None) -> None:
+    """Refuse an alert log that cannot be appended to, or that is one of the inputs (a --gbcs file included)."""
+    check_log_path(alert_log)
+    if gbcs is not None:
+        with contextlib.suppress(OSError):  # hex too long to be a file name
+            if Path(gbcs).is_file():
+                inputs.append(Path(gbcs))
+    check_output_file(alert_log, "the alert log to append to", inputs=inputs, create_parents=True)
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -238,7 +224,7 @@ def _hash_command(
     if len(digest) * 2 != HASH_HEX_DIGITS:
         raise InputError(f"--hash: {len(digest) * 2} hex digits, expected {HASH_HEX_DIGITS} (a 32-byte SHA-256)")
     execution = None if at is None else gbcs_time_not_before(_parse_at(at, now))
-    counter = (Counters(profile.ieee, state_dir).last_accepted(supplier_id) or 0) + 1
+    counter = (read_counters(profile.ieee, state_dir).last_accepted(supplier_id) or 0) + 1
     command = ActivateFirmwareCommand(digest, counter, execution)
     if supplier_key is not None:
         key = keys.load_private_key(supplier_key)
@@ -276,7 +262,7 @@ def _run(
     profile: DeviceProfile,
     state_dir: Path,
     key: keys.PrivateKey | None,
-    trusted: Trusted | None,
+    trusted: TrustedSupplier | None,
     log: AlertLog,
     data: bytes,
     source: str,

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.types as t
 
-from emulator.cli.params import AliasedCommand, example
+from emulator.cli.params import AliasedCommand, Eui64Param, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, write_atomic
-from emulator.profiles import parse_eui64
 from emulator.security import credentials as files
 from emulator.security.ca import DEFAULT_ISSUER, CertificateAuthority
 from emulator.security.certs import (
@@ -29,18 +29,6 @@ from emulator.security.certs import (
 CA_KEY_FILE = "ca.key.json"
 CA_PUBLIC_FILE = "ca.pub.json"
 SUITES = click.Choice(["1", "2"])
-
-
-class _Eui64(click.ParamType[bytes]):
-    """An EUI-64 as people write it ("00:0D:6F:00:00:BB:BB:BB", "000D6F0000BBBBBB"); 8 bytes MSB first."""
-
-    name = "EUI64"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
-        try:
-            return bytes(parse_eui64(value))[::-1]
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @click.group(
@@ -121,12 +109,12 @@ def ca_command(directory: Path, suite: str, issuer: str, force: bool) -> None:
 )
 @click.option("--ca", "ca_path", type=click.Path(path_type=Path), required=True,
               help="The CA: its directory (with ca.key.json) or its ca.key.json file.")
-@click.option("--eui64", type=_Eui64(), required=True, help="EUI-64 of the device (the certificate subject).")
+@click.option("--eui64", type=Eui64Param(), required=True, help="EUI-64 of the device (the certificate subject).")
 @click.option("--suite", type=SUITES, help="Crypto suite (must be the CA's; default: the CA's).")
 @click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
               help="Directory for EUI64.cbke.json (created if missing).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def issue_command(ca_path: Path, eui64: bytes, suite: str | None, directory: Path, force: bool) -> None:
+def issue_command(ca_path: Path, eui64: t.EUI64, suite: str | None, directory: Path, force: bool) -> None:
     """Issue a device certificate and private key (SEC 4 implicit certificate, Smart Energy Annex C.4.2) into
     EUI64.cbke.json (mode 0600): certificate, private key and CA public key, what a device loads for CBKE.
     Suite-2 certificates are valid from now, with no expiry, for key agreement and signatures."""
@@ -134,10 +122,11 @@ def issue_command(ca_path: Path, eui64: bytes, suite: str | None, directory: Pat
     ca = files.parse_ca(_read(key_file, "an ota-emu CA key file (ca.key.json)"), str(key_file))
     if suite is not None and int(suite) != ca.suite.value:
         raise InputError(f"{key_file}: is a suite-{ca.suite.value} CA (expected suite {suite}, as --suite asks)")
-    (path,) = _prepare(directory, [f"{eui64.hex().upper()}.cbke.json"], force)
-    credentials = ca.issue(eui64, valid_from=int(time.time()), valid_to=NO_EXPIRY)
+    subject = bytes(eui64)[::-1]  # certificates carry the EUI-64 most significant byte first
+    (path,) = _prepare(directory, [f"{subject.hex().upper()}.cbke.json"], force)
+    credentials = ca.issue(subject, valid_from=int(time.time()), valid_to=NO_EXPIRY)
     write_atomic(path, files.device_text(credentials), mode=0o600)
-    click.echo(f"{path}: suite-{ca.suite.value} certificate and private key for {_eui(eui64)}")
+    click.echo(f"{path}: suite-{ca.suite.value} certificate and private key for {_eui(subject)}")
 
 
 @command.command("show", epilog=example("ota-emu certs show creds/00DB1234567890A4.cbke.json --json"))

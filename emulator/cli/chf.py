@@ -15,11 +15,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.device
 import zigpy.types as t
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -29,16 +31,18 @@ from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
-from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
-from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileParam, example
+from emulator.cli.display import StatusColumn, StopReason, Transfer, aggregate_text, progress_text
+from emulator.cli.params import AliasedCommand, Eui64Param, FiniteFloat, PortParam, ProfileParam, example
+from emulator.cli.run import Interruption
 from emulator.errors import InputError
 from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
-from emulator.profiles import bundled, load_chf, parse_eui64
+from emulator.profiles import ChfProfile, bundled, load_chf
 from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.ezsp import FLOW_CONTROL
+from emulator.radio.kind import RadioKind
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,18 +51,7 @@ MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean
 FINAL_SEND_GRACE = 1.0
 PERMIT_RETRY = 2.0
 MAX_BARS = 12
-
-
-class Eui64Type(click.ParamType):
-    name = "EUI64"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> t.EUI64:
-        if isinstance(value, t.EUI64):
-            return value
-        try:
-            return parse_eui64(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+ALL_DEVICES = t.EUI64(b"\xff" * 8)  # the key of the one aggregate bar shown instead of one bar per device
 
 
 @dataclass
@@ -165,7 +158,7 @@ class Watch:
 
     # -- zigpy app listener -------------------------------------------------------------------------------------
 
-    def device_joined(self, device) -> None:
+    def device_joined(self, device: zigpy.device.BaseDevice) -> None:
         """Only devices the run is about are listed: the targets, and any device served an image."""
         status = self.status.get(device.ieee)
         if status is not None:
@@ -174,7 +167,7 @@ class Watch:
 
     device_initialized = device_joined
 
-    def device_left(self, device) -> None:
+    def device_left(self, device: zigpy.device.BaseDevice) -> None:
         if device.ieee in self.status:
             self.status[device.ieee].joined = False
             self._check()
@@ -196,6 +189,8 @@ class Watch:
                 return False
             version, offset = command.file_version, command.file_offset
         else:
+            return False
+        if packet.src is None or not isinstance(packet.src.address, int):
             return False
         try:
             ieee = self.node.app.get_device(nwk=packet.src.address).ieee
@@ -246,7 +241,7 @@ class Watch:
             total = sum(s.size for s in self.status.values())
             done = sum(s.offset for s in self.status.values())
             text = aggregate_text(list(self.transfers.values()), len(self.status))
-            self._update(t.EUI64.UNKNOWN, f"{len(self.status)} devices", done, total, lambda: text)
+            self._update(ALL_DEVICES, f"{len(self.status)} devices", done, total, lambda: text)
             return
 
         def line() -> str:
@@ -254,7 +249,7 @@ class Watch:
 
         self._update(status.ieee, str(status.ieee), status.offset, status.size, line)
 
-    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Any) -> None:
+    def _update(self, key: t.EUI64, label: str, done: int, total: int, line: Callable[[], str]) -> None:
         bar = self._bars.get(key)
         if bar is None:
             bar = self._bars[key] = self._progress.add_task(label, total=total or None, status=line)
@@ -263,10 +258,12 @@ class Watch:
 
 @dataclass
 class RunResult:
+    """A CHF run on a stick: where, which network, every device it followed, and why and when it stopped."""
+
     port: str
     network: dict[str, Any]
     statuses: list[TargetStatus]
-    stopped: str
+    stopped: StopReason
     wall_time: float
     reconnects: int
     interrupted_by: signal.Signals | None = None
@@ -283,7 +280,7 @@ class RunResult:
     def as_dict(self) -> dict[str, Any]:
         targets = [s for s in self.statuses if s.target]
         return {
-            "radio": "ezsp",
+            "radio": RadioKind.EZSP,
             "port": self.port,
             "network": self.network,
             "complete": bool(targets) and all(s.outcome is not None for s in targets),
@@ -315,92 +312,87 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
         LOGGER.warning("could not close joining: %r", exc)
 
 
-def _notify_known_targets(node: ChfNode, watch: Watch, store: ImageStore) -> None:
-    """Targets zigpy interviewed before the server was attached (they joined while bellows was still starting)
-    missed the server's Image Notify on `device_initialized`: send it now."""
-    if node.profile.notify == "none":
-        return
+def _notify_known_targets(node: ChfNode, watch: Watch) -> None:
+    """Targets zigpy interviewed before the server was attached (they joined while bellows was still starting, or
+    come from its database) missed the server's `device_initialized`: hand them to the server now, which notifies
+    them as the CHF profile says (`notify`), as it would have at the interview."""
     for status in watch.targets:
         device = node.app.devices.get(status.ieee)
         if device is None:
             continue
         watch.device_joined(device)
-        held = next((h for h in store if h.device_ids and status.ieee in h.device_ids), None)
-        if device.is_initialized and held is not None:
-            node.server.notify(None if node.profile.notify == "broadcast" else status.ieee, held)
+        if device.is_initialized:
+            node.server.device_initialized(device)
 
 
-async def _run(
-    node: ChfNode,
-    watch: Watch,
-    port: str,
-    *,
-    baudrate: int,
-    flow_control: str,
-    permit: int,
-    until: float | None,
-    quiet: bool,
-    capture: PcapWriter | None = None,
-) -> RunResult:
+@dataclass(frozen=True, slots=True)
+class ChfRun:
+    """What `ota-emu chf` was asked to do with the stick, once the images are loaded."""
+
+    port: str
+    baudrate: int = 115200
+    flow_control: str = "software"
+    permit: int = MAX_PERMIT
+    until: float | None = None
+    quiet: bool = False
+
+
+async def _run(node: ChfNode, watch: Watch, run: ChfRun, capture: PcapWriter | None = None) -> RunResult:
     started = time.monotonic()
-    await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control)
-    app = node.app
+    port, permit = run.port, run.permit
+    await node.start_ezsp(port, baudrate=run.baudrate, flow_control=run.flow_control)
     if capture is not None:
-        capture.attach_radio(app)
+        capture.attach_radio(node.app)
+    network = _network_summary(node.app)
+    interruption = Interruption()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        with interruption.installed():
+            if not run.quiet:
+                click.echo(
+                    f"CHF on {port}: PAN {network['pan_id']}, channel {network['channel']}, IEEE {network['ieee']}; "
+                    f"{len(node.store)} image(s) for {len(watch.targets)} target(s)",
+                    err=True,
+                )
+            node.server.add_listener(watch.on_server_event)
+            node.app.add_listener(watch)
+            _notify_known_targets(node, watch)
+            if permit:
+                tasks.append(asyncio.get_running_loop().create_task(_keep_joining_open(node, watch, permit)))
+            stopped = await _until_done(watch, interruption, run.until)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await node.stop()
+    elapsed = time.monotonic() - started
+    signum = interruption.signal if stopped == StopReason.SIGNAL else None
+    return RunResult(port, network, list(watch.status.values()), stopped, elapsed, node.reconnects, signum)
+
+
+def _network_summary(app: Any) -> dict[str, Any]:
+    """The network the stick formed or resumed, as the table caption and the JSON report give it."""
     network = app.state.network_info
-    summary = {
+    return {
         "ieee": str(app.state.node_info.ieee),
         "pan_id": f"0x{int(network.pan_id):04X}",
         "extended_pan_id": str(network.extended_pan_id),
         "channel": int(network.channel),
     }
-    stop = asyncio.Event()
-    received: list[signal.Signals] = []
 
-    def on_signal(signum: signal.Signals) -> None:
-        received.append(signum)
-        stop.set()
 
+async def _until_done(watch: Watch, interruption: Interruption, until: float | None) -> StopReason:
+    """Wait until every target has its outcome, `until` seconds pass or a signal comes; say which came first."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    tasks: list[asyncio.Task[Any]] = []
+    waits = [loop.create_task(interruption.event.wait()), loop.create_task(watch.all_done.wait())]
     try:
-        if not quiet:
-            targets = len(watch.targets)
-            click.echo(
-                f"CHF on {port}: PAN {summary['pan_id']}, channel {summary['channel']}, IEEE {summary['ieee']}; "
-                f"{len(node.store)} image(s) for {targets} target(s)",
-                err=True,
-            )
-        node.server.add_listener(watch.on_server_event)
-        app.add_listener(watch)
-        _notify_known_targets(node, watch, node.store)
-        if permit:
-            tasks.append(loop.create_task(_keep_joining_open(node, watch, permit)))
-        waits = [loop.create_task(stop.wait()), loop.create_task(watch.all_done.wait())]
         await asyncio.wait(waits, timeout=until, return_when=asyncio.FIRST_COMPLETED)
-        tasks.extend(waits)
-        if watch.all_done.is_set():
-            stopped = "outcomes"
-            await asyncio.sleep(FINAL_SEND_GRACE)
-        else:
-            stopped = "signal" if stop.is_set() else "until"
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        for task in tasks:
+        for task in waits:
             task.cancel()
-        await node.stop()
-    return RunResult(
-        port,
-        summary,
-        list(watch.status.values()),
-        stopped,
-        time.monotonic() - started,
-        node.reconnects,
-        received[0] if received and stopped == "signal" else None,
-    )
+    if watch.all_done.is_set():
+        await asyncio.sleep(FINAL_SEND_GRACE)
+        return StopReason.OUTCOMES
+    return StopReason.SIGNAL if interruption.event.is_set() else StopReason.UNTIL
 
 
 def _outcome_text(status: TargetStatus) -> tuple[str, str]:
@@ -449,8 +441,8 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 )
 @click.option(
     "--radio",
-    type=click.Choice(["ezsp"]),
-    default="ezsp",
+    type=click.Choice([RadioKind.EZSP.value]),
+    default=RadioKind.EZSP.value,
     show_default=True,
     help="Coordinator type (in-process runs are `ota-emu run`).",
 )
@@ -482,7 +474,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     multiple=True,
     help="Upgrade file to hold for the --target devices (repeatable).",
 )
-@click.option("--target", "targets", type=Eui64Type(), multiple=True, help="EUI-64 of a target device (repeatable).")
+@click.option("--target", "targets", type=Eui64Param(), multiple=True, help="EUI-64 of a target device (repeatable).")
 @click.option(
     "--permit",
     type=click.IntRange(0, MAX_PERMIT),
@@ -528,14 +520,9 @@ def command(
     if pcap is not None:
         check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
-    if image_paths and not targets:
-        raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
-    images = load_images(image_paths, device_ids=targets)
-    store = ImageStore.from_profile(chf, images)
-    if not len(store):
-        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    store = _held_images(chf, image_paths, targets)
     everyone = list(dict.fromkeys([*targets, *(ieee for held in store for ieee in held.device_ids)]))
-
+    run = ChfRun(port, baudrate, flow_control, permit, until, quiet=as_json)
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
         if pcap is not None
@@ -547,17 +534,7 @@ def command(
         node = ChfNode(chf, store, clock.Clock(), observers=[watch.observe], state_dir=state_dir)
         watch.node = node
         with watch:
-            return await _run(
-                node,
-                watch,
-                port,
-                baudrate=baudrate,
-                flow_control=flow_control,
-                permit=permit,
-                until=until,
-                quiet=as_json,
-                capture=capture,
-            )
+            return await _run(node, watch, run, capture)
 
     try:
         result = clock.run(main, virtual=False)
@@ -566,3 +543,14 @@ def command(
             capture.close()
     print_result(result, as_json=as_json)
     return result.exit_code()
+
+
+def _held_images(chf: ChfProfile, image_paths: tuple[Path, ...], targets: tuple[t.EUI64, ...]) -> ImageStore:
+    """The --image files held for the --target devices, and the profile's [[images]]; refused when empty."""
+    if image_paths and not targets:
+        raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
+    images = load_images(image_paths, device_ids=targets)
+    store = ImageStore.from_profile(chf, images)
+    if not len(store):
+        raise InputError(f"{chf.source}: no image to serve (expected --image FILE or [[images]] in the CHF profile)")
+    return store

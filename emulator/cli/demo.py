@@ -10,14 +10,14 @@ import click
 from rich.console import Console
 
 from emulator import keys
-from emulator.alerts import GbcsHan
 from emulator.chf.store import HeldImage
 from emulator.cli.params import example
 from emulator.cli.run import run_han
 from emulator.device import events as device_events
 from emulator.files import check_output_dir, write_atomic
 from emulator.gb.codes import ActivationResponse
-from emulator.han import Event, HanOptions
+from emulator.han.gbcs import HanGbcs
+from emulator.han.network import Event, Han, HanOptions
 from emulator.ota.image import build_gb
 from emulator.ota.signing import manufacturer_image_hash, sign_image, verify_image
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
@@ -114,7 +114,8 @@ def command(out: Path | None, as_json: bool) -> int:
             )
         console.print("[bold]4.[/] Upgrading a PPMID and an HCALCS from the in-process CHF (virtual time)…")
         options = HanOptions(activate_hcalcs=True)
-        han = GbcsHan(load_chf(bundled("chf")), [ppmid, hcalcs], images, options, supplier_key=supplier)
+        han = Han(load_chf(bundled("chf")), [ppmid, hcalcs], images, options)
+        gbcs = HanGbcs(han, supplier_key=supplier)
         story = Story([ppmid, hcalcs])
         han.add_listener(story)
         code = run_han(han, limit=7 * 86400.0, virtual=True, as_json=as_json)
@@ -122,7 +123,7 @@ def command(out: Path | None, as_json: bool) -> int:
         for line in story.lines:
             console.print(f"  {line}", highlight=False)
         alert_log = folder / "alerts.jsonl"
-        han.alert_log.write(alert_log)
+        gbcs.alert_log.write(alert_log)
         kept = str(alert_log) if out else f"{alert_log.name} (keep it with --out DIR)"
-        console.print(f"[bold]6.[/] {han.alert_log.summary()}, signed; alert log {kept}")
+        console.print(f"[bold]6.[/] {gbcs.alert_log.summary()}, signed; alert log {kept}")
         return code

@@ -18,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+import zigpy.types as t
 
 from emulator import clock
-from emulator.cli.display import RunProgress
-from emulator.cli.params import U16, PortParam, ProfileParam, example
+from emulator.cli.display import RunProgress, StopReason
+from emulator.cli.params import Eui64Param, Number, PortParam, ProfileParam, example
 from emulator.device import events as de
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
 from emulator.errors import InputError
-from emulator.han import DeviceSummary
-from emulator.profiles import DeviceProfile, load_device, parse_eui64
+from emulator.han.network import DeviceResult, DeviceSummary
+from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.capture import PcapWriter
 from emulator.radio.ezsp import FLOW_CONTROL
+from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, Joined, JoinPlan, Role, StickRadio
 
 # How long the last frames (an Upgrade End, a Default Response) get to leave the stick after the outcome.
@@ -77,34 +79,19 @@ class DeviceWatch:
         summary = self.summary
         if self.done.is_set():
             return  # the outcome stands (a query answered NO_IMAGE after an upgrade does not undo it)
-        if isinstance(event, de.DownloadStarted):
-            summary.size, summary.offset, summary.result, summary.finished_at = (
-                event.size,
-                event.offset,
-                "pending",
-                None,
-            )
-        elif isinstance(event, de.Progress):
-            summary.offset, summary.size = event.offset, event.size
-        elif isinstance(event, de.Activated):
-            summary.version = event.new_version if event.success else summary.version
-            self._finish("upgraded" if event.success else "failed", "" if event.success else "activation failed")
-        elif isinstance(event, de.ActivationOutcome):
-            summary.version = event.version
-            ok = event.response_code == 0
-            self._finish("upgraded" if ok else "failed", "" if ok else event.response_code.name.lower())
+        verdict = summary.follow(event)
+        if verdict is not None:
+            self._finish(*verdict)
         elif isinstance(event, de.WaitingToUpgrade):
             if self.run.activate and summary.kind == "hcalcs":
                 self._activate()
             else:
-                self._finish("held", "waiting for Activate Firmware")
-        elif isinstance(event, de.ImageVerified) and not event.ok:
-            self._finish("failed", f"invalid image: {event.reason}")
+                self._finish(DeviceResult.HELD, "waiting for Activate Firmware")
         elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.size == 0:
-            summary.result, summary.reason = "no-image", f"query answered 0x{event.status:02X}"
+            summary.result, summary.reason = DeviceResult.NO_IMAGE, f"query answered 0x{event.status:02X}"
         self.progress(event)
 
-    def _finish(self, result: str, reason: str) -> None:
+    def _finish(self, result: DeviceResult, reason: str) -> None:
         self.summary.result, self.summary.reason = result, reason
         self.summary.finished_at = self.device.clock.now()
         self.done.set()
@@ -121,11 +108,43 @@ class DeviceWatch:
         self._activation = asyncio.get_running_loop().create_task(self.device.activate_firmware(image_hash, at))
 
 
-async def run_device(run: DeviceRun, stop: asyncio.Event | None = None) -> tuple[DeviceSummary, str, float, Joined]:
+async def run_device(
+    run: DeviceRun, stop: asyncio.Event | None = None
+) -> tuple[DeviceSummary, StopReason, float, Joined]:
     """Join (or resume), run the device until it has an outcome (unless `run.stay`), `until` seconds pass, a
     signal comes or `stop` is set; save its state and leave the stick. Returns the summary, why it stopped, the
     wall time and where it joined."""
     started = time.monotonic()
+    radio, profile, joined = await _join(run)
+    capture = _capture(run.pcap, joined) if run.pcap is not None else None
+    if capture is not None:
+        radio.add_tap(capture.write)
+    if run.state_dir is not None:
+        run.state_dir.mkdir(parents=True, exist_ok=True)
+    device = EmulatedDevice(profile, radio, clock.Clock(), nwk=joined.nwk, state_dir=run.state_dir, seed=run.seed)
+    summary = DeviceSummary(joined.ieee, profile.kind, joined.nwk, device.running_version, device.running_version)
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        with RunProgress({joined.ieee: summary}, enabled=not run.quiet) as progress:
+            watch = DeviceWatch(summary, device, run, progress)
+            device.add_listener(watch)
+            await device.start()
+            stopped = await _until_done(watch, run, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await device.stop()  # saves the state, partial download included
+        await radio.close()
+        if capture is not None:
+            capture.close()
+    return summary, stopped, time.monotonic() - started, joined
+
+
+async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined]:
+    """Join through the stick (or resume its network) and say where; the device takes the stick's EUI-64."""
     profile = run.profile.replace(sleepy=run.plan.role == Role.SLEEPY)  # the device polls when the stick sleeps
     radio = StickRadio(run.port, run.plan, baudrate=run.baudrate, flow_control=run.flow_control)
     if not run.quiet:
@@ -141,9 +160,6 @@ async def run_device(run: DeviceRun, stop: asyncio.Event | None = None) -> tuple
     joined = await radio.open(endpoint)
     # The network knows the stick by its own EUI-64: the device takes it, and keeps its state under it.
     profile = profile.replace(ieee=joined.ieee, nwk=joined.nwk)
-    capture = _capture(run.pcap, joined) if run.pcap is not None else None
-    if capture is not None:
-        radio.add_tap(capture.write)
     how = "resumed" if joined.resumed else "joined"
     if not run.quiet:
         click.echo(
@@ -156,38 +172,22 @@ async def run_device(run: DeviceRun, stop: asyncio.Event | None = None) -> tuple
         # there yet on the stick path: the stick joined with the network key only, as a HAN whose CHF is on a stick
         # does (README, "Smart Energy security"). Said once, after the join, so bad input stays one line.
         click.echo(STICK_SECURITY_NOTE.format(source=profile.source), err=True)
-    if run.state_dir is not None:
-        run.state_dir.mkdir(parents=True, exist_ok=True)
-    device = EmulatedDevice(profile, radio, clock.Clock(), nwk=joined.nwk, state_dir=run.state_dir, seed=run.seed)
-    summary = DeviceSummary(joined.ieee, profile.kind, joined.nwk, device.running_version, device.running_version)
-    stop = stop if stop is not None else asyncio.Event()
+    return radio, profile, joined
+
+
+async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event) -> StopReason:
+    """Wait for the outcome (unless `run.stay`), `run.until` seconds, or `stop`; say which came first."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        with RunProgress({joined.ieee: summary}, enabled=not run.quiet) as progress:
-            watch = DeviceWatch(summary, device, run, progress)
-            device.add_listener(watch)
-            await device.start()
-            waits = [loop.create_task(stop.wait())]
-            if not run.stay:
-                waits.append(loop.create_task(watch.done.wait()))
-            await asyncio.wait(waits, timeout=run.until, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
-            if watch.done.is_set() and not run.stay:
-                stopped = "outcome"
-                await asyncio.sleep(FINAL_SEND_GRACE)
-            else:
-                stopped = "signal" if stop.is_set() else "until"
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await device.stop()  # saves the state, partial download included
-        await radio.close()
-        if capture is not None:
-            capture.close()
-    return summary, stopped, time.monotonic() - started, joined
+    waits = [loop.create_task(stop.wait())]
+    if not run.stay:
+        waits.append(loop.create_task(watch.done.wait()))
+    await asyncio.wait(waits, timeout=run.until, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    if watch.done.is_set() and not run.stay:
+        await asyncio.sleep(FINAL_SEND_GRACE)
+        return StopReason.OUTCOME
+    return StopReason.SIGNAL if stop.is_set() else StopReason.UNTIL
 
 
 def _capture(path: Path, joined: Joined) -> PcapWriter:
@@ -198,13 +198,23 @@ def _capture(path: Path, joined: Joined) -> PcapWriter:
     return writer
 
 
-def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
+def _outcome_line(summary: DeviceSummary, stopped: StopReason, wall: float) -> str:
     served = f"{summary.offset}/{summary.size} bytes" if summary.size else "no download"
     note = f" ({summary.reason})" if summary.reason else ""
     return (
         f"{summary.kind.upper()} {summary.ieee}: {summary.result}{note}, runs 0x{summary.version:08X} "
         f"(was 0x{summary.start_version:08X}), {served}; stopped by {stopped} after {wall:.1f} s"
     )
+
+
+def _one_device(ctx: click.Context, param: click.Parameter, count: int) -> int:
+    """--count is there because `run` and `ncp` have it; on a stick it can only be 1."""
+    if count != 1:
+        raise InputError(
+            f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
+            "one device; run one `ota-emu device` per stick"
+        )
+    return count
 
 
 @click.command(
@@ -227,7 +237,10 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
     type=ProfileParam(),
     help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME).",
 )
-@click.option("--radio", type=click.Choice(["ezsp"]), default="ezsp", show_default=True, help="Stick type.")
+@click.option(
+    "--radio", type=click.Choice([RadioKind.EZSP.value]), default=RadioKind.EZSP.value, show_default=True,
+    help="Stick type.",
+)
 @click.option("--baudrate", type=click.IntRange(1200), default=115200, show_default=True, help="Serial speed.")
 @click.option(
     "--flow-control",
@@ -243,8 +256,12 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
     "(default: sleepy if the profile says sleepy = true, else end-device).",
 )
 @click.option("--channel", type=click.IntRange(11, 26), help="Join only a network on this channel.")
-@click.option("--pan-id", type=U16, help="Join only a network with this PAN ID (0x0000..0xFFFE).")
-@click.option("--extended-pan-id", help="Join only a network with this extended PAN ID (EUI-64 form).")
+@click.option(
+    "--pan-id", type=Number(16, maximum=0xFFFE), help="Join only a network with this PAN ID (0x0000..0xFFFE)."
+)
+@click.option(
+    "--extended-pan-id", type=Eui64Param(), help="Join only a network with this extended PAN ID (EUI-64 form)."
+)
 @click.option(
     "--join-timeout",
     type=click.FloatRange(1.0),
@@ -252,7 +269,10 @@ def _outcome_line(summary: DeviceSummary, stopped: str, wall: float) -> str:
     show_default=True,
     help="Give up (exit 2) when no network lets the stick join within this many seconds.",
 )
-@click.option("--count", type=click.IntRange(1), default=1, show_default=True, help="Devices on the stick (only 1).")
+@click.option(
+    "--count", type=click.IntRange(1), default=1, show_default=True, callback=_one_device,
+    help="Devices on the stick (only 1).",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")
 @click.option("--until", type=click.FloatRange(1.0), help="Stop after this many seconds, whatever the outcome.")
 @click.option("--activate", is_flag=True, help="An HCALCS activates the image it holds (CS06 with its hash).")
@@ -275,7 +295,7 @@ def command(
     role: str | None,
     channel: int | None,
     pan_id: int | None,
-    extended_pan_id: str | None,
+    extended_pan_id: t.EUI64 | None,
     join_timeout: float,
     count: int,
     state_dir: Path | None,
@@ -296,22 +316,11 @@ def command(
     offset. Exit 0 when the device ends upgraded or held (an HCALCS waiting for Activate Firmware), 1 otherwise,
     2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
     """
-    if count != 1:
-        raise InputError(
-            f"--count {count}: an EZSP stick is one node on the network (one EUI-64, one NWK address) and carries "
-            "one device; run one `ota-emu device` per stick"
-        )
-    if pan_id == 0xFFFF:
-        raise InputError("--pan-id 0xFFFF: expected a PAN ID in 0x0000..0xFFFE (0xFFFF means none)")
     profile = load_device(device_path)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
-    try:
-        ext = parse_eui64(extended_pan_id) if extended_pan_id is not None else None
-    except ValueError as exc:
-        raise InputError(f"--extended-pan-id: {exc}") from None
     if pcap is not None and not pcap.parent.is_dir():
         raise InputError(f"--pcap {pcap}: directory {pcap.parent} does not exist")
-    plan = JoinPlan(chosen, channel=channel, pan_id=pan_id, extended_pan_id=ext, join_timeout=join_timeout)
+    plan = JoinPlan(chosen, channel=channel, pan_id=pan_id, extended_pan_id=extended_pan_id, join_timeout=join_timeout)
     run = DeviceRun(
         port=port,
         profile=profile,
@@ -329,17 +338,23 @@ def command(
     )
     summary, stopped, wall, joined = clock.run(lambda: run_device(run), virtual=False)
     if as_json:
-        document = {
-            "radio": radio,
-            "port": port,
-            "network": {"pan_id": f"0x{joined.pan_id:04X}", "channel": joined.channel, "resumed": joined.resumed},
-            "role": chosen.value,
-            "security": "network key",  # the stick path has no Smart Energy security yet (STICK_SECURITY_NOTE)
-            "stopped": stopped,
-            "wall_time_s": round(wall, 3),
-            "device": summary.as_dict(),
-        }
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        sys.stdout.write(json.dumps(_document(RadioKind(radio), run, summary, stopped, wall, joined), indent=2) + "\n")
     else:
         click.echo(_outcome_line(summary, stopped, wall))
-    return 0 if summary.result in ("upgraded", "held") else 1
+    return 0 if summary.result in (DeviceResult.UPGRADED, DeviceResult.HELD) else 1
+
+
+def _document(
+    radio: RadioKind, run: DeviceRun, summary: DeviceSummary, stopped: StopReason, wall: float, joined: Joined
+) -> dict[str, Any]:
+    """The `--json` outcome: where the stick joined, why the run stopped, and the device's summary."""
+    return {
+        "radio": radio,
+        "port": run.port,
+        "network": {"pan_id": f"0x{joined.pan_id:04X}", "channel": joined.channel, "resumed": joined.resumed},
+        "role": run.plan.role.value,
+        "security": "network key",  # the stick path has no Smart Energy security yet (STICK_SECURITY_NOTE)
+        "stopped": stopped,
+        "wall_time_s": round(wall, 3),
+        "device": summary.as_dict(),
+    }

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import zigpy.types as t
@@ -21,10 +22,19 @@ from rich.table import Table
 from rich.text import Text
 
 from emulator.device import events as device_events
-from emulator.han import DeviceSummary, Event
+from emulator.han.network import DeviceSummary, Event
 
 MAX_BARS = 12
 NO_IMAGE_AVAILABLE = 0x98  # ZCL status of a Query Next Image Response without an image
+
+
+class StopReason(StrEnum):
+    """Why a run on a stick stopped; the value is what the JSON `stopped` field and the last line say."""
+
+    OUTCOME = "outcome"  # `ota-emu device`: the device has its outcome
+    OUTCOMES = "outcomes"  # `ota-emu chf`: every target has its transfer outcome
+    SIGNAL = "signal"  # Ctrl-C or SIGTERM
+    UNTIL = "until"  # --until ran out
 
 
 @dataclass(slots=True)

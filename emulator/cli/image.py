@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+import zigpy.types as t
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from zigpy.ota.image import ElementTagId
 
 from emulator import keys
-from emulator.cli.params import U8, U16, U32, AliasedCommand, example
+from emulator.cli.params import U8, U16, U32, AliasedCommand, Eui64Param, example
 from emulator.errors import InputError
 from emulator.files import check_output_file, write_atomic
 from emulator.ota.image import (
@@ -41,9 +43,10 @@ _KIND_HELP = (
     "Manufacturer Image, optional 00 40 + signature trailer)."
 )
 _KIND_NAMES = {"gb": "GB Upgrade Image", "zigbee": "Zigbee OTA file"}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _kind_option(func: Any) -> Any:
+def _kind_option(func: F) -> F:
     """The detection rule can misread an odd file; the user who knows better says which kind it is."""
     return click.option("--kind", type=click.Choice(KINDS), default=None, help=_KIND_HELP)(func)
 
@@ -51,7 +54,7 @@ def _kind_option(func: Any) -> Any:
 _OUT_ALIAS = {"--output": "--out"}
 
 
-def _json_option(help_text: str) -> Any:
+def _json_option(help_text: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
@@ -111,7 +114,7 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
 @click.option("--header-string", default="", help="Header string, at most 32 bytes of UTF-8 (NUL-padded).")
 @click.option("--hw-min", type=U16, default=None, help="Minimum hardware version (give with --hw-max).")
 @click.option("--hw-max", type=U16, default=None, help="Maximum hardware version (give with --hw-min).")
-@click.option("--destination", default=None, metavar="EUI64",
+@click.option("--destination", type=Eui64Param(), default=None,
               help="Upgrade file destination: makes a device-specific file (e.g. 00:0D:6F:00:00:19:8B:36).")
 @click.option("--security-credential-version", type=U8, default=None, help="Security credential version (8-bit).")
 @click.option("--payload", type=click.Path(path_type=Path), required=True,
@@ -128,7 +131,7 @@ def build_command(
     header_string: str,
     hw_min: int | None,
     hw_max: int | None,
-    destination: str | None,
+    destination: t.EUI64 | None,
     security_credential_version: int | None,
     payload: Path,
     output: Path,
@@ -280,7 +283,7 @@ def _image_facts(image: UpgradeImage) -> dict[str, Any]:
         signature.update(trailer_offset=trailer, offset=trailer + len(TRAILER_MARK), length=len(image.signature),
                          hex=image.signature.hex())
     subelements = []
-    offset = image.header.header_length
+    offset = int(image.header.header_length)
     for element in image.subelements:
         tag = int(element.tag_id)
         subelements.append({"offset": offset, "tag": tag, "name": _tag_name(tag), "length": len(element.data)})

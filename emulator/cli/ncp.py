@@ -17,7 +17,7 @@ from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han import FIRST_DEVICE_NWK, expand
+from emulator.han.network import FIRST_DEVICE_NWK, expand
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
 from emulator.ncp.server import DEFAULT_TCP, PTY, ListenError, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device
@@ -93,7 +93,9 @@ async def _serve(
     async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
         network = ncp.state
-        facts = {"url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None}
+        facts: dict[str, object] = {
+            "url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None
+        }
         if network.formed:
             facts["network"] = {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel,
                                 "extended_pan_id": network.extended_pan_id}

@@ -12,8 +12,9 @@ all speak of it). An alias whose meaning changed too (`ncp --state FILE` against
 hidden option of its own whose handler calls `warn_deprecated`. Every command also gets an example in its
 `--help` (`epilog=example(...)`).
 
-Numbers given as floats are finite (`FiniteFloat`: NaN and infinities are refused), profiles are a path or a
-bundled name (`ProfileParam`), and output paths are checked before any work starts (`emulator.files`).
+Numbers given as floats are finite (`FiniteFloat`: NaN and infinities are refused), EUI-64s are written as
+people write them (`Eui64Param`), profiles are a path or a bundled name (`ProfileParam`), and output paths are
+checked before any work starts (`emulator.files`).
 """
 
 from __future__ import annotations
@@ -24,43 +25,53 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import zigpy.types as t
 
-from emulator.profiles import ProfileError, resolve_profile
+from emulator.numbers import parse_unsigned
+from emulator.profiles import ProfileError, parse_eui64, resolve_profile
 
 if TYPE_CHECKING:  # click's ParamType is generic in recent releases only; at run time any 8.x will do
     IntParamType = click.ParamType[int]
     PathParamType = click.ParamType[Path]
     StrParamType = click.ParamType[str]
+    Eui64ParamType = click.ParamType[t.EUI64]
 else:
-    IntParamType = PathParamType = StrParamType = click.ParamType
+    IntParamType = PathParamType = StrParamType = Eui64ParamType = click.ParamType
 
 
 class Number(IntParamType):
-    """An unsigned integer written in decimal or 0x-hex, checked against a bit width."""
+    """An unsigned integer written in decimal or 0x-hex, checked against a bit width (and a lower `maximum`)."""
 
     name = "number"
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, maximum: int | None = None) -> None:
         self.bits = bits
+        self.maximum = maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            number = value
-        else:
-            text = str(value).strip()
-            try:
-                number = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-            except ValueError:
-                self.fail(f"{value!r} is not a number (expected decimal or 0x-hex)", param, ctx)
-        limit = (1 << self.bits) - 1
-        if not 0 <= number <= limit:
-            self.fail(f"{value} is out of range (expected 0..0x{limit:X}, a {self.bits}-bit value)", param, ctx)
-        return number
+        try:
+            return parse_unsigned(value, self.bits, maximum=self.maximum)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 U8 = Number(8)
 U16 = Number(16)
 U32 = Number(32)
+
+
+class Eui64Param(Eui64ParamType):
+    """An EUI-64 as people write it ("00:0D:6F:00:00:19:8B:36", "000D6F0000198B36"), as zigpy holds it."""
+
+    name = "EUI64"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> t.EUI64:
+        if isinstance(value, t.EUI64):
+            return value
+        try:
+            return parse_eui64(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class FiniteFloat(click.FloatRange):

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from emulator import clock
-from emulator.alerts import GbcsHan, check_log_path
 from emulator.chf.store import load_images
 from emulator.cli.display import RunProgress, print_outcome
 from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han import Han, HanOptions, expand
-from emulator.han_security import attach_capture, print_capture_keys
+from emulator.han.alert_log import check_log_path
+from emulator.han.gbcs import HanGbcs
+from emulator.han.network import Han, HanOptions, expand
+from emulator.han.security import attach_capture
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key
+from emulator.radio.kind import RadioKind
 
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
@@ -56,8 +60,8 @@ probability = FiniteFloat(0.0, 1.0)
 @click.option("--virtual-time/--real-time", default=True, show_default=True, help="Protocol time runs virtual (fast).")
 @click.option(
     "--radio",
-    type=click.Choice(["loopback", "ezsp"]),
-    default="loopback",
+    type=click.Choice([kind.value for kind in RadioKind]),
+    default=RadioKind.LOOPBACK.value,
     show_default=True,
     help="The CHF's radio: zigpy's loopback app, or bellows' EZSP app on a virtual NCP in this process.",
 )
@@ -124,18 +128,17 @@ def command(
         state_dir=state_dir,
         activate_hcalcs=activate,
         activate_after=activate_after,
-        radio=radio,
+        radio=RadioKind(radio),
     )
     limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
     if alert_log is not None:
         check_log_path(alert_log)
-        han = GbcsHan(chf, devices, images, options)
-    else:
-        han = Han(chf, devices, images, options)
+    han = Han(chf, devices, images, options)
+    gbcs = HanGbcs(han) if alert_log is not None else None
     code = run_han(han, limit=limit, virtual=virtual_time, as_json=as_json, pcap=pcap)
-    if isinstance(han, GbcsHan) and alert_log is not None:
-        han.alert_log.write(alert_log)
-        click.echo(f"{han.alert_log.summary()} written to {alert_log}", err=True)
+    if gbcs is not None and alert_log is not None:
+        gbcs.alert_log.write(alert_log)
+        click.echo(f"{gbcs.alert_log.summary()} written to {alert_log}", err=True)
     return code
 
 
@@ -225,5 +228,17 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
                   extra={"settled": settled, "interrupted": interruption.name}, interrupted=interruption.name)
     if interruption.exit_code is not None:
         return interruption.exit_code
-    ok = settled and all(s.result in ("upgraded", "held", "no-image") for s in summaries)
+    ok = settled and all(s.result.ok for s in summaries)
     return 0 if ok else 1
+
+
+def tshark_command(capture: PcapWriter) -> str:
+    """The one-line tshark command that opens `capture` with every key it needs (network, install-code, CBKE)."""
+    return shlex.join(["tshark", "-r", str(capture.path), *capture.tshark_options()])
+
+
+def print_capture_keys(capture: PcapWriter) -> None:
+    """Write the keys file beside a finished capture and say, on stderr, where it is and how to read the capture."""
+    path = capture.write_keys()
+    sys.stderr.write(f"keys for {capture.path} written to {path} (Wireshark zigbee_pc_keys rows); read it with:\n")
+    sys.stderr.write(tshark_command(capture) + "\n")

@@ -39,7 +39,7 @@ from emulator.conformance.testchf import TEST_CHF, TestChf
 from emulator.conformance.trial import REAL_TIMING, VIRTUAL_TIMING, Inconclusive, Timing, Trial
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
-from emulator.han import FIRST_DEVICE_NWK
+from emulator.han.network import FIRST_DEVICE_NWK
 from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DEFAULT_DEVICE_IDS, DeviceProfile
 from emulator.radio.air import Air

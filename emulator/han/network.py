@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from emulator.device import events as device_events
 from emulator.device import security_events
 from emulator.device.device import EmulatedDevice
 from emulator.gb.codes import ActivationResponse, TransferResponse
-from emulator.han_security import HanSecurity
+from emulator.han.security import HanSecurity
 from emulator.ncp.faults import Faults
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.signing import manufacturer_image_hash
 from emulator.profiles import ChfProfile, DeviceProfile
 from emulator.radio.air import Air, LinkModel
+from emulator.radio.kind import RadioKind
 from emulator.radio.loopback import LoopbackApp
 
 FIRST_DEVICE_NWK = 0x1001
@@ -39,19 +41,36 @@ FIRST_DEVICE_NWK = 0x1001
 FINAL_FAILURES = frozenset({TransferResponse.IMAGE_DISCARDED, TransferResponse.HARDWARE_VERSION_MISMATCH})
 
 Event = server_events.ServerEvent | device_events.DeviceEvent
+#: Sends Activate Firmware (CS06) to a device: its EUI-64, the Manufacturer Image Hash, the execution time.
+Activator = Callable[[t.EUI64, bytes, datetime | None], Awaitable[device_events.ActivationReply]]
+
+
+class DeviceResult(StrEnum):
+    """Where a device's upgrade stands; the value is what the outcome table and the JSON `result` say."""
+
+    PENDING = "pending"
+    UPGRADED = "upgraded"
+    HELD = "held"  # an HCALCS holding its image, waiting for Activate Firmware
+    FAILED = "failed"
+    NO_IMAGE = "no-image"  # the CHF holds nothing for it
+    NOT_JOINED = "not-joined"  # the trust centre did not admit it
+
+    @property
+    def ok(self) -> bool:
+        """A result a run counts as success (exit 0): upgraded, held, or nothing was meant for the device."""
+        return self in (DeviceResult.UPGRADED, DeviceResult.HELD, DeviceResult.NO_IMAGE)
 
 
 @dataclass
 class DeviceSummary:
-    """Where one device stands: `result` is pending, upgraded, held (HCALCS waiting for Activate Firmware),
-    failed or no-image (the CHF holds nothing for it)."""
+    """Where one device stands (`result`), from which version to which, and why it ended as it did."""
 
     ieee: t.EUI64
     kind: str
     nwk: int
     start_version: int
     version: int
-    result: str = "pending"
+    result: DeviceResult = DeviceResult.PENDING
     reason: str = ""
     offset: int = 0
     size: int = 0
@@ -69,9 +88,33 @@ class DeviceSummary:
         parts.append(f"link key {self.link_key}" if self.link_key else "")
         return ", ".join(part for part in parts if part)
 
+    def follow(self, event: device_events.DeviceEvent) -> tuple[DeviceResult, str] | None:
+        """Fold the device's own progress into the summary (offset and size, the version it runs after an
+        activation); returns the final result the event settles, and why. None for an event that settles nothing
+        by itself: whether a held image or a query without an answer ends a run depends on who runs the device."""
+        de = device_events
+        if isinstance(event, de.Progress):
+            self.offset, self.size = event.offset, event.size
+        elif isinstance(event, de.DownloadStarted):
+            self.size, self.offset = event.size, event.offset
+            self.result, self.finished_at = DeviceResult.PENDING, None  # a new download reopens a settled device
+        elif isinstance(event, de.Activated):
+            if not event.success:
+                return DeviceResult.FAILED, "activation failed"
+            self.version = event.new_version
+            return DeviceResult.UPGRADED, ""
+        elif isinstance(event, de.ActivationOutcome):
+            self.version = event.version
+            if event.response_code != ActivationResponse.SUCCESS:
+                return DeviceResult.FAILED, event.response_code.name.lower()
+            return DeviceResult.UPGRADED, ""
+        elif isinstance(event, de.ImageVerified) and not event.ok:
+            return DeviceResult.FAILED, f"invalid image: {event.reason}"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["ieee"] = str(self.ieee)
+        data["ieee"], data["result"] = str(self.ieee), self.result.value
         return data
 
 
@@ -83,9 +126,12 @@ class HanOptions:
     start_utc: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     activate_hcalcs: bool = False
     activate_after: float | None = None
-    radio: str = "loopback"
+    radio: RadioKind = RadioKind.LOOPBACK
     ezsp_version: int = 13
     ncp_faults: Faults | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "radio", RadioKind(self.radio))  # "ezsp" as written, or a bad name refused
 
 
 def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
@@ -115,7 +161,10 @@ def _origin(profile: DeviceProfile, index: int) -> str:
 
 
 class Han:
-    """Build with profiles, `await start()`, `await settle()`, then read `summaries` and `events`."""
+    """Build with profiles, `await start()`, `await settle()`, then read `summaries` and `events`.
+
+    Listeners (`add_listener`) see every event of the run. Activate Firmware goes through `activator`: straight
+    to the device unless a listener that speaks GBCS (`emulator.han.gbcs.HanGbcs`) takes it over."""
 
     def __init__(
         self,
@@ -138,6 +187,7 @@ class Han:
         # Made here, not in start(), so a capture can listen from the first frame.
         self.air = Air(seed=self.options.seed, link=self.options.link)
         self.security = HanSecurity(chf, devices)
+        self.activator: Activator = self._activate_directly
         self.clock: Clock
         self.app: LoopbackApp
         self.server: OtaServer
@@ -149,19 +199,20 @@ class Han:
         options = self.options
         self.clock = Clock(options.start_utc)
         self.chf = ChfNode(self.chf_profile, self.store, self.clock)
-        if options.radio == "ezsp":
+        if options.radio == RadioKind.EZSP:
             # bellows over tcp:// to a virtual NCP whose air carries the devices: the real EZSP code path.
             self.ncp = VirtualNcp(
                 self.air, ezsp_version=options.ezsp_version, faults=options.ncp_faults, seed=options.seed
             )
             await self.ncp.start()
+            assert self.ncp.url is not None  # set once the NCP listens
             await self.chf.start_ezsp(self.ncp.url)
             await self.ncp.wait_for_network()
         else:
             await self.chf.start_loopback(self.security.chf_radio(self.air, self.clock, self._on_event))
         self.app, self.server = self.chf.app, self.chf.server
         self.server.add_listener(self._on_event)
-        if options.radio != "ezsp":
+        if options.radio == RadioKind.LOOPBACK:
             self.security.attach_chf(self.app, self.chf_profile.endpoint, self.clock, self._on_event)
             if self.security.chf_se:
                 context = self.security.chf_context
@@ -170,7 +221,7 @@ class Han:
             options.state_dir.mkdir(parents=True, exist_ok=True)
         for index, profile in enumerate(self.device_profiles):
             nwk = profile.nwk if profile.nwk is not None else FIRST_DEVICE_NWK + index
-            radio = self.security.device_radio(profile, self.air) if options.radio != "ezsp" else self.air
+            radio = self.security.device_radio(profile, self.air) if options.radio == RadioKind.LOOPBACK else self.air
             device = EmulatedDevice(
                 profile, radio, self.clock, nwk=nwk, state_dir=options.state_dir, seed=options.seed * 7919 + index
             )
@@ -203,11 +254,22 @@ class Han:
     async def activate(
         self, ieee: t.EUI64, image_hash: bytes | None = None, at: datetime | None = None
     ) -> device_events.ActivationReply:
-        """Send the HCALCS Activate Firmware command (CS06); by default with the hash of the image it holds."""
-        device = self.devices[ieee]
+        """Send the HCALCS Activate Firmware command (CS06) through `activator`; by default with the hash of the
+        image the CHF holds for it."""
         if image_hash is None:
-            image_hash = self.hash_for(device)
-        return await device.activate_firmware(image_hash, at)
+            image_hash = self.hash_for(self.devices[ieee])
+        return await self.activator(ieee, image_hash, at)
+
+    async def _activate_directly(
+        self, ieee: t.EUI64, image_hash: bytes, at: datetime | None
+    ) -> device_events.ActivationReply:
+        return await self.devices[ieee].activate_firmware(image_hash, at)
+
+    def fail(self, ieee: t.EUI64, reason: str) -> None:
+        """End the run of a device that is still pending as failed (an activation it waited for was refused)."""
+        summary = self.summaries.get(ieee)
+        if summary is not None and summary.result == DeviceResult.PENDING:
+            self._finish(summary, DeviceResult.FAILED, reason)
 
     def hash_for(self, device: EmulatedDevice) -> bytes:
         """The Manufacturer Image Hash a supplier would send: that of the image the CHF holds for the device."""
@@ -237,55 +299,65 @@ class Han:
         for listener in self._listeners:
             listener(event)
 
-    def _finish(self, summary: DeviceSummary, result: str, reason: str) -> None:
+    def _finish(self, summary: DeviceSummary, result: DeviceResult, reason: str) -> None:
         summary.result = result
         summary.reason = reason
         summary.finished_at = self.clock.now()
         self._check_settled()
 
     def _update(self, summary: DeviceSummary, event: Event) -> None:
-        de, se, sec = device_events, server_events, security_events
+        if isinstance(event, server_events.ServerEvent):
+            self._follow_server(summary, event)
+        elif not self._follow_security(summary, event):
+            self._follow_device(summary, event)
+
+    def _follow_security(self, summary: DeviceSummary, event: device_events.DeviceEvent) -> bool:
+        """Joining and key establishment; False for an event that is not about them."""
+        sec = security_events
         if isinstance(event, sec.Admitted):
             summary.joined, summary.link_key = "install code", "install code"
         elif isinstance(event, sec.NotAdmitted):
-            self._finish(summary, "not-joined", event.reason)
+            self._finish(summary, DeviceResult.NOT_JOINED, event.reason)
         elif isinstance(event, sec.KeyEstablished):
             summary.cbke_suite, summary.link_key = event.suite, "CBKE"
         elif isinstance(event, sec.KeyEstablishmentFailed):
-            self._finish(summary, "failed", f"CBKE failed: {event.status}")
-        elif isinstance(event, de.DownloadStarted):
-            summary.size, summary.offset = event.size, event.offset
-            if summary.result != "pending":
-                summary.result, summary.finished_at = "pending", None
-        elif isinstance(event, de.Progress):
-            summary.offset, summary.size = event.offset, event.size
-        elif isinstance(event, de.Activated):
-            summary.version = event.new_version if event.success else summary.version
-            self._finish(
-                summary, "upgraded" if event.success else "failed", "" if event.success else "activation failed"
-            )
-        elif isinstance(event, de.ActivationOutcome):
-            summary.version = event.version
-            ok = event.response_code == ActivationResponse.SUCCESS
-            self._finish(summary, "upgraded" if ok else "failed", "" if ok else event.response_code.name.lower())
-        elif isinstance(event, de.WaitingToUpgrade):
-            if self.options.activate_hcalcs and summary.kind == "hcalcs":
-                if summary.ieee not in self._activation_sent:
-                    self._activation_sent.add(summary.ieee)
-                    self._schedule_activation(summary.ieee)
-            elif self.server.awaiting_kind(summary.ieee):
-                summary.reason = "told to wait until the CHF knows the device's kind"
-            else:
-                self._finish(summary, "held", "waiting for Activate Firmware")
-        elif isinstance(event, de.ImageVerified) and not event.ok:
-            self._finish(summary, "failed", f"invalid image: {event.reason}")
-        elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.result == "pending":
-            if summary.size == 0:
-                self._finish(summary, "no-image", f"query answered 0x{event.status:02X}")
-        elif isinstance(event, se.TransferOutcome) and event.response in FINAL_FAILURES:
-            self._finish(summary, "failed", event.reason)
-        elif isinstance(event, se.TransferOutcome) and event.response == TransferResponse.FILE_TRANSFER_FAILURE:
-            summary.reason = f"retrying after: {event.reason}"
+            self._finish(summary, DeviceResult.FAILED, f"CBKE failed: {event.status}")
+        else:
+            return False
+        return True
+
+    def _follow_device(self, summary: DeviceSummary, event: device_events.DeviceEvent) -> None:
+        verdict = summary.follow(event)
+        if verdict is not None:
+            self._finish(summary, *verdict)
+        elif isinstance(event, device_events.WaitingToUpgrade):
+            self._held(summary)
+        elif isinstance(event, device_events.QueryAnswered) and self._nothing_offered(summary, event):
+            self._finish(summary, DeviceResult.NO_IMAGE, f"query answered 0x{event.status:02X}")
+
+    @staticmethod
+    def _nothing_offered(summary: DeviceSummary, event: device_events.QueryAnswered) -> bool:
+        """A pending device that downloaded nothing was answered without an image: it would only ask again."""
+        return event.status is not None and summary.size == 0 and summary.result == DeviceResult.PENDING
+
+    def _held(self, summary: DeviceSummary) -> None:
+        """The device holds its image and waits: activate it (`activate_hcalcs`), wait for the CHF to learn the
+        device's kind, or end as held."""
+        if self.options.activate_hcalcs and summary.kind == "hcalcs":
+            if summary.ieee not in self._activation_sent:
+                self._activation_sent.add(summary.ieee)
+                self._schedule_activation(summary.ieee)
+        elif self.server.awaiting_kind(summary.ieee):
+            summary.reason = "told to wait until the CHF knows the device's kind"
+        else:
+            self._finish(summary, DeviceResult.HELD, "waiting for Activate Firmware")
+
+    def _follow_server(self, summary: DeviceSummary, event: server_events.ServerEvent) -> None:
+        if isinstance(event, server_events.TransferOutcome):
+            if event.response in FINAL_FAILURES:
+                self._finish(summary, DeviceResult.FAILED, event.reason)
+            elif event.response == TransferResponse.FILE_TRANSFER_FAILURE:
+                summary.reason = f"retrying after: {event.reason}"
 
     def _schedule_activation(self, ieee: t.EUI64) -> None:
         after = self.options.activate_after
@@ -294,7 +366,7 @@ class Han:
         task.add_done_callback(lambda done: done.exception())
 
     def _check_settled(self) -> None:
-        if self.summaries and all(s.result != "pending" for s in self.summaries.values()):
+        if self.summaries and all(s.result != DeviceResult.PENDING for s in self.summaries.values()):
             self._settled.set()
         else:
             self._settled.clear()

@@ -18,8 +18,6 @@ Listeners (a capture) learn of every Transport-Key sent and every link key estab
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from emulator.device.key_establishment import KeyEstablishmentClient
 from emulator.errors import InputError
 from emulator.profiles import ChfProfile, DeviceProfile, derived_install_code
 from emulator.radio.air import COORDINATOR_NWK
+from emulator.radio.capture import PcapWriter
 from emulator.radio.secure import DroppedFrame, SecureRadio
 from emulator.security import credentials as credential_files
 from emulator.security.ca import CertificateAuthority
@@ -253,7 +252,7 @@ class HanSecurity:
         return True
 
 
-def attach_capture(security: HanSecurity, capture: Any) -> None:
+def attach_capture(security: HanSecurity, capture: PcapWriter) -> None:
     """Feed a `PcapWriter` the join's Transport-Keys and the CBKE link keys, so readers can open every frame."""
 
     def on_notice(notice: Notice) -> None:
@@ -268,15 +267,3 @@ def attach_capture(security: HanSecurity, capture: Any) -> None:
             capture.set_link_key(notice.chf, notice.device, notice.key, label=f"CBKE link key {notice.device}")
 
     security.add_listener(on_notice)
-
-
-def tshark_command(capture: Any) -> str:
-    """The one-line tshark command that opens `capture` with every key it needs (network, install-code, CBKE)."""
-    return shlex.join(["tshark", "-r", str(capture.path), *capture.tshark_options()])
-
-
-def print_capture_keys(capture: Any) -> None:
-    """Write the keys file beside a finished capture and say, on stderr, where it is and how to read the capture."""
-    path = capture.write_keys()
-    sys.stderr.write(f"keys for {capture.path} written to {path} (Wireshark zigbee_pc_keys rows); read it with:\n")
-    sys.stderr.write(tshark_command(capture) + "\n")

@@ -9,7 +9,9 @@ in-process one (`emulator.ncp.inprocess`); runs that talk to a real port or a so
 
 Work handed to a thread (`run_in_executor`: serialx looks up a port's URL handler there, asyncio resolves host
 names there) is instantaneous in virtual time: while any is outstanding the loop waits for it for real instead of
-jumping to its next timer, so a connect timeout cannot expire while the lookup it guards is still running.
+jumping to its next timer, so a connect timeout cannot expire while the lookup it guards is still running. A
+thread of a library's own (aiosqlite's, behind zigpy's device database) is invisible to the loop: virtual-time
+runs keep zigpy's database off.
 
 Virtual time is kept in whole microsecond ticks, and every timer's deadline is rounded up to a tick: a
 deadline later than "now", however slightly, is at least one tick ahead, so a callback that re-arms itself

@@ -4,7 +4,14 @@ Devices, the CHF server and the air schedule everything with asyncio (`sleep`, `
 they all read `loop.time()`. For in-process runs the loop can run on *virtual time*: when nothing is ready to
 run and no I/O is pending, the loop jumps straight to its next timer instead of sleeping. A day of protocol
 time (query intervals, WAIT_FOR_DATA, scheduled activation) then passes in the CPU time its events cost — and
-zigpy's own timeouts move on the same clock. Runs that talk to a socket (bellows, the virtual NCP) use real time.
+zigpy's own timeouts move on the same clock. bellows runs on it too when its serial link is the virtual NCP's
+in-process one (`emulator.ncp.inprocess`); runs that talk to a real port or a socket use real time.
+
+Work handed to a thread (`run_in_executor`: serialx looks up a port's URL handler there, asyncio resolves host
+names there) is instantaneous in virtual time: while any is outstanding the loop waits for it for real instead of
+jumping to its next timer, so a connect timeout cannot expire while the lookup it guards is still running. A
+thread of a library's own (aiosqlite's, behind zigpy's device database) is invisible to the loop: virtual-time
+runs keep zigpy's database off.
 
 Virtual time is kept in whole microsecond ticks, and every timer's deadline is rounded up to a tick: a
 deadline later than "now", however slightly, is at least one tick ahead, so a callback that re-arms itself
@@ -38,6 +45,9 @@ TICK_TOLERANCE = 0.01
 # Loop iterations at one virtual instant with nothing but timers and callbacks to run before the run is
 # declared stalled. A HAN's deepest legitimate chain of same-instant callbacks is a few dozen.
 STALL_ITERATIONS = 200_000
+# While a thread works for the loop, how long one real wait for I/O lasts before the loop looks again (the thread's
+# result wakes it at once; this only bounds a wait whose future was cancelled while its thread still runs).
+THREAD_POLL = 0.05
 
 
 class Stalled(RuntimeError):
@@ -68,10 +78,11 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout == 0:
             self._loop.same_instant()
             return ready
-        if timeout is None:
-            # No timer is due: only I/O (or another thread) can wake the loop, so wait for it for real.
+        if timeout is None or self._loop.threads_working:
+            # No timer is due, or a thread is working for the loop: only I/O or that thread can move the run on,
+            # so wait for it for real (a thread's result arrives through the loop's self-pipe).
             self._loop.progressed()
-            return self._real.select(None)
+            return self._real.select(None if timeout is None else THREAD_POLL)
         self._loop.advance(timeout)
         return []
 
@@ -92,6 +103,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, stall_iterations: int = STALL_ITERATIONS) -> None:
         self._ticks = 0
         self._idle_iterations = 0
+        self._threads_working = 0
         self._stall_iterations = stall_iterations
         super().__init__(selector=_VirtualSelector(self))
         # asyncio runs a timer when it is due before now + resolution. Half a tick: a timer on the current
@@ -122,6 +134,20 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             return when
         ticks = math.ceil(when * TICKS_PER_SECOND - TICK_TOLERANCE)
         return max(ticks, self._ticks + 1) / TICKS_PER_SECOND
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        future = super().run_in_executor(executor, func, *args)
+        self._threads_working += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: asyncio.Future[Any]) -> None:
+        self._threads_working -= 1
+
+    @property
+    def threads_working(self) -> bool:
+        """Work handed to a thread is outstanding: virtual time waits for it."""
+        return self._threads_working > 0
 
     def advance(self, seconds: float) -> None:
         step = round(max(0.0, seconds) * TICKS_PER_SECOND)

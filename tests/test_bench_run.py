@@ -99,11 +99,14 @@ def test_a_resumed_run_keeps_the_decided_checks_and_runs_the_rest() -> None:
     assert report.results[0] is first.results[0] and not report.interrupted
 
 
+@pytest.mark.realtime
 def test_on_real_time_progress_says_what_the_check_waits_for() -> None:
-    """An emulated PPMID through bellows and a virtual NCP: real time, as for a device behind a dongle."""
+    """An emulated PPMID through bellows and a virtual NCP on real time, as for a device behind a dongle."""
     steps: list[Step] = []
     report = run_device_checks(
-        DeviceTarget(profile=load_device(bundled("ppmid")), radio="ezsp"), ["C-01"], progress=steps.append
+        DeviceTarget(profile=load_device(bundled("ppmid")), radio="ezsp", real_time=True),
+        ["C-01"],
+        progress=steps.append,
     )
     assert [r.verdict for r in report.results] == [Verdict.PASS]
     waits = [(s.waiting, s.wait) for s in steps if s.waiting is not None]

@@ -115,6 +115,7 @@ def test_a_missing_serial_port_is_named(ppmid_image: Path) -> None:
     assert_one_line_error(result, "/dev/ttyUSB97: no such serial port")
 
 
+@pytest.mark.realtime
 def test_a_closed_port_fails_with_one_line_and_exit_2(ppmid_image: Path) -> None:
     url = f"tcp://127.0.0.1:{closed_port()}"
     chf = subprocess.run(
@@ -201,6 +202,7 @@ def stop(ncp: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.mark.realtime
 def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
         done = chf(url, "--image", ppmid_image, "--target", PPMID, "--json")
@@ -229,6 +231,7 @@ def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
     assert f"Device {PPMID.lower()} now runs 0x00000002" in lines
 
 
+@pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
         run_ = subprocess.Popen(
@@ -259,6 +262,7 @@ def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) ->
     assert absent == [ABSENT.lower(), "yes", "no", "-", "-", "-", "-", ""]
 
 
+@pytest.mark.realtime
 def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
         done = chf(url, "--image", ppmid_image, "--target", ABSENT, "--until", "1", "--json")
@@ -271,6 +275,7 @@ def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
     assert (target["ieee"], target["joined"], target["outcome"], target["offset"]) == (ABSENT.lower(), False, None, 0)
 
 
+@pytest.mark.realtime
 def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
         waiting = subprocess.Popen(

@@ -173,6 +173,7 @@ class NcpThread:
         self.loop.close()
 
 
+@pytest.mark.realtime
 def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
     with NcpThread() as url:
         result = run(
@@ -190,6 +191,7 @@ def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
     assert "DUT Firmware (file version): not readable" in result.stdout
 
 
+@pytest.mark.realtime
 def test_a_device_on_the_coordinator_network_is_checked_through_bellows():
     profile = load_device(bundled("ppmid"))
     with NcpThread(profile) as url:
@@ -288,12 +290,14 @@ def test_resume_refuses_a_finished_run_and_a_missing_report(tmp_path):
     one_line_error(run("--resume", str(tmp_path / "none")), "no such report")
 
 
+@pytest.mark.realtime
 def test_ctrl_c_writes_the_report_of_the_checks_decided_and_resume_finishes_the_run(tmp_path):
     """A real SIGINT to a real-time run (emulated device through bellows and a virtual NCP) once its first
-    check is decided; then `conform --resume` runs the rest into the same reports."""
+    check is decided; then `conform --resume` runs the rest into the same reports (on real time again: the
+    report keeps the run's settings)."""
     reports = tmp_path / "reports"
     command = [sys.executable, "-m", "emulator", "conform", "device", "--dut", PPMID, "--radio", "ezsp",
-               "--checks", "C-01,C-04", "--report-dir", str(reports)]  # fmt: skip
+               "--real-time", "--checks", "C-01,C-04", "--report-dir", str(reports)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         assert process.stderr is not None

@@ -93,6 +93,21 @@ def test_the_stall_guard_counts_only_iterations_at_one_instant() -> None:
         assert runner.run(chain()) == 5000
 
 
+async def test_work_in_a_thread_takes_no_virtual_time_and_no_timer_expires_meanwhile() -> None:
+    """serialx looks up a port's URL handler in a thread; a connect timeout around it must not expire because
+    the loop jumped to its deadline while the thread worked."""
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    loop.call_later(10.0, lambda: fired.append(loop.time()))
+    before = loop.time()
+    async with asyncio.timeout(1.0):
+        result = await loop.run_in_executor(None, lambda: time.sleep(0.2) or "done")
+    assert result == "done"
+    assert loop.time() == before and not fired
+    await asyncio.sleep(10.0)
+    assert fired == [before + 10.0]
+
+
 def small_ppmid_image(devices, size: int) -> HeldImage:
     return held_image(devices[0], payload=random.Random(1).randbytes(size), device_ids=[d.ieee for d in devices])
 

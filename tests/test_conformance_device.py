@@ -235,15 +235,16 @@ def test_unknown_check_ids_are_rejected_with_the_valid_ones():
 
 
 def test_emulated_device_behind_a_virtual_ncp_through_bellows():
-    """`radio="ezsp"`: the test CHF is bellows talking ASH/EZSP to a virtual NCP (real time)."""
+    """`radio="ezsp"`: the test CHF is bellows talking ASH/EZSP to a virtual NCP in process, on virtual time."""
     profile = load_device(bundled("ppmid"))
     report = run_device_checks(DeviceTarget(profile=profile, radio="ezsp"), ["C-01", "C-13", "C-22a"])
     assert verdicts(report) == dict.fromkeys(["C-01", "C-13", "C-22a"], Verdict.PASS), [
         r.reason for r in report.results
     ]
-    assert "virtual EZSP NCP" in report.description
+    assert "bellows and a virtual EZSP NCP, virtual time" in report.description
 
 
+@pytest.mark.virtual_time
 async def test_device_named_by_eui64_on_a_coordinator_network():
     """The real-device path: a coordinator (a virtual NCP here) whose network an emulated device joins once the
     bench opens joining; the bench knows it only by its EUI-64, so the GB checks that need a GBCS message are

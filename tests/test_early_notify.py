@@ -95,6 +95,6 @@ def test_the_chf_notify_at_join_brings_the_first_query_through_bellows_and_the_v
         await han.stop()
         return settled, [e for e in han.events if isinstance(e, events.DeviceEvent)]
 
-    settled, log = clock.run(main, virtual=False)
+    settled, log = clock.run(main, virtual=True)
     assert settled, [type(e).__name__ for e in log]
     assert any(isinstance(e, events.NotifyReceived) and e.queried for e in log)

@@ -1,23 +1,29 @@
-"""One end-to-end suite, two radios: the CHF OTA server on zigpy's loopback radio (virtual time) and on bellows'
-own EZSP app talking ASH/EZSP over tcp:// to the virtual NCP (real time). The same PPMID and HCALCS upgrade
-byte-identically on both, with the same outcomes and GB events; then the bellows path alone on EZSP v8 and v14
-and through serial-link faults, an NCP reset mid-transfer and failed deliveries."""
+"""One end-to-end suite, two radios: the CHF OTA server on zigpy's loopback radio and on bellows' own EZSP app
+talking ASH/EZSP to the virtual NCP over its in-process serial link, both on virtual time. The same PPMID and
+HCALCS upgrade byte-identically on both, with the same outcomes and GB events; then the bellows path alone on
+EZSP v8 and v14 and through serial-link faults, an NCP reset mid-transfer and failed deliveries (bellows' and the
+NCP's ASH timers run on the same virtual clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zigpy.types as t
+from click.testing import CliRunner, Result
 
 from conftest import held_image
 from emulator import clock
 from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
+from emulator.cli import main
 from emulator.device import events as device_events
 from emulator.gb.codes import ActivationResponse, AlertCode, TransferResponse
 from emulator.han.network import Han, HanOptions
@@ -25,9 +31,10 @@ from emulator.ota.blocks import decode_block_request
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 
+pytestmark = pytest.mark.virtual_time
+
 NEW = 0x00000002
-SETTLE_VIRTUAL = 2 * 86400.0
-SETTLE_REAL = 60.0
+SETTLE = 2 * 86400.0
 
 Event = server_events.ServerEvent | device_events.DeviceEvent
 
@@ -70,7 +77,7 @@ def run_scenario(radio: str) -> Scenario:
         chf = load_chf(bundled("chf")).replace(security="none")
         han = Han(chf, [p, h], list(images.values()), HanOptions(radio=radio))
         await han.start()
-        settled = await han.settle(SETTLE_VIRTUAL if radio == "loopback" else SETTLE_REAL)
+        settled = await han.settle(SETTLE)
         results = {ieee: s.result for ieee, s in han.summaries.items()}
         held = han.devices[h.ieee].downloaded_image
         wrong = await han.activate(h.ieee, bytes(32))
@@ -92,7 +99,7 @@ def run_scenario(radio: str) -> Scenario:
             han.ncp.counters.snapshot() if han.ncp is not None else None,
         )
 
-    return clock.run(main, virtual=radio == "loopback")
+    return clock.run(main, virtual=True)
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +212,32 @@ async def upgrade_one(
     if started is not None:
         started(han)
     try:
-        assert await han.settle(SETTLE_REAL), han.summaries[profile.ieee]
+        assert await han.settle(SETTLE), han.summaries[profile.ieee]
     finally:
         await han.stop()
     return han, held
+
+
+async def test_hours_on_the_virtual_clock_and_not_one_ash_retransmission() -> None:
+    """The clock jumps 4 ms per hop between the frames of a transfer while bellows and the NCP wait, then hours
+    at once; both ASH ends read the loop's clock, so every frame is acknowledged before a retransmission timer of
+    either could ring, and the link needs no reconnect."""
+    profile = ppmid()
+    held = held_image(profile, size=3072)
+    han = Han(load_chf(bundled("chf")), [profile], [held], HanOptions(radio="ezsp", seed=5))
+    await han.start()
+    await asyncio.sleep(6 * 3600)
+    assert await han.settle(SETTLE)
+    await han.stop()
+    assert han.devices[profile.ieee].state.running_image == held.data
+    assert han.clock.now() >= 6 * 3600
+    assert han.ncp is not None
+    counters = han.ncp.counters
+    assert counters.ash_tx["DATA"] > 100 and counters.ash_rx["DATA"] > 100
+    assert counters.ash_tx["retransmitted"] == 0  # the NCP never waited too long for an ACK
+    assert counters.ash_rx["duplicate"] == 0  # nor did bellows
+    assert counters.ash_tx["NAK"] == counters.ash_rx["NAK"] == 0
+    assert han.chf.reconnects == 0
 
 
 @pytest.mark.parametrize("version", [8, 14])
@@ -290,3 +319,33 @@ async def test_a_failed_delivery_is_rerequested_and_counted(caplog: pytest.LogCa
     # The block whose response never left the NCP was asked for again (and only that one).
     repeated = [offset for offset in set(requested) if requested.count(offset) > 1]
     assert repeated == [failed_at[0]]
+
+
+# -- the commands on the bellows path -----------------------------------------------------------------------------
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), prog_name="ota-emu")
+
+
+def test_run_with_radio_ezsp_upgrades_through_bellows_on_virtual_time(tmp_path: Path) -> None:
+    held = held_image(ppmid(), size=3072)
+    path = tmp_path / "ppmid.ota"
+    path.write_bytes(held.data)
+    result = cli("run", "--radio", "ezsp", "--device", str(bundled("ppmid")), "--image", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    [device] = outcome["devices"]
+    assert (device["result"], device["offset"]) == ("upgraded", held.size)
+    assert outcome["settled"] is True and outcome["protocol_time_s"] > 0
+
+
+def test_conform_device_through_bellows_runs_on_virtual_time_unless_told(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    args = ("conform", "device", "--dut", "ppmid", "--radio", "ezsp", "--checks", "C-01,C-13")
+    result = cli(*args, "--report-dir", str(report))
+    assert result.exit_code == 0, result.output
+    data = json.loads((report / "report.json").read_text())
+    assert [r["verdict"] for r in data["results"]] == ["pass", "pass"]
+    assert "bellows and a virtual EZSP NCP, virtual time" in data["description"]
+    assert data["run"]["settings"]["real-time"] is False

@@ -164,3 +164,41 @@ def test_deframer_drops_an_endless_frame() -> None:
     out = deframer.feed(b"\x01" * 1000 + b"\x7e" + ash.encode(ash.Rst()))
     assert isinstance(out[0], ash.FramingError)
     assert out[1:] == [bytes.fromhex("c0 38 bc")]
+
+
+@given(st.binary(max_size=300))
+def test_the_library_crc_equals_the_table_written_from_ug101(data: bytes) -> None:
+    assert ash.crc_ccitt(data) == ash.crc_ccitt_table(data)
+
+
+_STREAM = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from([b"\x7e", b"\x7d", b"\x1a", b"\x18", b"\x11\x13", b"\x7e\x7e", bytes(500)]),
+        st.builds(
+            lambda frm, payload: ash.encode(ash.Data(frm, 0, payload)),
+            st.integers(0, 7),
+            st.binary(min_size=3, max_size=60),
+        ),
+    ),
+    max_size=30,
+)
+
+
+@given(_STREAM, st.lists(st.integers(1, 64), min_size=1, max_size=20))
+def test_the_deframer_reads_any_stream_in_any_chunks_as_byte_by_byte(pieces: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(pieces)
+    expected = ash.Deframer().feed_bytes(stream)
+    deframer, got, at = ash.Deframer(), [], 0
+    for read in range(len(stream)):
+        if at >= len(stream):
+            break
+        size = cuts[read % len(cuts)]
+        got.extend(deframer.feed(stream[at : at + size]))
+        at += size
+    assert got == expected
+
+
+@given(st.binary(max_size=200))
+def test_unstuffing_undoes_stuffing(raw: bytes) -> None:
+    assert ash.unstuff(ash.stuff(raw)) == raw

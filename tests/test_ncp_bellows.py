@@ -1,12 +1,13 @@
-"""bellows' own ControllerApplication against the virtual NCP over TCP: forming, resuming, joining, interviews,
-unicasts on the air, a lossy serial link, NCP resets and delivery failures. Nothing in bellows is patched."""
+"""bellows' own ControllerApplication against the virtual NCP: forming, resuming, joining, interviews, unicasts
+on the air, a lossy serial link, NCP resets and delivery failures. Nothing in bellows is patched. bellows opens
+the NCP's in-process port and everything runs on virtual time, bellows' ASH timers too; a pty and a TCP port on
+real time show the same app on the transports a separate NCP process offers."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +19,13 @@ import zigpy.zdo.types as zdo_t
 from zigpy.zcl import foundation
 
 from emulator.ncp.faults import Faults
-from emulator.ncp.server import VirtualNcp
+from emulator.ncp.server import ListenError, VirtualNcp
 from emulator.ncp.state import NetworkState
 from emulator.radio.air import Air
 
 CHANNEL = 15
 STARTUP_TIMEOUT = 30
 NODE_IEEE = "00:0d:6f:ff:fe:00:12:34"
-
-
-def real_time(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run on a plain event loop of the test's own: sockets and bellows need real time, not virtual time."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 class LightNode:
@@ -192,7 +183,7 @@ def on_off_packet(dst: int, index: int) -> zt.ZigbeePacket:
 
 
 @pytest.mark.parametrize("version", [8, 13, 14])
-@real_time
+@pytest.mark.virtual_time
 async def test_bellows_forms_a_network_then_resumes_it(tmp_path: Path, version: int) -> None:
     path = tmp_path / "ncp.json"
     async with VirtualNcp(ezsp_version=version, state_path=path, seed=version) as ncp:
@@ -226,7 +217,7 @@ async def test_bellows_forms_a_network_then_resumes_it(tmp_path: Path, version: 
         await app.shutdown()
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_without_a_configured_channel_zigpy_scans_the_energy_then_forms() -> None:
     async with VirtualNcp() as ncp:
         config = app_config(ncp.url)
@@ -242,7 +233,7 @@ async def test_without_a_configured_channel_zigpy_scans_the_energy_then_forms() 
 
 
 @pytest.mark.parametrize("version", [8, 13, 14])
-@real_time
+@pytest.mark.virtual_time
 async def test_join_interview_and_a_zcl_round_trip_on_the_air(tmp_path: Path, version: int) -> None:
     air = Air(seed=version)
     seen: list[bytes] = []
@@ -271,7 +262,7 @@ async def test_join_interview_and_a_zcl_round_trip_on_the_air(tmp_path: Path, ve
         await app.shutdown()
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_a_lossy_serial_link_still_delivers_every_unicast_once_in_order(tmp_path: Path) -> None:
     faults = Faults(drop_to_host=0.05, drop_from_host=0.05, corrupt_to_host=0.01, corrupt_from_host=0.01)
     air = Air(seed=5)
@@ -294,7 +285,7 @@ async def test_a_lossy_serial_link_still_delivers_every_unicast_once_in_order(tm
 
 
 @pytest.mark.parametrize("kind", ["rstack", "error"])
-@real_time
+@pytest.mark.virtual_time
 async def test_bellows_reconnects_after_an_unsolicited_ncp_reset(tmp_path: Path, kind: str) -> None:
     air = Air(seed=3)
     node = LightNode(air)
@@ -325,7 +316,7 @@ async def test_bellows_reconnects_after_an_unsolicited_ncp_reset(tmp_path: Path,
         await app.shutdown()
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_delivery_failure_raises_and_a_zigpy_retry_succeeds(tmp_path: Path) -> None:
     air = Air(seed=4)
     async with VirtualNcp(air, state_path=formed_state(tmp_path / "ncp.json")) as ncp:
@@ -353,10 +344,29 @@ async def test_delivery_failure_raises_and_a_zigpy_retry_succeeds(tmp_path: Path
         await app.shutdown()
 
 
-@real_time
-async def test_bellows_starts_over_a_pty(tmp_path: Path) -> None:
-    async with VirtualNcp(state_path=formed_state(tmp_path / "ncp.json"), listen="pty") as ncp:
-        assert ncp.url is not None and ncp.url.startswith("/dev/")
+@pytest.mark.realtime
+@pytest.mark.parametrize("listen", ["pty", "tcp://127.0.0.1:0"])
+async def test_bellows_starts_over_a_pty_and_over_tcp(tmp_path: Path, listen: str) -> None:
+    async with VirtualNcp(state_path=formed_state(tmp_path / "ncp.json"), listen=listen) as ncp:
+        assert ncp.url is not None and ncp.url.startswith("/dev/" if listen == "pty" else "tcp://127.0.0.1:")
+        app = await start_app(ncp.url)
+        assert app.state.network_info.pan_id == 0x6A6B
+        await app.shutdown()
+
+
+@pytest.mark.virtual_time
+async def test_on_virtual_time_the_ncp_listens_in_process_and_a_restart_takes_its_port_back(tmp_path: Path) -> None:
+    path = formed_state(tmp_path / "ncp.json")
+    async with VirtualNcp(state_path=path) as ncp:
+        assert ncp.url is not None and ncp.url.startswith("virtual-ncp://")
+        with pytest.raises(ListenError, match="already served"):
+            await VirtualNcp(listen=ncp.url).start()
+        app = await start_app(ncp.url)
+        await app.shutdown()
+    with pytest.raises(zigpy.exceptions.TransientConnectionError):
+        await start_app(ncp.url)  # nothing serves that port now
+    async with VirtualNcp(state_path=path, listen=ncp.url) as again:
+        assert again.url == ncp.url
         app = await start_app(ncp.url)
         assert app.state.network_info.pan_id == 0x6A6B
         await app.shutdown()

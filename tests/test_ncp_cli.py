@@ -33,6 +33,8 @@ def run(*args: object) -> Result:
         (["--listen", "serial:///dev/ttyUSB0"], "expected tcp://HOST:PORT"),
         (["--listen", "tcp://127.0.0.1:70000"], "expected tcp://HOST:PORT"),
         (["--listen", "tcp://127.0.0.1"], "expected tcp://HOST:PORT"),
+        (["--listen", "inprocess"], "expected tcp://HOST:PORT"),
+        (["--listen", "virtual-ncp://1"], "expected tcp://HOST:PORT"),
         (["--listen", "tcp://127.0.0.1:0", "--pty"], "either --listen or --pty"),
         (["--ezsp-version", "9"], "'9' is not one of '8', '13', '14'"),
         (["--seed", "many"], "'many' is not a valid integer"),
@@ -94,6 +96,7 @@ def test_port_in_use(tmp_path: Path) -> None:
         assert_one_line_error(run("ncp", "--listen", f"tcp://127.0.0.1:{port}"), "cannot listen")
 
 
+@pytest.mark.realtime
 def test_zigpy_cli_reads_the_virtual_network_and_sigterm_saves_the_state(tmp_path: Path) -> None:
     path = tmp_path / "lab" / "ncp.json"
     path.parent.mkdir()

@@ -1,16 +1,16 @@
 """The virtual NCP in a joining role: end device, sleepy end device and router on another virtual NCP's network.
 
 The joining stick is driven by bellows' own EZSP protocol layer (`bellows.ezsp.EZSP`: ASH, version negotiation,
-command tables) over TCP, as a host on a real stick would; the coordinator stack is driven through its command
-handler. Stack-only cases (no serial link) run on the test's event loop.
+command tables) over the NCP's in-process serial link on virtual time, as a host on a real stick would; the
+coordinator stack is driven through its command handler. Stack-only cases (no serial link) run on the test's
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from emulator.ncp.stack import EmberStack
 from emulator.ncp.state import NetworkState, load_state
 from emulator.radio.air import Air
 
+pytestmark = pytest.mark.virtual_time
+
 OK = bt.sl_Status.OK
 CHANNEL = 20
 PAN = 0x5A5A
@@ -36,16 +38,6 @@ EXT_PAN = bt.ExtendedPanId.convert("11:22:33:44:55:66:77:88")
 NETWORK_KEY = bytes(range(16))
 HASHED_TC_SEED = bytes(range(16, 32))
 Callbacks = list[tuple[str, Any]]
-
-
-def real_time(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Sockets and bellows need real time, not virtual time."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 def call(stack: EmberStack, name: str, **args: Any) -> dict:
@@ -168,7 +160,6 @@ def by_name(ezsp: bellows.ezsp.EZSP, frame: str, args: list[Any]) -> dict[str, A
 
 
 @pytest.mark.parametrize("version", [8, 13, 14])
-@real_time
 async def test_bellows_joins_an_end_device_that_then_talks_both_ways(version: int) -> None:
     air = Air(seed=3)
     async with VirtualNcp(air, seed=1) as coordinator, VirtualNcp(air, seed=2, ezsp_version=version) as stick:
@@ -221,7 +212,6 @@ async def test_bellows_joins_an_end_device_that_then_talks_both_ways(version: in
             await ezsp.disconnect()
 
 
-@real_time
 async def test_sleepy_end_device_polls_leaves_rejoins_and_resumes_after_a_new_host() -> None:
     air = Air(seed=4)
     async with VirtualNcp(air, seed=1) as coordinator, VirtualNcp(air, seed=2) as stick:

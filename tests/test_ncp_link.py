@@ -4,10 +4,7 @@ handshake, sequence numbers, retransmission, NAKs, not-ready, ERROR, bad input, 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import bellows.types as bt
 import bellows.zigbee.application
@@ -21,20 +18,13 @@ from emulator.ncp.server import VirtualNcp
 from emulator.ncp.state import NetworkState
 from emulator.radio.air import Air
 
+# Bytes over a real TCP socket, and waits for what does not come (QUIET), on the wall clock.
+pytestmark = pytest.mark.realtime
+
 H = bytes.fromhex
 RECV_TIMEOUT = 5.0
 QUIET = 0.3  # long enough for a frame the NCP has already decided to send to arrive over loopback
 FAST = AshTiming(t_rx_ack_init=0.05, t_rx_ack_min=0.05, t_rx_ack_max=0.2)
-
-
-def real_time(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run on a plain event loop of the test's own: sockets and bellows need real time, not virtual time."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
 
 
 class RawHost:
@@ -143,7 +133,6 @@ def formed_state(path: Path) -> Path:
     return path
 
 
-@real_time
 async def test_reset_then_version_handshake_bytes() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -161,7 +150,6 @@ async def test_reset_then_version_handshake_bytes() -> None:
         await host.close()
 
 
-@real_time
 async def test_commands_before_version_and_unknown_frames_get_invalid_command() -> None:
     async with VirtualNcp(ezsp_version=13) as ncp:
         host = await RawHost.connect(ncp.url)
@@ -175,7 +163,6 @@ async def test_commands_before_version_and_unknown_frames_get_invalid_command() 
         await assert_bellows_starts(ncp)
 
 
-@real_time
 async def test_bad_crc_gets_one_nak_and_the_link_recovers(tmp_path: Path) -> None:
     state = formed_state(tmp_path / "ncp.json")
     async with VirtualNcp(state_path=state) as ncp:
@@ -195,7 +182,6 @@ async def test_bad_crc_gets_one_nak_and_the_link_recovers(tmp_path: Path) -> Non
         await assert_bellows_starts(ncp)
 
 
-@real_time
 async def test_garbage_on_the_line_is_ignored_or_rejected_then_commands_work() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -209,7 +195,6 @@ async def test_garbage_on_the_line_is_ignored_or_rejected_then_commands_work() -
         await assert_bellows_starts(ncp)
 
 
-@real_time
 async def test_delayed_frames_keep_their_order(tmp_path: Path) -> None:
     state = formed_state(tmp_path / "ncp.json")
     async with VirtualNcp(state_path=state, faults=Faults(delay_to_host=0.005)) as ncp:
@@ -222,7 +207,6 @@ async def test_delayed_frames_keep_their_order(tmp_path: Path) -> None:
         await assert_bellows_starts(ncp)
 
 
-@real_time
 async def test_out_of_sequence_is_rejected_and_a_retransmission_is_acked_not_executed() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -239,7 +223,6 @@ async def test_out_of_sequence_is_rejected_and_a_retransmission_is_acked_not_exe
         await host.close()
 
 
-@real_time
 async def test_ncp_retransmits_unacknowledged_data_then_fails_with_error() -> None:
     async with VirtualNcp(timing=FAST) as ncp:
         host = await RawHost.connect(ncp.url)
@@ -259,7 +242,6 @@ async def test_ncp_retransmits_unacknowledged_data_then_fails_with_error() -> No
         await host.close()
 
 
-@real_time
 async def test_nak_from_the_host_gets_an_immediate_retransmission() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -273,7 +255,6 @@ async def test_nak_from_the_host_gets_an_immediate_retransmission() -> None:
         assert ncp.counters.ash_tx["retransmitted"] == 1
 
 
-@real_time
 async def test_callbacks_carry_the_last_answered_sequence_and_wait_while_the_host_is_not_ready(tmp_path: Path) -> None:
     air = Air(seed=1)
     async with VirtualNcp(air, state_path=formed_state(tmp_path / "ncp.json")) as ncp:
@@ -295,7 +276,6 @@ async def test_callbacks_carry_the_last_answered_sequence_and_wait_while_the_hos
         await host.close()
 
 
-@real_time
 async def test_half_closed_connection_resets_the_link_and_the_next_host_is_served() -> None:
     async with VirtualNcp() as ncp:
         first = await RawHost.connect(ncp.url)
@@ -313,7 +293,6 @@ async def test_half_closed_connection_resets_the_link_and_the_next_host_is_serve
         await assert_bellows_starts(ncp)
 
 
-@real_time
 async def test_a_second_host_is_refused_while_one_is_connected() -> None:
     """Like a serial port open in another program: the second host's connection is closed at once and the first
     keeps its link."""
@@ -331,7 +310,6 @@ async def test_a_second_host_is_refused_while_one_is_connected() -> None:
 
 
 @pytest.mark.parametrize(("kind", "frame"), [("rstack", ash.RstAck(reset_code=0x03)), ("error", ash.Error(code=0x51))])
-@real_time
 async def test_unsolicited_reset_after_n_frames(kind: str, frame: ash.Frame) -> None:
     async with VirtualNcp(faults=Faults(reset_after_frames=3, reset_kind=kind)) as ncp:  # type: ignore[arg-type]
         host = await RawHost.connect(ncp.url)
@@ -342,7 +320,6 @@ async def test_unsolicited_reset_after_n_frames(kind: str, frame: ash.Frame) -> 
         await host.close()
 
 
-@real_time
 async def test_unsolicited_reset_at_a_time_after_the_host_connects() -> None:
     async with VirtualNcp(faults=Faults(reset_at=0.05)) as ncp:
         host = await RawHost.connect(ncp.url)

@@ -237,3 +237,12 @@ def test_unknown_commands_are_not_handled(tmp_path: Path) -> None:
     stack, _ = make_stack(tmp_path)
     assert stack.handle("zllNetworkOps", {}) is None
     assert stack.handle("setConcentrator", {}) == ("setConcentrator", {})
+
+
+def test_a_command_added_to_the_table_is_served_in_place_of_none(tmp_path: Path) -> None:
+    stack, _ = make_stack(tmp_path)
+    seen: list[dict[str, object]] = []
+    stack.add_command("zllNetworkOps", lambda args: seen.append(args) or {"status": bt.sl_Status.OK})
+    assert stack.handle("zllNetworkOps", {"op": 1}) == ("zllNetworkOps", {"status": bt.sl_Status.OK})
+    assert seen == [{"op": 1}]
+    assert "networkInit" in stack.commands and "zllNetworkOps" in stack.commands

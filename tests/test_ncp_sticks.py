@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bellows.ezsp
 import bellows.types as bt
+import pytest
 import zigpy.config
 from test_ncp_joining import (
     CHANNEL,
@@ -19,7 +20,6 @@ from test_ncp_joining import (
     NETWORK_KEY,
     join,
     named,
-    real_time,
     until,
 )
 
@@ -61,7 +61,7 @@ async def form_and_open(ezsp: bellows.ezsp.EZSP) -> None:
     await ezsp.permitJoining(duration=60)
 
 
-@real_time
+@pytest.mark.realtime
 async def test_one_ncp_process_serves_two_sticks_on_one_air(tmp_path: Path) -> None:
     ncp = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"),

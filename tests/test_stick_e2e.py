@@ -1,5 +1,7 @@
 """`ota-emu device` on one virtual stick upgraded by the CHF on another stick of the same air: bellows at both ends
-(the CHF through bellows' ControllerApplication, the device through bellows' EZSP layer), on real time.
+(the CHF through bellows' ControllerApplication, the device through bellows' EZSP layer). In one process the
+sticks listen in process and the run is on virtual time; the tests with separate `ota-emu` processes reach the
+sticks over TCP on real time.
 
 The device's profiles here start querying within a second of joining (query_start_jitter = 1): the stick
 announces itself as it joins, so the CHF's first Image Notify can come before the device has found the OTA
@@ -24,7 +26,7 @@ import zigpy.types as zt
 from click.testing import CliRunner, Result
 from test_capture import OTA_FIELDS, block_offsets, tshark
 from test_cli_chf import pseudo_terminal
-from test_ncp_joining import real_time, until
+from test_ncp_joining import until
 
 from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.chf import events as server_events
@@ -117,7 +119,7 @@ async def bench(image: Path) -> AsyncIterator[Bench]:
 
 
 @pytest.mark.parametrize("role", [Role.END_DEVICE, Role.ROUTER])
-@real_time
+@pytest.mark.virtual_time
 async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_path: Path, role: Role) -> None:
     image = build_image(tmp_path, "0x0084")
     async with bench(image) as b:
@@ -145,7 +147,7 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_pa
     assert b.stick.counters.commands["sendUnicast"] > 30  # every block request went through the stick
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_an_hcalcs_holds_its_image_then_activates_when_told(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0085", PAYLOAD[:512])
     profile = load_device(quick_profile(tmp_path, "hcalcs", "poll_period = 0.1"))  # a sleepy device, polling fast
@@ -161,7 +163,7 @@ async def test_an_hcalcs_holds_its_image_then_activates_when_told(tmp_path: Path
     assert [int(o.response) for o in b.outcomes()] == [0]
 
 
-@real_time
+@pytest.mark.realtime
 async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)  # 12 KiB: the device saves at 8 KiB
     profile = quick_profile(tmp_path, "ppmid")
@@ -221,6 +223,7 @@ def test_bad_input_is_one_line(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(cli("device", *[item for pair in base.items() for item in pair]), *fragments)
 
 
+@pytest.mark.realtime
 def test_no_open_network_within_the_join_timeout_is_one_line() -> None:
     async def serve() -> Result:
         air = Air(seed=3)
@@ -233,7 +236,7 @@ def test_no_open_network_within_the_join_timeout_is_one_line() -> None:
     assert_one_line_error(result, "no network let the stick join within 1 s")
 
 
-@real_time
+@pytest.mark.realtime
 async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_other(tmp_path: Path) -> None:
     """The issue's own setup: `ota-emu ncp --listen A --listen B`, `ota-emu chf` on A, `ota-emu device` on B."""
     image = build_image(tmp_path, "0x0084")
@@ -285,7 +288,7 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
     )
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_a_stick_reset_mid_download_is_a_reconnect_and_the_download_goes_on(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 24)  # 6 KiB
     async with bench(image) as b:
@@ -310,7 +313,7 @@ async def test_a_stick_reset_mid_download_is_a_reconnect_and_the_download_goes_o
     assert [int(o.response) for o in b.outcomes()] == [0]
 
 
-@real_time
+@pytest.mark.realtime
 async def test_ctrl_c_saves_the_partial_download_and_exits_with_the_outcome_line(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)
     state = tmp_path / "state"
@@ -341,6 +344,7 @@ def test_a_port_another_program_holds_is_busy() -> None:
     assert_one_line_error(result, path, "busy")
 
 
+@pytest.mark.realtime
 def test_a_port_where_nothing_speaks_ezsp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stick_radio, "CONNECT_TIMEOUT", 2.0)  # 10 s in use; the message is what is checked
     with pseudo_terminal() as path:

@@ -1,5 +1,6 @@
 """The host side of a stick in its joining role (`StickRadio`), on a virtual NCP, through bellows' EZSP layer:
-join or resume, frames both ways, a sleepy node's polls, a stick reset, and the one-line port errors."""
+join or resume, frames both ways, a sleepy node's polls, a stick reset, and the one-line port errors. The NCPs
+listen in process and everything runs on virtual time, except the real ports that cannot be used."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 import zigpy.types as zt
-from test_ncp_joining import form, named, real_time, unicast, until
+from test_ncp_joining import form, named, unicast, until
 
 from emulator.chf.node import RadioError
 from emulator.ncp.server import VirtualNcp
@@ -49,7 +50,7 @@ def ota_frame(nwk: int, payload: bytes) -> zt.ZigbeePacket:
     )
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_a_sleepy_stick_joins_carries_frames_polls_and_comes_back_after_a_reset() -> None:
     air = Air(seed=11)
     async with VirtualNcp(air, seed=1) as coordinator, VirtualNcp(air, seed=2, ezsp_version=14) as stick:
@@ -90,7 +91,7 @@ async def test_a_sleepy_stick_joins_carries_frames_polls_and_comes_back_after_a_
             await radio.close()
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_no_network_open_for_joining_is_one_line_after_the_join_timeout() -> None:
     air = Air(seed=12)
     async with VirtualNcp(air, seed=1) as coordinator, VirtualNcp(air, seed=2) as stick:
@@ -101,7 +102,7 @@ async def test_no_network_open_for_joining_is_one_line_after_the_join_timeout() 
         await radio.close()
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_a_stick_that_is_a_coordinator_is_refused() -> None:
     air = Air(seed=13)
     async with VirtualNcp(air, seed=1) as coordinator:
@@ -116,7 +117,7 @@ async def test_a_stick_that_is_a_coordinator_is_refused() -> None:
     ("port", "fragment"),
     [("/dev/no-such-stick", "no such serial port"), ("tcp://127.0.0.1:1", "connection refused")],
 )
-@real_time
+@pytest.mark.realtime
 async def test_ports_that_cannot_be_used(port: str, fragment: str) -> None:
     radio = StickRadio(port, JoinPlan(Role.END_DEVICE))
     with pytest.raises(RadioError, match=fragment):

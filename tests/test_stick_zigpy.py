@@ -11,7 +11,7 @@ from pathlib import Path
 import bellows.zigbee.application
 import pytest
 import zigpy.device
-from test_ncp_joining import real_time, until
+from test_ncp_joining import until
 from test_stick_e2e import quick_profile
 from zigpy.ota import OtaImageWithMetadata
 from zigpy.ota.image import parse_ota_image
@@ -27,7 +27,7 @@ from emulator.radio.ezsp import ezsp_config
 from emulator.radio.stick import JoinPlan, Role
 
 
-@real_time
+@pytest.mark.virtual_time
 async def test_zigpy_update_firmware_upgrades_the_device_on_the_other_stick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,21 +1,32 @@
 """OTA throughput through bellows and the virtual NCP, beside the in-process loopback radio.
 
 One PPMID downloads one image (64 KiB by default) in 63-byte blocks from the CHF OTA server. Each workload
-prints block round trips per second of wall time, CPU per block (the process CPU time — host, NCP, air and
-device all run in this one process — divided by the blocks) and, through bellows, EZSP frames per block
-(commands, their responses and callbacks, as the virtual NCP counted them):
+prints block round trips per second of wall time, the CPU one block costs the whole process (bellows, the NCP,
+the air, the OTA server and the device all run in this one process: process CPU time divided by the blocks),
+the virtual NCP's share of it, and the EZSP and ASH frames per block as the NCP counted them:
 
-  ezsp      bellows' ControllerApplication <-> ASH/EZSP over tcp://127.0.0.1 <-> virtual NCP (EZSP v13), real time
-  sticks    the same CHF on one virtual stick, the device on another (`ota-emu device`: bellows' EZSP layer,
-            the NCP in its joining role), both on one air: every block crosses two serial links and two NCPs
-  loopback  zigpy's loopback radio on the virtual air, real time and virtual time
+  virtual time  bellows' ControllerApplication <-> the NCP's in-process serial link <-> virtual NCP (EZSP v13),
+                all on the virtual clock: no byte waits on the wall clock, so the wall rate is what the CPU allows
+                (the default of `ota-emu run --radio ezsp` and `conform device --radio ezsp`)
+  real time     the same over tcp://127.0.0.1 on the wall clock, as with an `ota-emu ncp` in another process
+  sticks        the CHF on one virtual stick, the device on another (`ota-emu device`: bellows' EZSP layer, the
+                NCP in its joining role), both on one air: every block crosses two serial links and two NCPs
+  loopback      zigpy's loopback radio on the virtual air, for comparison
 
-The air's per-hop latency (default 4 ms, about a 2.4 GHz hop with its MAC ACK) bounds real-time runs; the
-`latency 0` rows show what the software alone manages. A real 2.4 GHz link carries about 30-60 block round trips
-per second; the target through bellows is at least 50, and stick to stick at least 30 at 4 ms per hop. Then one
-cProfile run of the bellows workload shows where the time goes, grouped by layer.
+"no air latency" sets the air's per-hop latency to 0; "4 ms per hop" is about a 2.4 GHz hop with its MAC ACK. On
+real time the air's latency and airtime (250 kbit/s) bound the rate: a real 2.4 GHz link carries about 30-60
+block round trips per second.
 
-Usage: python tools/bench_ezsp.py [--size KIB] [--latency SECONDS] [--ezsp-version 8|13|14] [--no-profile]
+The NCP's share is the CPU spent inside its entry points (bytes from the host, frames from the air, its own
+timers and queued callbacks), measured around each outermost call; it includes what the NCP calls synchronously
+(putting a frame on the air). Then one cProfile run of the virtual-time, no-latency bellows workload shows where
+the time goes, by layer (a built-in's time is booked to the layer that called it).
+
+Last, `ota-emu ncp --device ppmid --count 200` and `ota-emu chf` on it as two processes on real time: how long
+200 devices take to join and upgrade through one NCP, and the CPU of both processes.
+
+Usage: python tools/bench_ezsp.py [--size KIB] [--ezsp-version 8|13|14] [--repeat N] [--fleet N] [--no-profile]
+                                  [--quick]
 """
 
 from __future__ import annotations
@@ -23,43 +34,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
+import json
+import os
 import pstats
 import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from emulator import clock
+from emulator import clock, keys
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import events as device_events
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
-from emulator.han.network import Han, HanOptions
+from emulator.han.network import Han, HanOptions, expand
+from emulator.ncp.ash_protocol import AshNcpLink
+from emulator.ncp.counters import NcpCounters
 from emulator.ncp.server import VirtualNcp
+from emulator.ncp.stack import EmberStack
 from emulator.ota.image import build_gb
-from emulator.profiles import bundled, load_chf, load_device
+from emulator.ota.signing import sign_image
+from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.air import Air, LinkModel
+from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
 
 BLOCK = 63
+HOP = LinkModel().latency
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SETTLE_LIMIT = 3600.0
 TOP = 12
+FLEET_IMAGE = 1000  # bytes of firmware each device of the two-process run downloads
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE_KEY = ROOT / "profiles" / "keys" / "test-image-signer.key.pem"
+
+# Where the virtual NCP is entered: everything it does starts in one of these.
+NCP_ENTRY_POINTS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (AshNcpLink, ("data_received", "connection_made", "connection_lost", "_ack_timer", "_host_ready")),
+    (AshNcpLink, ("_flush_delayed",)),
+    (EmberStack, ("receive", "device_joined", "_emit", "_emit_incoming_later", "flush", "_poll")),
+    (EmberStack, ("_associate", "_rejoin")),
+)
 
 # Where a function's own time is booked, by the path of its source file (first match wins).
 GROUPS = (
     ("/emulator/ncp/", "virtual NCP (ASH, EZSP, stack)"),
     ("/bellows/", "bellows host side (ASH, EZSP, app)"),
-    ("/serialx/", "serialx (serial/TCP transport)"),
+    ("/serialx/", "serialx (serial transport)"),
     ("/zigpy/", "zigpy"),
     ("/emulator/chf/", "CHF OTA server"),
     ("/emulator/device/", "emulated device"),
     ("/emulator/ota/", "OTA frame codec"),
     ("/emulator/radio/", "virtual air and host hooks"),
-    ("/asyncio/", "asyncio"),
-    ("~", "C built-ins (socket I/O, select, struct, ...)"),
+    ("/emulator/clock.py", "asyncio event loop"),
+    ("/asyncio/", "asyncio event loop"),
+    ("/selectors.py", "asyncio event loop"),
 )
+OTHER = "other (stdlib, logging, ...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    label: str
+    radio: str  # ezsp | sticks | loopback
+    latency: float
+    virtual: bool
 
 
 @dataclass
@@ -68,74 +118,135 @@ class Figures:
     blocks: int
     wall: float
     cpu: float
+    ncp_cpu: float | None
     ezsp_frames: int | None
     ash_frames: int | None
 
-    def line(self) -> str:
-        text = (
-            f"{self.label:<46} {self.blocks:5d} blocks  {self.blocks / self.wall:8,.0f} /s wall  "
-            f"{1e6 * self.cpu / self.blocks:7,.0f} CPU us/block"
-        )
+    def row(self) -> str:
+        per_block = 1000 / self.blocks
+        text = f"{self.label:<64} {self.blocks:5d} {self.blocks / self.wall:8,.0f} {self.cpu * per_block:9.3f}"
+        text += f" {self.ncp_cpu * per_block:9.3f}" if self.ncp_cpu is not None else f" {'-':>9}"
         if self.ezsp_frames is not None and self.ash_frames is not None:
-            text += (
-                f"  {self.ezsp_frames / self.blocks:5.2f} EZSP frames/block"
-                f"  {self.ash_frames / self.blocks:5.2f} ASH frames/block"
-            )
+            text += f" {self.ezsp_frames / self.blocks:8.2f} {self.ash_frames / self.blocks:8.2f}"
         return text
 
 
-def _image(size: int, profile) -> HeldImage:
+HEADER = (
+    f"{'workload':<64} {'blocks':>5} {'blocks/s':>8} {'CPU ms':>9} {'NCP ms':>9} {'EZSP/bl':>8} {'ASH/bl':>8}\n"
+    f"{'':<64} {'':>5} {'(wall)':>8} {'/block':>9} {'/block':>9}"
+)
+
+
+class CpuMeter:
+    """Process CPU time spent inside the methods named, counted once per outermost call (a call made from inside
+    another metered call is already counted)."""
+
+    def __init__(self, entry_points: tuple[tuple[type, tuple[str, ...]], ...]) -> None:
+        self.entry_points = entry_points
+        self.seconds = 0.0
+        self._inside = False
+
+    @contextmanager
+    def installed(self) -> Iterator[CpuMeter]:
+        saved = [(cls, name, cls.__dict__.get(name)) for cls, names in self.entry_points for name in names]
+        for cls, name, _ in saved:
+            setattr(cls, name, self._timed(getattr(cls, name)))
+        try:
+            yield self
+        finally:
+            for cls, name, original in saved:
+                if original is None:
+                    delattr(cls, name)  # it was inherited: the mixin's own method shows through again
+                else:
+                    setattr(cls, name, original)
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        meter = self
+
+        @functools.wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if meter._inside:
+                return method(*args, **kwargs)
+            meter._inside = True
+            start = time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                meter.seconds += time.process_time() - start
+                meter._inside = False
+
+        return timed
+
+
+@dataclass
+class Marks:
+    """CPU, wall and NCP figures at the first block and at the verified image."""
+
+    meter: CpuMeter
+    counters: Callable[[], list[NcpCounters]]
+    at: dict[str, tuple[float, float, float, int, int]]
+
+    def take(self, name: str) -> None:
+        counters = self.counters()
+        ezsp = sum(c.ezsp_frames for c in counters)
+        ash = sum(sum(c.ash_rx.values()) + sum(c.ash_tx.values()) for c in counters)
+        self.at[name] = (time.process_time(), time.perf_counter(), self.meter.seconds, ezsp, ash)
+
+    def watch(self, event: object) -> None:
+        if isinstance(event, device_events.DownloadStarted):
+            self.take("start")
+        elif isinstance(event, device_events.ImageVerified):
+            self.take("end")
+
+    def figures(self, label: str, blocks: int, through_ncp: bool) -> Figures:
+        if "end" not in self.at:
+            raise SystemExit(f"{label}: the download did not finish")
+        (cpu0, wall0, ncp0, ezsp0, ash0), (cpu1, wall1, ncp1, ezsp1, ash1) = self.at["start"], self.at["end"]
+        return Figures(
+            label,
+            blocks,
+            wall1 - wall0,
+            cpu1 - cpu0,
+            ncp1 - ncp0 if through_ncp else None,
+            ezsp1 - ezsp0 if through_ncp else None,
+            ash1 - ash0 if through_ncp else None,
+        )
+
+
+def _image(size: int, profile: DeviceProfile) -> HeldImage:
     payload = random.Random(size).randbytes(size)
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
     return HeldImage(image, image.serialize(), frozenset([profile.ieee]))
 
 
-async def _transfer(label: str, radio: str, size: int, latency: float, ezsp_version: int) -> Figures:
-    """From the device's first block to its verified image: wall time, CPU time and the NCP's frame counts."""
-    device = load_device(bundled("ppmid")).replace(max_data_size=BLOCK, query_start_jitter=1.0)
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK)
-    options = HanOptions(radio=radio, ezsp_version=ezsp_version, link=LinkModel(latency=latency), start_utc=START)
+def _profiles() -> tuple[DeviceProfile, Any]:
+    device = load_device(bundled("ppmid")).replace(max_data_size=BLOCK, query_start_jitter=1.0, security="none")
+    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK, security="none")
+    return device, chf
+
+
+async def _transfer(work: Workload, size: int, ezsp_version: int, meter: CpuMeter) -> Figures:
+    """From the device's first block to its verified image, on a `Han` with the loopback radio or bellows."""
+    device, chf = _profiles()
+    options = HanOptions(
+        radio=RadioKind(work.radio), ezsp_version=ezsp_version, link=LinkModel(latency=work.latency), start_utc=START
+    )
     han = Han(chf, [device], [_image(size, device)], options)
-    marks: dict[str, float] = {}
-
-    def frames() -> tuple[float, float]:
-        if han.ncp is None:
-            return 0.0, 0.0
-        counters = han.ncp.counters
-        return float(counters.ezsp_frames), float(sum(counters.ash_rx.values()) + sum(counters.ash_tx.values()))
-
-    def watch(event) -> None:
-        if isinstance(event, device_events.DownloadStarted):
-            marks["ezsp0"], marks["ash0"] = frames()
-            marks["cpu0"], marks["wall0"] = time.process_time(), time.perf_counter()
-        elif isinstance(event, device_events.ImageVerified):
-            marks["cpu1"], marks["wall1"] = time.process_time(), time.perf_counter()
-            marks["ezsp1"], marks["ash1"] = frames()
-
-    han.add_listener(watch)
+    marks = Marks(meter, lambda: [han.ncp.counters] if han.ncp is not None else [], {})
+    han.add_listener(marks.watch)
     await han.start()
     settled = await han.settle(SETTLE_LIMIT)
     blocks = sum(transfer.blocks for transfer in han.server.transfers.values())
     await han.stop()
-    if not settled or "wall1" not in marks:
-        raise SystemExit(f"{label}: the download did not finish: {han.summaries}")
-    through_ncp = radio == "ezsp"
-    return Figures(
-        label,
-        blocks,
-        marks["wall1"] - marks["wall0"],
-        marks["cpu1"] - marks["cpu0"],
-        int(marks["ezsp1"] - marks["ezsp0"]) if through_ncp else None,
-        int(marks["ash1"] - marks["ash0"]) if through_ncp else None,
-    )
+    if not settled:
+        raise SystemExit(f"{work.label}: the download did not finish: {han.summaries}")
+    return marks.figures(work.label, blocks, work.radio == "ezsp")
 
 
-async def _stick_transfer(label: str, size: int, latency: float, ezsp_version: int) -> Figures:
+async def _stick_transfer(work: Workload, size: int, ezsp_version: int, meter: CpuMeter) -> Figures:
     """The CHF on one virtual stick, `ota-emu device`'s radio and device on another, one air between them."""
-    profile = load_device(bundled("ppmid")).replace(max_data_size=BLOCK, query_start_jitter=1.0)
-    chf = load_chf(bundled("chf")).replace(max_block_size=BLOCK)
-    air = Air(seed=1, link=LinkModel(latency=latency))
-    marks: dict[str, float] = {}
+    profile, chf = _profiles()
+    air = Air(seed=1, link=LinkModel(latency=work.latency))
     done = asyncio.Event()
     async with (
         VirtualNcp(air, ezsp_version=ezsp_version, seed=0) as chf_ncp,
@@ -152,19 +263,11 @@ async def _stick_transfer(label: str, size: int, latency: float, ezsp_version: i
         )  # fmt: skip
         joined = await radio.open(endpoint)
         device = EmulatedDevice(device_profile.replace(nwk=joined.nwk), radio, clock.Clock(START), nwk=joined.nwk)
-
-        def frames() -> tuple[float, float]:
-            ncps = (chf_ncp.counters, stick.counters)
-            ash = sum(sum(c.ash_rx.values()) + sum(c.ash_tx.values()) for c in ncps)
-            return float(sum(c.ezsp_frames for c in ncps)), float(ash)
+        marks = Marks(meter, lambda: [chf_ncp.counters, stick.counters], {})
 
         def watch(event: device_events.DeviceEvent) -> None:
-            if isinstance(event, device_events.DownloadStarted):
-                marks["ezsp0"], marks["ash0"] = frames()
-                marks["cpu0"], marks["wall0"] = time.process_time(), time.perf_counter()
-            elif isinstance(event, device_events.ImageVerified):
-                marks["cpu1"], marks["wall1"] = time.process_time(), time.perf_counter()
-                marks["ezsp1"], marks["ash1"] = frames()
+            marks.watch(event)
+            if isinstance(event, device_events.ImageVerified):
                 done.set()
 
         device.add_listener(watch)
@@ -176,91 +279,163 @@ async def _stick_transfer(label: str, size: int, latency: float, ezsp_version: i
             await device.stop()
             await radio.close()
             await node.stop()
-    return Figures(
-        label,
-        blocks,
-        marks["wall1"] - marks["wall0"],
-        marks["cpu1"] - marks["cpu0"],
-        int(marks["ezsp1"] - marks["ezsp0"]),
-        int(marks["ash1"] - marks["ash0"]),
-    )
+    return marks.figures(work.label, blocks, True)
 
 
-def measure(label: str, radio: str, *, size: int, latency: float, virtual: bool, ezsp_version: int) -> Figures:
-    if radio == "sticks":
-        return clock.run(lambda: _stick_transfer(label, size, latency, ezsp_version), virtual=False)
-    return clock.run(lambda: _transfer(label, radio, size, latency, ezsp_version), virtual=virtual)
+def measure(work: Workload, *, size: int, ezsp_version: int) -> Figures:
+    meter = CpuMeter(NCP_ENTRY_POINTS)
+    transfer = _stick_transfer if work.radio == "sticks" else _transfer
+    with meter.installed():
+        return clock.run(lambda: transfer(work, size, ezsp_version, meter), virtual=work.virtual)
+
+
+def best_of(repeat: int, work: Workload, *, size: int, ezsp_version: int) -> Figures:
+    """The run that cost the least CPU: on a shared machine the others measured their neighbours too."""
+    runs = [measure(work, size=size, ezsp_version=ezsp_version) for _ in range(repeat)]
+    return min(runs, key=lambda figures: figures.cpu)
+
+
+# -- where the CPU goes ------------------------------------------------------------------------------------------
 
 
 def _group(filename: str) -> str:
     for marker, name in GROUPS:
         if marker in filename:
             return name
-    return "other (stdlib, logging, ...)"
+    return OTHER
 
 
 def _where(key: tuple[str, int, str]) -> str:
     filename, line, function = key
     if filename == "~":
         return function
-    short = filename.split("site-packages/")[-1].split("/work/main/")[-1].split("/lib/python3.11/")[-1]
+    short = filename.split("site-packages/")[-1].split("/emulator/", 1)[-1].split("/lib/python3.11/")[-1]
     return f"{short}:{line} {function}"
 
 
-def profile(size: int, latency: float, ezsp_version: int) -> None:
-    profiler = cProfile.Profile(time.process_time)  # CPU, not wall: a loop waiting in epoll costs nothing
-    profiler.enable()
-    figures = measure("profiled", "ezsp", size=size, latency=latency, virtual=False, ezsp_version=ezsp_version)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for _, _, tt, _, _ in entries.values())
+def _by_layer(entries: dict[Any, Any]) -> dict[str, float]:
+    """Own time per layer; a built-in's time goes to the layers of its callers, in the shares they called it."""
     by_group: dict[str, float] = defaultdict(float)
-    for (filename, _, _), (_, _, own, _, _) in entries.items():
-        by_group[_group(filename)] += own
+    for (filename, _, _), (_, _, own, _, callers) in entries.items():
+        if filename != "~" or not callers:
+            by_group[_group(filename)] += own
+            continue
+        for caller, (_, _, from_caller, _) in callers.items():
+            by_group[_group(caller[0])] += from_caller
+    return by_group
+
+
+def profile(size: int, ezsp_version: int) -> None:
+    work = Workload("profiled", "ezsp", 0.0, True)
+    profiler = cProfile.Profile(time.process_time)  # CPU, not wall
+    profiler.enable()
+    figures = measure(work, size=size, ezsp_version=ezsp_version)
+    profiler.disable()
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tt for _, _, tt, _, _ in entries.values())
     print(
-        f"\nWhere the CPU goes: cProfile of the bellows run ({figures.blocks} blocks, whole run with startup; "
-        f"{total:.2f} CPU s under the profiler, which inflates every call)"
+        f"\nWhere the CPU goes: cProfile of the bellows run on virtual time, no air latency ({figures.blocks} blocks; "
+        f"the whole run with startup, {total:.2f} CPU s under the profiler, which inflates every call)"
     )
     print("  own time by layer:")
-    for name, own in sorted(by_group.items(), key=lambda item: -item[1]):
+    for name, own in sorted(_by_layer(entries).items(), key=lambda item: -item[1]):
         print(f"    {100 * own / total:5.1f} %  {own:6.2f} s  {name}")
     print(f"  top {TOP} functions by own time:")
     for key, (_, calls, own, _, _) in sorted(entries.items(), key=lambda item: -item[1][2])[:TOP]:
         print(f"    {own:6.2f} s  {calls:8d} calls  [{_group(key[0])}]  {_where(key)}")
-    print(f"  top {TOP} functions of the layers above by cumulative time:")
-    layers = {name for _, name in GROUPS[:-2]}
-    ours = [(key, value) for key, value in entries.items() if _group(key[0]) in layers]
+    print(f"  top {TOP} functions of the virtual NCP by cumulative time:")
+    ours = [(key, value) for key, value in entries.items() if "/emulator/ncp/" in key[0]]
     for key, (_, calls, _, cumulative, _) in sorted(ours, key=lambda item: -item[1][3])[:TOP]:
-        print(f"    {cumulative:6.2f} s  {calls:8d} calls  [{_group(key[0])}]  {_where(key)}")
+        print(f"    {cumulative:6.2f} s  {calls:8d} calls  {_where(key)}")
+
+
+def fleet(count: int, size: int) -> None:
+    """`ota-emu ncp --device ppmid --count N` in one process and `ota-emu chf` on its URL in another, on real
+    time over TCP, as a lab runs them: how long N devices take to upgrade through one NCP, and the CPU of both."""
+    profiles = expand([load_device(bundled("ppmid"))], count)
+    first = profiles[0]
+    payload = random.Random(count).randbytes(size)
+    image = build_gb(first.manufacturer_code, first.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    signed = sign_image(image, keys.load_private_key(TEST_IMAGE_KEY))
+    with tempfile.TemporaryDirectory(prefix="bench-ezsp-") as folder:
+        path = Path(folder) / "ppmid.ota"
+        path.write_bytes(signed.serialize())
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # both processes run this checkout, as the bench does
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ncp = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "ncp", "--device", "ppmid", "--count", str(count), "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert ncp.stdout is not None
+            url = json.loads(ncp.stdout.readline())["url"]
+            targets = [arg for p in profiles for arg in ("--target", str(p.ieee))]
+            started = time.perf_counter()
+            chf = subprocess.run(
+                [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(path), *targets, "--json"],
+                capture_output=True,
+                text=True,
+                check=False,
+                env=env,
+            )
+            wall = time.perf_counter() - started
+        finally:
+            ncp.send_signal(signal.SIGTERM)
+            ncp.communicate(timeout=60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if chf.returncode not in (0, 1):
+        raise SystemExit(f"ota-emu chf failed: {chf.stderr.strip()}")
+    outcomes = [device["outcome"] for device in json.loads(chf.stdout)["devices"]]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(
+        f"\nota-emu ncp --device ppmid --count {count} and ota-emu chf on it, real time over TCP, {size}-byte "
+        f"image: {outcomes.count('success')}/{count} upgraded in {wall:.1f} s wall (joins, interviews and "
+        f"transfers), {cpu:.1f} CPU s for both processes ({1000 * cpu / count:.0f} ms per device)"
+    )
+
+
+def workloads(version: int, quick: bool) -> list[Workload]:
+    ncp = f"bellows + virtual NCP v{version}"
+    sticks = f"stick to stick, 2 virtual NCPs v{version}"
+    runs = [
+        Workload(f"{ncp}, virtual time, no air latency", "ezsp", 0.0, True),
+        Workload(f"{ncp}, virtual time, 4 ms per hop", "ezsp", HOP, True),
+        Workload(f"{sticks}, virtual time, 4 ms per hop", "sticks", HOP, True),
+        Workload("loopback, virtual time, no air latency", "loopback", 0.0, True),
+    ]
+    if not quick:
+        runs[3:3] = [
+            Workload(f"{ncp} over TCP, real time, no air latency", "ezsp", 0.0, False),
+            Workload(f"{ncp} over TCP, real time, 4 ms per hop", "ezsp", HOP, False),
+            Workload(f"{sticks} over TCP, real time, 4 ms per hop", "sticks", HOP, False),
+        ]
+        runs.append(Workload("loopback, real time, 4 ms per hop", "loopback", HOP, False))
+    return runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size", type=int, default=64, help="image size, KiB")
-    parser.add_argument("--latency", type=float, default=LinkModel().latency, help="air latency per hop, s")
     parser.add_argument("--ezsp-version", type=int, choices=[8, 13, 14], default=13)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="virtual-time workloads only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per workload; the least CPU one is shown")
+    parser.add_argument("--fleet", type=int, default=200, help="devices on one NCP for the two-process run (0: none)")
     args = parser.parse_args()
-    size, latency, version = args.size * 1024, args.latency, args.ezsp_version
-    print(f"1 PPMID x {args.size} KiB image, {BLOCK}-byte blocks; air latency {latency * 1000:g} ms per hop")
-    runs = [
-        (f"bellows + virtual NCP v{version}, real time", "ezsp", latency, False),
-        (f"bellows + virtual NCP v{version}, latency 0", "ezsp", 0.0, False),
-        (f"stick to stick, 2 virtual NCPs v{version}, real time", "sticks", latency, False),
-        ("loopback, real time", "loopback", latency, False),
-        ("loopback, real time, latency 0", "loopback", 0.0, False),
-        ("loopback, virtual time", "loopback", latency, True),
-    ]
-    for label, radio, hop, virtual in runs:
-        figures = measure(label, radio, size=size, latency=hop, virtual=virtual, ezsp_version=version)
-        print(figures.line())
+    size, version = args.size * 1024, args.ezsp_version
     print(
-        "(virtual time: the wall rate is the CPU-bound ceiling of the in-process stack; CPU us/block counts the "
-        "whole process: host, NCP, air and device)"
+        f"1 PPMID x {args.size} KiB image, {BLOCK}-byte blocks (CPU: the whole process; NCP: its share; "
+        f"best of {args.repeat} runs)\n"
     )
+    print(HEADER)
+    for work in workloads(version, args.quick):
+        print(best_of(args.repeat, work, size=size, ezsp_version=version).row(), flush=True)
+    if args.fleet and not args.quick:
+        fleet(args.fleet, FLEET_IMAGE)
     if not args.no_profile:
-        profile(size, latency, version)
+        profile(size, version)
 
 
 if __name__ == "__main__":

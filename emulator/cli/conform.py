@@ -271,8 +271,13 @@ def _list_checks(as_json: bool) -> None:
 @click.option(
     "--radio",
     type=click.Choice(["loopback", "ezsp"]),
-    help="loopback: in process on virtual time (the default with --dut); ezsp: through bellows — to a virtual "
-    "NCP with --dut, to the coordinator at --port for a real device.",
+    help="loopback: zigpy's in-process radio (the default with --dut); ezsp: through bellows — to a virtual NCP "
+    "in process with --dut (virtual time too), to the coordinator at --port for a real device.",
+)
+@click.option(
+    "--real-time",
+    is_flag=True,
+    help="Run an emulated device's checks on the wall clock instead of virtual time (a real device always is).",
 )
 @click.option("--port", metavar="PORT", help="EZSP coordinator of a real device (serial port or tcp://).")
 @click.option("--target", "target_eui64", metavar="EUI64", help="EUI-64 of the real device under test.")
@@ -313,6 +318,7 @@ def device(
     dut_path: Path | None,
     dut_plugin: str | None,
     radio: str | None,
+    real_time: bool,
     port: str | None,
     target_eui64: str | None,
     old_port: str | None,
@@ -343,6 +349,7 @@ def device(
         "dut": None if dut_path is None else str(dut_path.resolve()),
         "dut-plugin": dut_plugin,
         "radio": radio,
+        "real-time": real_time,
         "port": port,
         "target": target_eui64,
         "kind": kind,
@@ -376,11 +383,17 @@ def _device_target(settings: dict[str, Any]) -> DeviceTarget:
             radio=radio or "loopback",
             seed=int(settings["seed"]),
             join_timeout=float(settings["join-timeout"]),
+            real_time=bool(settings.get("real-time", False)),
         )
     if dut is not None:
         if port is not None or eui64 is not None:
             raise click.UsageError("--dut names an emulated device; --port/--target are for a real one, not both")
-        return DeviceTarget(profile=load_device(dut), radio=radio or "loopback", seed=int(settings["seed"]))
+        return DeviceTarget(
+            profile=load_device(dut),
+            radio=radio or "loopback",
+            seed=int(settings["seed"]),
+            real_time=bool(settings.get("real-time", False)),
+        )
     if port is None or eui64 is None:
         raise click.UsageError("give --dut PROFILE, or --radio ezsp --port PORT --target EUI64 for a real device")
     if radio == "loopback":

@@ -19,7 +19,7 @@ from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
 from emulator.han.network import FIRST_DEVICE_NWK, expand
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
-from emulator.ncp.server import PTY, VirtualNcp
+from emulator.ncp.server import DEFAULT_TCP, PTY, ListenError, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.air import Air
 
@@ -51,11 +51,12 @@ class Output:
             self("rejected", f"Device {event.ieee} rejected the image: {event.reason}", ieee=ieee, reason=event.reason)
 
 
-async def _join_devices(
+async def join_devices(
     ncp: VirtualNcp, profiles: list[DeviceProfile], seed: int, devices: list[EmulatedDevice], out: Output
 ) -> None:
-    """Start the devices once the host has a network up and has opened joining, as real devices would join, on
-    real time: the host on the other end of the socket runs on the wall clock."""
+    """Start the devices on the NCP's air once the host has a network up and has opened joining, as real devices
+    would join (NWK addresses from FIRST_DEVICE_NWK on, unless a profile names one), one line each. `ota-emu ncp`
+    runs this on real time: the host on the other end of the socket runs on the wall clock."""
     await ncp.wait_for_joining()
     clock = Clock()
     for index, profile in enumerate(profiles):
@@ -112,7 +113,7 @@ async def _serve(
             else:
                 click.echo(f"No network yet (IEEE {ncp.stack.ieee}): the host will form one")
         devices: list[EmulatedDevice] = []
-        joining = loop.create_task(_join_devices(ncp, profiles, seed, devices, out))
+        joining = loop.create_task(join_devices(ncp, profiles, seed, devices, out))
         await stop.wait()
         joining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -194,7 +195,10 @@ def command(
         profiles = expand([load_device(p) for p in device_paths], count or 1)
     except ValueError as exc:
         raise InputError(f"--device: {exc}") from None
-    first, *more = listen or ("tcp://127.0.0.1:0",)
+    for url in listen:
+        if not url.startswith("tcp://"):  # an in-process port would be out of every other program's reach
+            raise ListenError(f"--listen {url}: expected tcp://HOST:PORT (PORT 0 picks a free port)")
+    first, *more = listen or (DEFAULT_TCP,)
     where = PTY if use_pty else first
     asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
 

@@ -25,6 +25,7 @@ from emulator.han.security import attach_capture
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio.air import LinkModel
 from emulator.radio.capture import PcapWriter, parse_network_key
+from emulator.radio.kind import RadioKind
 
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
@@ -57,6 +58,13 @@ probability = FiniteFloat(0.0, 1.0)
     help="Upgrade file to serve, held for every device of the run (repeatable).",
 )
 @click.option("--virtual-time/--real-time", default=True, show_default=True, help="Protocol time runs virtual (fast).")
+@click.option(
+    "--radio",
+    type=click.Choice([kind.value for kind in RadioKind]),
+    default=RadioKind.LOOPBACK.value,
+    show_default=True,
+    help="The CHF's radio: zigpy's loopback app, or bellows' EZSP app on a virtual NCP in this process.",
+)
 @click.option("--loss", type=probability, default=0.0, show_default=True, help="Frame loss probability per link.")
 @click.option("--duplicate", type=probability, default=0.0, show_default=True, help="Frame duplication probability.")
 @click.option("--reorder", type=probability, default=0.0, show_default=True, help="Probability a frame is overtaken.")
@@ -81,6 +89,7 @@ def command(
     count: int,
     image_paths: tuple[Path, ...],
     virtual_time: bool,
+    radio: str,
     loss: float,
     duplicate: float,
     reorder: float,
@@ -119,6 +128,7 @@ def command(
         state_dir=state_dir,
         activate_hcalcs=activate,
         activate_after=activate_after,
+        radio=RadioKind(radio),
     )
     limit = limit or (DEFAULT_LIMIT_VIRTUAL if virtual_time else DEFAULT_LIMIT_REAL)
     if alert_log is not None:

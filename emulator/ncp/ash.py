@@ -10,6 +10,8 @@ link on top of it. Written from UG101; bellows' host implementation is only used
 
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass
 
 from emulator.errors import InputError
@@ -23,6 +25,11 @@ CANCEL = 0x1A  # discard everything since the last Flag
 
 RESERVED = frozenset({FLAG, ESCAPE, XON, XOFF, SUBSTITUTE, CANCEL})
 ESCAPE_XOR = 0x20
+_FLAG_BYTE = bytes([FLAG])
+_ESCAPE_BYTE = bytes([ESCAPE])
+_RESERVED_RE = re.compile(b"[" + re.escape(bytes(sorted(RESERVED))) + b"]")
+# Bytes that change how the receiver reads the stream (other than Flag and Escape): rare, handled byte by byte.
+_STREAM_CONTROL_RE = re.compile(b"[" + re.escape(bytes([XON, XOFF, SUBSTITUTE, CANCEL])) + b"]")
 
 ASH_VERSION = 0x02
 
@@ -73,11 +80,18 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def crc_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-CCITT: polynomial x^16 + x^12 + x^5 + 1, initial value 0xFFFF, no reflection, no final XOR."""
+def crc_ccitt_table(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-CCITT: polynomial x^16 + x^12 + x^5 + 1, initial value 0xFFFF, no reflection, no final XOR, as UG101
+    gives it, one table step per byte."""
     for byte in data:
         crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
     return crc
+
+
+def crc_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
+    """The same CRC from the standard library's C implementation (`binascii.crc_hqx` is CRC-CCITT with the
+    polynomial 0x1021, unreflected); the tests hold it equal to `crc_ccitt_table`."""
+    return binascii.crc_hqx(data, crc)
 
 
 def pseudo_random_sequence(length: int) -> bytes:
@@ -91,41 +105,43 @@ def pseudo_random_sequence(length: int) -> bytes:
 
 
 _RANDOM = pseudo_random_sequence(256)
+# The sequence as one big integer per length: XOR of two integers is one C operation instead of a byte loop.
+_RANDOM_INTS = tuple(int.from_bytes(_RANDOM[:n], "big") for n in range(len(_RANDOM) + 1))
 
 
 def randomize(data: bytes) -> bytes:
     """XOR `data` with the pseudo-random sequence; applying it twice gives the data back."""
-    if len(data) > len(_RANDOM):
-        raise BadFrame(f"ASH DATA field of {len(data)} bytes: expected at most {len(_RANDOM)}", data_like=True)
-    return bytes(a ^ b for a, b in zip(data, _RANDOM, strict=False))
+    length = len(data)
+    if length > len(_RANDOM):
+        raise BadFrame(f"ASH DATA field of {length} bytes: expected at most {len(_RANDOM)}", data_like=True)
+    return (int.from_bytes(data, "big") ^ _RANDOM_INTS[length]).to_bytes(length, "big")
+
+
+def _escaped(match: re.Match[bytes]) -> bytes:
+    return bytes((ESCAPE, match[0][0] ^ ESCAPE_XOR))
 
 
 def stuff(raw: bytes) -> bytes:
-    out = bytearray()
-    for byte in raw:
-        if byte in RESERVED:
-            out += bytes((ESCAPE, byte ^ ESCAPE_XOR))
-        else:
-            out.append(byte)
-    return bytes(out)
+    """Escape every reserved byte (Escape, then the byte XOR 0x20)."""
+    return _RESERVED_RE.sub(_escaped, raw)
 
 
 def unstuff(stuffed: bytes) -> bytes:
-    out = bytearray()
-    escaped = False
-    for byte in stuffed:
-        if escaped:
-            value = byte ^ ESCAPE_XOR
-            if value not in RESERVED:
-                raise BadFrame(f"ASH escape followed by 0x{byte:02X}: expected an escaped reserved byte")
-            out.append(value)
-            escaped = False
-        elif byte == ESCAPE:
-            escaped = True
-        else:
-            out.append(byte)
-    if escaped:
-        raise BadFrame("ASH frame ends with an escape byte: expected the escaped byte to follow")
+    if ESCAPE not in stuffed:
+        return bytes(stuffed)
+    first, *escaped = bytes(stuffed).split(_ESCAPE_BYTE)
+    out = bytearray(first)
+    last = len(escaped) - 1
+    for index, part in enumerate(escaped):
+        if not part:
+            if index == last:
+                raise BadFrame("ASH frame ends with an escape byte: expected the escaped byte to follow")
+            raise BadFrame(f"ASH escape followed by 0x{ESCAPE:02X}: expected an escaped reserved byte")
+        value = part[0] ^ ESCAPE_XOR
+        if value not in RESERVED:
+            raise BadFrame(f"ASH escape followed by 0x{part[0]:02X}: expected an escaped reserved byte")
+        out.append(value)
+        out += part[1:]
     return bytes(out)
 
 
@@ -202,18 +218,30 @@ def control_byte(frame: Frame) -> int:
     return 0xC2
 
 
+def data_raw(frm_num: int, ack_num: int, payload: bytes, re_tx: bool = False) -> bytes:
+    """`to_raw` of a DATA frame, without building the frame first (the link sends one per EZSP frame)."""
+    if not (0 <= frm_num <= 7 and 0 <= ack_num <= 7):
+        raise ValueError(f"frm_num {frm_num} and ack_num {ack_num} must be 3-bit sequence numbers")
+    if not MIN_DATA_LEN <= len(payload) <= MAX_DATA_LEN:
+        raise ValueError(f"EZSP frame of {len(payload)} bytes: ASH carries {MIN_DATA_LEN}..{MAX_DATA_LEN}")
+    body = bytes([(frm_num << 4) | (re_tx << 3) | ack_num]) + randomize(payload)
+    return body + crc_ccitt(body).to_bytes(2, "big")
+
+
 def to_raw(frame: Frame) -> bytes:
     """Control byte, data field and CRC: the frame before byte stuffing."""
-    body = bytes([control_byte(frame)])
     if isinstance(frame, Data):
-        if not MIN_DATA_LEN <= len(frame.payload) <= MAX_DATA_LEN:
-            raise ValueError(f"EZSP frame of {len(frame.payload)} bytes: ASH carries {MIN_DATA_LEN}..{MAX_DATA_LEN}")
-        body += randomize(frame.payload)
-    elif isinstance(frame, RstAck):
+        return data_raw(frame.frm_num, frame.ack_num, frame.payload, frame.re_tx)
+    body = bytes([control_byte(frame)])
+    if isinstance(frame, RstAck):
         body += bytes([frame.version, frame.reset_code])
     elif isinstance(frame, Error):
         body += bytes([frame.version, frame.code])
     return body + crc_ccitt(body).to_bytes(2, "big")
+
+
+# `to_raw` of every ACK, indexed by ack_num | not_ready << 3.
+ACK_RAW = tuple(to_raw(Ack(ack_num=n & 7, not_ready=bool(n & 8))) for n in range(16))
 
 
 def encode(frame: Frame) -> bytes:
@@ -267,6 +295,9 @@ class FramingError:
     data_like: bool = False
 
 
+BAD_OR_TOO_LONG = "frame marked bad by a Substitute byte or too long"
+
+
 class Deframer:
     """Splits a byte stream into unstuffed frames (UG101 §4.2), keeping partial frames between calls."""
 
@@ -275,6 +306,29 @@ class Deframer:
         self._discarding = False  # a Substitute byte or an overflow spoiled the frame in progress
 
     def feed(self, data: bytes) -> list[bytes | FramingError]:
+        """The frames that `data` completes, in order. Streams without Cancel, Substitute, XON or XOFF bytes (all
+        a healthy link carries) are split at each Flag; the others are read byte by byte."""
+        if _STREAM_CONTROL_RE.search(data):
+            return self.feed_bytes(data)
+        out: list[bytes | FramingError] = []
+        *complete, rest = bytes(data).split(_FLAG_BYTE)
+        for piece in complete:
+            stuffed = bytes(self._buffer) + piece if self._buffer else piece
+            self._buffer.clear()
+            if self._discarding or len(stuffed) > 2 * MAX_FRAME_LEN:
+                self._discarding = False
+                out.append(FramingError(BAD_OR_TOO_LONG))
+            elif stuffed:
+                out.append(self._finish(stuffed))
+        if rest and not self._discarding:
+            self._buffer += rest
+            if len(self._buffer) > 2 * MAX_FRAME_LEN:  # even fully escaped, no frame is this long
+                self._buffer.clear()
+                self._discarding = True
+        return out
+
+    def feed_bytes(self, data: bytes) -> list[bytes | FramingError]:
+        """`feed`, one byte at a time, as UG101 §4.2 describes the receiver."""
         out: list[bytes | FramingError] = []
         for byte in data:
             if byte in (XON, XOFF):
@@ -290,7 +344,7 @@ class Deframer:
             if byte == FLAG:
                 if self._discarding:
                     self._discarding = False
-                    out.append(FramingError("frame marked bad by a Substitute byte or too long"))
+                    out.append(FramingError(BAD_OR_TOO_LONG))
                 elif self._buffer:
                     out.append(self._finish(bytes(self._buffer)))
                 self._buffer.clear()

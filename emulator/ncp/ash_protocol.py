@@ -68,13 +68,32 @@ class _Queued:
     callback: bool
 
 
+_KINDS: dict[type, str] = {
+    ash.Data: "DATA",
+    ash.Ack: "ACK",
+    ash.Nak: "NAK",
+    ash.Rst: "RST",
+    ash.RstAck: "RSTACK",
+    ash.Error: "ERROR",
+}
+_FLAG = bytes([ash.FLAG])
+
+
 def _kind(frame: ash.Frame) -> str:
-    return {ash.Data: "DATA", ash.Ack: "ACK", ash.Nak: "NAK", ash.Rst: "RST", ash.RstAck: "RSTACK"}.get(
-        type(frame), "ERROR"
-    )
+    return _KINDS[type(frame)]
 
 
 class AshNcpLink(asyncio.Protocol):
+    # The link's state, (re)set by `_reset_link`.
+    _rx_expected: int
+    _tx_next: int
+    _rejecting: bool
+    _failed: bool
+    _host_not_ready: bool
+    _timeouts: int
+    _t_rx_ack: float
+    _deadline: float
+
     def __init__(
         self,
         handler: LinkHandler,
@@ -198,11 +217,11 @@ class AshNcpLink(asyncio.Protocol):
         if frame.frm_num == self._rx_expected:
             self._rx_expected = (frame.frm_num + 1) & 7
             self._rejecting = False
-            self._write(ash.Ack(ack_num=self._rx_expected, not_ready=self._not_ready()))
+            self._send_ack()
             self.handler.ezsp_received(frame.payload)
         elif frame.re_tx:
             self._counters.ash_rx["duplicate"] += 1
-            self._write(ash.Ack(ack_num=self._rx_expected, not_ready=self._not_ready()))
+            self._send_ack()
         else:
             self._counters.ash_rx["out_of_sequence"] += 1
             self._reject()
@@ -228,12 +247,13 @@ class AshNcpLink(asyncio.Protocol):
             if not sent.retransmitted:  # Karn: a resent frame's round trip says nothing
                 self._set_t_rx_ack(7 / 8 * self._t_rx_ack + (now - sent.sent_at) / 2)
         self._timeouts = 0
-        self._cancel_retransmit_timer()
         if self._unacked:
             self._arm_retransmit_timer()
         self._pump()
 
     def _host_ready(self, ready: bool) -> None:
+        if ready and not self._host_not_ready and self._resume is None:
+            return  # the usual ACK: the host was ready and still is
         loop = asyncio.get_running_loop()
         if self._resume is not None:
             self._resume.cancel()
@@ -256,10 +276,10 @@ class AshNcpLink(asyncio.Protocol):
                 break
             sent = _Sent(self._tx_next, entry.payload, asyncio.get_running_loop().time())
             self._tx_next = (self._tx_next + 1) & 7
-            self._unacked.append(sent)
-            self._write(ash.Data(frm_num=sent.frm_num, ack_num=self._rx_expected, payload=sent.payload))
-            if self._timer is None:
+            if not self._unacked:
                 self._arm_retransmit_timer()
+            self._unacked.append(sent)
+            self._write_raw("DATA", ash.data_raw(sent.frm_num, self._rx_expected, sent.payload))
 
     def _next_entry(self) -> _Queued | None:
         if not self._host_not_ready:
@@ -276,12 +296,22 @@ class AshNcpLink(asyncio.Protocol):
             sent.retransmitted = True
             sent.sent_at = now
             self._counters.ash_tx["retransmitted"] += 1
-            self._write(ash.Data(frm_num=sent.frm_num, ack_num=self._rx_expected, payload=sent.payload, re_tx=True))
-        self._cancel_retransmit_timer()
+            self._write_raw("DATA", ash.data_raw(sent.frm_num, self._rx_expected, sent.payload, re_tx=True))
         self._arm_retransmit_timer()
 
-    def _ack_timeout(self) -> None:
+    def _ack_timer(self) -> None:
+        """The retransmit timer rang: a timeout if the oldest unacknowledged frame's deadline has passed, else
+        (an ACK moved the deadline on since the timer was set) the timer is set again for the new deadline."""
         self._timer = None
+        if not self._unacked:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._ack_timer)
+            return
+        self._ack_timeout()
+
+    def _ack_timeout(self) -> None:
         self._timeouts += 1
         if self._timeouts >= self.timing.ack_timeouts:
             LOGGER.debug("no ACK after %d attempts: entering the FAILED state", self._timeouts)
@@ -296,20 +326,27 @@ class AshNcpLink(asyncio.Protocol):
     def _not_ready(self) -> bool:
         return len(self._queue) > self.timing.not_ready_backlog
 
+    def _send_ack(self) -> None:
+        self._write_raw("ACK", ash.ACK_RAW[self._rx_expected | (self._not_ready() << 3)])
+
     def _write(self, frame: ash.Frame) -> None:
-        self._counters.ash_tx[_kind(frame)] += 1
+        self._write_raw(_kind(frame), ash.to_raw(frame))
+
+    def _write_raw(self, kind: str, raw: bytes) -> None:
+        """Count a frame of `kind` (its unstuffed bytes `raw`) and send it, unless a fault drops, damages or
+        delays it; RSTACK and ERROR are spared when the faults say so."""
+        self._counters.ash_tx[kind] += 1
         if not self.connected:
             return
         faults = self.faults
-        exempt = faults.spare_resets and isinstance(frame, ash.RstAck | ash.Error)
+        exempt = faults.spare_resets and kind in ("RSTACK", "ERROR")
         if not exempt and faults.drop_to_host and self._rng.random() < faults.drop_to_host:
             self._counters.ash_tx["dropped"] += 1
             return
-        raw = ash.to_raw(frame)
         if not exempt and faults.corrupt_to_host and self._rng.random() < faults.corrupt_to_host:
             self._counters.ash_tx["corrupted"] += 1
             raw = self._corrupt(raw)
-        wire = ash.stuff(raw) + bytes([ash.FLAG])
+        wire = ash.stuff(raw) + _FLAG
         if faults.delay_to_host > 0:
             loop = asyncio.get_running_loop()
             self._delayed.append((loop.time() + faults.delay_to_host, wire))
@@ -349,9 +386,15 @@ class AshNcpLink(asyncio.Protocol):
         self._host_not_ready = False
         self._timeouts = 0
         self._t_rx_ack = self.timing.t_rx_ack_init
+        self._deadline = 0.0
 
     def _arm_retransmit_timer(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._t_rx_ack, self._ack_timeout)
+        """The oldest unacknowledged frame times out t_rx_ack from now. The timer already set stays set (it rings
+        early and sets itself again): one timer per ACK timeout period, not one per frame."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._t_rx_ack
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._ack_timer)
 
     def _cancel_retransmit_timer(self) -> None:
         if self._timer is not None:

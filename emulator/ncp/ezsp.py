@@ -24,6 +24,7 @@ import bellows.types as bt
 import zigpy.types as zt
 
 from emulator.errors import InputError
+from emulator.ncp import fields
 
 SUPPORTED_VERSIONS = (8, 13, 14)
 
@@ -88,7 +89,8 @@ def load_commands(version: int) -> dict[str, tuple[int, Any, Any]]:
     if version not in SUPPORTED_VERSIONS:
         allowed = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
         raise InputError(f"EZSP version {version}: expected one of {allowed}")
-    return importlib.import_module(f"bellows.ezsp.v{version}.commands").COMMANDS
+    commands: dict[str, tuple[int, Any, Any]] = importlib.import_module(f"bellows.ezsp.v{version}.commands").COMMANDS
+    return commands
 
 
 def stack_version_word(version: int) -> int:
@@ -113,7 +115,7 @@ def _fields(schema: Any) -> list[tuple[str, type]]:
     return [(f.name, f.type) for f in schema.fields]
 
 
-def zero_value(type_: type) -> Any:
+def zero_value(type_: Any) -> Any:
     """The value a field takes when the stack has nothing to say: zero, empty, or all-zero structure."""
     if issubclass(type_, (_SL, _EMBER, _EZSP)):
         return type_(0)
@@ -129,6 +131,89 @@ def zero_value(type_: type) -> Any:
     return type_(0)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One direction of one command, compiled (`fields`): names, readers, writers, and the bytes of a field
+    the stack leaves out. `compiled` is False for the few layouts bellows gives as a structure rather than a
+    list of fields; those go through zigpy."""
+
+    frame_id: int
+    schema: Any
+    names: tuple[str, ...]
+    readers: tuple[fields.Reader, ...]
+    writers: tuple[fields.Writer, ...]
+    zeros: tuple[bytes | None, ...]
+    known: frozenset[str]
+    compiled: bool
+
+    @classmethod
+    def of(cls, frame_id: int, schema: Any) -> Layout:
+        pairs = _fields(schema)
+        compiled = isinstance(schema, dict)
+        return cls(
+            frame_id,
+            schema,
+            tuple(name for name, _ in pairs),
+            tuple(fields.reader(type_) for _, type_ in pairs) if compiled else (),
+            tuple(_status_writer(type_) or fields.writer(type_) for _, type_ in pairs) if compiled else (),
+            tuple(_zero_bytes(type_) for _, type_ in pairs) if compiled else (),
+            frozenset(name for name, _ in pairs),
+            compiled,
+        )
+
+
+def _zero_bytes(type_: type) -> bytes | None:
+    """The bytes of `zero_value(type_)`, or None for a type that has no zero (it must then always be given)."""
+    try:
+        return bytes(zero_value(type_).serialize())
+    except (TypeError, ValueError):
+        return None
+
+
+def _status_writer(type_: type) -> fields.Writer | None:
+    """Statuses are given as sl_Status and written in the field's own status type."""
+    if not issubclass(type_, (_SL, _EMBER, _EZSP)):
+        return None
+    size = type_._bits // 8  # type: ignore[attr-defined]
+
+    def write_status(value: Any) -> bytes:
+        return int.to_bytes(convert_status(value, type_), size, "little")
+
+    return write_status
+
+
+def _read(layout: Layout, data: bytes) -> tuple[dict[str, Any], int]:
+    if not layout.compiled:
+        struct, rest = layout.schema.deserialize(data)
+        return struct.as_dict(), len(data) - len(rest)
+    values: dict[str, Any] = {}
+    at = 0
+    for name, read in zip(layout.names, layout.readers, strict=True):
+        values[name], at = read(data, at)
+    return values, at
+
+
+def _write(layout: Layout, values: dict[str, Any]) -> bytes:
+    if not layout.compiled:
+        typed = {}
+        for name, type_ in _fields(layout.schema):
+            if name in values:
+                value = values[name]
+                if issubclass(type_, (_SL, _EMBER, _EZSP)):
+                    value = convert_status(value, type_)
+                typed[name] = value if isinstance(value, type_) else type_(value)
+        return bytes(layout.schema(**typed).serialize())
+    out = []
+    for name, write, zero in zip(layout.names, layout.writers, layout.zeros, strict=True):
+        if name in values:
+            out.append(write(values[name]))
+        elif zero is not None:
+            out.append(zero)
+        else:
+            raise KeyError(f"EZSP field {name} has no zero value: the stack must give it")
+    return b"".join(out)
+
+
 class EzspCodec:
     """Frames for one EZSP protocol version (8 or later)."""
 
@@ -136,6 +221,24 @@ class EzspCodec:
         self.version = version
         self.commands = load_commands(version)
         self.by_id = {frame_id: name for name, (frame_id, _, _) in self.commands.items()}
+        self._requests: dict[str, Layout] = {}
+        self._answers: dict[str, Layout] = {}
+
+    def request_layout(self, name: str) -> Layout:
+        """What the host sends for command `name` (compiled on first use)."""
+        layout = self._requests.get(name)
+        if layout is None:
+            frame_id, tx_schema, _ = self.commands[name]
+            layout = self._requests[name] = Layout.of(frame_id, tx_schema)
+        return layout
+
+    def answer_layout(self, name: str) -> Layout:
+        """What the NCP sends for response or callback `name` (compiled on first use)."""
+        layout = self._answers.get(name)
+        if layout is None:
+            frame_id, _, rx_schema = self.commands[name]
+            layout = self._answers[name] = Layout.of(frame_id, rx_schema)
+        return layout
 
     # -- host -> NCP ----------------------------------------------------------------------------------------------
 
@@ -171,14 +274,10 @@ class EzspCodec:
 
     def decode_params(self, command: Command) -> dict[str, Any]:
         assert command.name is not None
-        _, tx_schema, _ = self.commands[command.name]
+        layout = self.request_layout(command.name)
         data = command.params
         try:
-            if isinstance(tx_schema, dict):
-                values, rest = bt.deserialize_dict(data, tx_schema)
-            else:
-                struct, rest = tx_schema.deserialize(data)
-                values = struct.as_dict()
+            values, end = _read(layout, data)
         except (ValueError, KeyError) as exc:
             raise EzspFrameError(
                 f"EZSP {command.name} parameters {data.hex()}: {exc}",
@@ -186,9 +285,9 @@ class EzspCodec:
                 reason=_EZSP.ERROR_TRUNCATED,
                 legacy=command.legacy,
             ) from exc
-        if rest:
+        if end < len(data):
             raise EzspFrameError(
-                f"EZSP {command.name} parameters {data.hex()}: {len(rest)} bytes more than expected",
+                f"EZSP {command.name} parameters {data.hex()}: {len(data) - end} bytes more than expected",
                 seq=command.seq,
                 reason=_EZSP.ERROR_COMMAND_TOO_LONG,
                 legacy=command.legacy,
@@ -207,25 +306,11 @@ class EzspCodec:
         self, seq: int, name: str, values: dict[str, Any], *, callback: bool = False, legacy: bool = False
     ) -> bytes:
         """A response or callback. Fields the stack leaves out take their zero value; unknown names are a bug."""
-        frame_id, _, rx_schema = self.commands[name]
-        fields = _fields(rx_schema)
-        unknown = set(values) - {field_name for field_name, _ in fields}
+        layout = self.answer_layout(name)
+        unknown = values.keys() - layout.known
         if unknown:
             raise KeyError(f"EZSP v{self.version} {name} has no field(s) {sorted(unknown)}")
-        typed = {}
-        for field_name, type_ in fields:
-            if field_name in values:
-                value = values[field_name]
-                if issubclass(type_, (_SL, _EMBER, _EZSP)):
-                    value = convert_status(value, type_)
-                typed[field_name] = value if isinstance(value, type_) else type_(value)
-            elif isinstance(rx_schema, dict):
-                typed[field_name] = zero_value(type_)
-        if isinstance(rx_schema, dict):
-            body = b"".join(typed[field_name].serialize() for field_name, _ in fields)
-        else:
-            body = rx_schema(**typed).serialize()
-        return self.header(seq, frame_id, callback=callback, legacy=legacy) + body
+        return self.header(seq, layout.frame_id, callback=callback, legacy=legacy) + _write(layout, values)
 
     def invalid_command(self, seq: int, reason: bt.EzspStatus, *, legacy: bool = False) -> bytes:
         """`invalidCommand`: v8-v13 carry the EzspStatus reason; v14 declares an sl_Status, where every EZSP
@@ -233,4 +318,4 @@ class EzspCodec:
         frame_id, _, rx_schema = self.commands[INVALID_COMMAND]
         (type_,) = rx_schema.values()
         value = reason if type_ is _EZSP else _SL.ZIGBEE_EZSP_ERROR
-        return self.header(seq, frame_id, legacy=legacy) + type_(value).serialize()
+        return self.header(seq, frame_id, legacy=legacy) + bytes(type_(value).serialize())

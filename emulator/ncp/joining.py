@@ -35,6 +35,8 @@ import bellows.types as bt
 import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 
+from emulator.ncp.command import Args, Values
+from emulator.ncp.packets import air_packet
 from emulator.ncp.state import NetworkState
 from emulator.radio.air import BROADCAST_RX_ON_WHEN_IDLE, COORDINATOR_NWK, Air
 
@@ -164,7 +166,7 @@ class StackJoining:
 
     @property
     def is_trust_centre(self) -> bool:
-        return self.node_type == _NODE.COORDINATOR
+        return bool(self.node_type == _NODE.COORDINATOR)
 
     def _take_role(self) -> None:
         """Address and receiver from the network tokens: a coordinator is 0x0000; a joined node keeps the address
@@ -178,12 +180,15 @@ class StackJoining:
         """Put this node on the air at its address; False when another node holds it (a second stick on the same
         air, not yet in a network, stays off the air until it joins)."""
         self._take_role()
-        holder = self.air.node(self.nwk)
-        if holder is not None and holder is not self:
+        if self._held_by_another(self.nwk):
             return False
         self.air.attach(self)  # type: ignore[arg-type]
         self._on_air = True
         return True
+
+    def _held_by_another(self, nwk: int) -> bool:
+        holder: object = self.air.node(nwk)
+        return holder is not None and holder is not self
 
     def _leave_air(self) -> None:
         if self._on_air:
@@ -235,7 +240,7 @@ class StackJoining:
 
     # -- commands -------------------------------------------------------------------------------------------
 
-    def _cmd_joinNetwork(self, a: dict) -> dict:
+    def _cmd_joinNetwork(self, a: Args) -> Values:
         node_type = a["nodeType"]
         if self.network_up:
             return {"status": bt.sl_Status.INVALID_STATE}
@@ -283,7 +288,7 @@ class StackJoining:
         self._emit(generation, "stackStatusHandler", {"status": bt.sl_Status.NETWORK_UP})
         self._announce()
 
-    def _cmd_findAndRejoinNetwork(self, a: dict) -> dict:
+    def _cmd_findAndRejoinNetwork(self, a: Args) -> Values:
         if self.network_up or not self.state.formed or self.is_trust_centre:
             return {"status": bt.sl_Status.INVALID_STATE}
         loop = asyncio.get_running_loop()
@@ -306,8 +311,7 @@ class StackJoining:
             channels=bt.Channels(0),
         )
         parent = choose_parent(beacons(self.air, exclude=self), wanted, rejoin=True)
-        holder = self.air.node(state.node_id)
-        if parent is None or (holder is not None and holder is not self):
+        if parent is None or self._held_by_another(state.node_id):
             self._emit(generation, "stackStatusHandler", {"status": bt.sl_Status.NO_BEACONS})
             return
         self._leave_air()
@@ -320,7 +324,7 @@ class StackJoining:
         self._emit(generation, "stackStatusHandler", {"status": bt.sl_Status.NETWORK_UP})
         self._announce()
 
-    def _cmd_pollForData(self, a: dict) -> dict:
+    def _cmd_pollForData(self, a: Args) -> Values:
         if not self.network_up or self.node_type not in END_DEVICE_TYPES:
             return {"status": bt.sl_Status.INVALID_STATE}
         if self._poll_handle is not None:
@@ -344,7 +348,7 @@ class StackJoining:
         if every is not None:
             self._poll_handle = asyncio.get_running_loop().call_later(every, self._poll, generation, every)
 
-    def _cmd_getParentChildParameters(self, a: dict) -> dict:
+    def _cmd_getParentChildParameters(self, a: Args) -> Values:
         parent = self.state.parent_nwk if not self.is_trust_centre else 0xFFFF
         node = self.air.node(parent)
         eui64 = node.ieee if node is not None else bt.EUI64.convert("00:00:00:00:00:00:00:00")
@@ -374,14 +378,16 @@ class StackJoining:
             [zt.NWK(self.nwk), self.ieee, zt.uint8_t(mac_capability(self.node_type))],
             zdo_t.CLUSTERS[DEVICE_ANNCE][1],
         )
-        packet = zt.ZigbeePacket(
-            src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=self.nwk),
+        packet = air_packet(
+            src=self.nwk,
+            dst=zt.AddrModeAddress(
+                addr_mode=zt.AddrMode.Broadcast, address=zt.BroadcastAddress(BROADCAST_RX_ON_WHEN_IDLE)
+            ),
             src_ep=0,
-            dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.Broadcast, address=BROADCAST_RX_ON_WHEN_IDLE),
             dst_ep=0,
             tsn=tsn,
-            profile_id=0,
-            cluster_id=DEVICE_ANNCE,
-            data=zt.SerializableBytes(payload),
+            profile=0,
+            cluster=DEVICE_ANNCE,
+            data=payload,
         )
         self.air.send(packet)

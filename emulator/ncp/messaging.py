@@ -21,8 +21,11 @@ import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 
 from emulator.ncp import zdo
+from emulator.ncp.command import Args, Handler, Values
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.faults import Faults
+from emulator.ncp.fields import ApsFrame
+from emulator.ncp.packets import air_packet, nwk_address
 from emulator.ncp.state import FRAME_COUNTER_TOKEN_STEP, NetworkState
 from emulator.ncp.tables import NO_INDEX, OK, ZERO_EUI64
 from emulator.radio.air import Air
@@ -68,7 +71,8 @@ class StackMessaging:
     _emit: Callable[[int, str, dict[str, Any]], None]
     _emit_soon: Callable[[str, dict[str, Any]], None]
     _persist_soon: Callable[[], None]
-    _cmd_permitJoining: Callable[[dict], dict]
+    flush: Callable[[], None]
+    _cmd_permitJoining: Handler
     node_id_of: Callable[[zt.EUI64], int | None]
     is_trust_centre: bool
     router: bool
@@ -78,31 +82,29 @@ class StackMessaging:
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
 
-    def _max_payload(self, aps: bt.EmberApsFrame) -> int:
+    def _max_payload(self, aps: ApsFrame) -> int:
         return MAX_APS_PAYLOAD - (APS_SECURITY_OVERHEAD if _APS.APS_OPTION_ENCRYPTION in aps.options else 0)
 
-    def _packet(
-        self, dst: zt.AddrModeAddress, aps: bt.EmberApsFrame, message: bytes, radius: int = 0
-    ) -> zt.ZigbeePacket:
+    def _packet(self, dst: zt.AddrModeAddress, aps: ApsFrame, message: bytes, radius: int = 0) -> zt.ZigbeePacket:
         tx_options = zt.TransmitOptions.NONE
         if _APS.APS_OPTION_RETRY in aps.options:
             tx_options |= zt.TransmitOptions.ACK
         if _APS.APS_OPTION_ENCRYPTION in aps.options:
             tx_options |= zt.TransmitOptions.APS_Encryption
-        return zt.ZigbeePacket(
-            src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=self.nwk),
-            src_ep=aps.sourceEndpoint,
+        return air_packet(
+            src=self.nwk,
             dst=dst,
+            src_ep=aps.sourceEndpoint,
             dst_ep=aps.destinationEndpoint,
             tsn=aps.sequence,
-            profile_id=aps.profileId,
-            cluster_id=aps.clusterId,
-            data=zt.SerializableBytes(bytes(message)),
+            profile=aps.profileId,
+            cluster=aps.clusterId,
+            data=message,
             tx_options=tx_options,
             radius=radius,
         )
 
-    def _count_transmission(self, aps: bt.EmberApsFrame) -> None:
+    def _count_transmission(self, aps: ApsFrame) -> None:
         """Advance the frame counters; at each token step they are saved before the frame goes out (EmberZNet's
         counter token), so the boot jump (`NetworkState.boot_frame_counters`) is always past any counter sent."""
         state = self.state
@@ -120,7 +122,7 @@ class StackMessaging:
         self,
         kind: bt.EmberOutgoingMessageType,
         destination: int,
-        aps: bt.EmberApsFrame,
+        aps: ApsFrame,
         tag: int,
         status: bt.sl_Status,
         message: bytes,
@@ -157,7 +159,7 @@ class StackMessaging:
             return True
         return bool(faults.delivery_failure) and self._rng.random() < faults.delivery_failure
 
-    def _cmd_sendUnicast(self, a: dict) -> dict:
+    def _cmd_sendUnicast(self, a: Args) -> Values:
         if self._v14():
             kind, dst, aps, tag, message = a["message_type"], a["nwk"], a["aps_frame"], a["message_tag"], a["message"]
         else:
@@ -186,7 +188,7 @@ class StackMessaging:
             self._message_sent(kind, dst, aps, tag, OK, message)
             self._deliver_to_self(aps, bytes(message))
         else:
-            packet = self._packet(zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=nwk), aps, message)
+            packet = self._packet(nwk_address(nwk), aps, message)
             if self._delivery_fails():
                 self.counters.air["delivery_failures_injected"] += 1
                 delivered = False
@@ -203,22 +205,14 @@ class StackMessaging:
             self._message_sent(kind, dst, aps, tag, OK if delivered else bt.sl_Status.ZIGBEE_DELIVERY_FAILED, message)
         return {"status": OK, "sequence": aps.sequence}
 
-    def _deliver_to_self(self, aps: bt.EmberApsFrame, message: bytes) -> None:
+    def _deliver_to_self(self, aps: ApsFrame, message: bytes) -> None:
         """A unicast to the coordinator's own address: ZDO is answered by the stack, anything else loops back."""
         if aps.profileId == 0 and aps.clusterId < 0x8000:
             reply = self._zdo_reply(aps.clusterId, message, broadcast=False)
             if reply is None:
                 return
             cluster, payload = reply
-            rsp_aps = bt.EmberApsFrame(
-                profileId=0,
-                clusterId=cluster,
-                sourceEndpoint=0,
-                destinationEndpoint=0,
-                options=_APS.APS_OPTION_NONE,
-                groupId=0,
-                sequence=self._next_aps_counter(),
-            )
+            rsp_aps = ApsFrame(0, cluster, 0, 0, _APS.APS_OPTION_NONE, 0, self._next_aps_counter())
             asyncio.get_running_loop().call_soon(
                 self._emit_incoming_later, self._generation, _IN.INCOMING_UNICAST, rsp_aps, self.nwk, payload
             )
@@ -228,7 +222,7 @@ class StackMessaging:
             )
 
     def _emit_incoming_later(
-        self, generation: int, kind: bt.EmberIncomingMessageType, aps: bt.EmberApsFrame, sender: int, message: bytes
+        self, generation: int, kind: bt.EmberIncomingMessageType, aps: ApsFrame, sender: int, message: bytes
     ) -> None:
         if generation == self._generation:
             self._incoming(kind, aps, sender, message, LAST_HOP_LQI, LAST_HOP_RSSI)
@@ -237,7 +231,7 @@ class StackMessaging:
         self._aps_counter = (self._aps_counter + 1) & 0xFF
         return self._aps_counter
 
-    def _cmd_sendBroadcast(self, a: dict) -> dict:
+    def _cmd_sendBroadcast(self, a: Args) -> Values:
         if self._v14():
             dst, aps, radius, tag, message = (
                 a["destination"],
@@ -260,7 +254,8 @@ class StackMessaging:
             return {"status": bt.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if len(message) > self._max_payload(aps):
             return {"status": bt.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
-        packet = self._packet(zt.AddrModeAddress(addr_mode=zt.AddrMode.Broadcast, address=dst), aps, message, radius)
+        broadcast = zt.AddrModeAddress(addr_mode=zt.AddrMode.Broadcast, address=zt.BroadcastAddress(dst))
+        packet = self._packet(broadcast, aps, message, radius)
         self.air.send(packet)
         self._count_transmission(aps)
         self.counters.air["broadcasts"] += 1
@@ -270,7 +265,7 @@ class StackMessaging:
         self._message_sent(_OUT.OUTGOING_BROADCAST, dst, aps, tag, OK, message)
         return {"status": OK, "sequence": aps.sequence}
 
-    def _cmd_sendMulticast(self, a: dict) -> dict:
+    def _cmd_sendMulticast(self, a: Args) -> Values:
         if self._v14():
             aps, radius, tag, message = a["aps_frame"], a["hops"], a["message_tag"], a["message"]
         else:
@@ -279,9 +274,8 @@ class StackMessaging:
             return {"status": bt.sl_Status.NETWORK_DOWN, "sequence": 0}
         if len(message) > self._max_payload(aps):
             return {"status": bt.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
-        packet = self._packet(
-            zt.AddrModeAddress(addr_mode=zt.AddrMode.Group, address=aps.groupId), aps, message, radius
-        )
+        group = zt.AddrModeAddress(addr_mode=zt.AddrMode.Group, address=zt.Group(aps.groupId))
+        packet = self._packet(group, aps, message, radius)
         self.air.send(packet)
         self._count_transmission(aps)
         self.counters.air["multicasts"] += 1
@@ -295,38 +289,27 @@ class StackMessaging:
         if not self.network_up:
             self.counters.air["received_while_down"] += 1
             return
-        src = packet.src
-        sender = src.address if src.addr_mode == zt.AddrMode.NWK else self.node_id_of(src.address)
+        sender = self._sender(packet)
         if sender is None:
             self.counters.air["received_from_unknown"] += 1
             return
-        node = self.air.node(sender)
-        if node is not None:
-            self._known[node.ieee] = sender
         dst = packet.dst
-        if dst.addr_mode == zt.AddrMode.Broadcast or (dst.addr_mode == zt.AddrMode.NWK and dst.address >= 0xFFF8):
-            kind = _IN.INCOMING_BROADCAST
-            self._stack_counters[bt.EmberCounterType.COUNTER_APS_DATA_RX_BROADCAST] += 1
-        elif dst.addr_mode == zt.AddrMode.Group:
-            if not any(e.multicastId == dst.address and e.endpoint for e in self.multicast.values()):
-                self.counters.air["multicast_not_member"] += 1
-                return
-            kind = _IN.INCOMING_MULTICAST
-        else:
-            kind = _IN.INCOMING_UNICAST
-            self._stack_counters[bt.EmberCounterType.COUNTER_APS_DATA_RX_UNICAST] += 1
+        assert dst is not None, "a frame on the air has a destination"
+        kind = self._incoming_kind(dst)
+        if kind is None:
+            self.counters.air["multicast_not_member"] += 1
+            return
         self.counters.air["received"] += 1
-
         options = _APS.APS_OPTION_NONE
         if packet.tx_options & zt.TransmitOptions.APS_Encryption:
             options |= _APS.APS_OPTION_ENCRYPTION
-        aps = bt.EmberApsFrame(
+        aps = ApsFrame(
             profileId=packet.profile_id,
             clusterId=packet.cluster_id,
             sourceEndpoint=packet.src_ep or 0,
             destinationEndpoint=packet.dst_ep or 0,
             options=options,
-            groupId=dst.address if dst.addr_mode == zt.AddrMode.Group else 0,
+            groupId=dst.address if isinstance(dst.address, int) and dst.addr_mode == zt.AddrMode.Group else 0,
             sequence=packet.tsn or 0,
         )
         message = packet.data.serialize()
@@ -337,8 +320,38 @@ class StackMessaging:
             return
         self._incoming(kind, aps, sender, message, lqi, rssi)
 
+    def _sender(self, packet: zt.ZigbeePacket) -> int | None:
+        """The sender's NWK address (a frame may name it by EUI64), remembered with its EUI64."""
+        src = packet.src
+        assert src is not None, "a frame on the air has a source"
+        address = src.address
+        if isinstance(address, zt.EUI64):
+            sender = self.node_id_of(address)
+        else:
+            sender = int(address) if address is not None else None
+        if sender is not None:
+            node = self.air.node(sender)
+            if node is not None:
+                self._known[node.ieee] = sender
+        return sender
+
+    def _incoming_kind(self, dst: zt.AddrModeAddress) -> bt.EmberIncomingMessageType | None:
+        """Unicast, broadcast or multicast, counted as the stack counts them; None for a multicast to a group this
+        node is not a member of."""
+        mode, address = dst.addr_mode, dst.address
+        to_all = mode == zt.AddrMode.NWK and isinstance(address, int) and address >= 0xFFF8
+        if mode == zt.AddrMode.Broadcast or to_all:
+            self._stack_counters[bt.EmberCounterType.COUNTER_APS_DATA_RX_BROADCAST] += 1
+            return _IN.INCOMING_BROADCAST
+        if mode == zt.AddrMode.Group:
+            if not any(e.multicastId == address and e.endpoint for e in self.multicast.values()):
+                return None
+            return _IN.INCOMING_MULTICAST
+        self._stack_counters[bt.EmberCounterType.COUNTER_APS_DATA_RX_UNICAST] += 1
+        return _IN.INCOMING_UNICAST
+
     def _zdo_request(
-        self, packet: zt.ZigbeePacket, sender: int, aps: bt.EmberApsFrame, message: bytes, broadcast: bool
+        self, packet: zt.ZigbeePacket, sender: int, aps: ApsFrame, message: bytes, broadcast: bool
     ) -> bool:
         """Serve a ZDO request from the air; True if the host should get a copy (per APPLICATION_ZDO_FLAGS)."""
         flags = _ZDO_FLAGS(self.config.get(_C.CONFIG_APPLICATION_ZDO_FLAGS, 0))
@@ -381,15 +394,15 @@ class StackMessaging:
         return reply
 
     def _zdo_send(self, dst: int, cluster: int, payload: bytes) -> None:
-        packet = zt.ZigbeePacket(
-            src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=self.nwk),
+        packet = air_packet(
+            src=self.nwk,
+            dst=nwk_address(dst),
             src_ep=0,
-            dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=dst),
             dst_ep=0,
             tsn=self._next_aps_counter(),
-            profile_id=0,
-            cluster_id=cluster,
-            data=zt.SerializableBytes(payload),
+            profile=0,
+            cluster=cluster,
+            data=payload,
         )
         self.air.send(packet)
         self.counters.air["zdo_answers"] += 1
@@ -401,7 +414,7 @@ class StackMessaging:
         return NO_INDEX
 
     def _incoming(
-        self, kind: bt.EmberIncomingMessageType, aps: bt.EmberApsFrame, sender: int, message: bytes, lqi: int, rssi: int
+        self, kind: bt.EmberIncomingMessageType, aps: ApsFrame, sender: int, message: bytes, lqi: int, rssi: int
     ) -> None:
         if self._v14():
             values = {

@@ -1,7 +1,13 @@
-"""The virtual dongle: a TCP listener (or a pty) with the ASH link, EZSP layer and emulated stack behind it.
+"""The virtual dongle: a TCP listener, a pty or an in-process link, with the ASH link, EZSP layer and emulated
+stack behind it.
 
     async with VirtualNcp(air=air, ezsp_version=13, state_path="ncp.json") as ncp:
         ...  # hand ncp.url to bellows, zigpy-cli or Home Assistant; put devices on `air`
+
+Where it listens: `tcp://HOST:PORT` for a host in another process, `pty` for a serial-port path, or
+`inprocess` (`emulator.ncp.inprocess`) for bellows in this process. By default an NCP started on the virtual
+clock listens in process — no byte of the link then waits on the wall clock, and bellows, the NCP and the
+devices all run on virtual time — and one started on real time listens on a free local TCP port.
 
 One host at a time, as on a serial port: a new TCP connection replaces the current one (a host that crashed or
 reconnects must not be locked out by its own stale socket). A closed or half-closed connection resets the ASH
@@ -21,8 +27,9 @@ import tty
 import urllib.parse
 from pathlib import Path
 
+from emulator import clock
 from emulator.errors import InputError
-from emulator.ncp import ash
+from emulator.ncp import ash, inprocess
 from emulator.ncp.ash_protocol import AshNcpLink, AshTiming
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import EzspCodec
@@ -35,23 +42,27 @@ from emulator.radio.air import Air
 LOGGER = logging.getLogger(__name__)
 
 PTY = "pty"
+INPROCESS = "inprocess"
+DEFAULT_TCP = "tcp://127.0.0.1:0"
 
 
 class ListenError(InputError):
     """A listen address that is neither tcp://HOST:PORT nor a pty."""
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """(host, port) for `tcp://HOST:PORT`, None for "pty"."""
-    if text == PTY:
-        return None
+def parse_listen(text: str) -> tuple[str, int] | str:
+    """(host, port) for `tcp://HOST:PORT`; "pty", "inprocess" and an in-process URL as they are."""
+    if text in (PTY, INPROCESS) or text.startswith(inprocess.SCHEME):
+        return text
     parsed = urllib.parse.urlparse(text)
     try:
         port = parsed.port
     except ValueError:
         port = None
     if parsed.scheme != "tcp" or not parsed.hostname or port is None or parsed.path not in ("", "/"):
-        raise ListenError(f"listen address {text!r}: expected tcp://HOST:PORT (PORT 0 picks a free port)")
+        raise ListenError(
+            f"listen address {text!r}: expected tcp://HOST:PORT (PORT 0 picks a free port), {PTY} or {INPROCESS}"
+        )
     return parsed.hostname, port
 
 
@@ -66,7 +77,7 @@ class _PtyTransport(asyncio.Transport):
         self._pending = bytearray()
         self._closing = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
             return
         if self._pending:
@@ -122,11 +133,11 @@ class VirtualNcp:
         state_path: str | os.PathLike[str] | None = None,
         faults: Faults | None = None,
         seed: int = 0,
-        listen: str = "tcp://127.0.0.1:0",
+        listen: str | None = None,
         timing: AshTiming | None = None,
     ) -> None:
         self.codec = EzspCodec(ezsp_version)
-        self._listen = parse_listen(listen)
+        self._listen = parse_listen(listen) if listen is not None else None
         self.state_path = Path(state_path) if state_path is not None else None
         state = load_state(self.state_path, seed=seed) if self.state_path is not None else NetworkState.new(seed)
         if self.state_path is not None and self.state_path.exists():
@@ -150,6 +161,7 @@ class VirtualNcp:
         self._host: HostConnection | None = None
         self._server: asyncio.Server | None = None
         self._pty: _PtyTransport | None = None
+        self._inprocess_url: str | None = None
         self._reset_timer: asyncio.TimerHandle | None = None
         self._frames_answered = 0
         self._reset_fired = False
@@ -159,11 +171,22 @@ class VirtualNcp:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        listen = self._listen
+        if listen is None:
+            listen = INPROCESS if clock.is_virtual(loop) else parse_listen(DEFAULT_TCP)
         self.stack.attach()
-        if self._listen is None:
+        if listen == PTY:
             self.url = self._open_pty(loop)
+        elif isinstance(listen, str):  # in process: a new port, or the one a stopped NCP served
+            try:
+                url = inprocess.listen(self._new_link, None if listen == INPROCESS else listen)
+            except OSError as exc:
+                self.stack.detach()
+                raise ListenError(f"listen address {listen}: cannot listen ({exc.strerror})") from None
+            self.url = self._inprocess_url = url
         else:
-            host, port = self._listen
+            assert isinstance(listen, tuple)
+            host, port = listen
             try:
                 self._server = await loop.create_server(self._new_link, host, port)
             except OSError as exc:
@@ -184,6 +207,9 @@ class VirtualNcp:
         if self._pty is not None:
             self._pty.close()
             self._pty = None
+        if self._inprocess_url is not None:
+            inprocess.unlisten(self._inprocess_url)
+            self._inprocess_url = None
         self._host = None
         self.stack.sink = None
         self.stack.detach()
@@ -308,7 +334,7 @@ class VirtualNcp:
         loop.add_reader(master, self._pty_readable, master, link)
         return os.ttyname(slave)
 
-    def _pty_readable(self, master: int, link: AshNcpLink) -> None:
+    def _pty_readable(self, master: int, link: asyncio.Protocol) -> None:
         try:
             data = os.read(master, 4096)
         except BlockingIOError:

@@ -7,9 +7,10 @@ policies, endpoints, the address and multicast tables and extended timeouts, and
 the host calls networkInit; the network tokens, key table and child table live in `NetworkState`.
 
 Handlers receive the parameters by their names in the active version's command table and return values by the
-same names; statuses are `sl_Status` and the codec puts them in the version's own status type. Commands the
-stack does not know are answered with invalidCommand by the caller. Command names follow bellows' tables, so
-handler methods are named `_cmd_<ezspName>`.
+same names (`command`); statuses are `sl_Status` and the codec puts them in the version's own status type.
+Commands the stack does not know are answered with invalidCommand by the caller. The stack's own handlers are
+its methods `_cmd_<ezspName>` (names as in bellows' tables); they and any added with `add_command` form one
+table, `commands`, so a module that brings more commands (keys, security) adds entries to it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 
 from emulator.ncp import zdo
+from emulator.ncp.command import Args, Handler, Values
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import STACK_RELEASES, stack_version_word
 from emulator.ncp.faults import Faults
@@ -126,6 +128,9 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self._known: dict[zt.EUI64, int] = {}  # neighbours and joiners: IEEE -> NWK
         self._stack_counters: Counter[bt.EmberCounterType] = Counter()
         self.ieee = self._boot_ieee()
+        self.commands: dict[str, Handler] = {
+            name.removeprefix("_cmd_"): getattr(self, name) for name in dir(type(self)) if name.startswith("_cmd_")
+        }
         self.network_ready = asyncio.Event()
         self.joining_permitted = asyncio.Event()  # set by permitJoining with a duration; `permit_until` ends it
         self.reboot()
@@ -193,11 +198,15 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
     def stack_version(self) -> int:
         return stack_version_word(self.version)
 
-    def handle(self, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    def add_command(self, name: str, handler: Handler) -> None:
+        """Serve the EZSP command `name` (as bellows' tables name it) with `handler`, in place of any before."""
+        self.commands[name] = handler
+
+    def handle(self, name: str, args: Args) -> tuple[str, Values] | None:
         """(response frame name, values) for a command, or None when this NCP does not implement it."""
         if name == "callback":
             return "noCallbacks", {}  # over UART callbacks are asynchronous; none is ever waiting
-        handler = getattr(self, f"_cmd_{name}", None)
+        handler = self.commands.get(name)
         if handler is not None:
             return name, handler(args)
         if name in ACCEPTED_AS_IS:
@@ -218,16 +227,16 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
 
     # -- identity, configuration, values, tokens ---------------------------------------------------------------
 
-    def _cmd_nop(self, a: dict) -> dict:
+    def _cmd_nop(self, a: Args) -> Values:
         return {}
 
-    def _cmd_getEui64(self, a: dict) -> dict:
+    def _cmd_getEui64(self, a: Args) -> Values:
         return {"eui64": self.ieee}
 
-    def _cmd_getNodeId(self, a: dict) -> dict:
+    def _cmd_getNodeId(self, a: Args) -> Values:
         return {"nodeId": self.nwk if self.network_up else NULL_NODE_ID}
 
-    def _cmd_getMfgToken(self, a: dict) -> dict:
+    def _cmd_getMfgToken(self, a: Args) -> Values:
         token = a["tokenId"]
         texts = {bt.EzspMfgTokenId.MFG_STRING: b"ota-emu", bt.EzspMfgTokenId.MFG_BOARD_NAME: b"virtual-ncp"}
         if token in texts:
@@ -240,7 +249,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         sizes = {bt.EzspMfgTokenId.MFG_CUSTOM_VERSION: 2, bt.EzspMfgTokenId.MFG_PHY_CONFIG: 2}
         return {"tokenData": b"\xff" * sizes.get(token, 0)}
 
-    def _cmd_setMfgToken(self, a: dict) -> dict:
+    def _cmd_setMfgToken(self, a: Args) -> Values:
         """Manufacturing tokens are write-once; this NCP only lets the host set its custom EUI64."""
         if a["tokenId"] != bt.EzspMfgTokenId.MFG_CUSTOM_EUI_64 or self.state.custom_eui64 is not None:
             return {"status": bt.sl_Status.FAIL}
@@ -251,13 +260,13 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self.flush()
         return {"status": OK}
 
-    def _cmd_getTokenData(self, a: dict) -> dict:
+    def _cmd_getTokenData(self, a: Args) -> Values:
         return {"status": bt.sl_Status.NOT_FOUND}  # no NV3 token access: bellows falls back to MFG tokens
 
-    def _cmd_setTokenData(self, a: dict) -> dict:
+    def _cmd_setTokenData(self, a: Args) -> Values:
         return {"status": bt.sl_Status.NOT_FOUND}
 
-    def _cmd_customFrame(self, a: dict) -> dict:
+    def _cmd_customFrame(self, a: Args) -> Values:
         return {"status": bt.sl_Status.INVALID_STATE, "reply": b""}  # a stock image: no XNCP extensions
 
     def _value(self, value_id: bt.EzspValueId) -> bytes | None:
@@ -278,13 +287,13 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
             return self.values[value_id]
         return computed.get(value_id)
 
-    def _cmd_getValue(self, a: dict) -> dict:
+    def _cmd_getValue(self, a: Args) -> Values:
         value = self._value(a["valueId"])
         if value is None:
             return {"status": bt.sl_Status.INVALID_PARAMETER, "value": b""}
         return {"status": OK, "value": value}
 
-    def _cmd_setValue(self, a: dict) -> dict:
+    def _cmd_setValue(self, a: Args) -> Values:
         value_id, value = a["valueId"], bytes(a["value"])
         counters = {
             bt.EzspValueId.VALUE_NWK_FRAME_COUNTER: "nwk_frame_counter",
@@ -302,13 +311,13 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self.values[value_id] = value
         return {"status": OK}
 
-    def _cmd_getConfigurationValue(self, a: dict) -> dict:
+    def _cmd_getConfigurationValue(self, a: Args) -> Values:
         config_id = a["configId"]
         if config_id not in set(bt.EzspConfigId):
             return {"status": bt.sl_Status.INVALID_PARAMETER, "value": 0}
         return {"status": OK, "value": self.config.get(config_id, 0)}
 
-    def _cmd_setConfigurationValue(self, a: dict) -> dict:
+    def _cmd_setConfigurationValue(self, a: Args) -> Values:
         config_id, value = a["configId"], a["value"]
         if config_id not in set(bt.EzspConfigId):
             return {"status": bt.sl_Status.INVALID_PARAMETER}
@@ -319,14 +328,14 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self.config[config_id] = value
         return {"status": OK}
 
-    def _cmd_setPolicy(self, a: dict) -> dict:
+    def _cmd_setPolicy(self, a: Args) -> Values:
         self.policies[a["policyId"]] = int(a["decisionId"])
         return {"status": OK}
 
-    def _cmd_getPolicy(self, a: dict) -> dict:
+    def _cmd_getPolicy(self, a: Args) -> Values:
         return {"status": OK, "decisionId": self.policies.get(a["policyId"], 0)}
 
-    def _cmd_addEndpoint(self, a: dict) -> dict:
+    def _cmd_addEndpoint(self, a: Args) -> Values:
         endpoint = a["endpoint"]
         if self.network_up or endpoint in self.endpoints or not 1 <= endpoint <= 254:
             return {"status": bt.sl_Status.INVALID_STATE}
@@ -345,11 +354,11 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         )
         return {"status": OK}
 
-    def _cmd_setManufacturerCode(self, a: dict) -> dict:
+    def _cmd_setManufacturerCode(self, a: Args) -> Values:
         self.manufacturer_code = a["code"]
         return {"status": OK} if self._v14() else {}
 
-    def _cmd_setRadioPower(self, a: dict) -> dict:
+    def _cmd_setRadioPower(self, a: Args) -> Values:
         self.state.tx_power = a["power"] & 0xFF
         self._persist_soon()
         return {"status": OK}
@@ -357,18 +366,18 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
     def _counter_values(self) -> list[int]:
         return [min(self._stack_counters[kind], 0xFFFF) for kind in bt.EmberCounterType]
 
-    def _cmd_readCounters(self, a: dict) -> dict:
+    def _cmd_readCounters(self, a: Args) -> Values:
         return {"values": self._counter_values()}
 
-    def _cmd_readAndClearCounters(self, a: dict) -> dict:
+    def _cmd_readAndClearCounters(self, a: Args) -> Values:
         values = self._counter_values()
         self._stack_counters.clear()
         return {"values": values}
 
-    def _cmd_maximumPayloadLength(self, a: dict) -> dict:
+    def _cmd_maximumPayloadLength(self, a: Args) -> Values:
         return {"apsLength": MAX_APS_PAYLOAD}
 
-    def _cmd_permitJoining(self, a: dict) -> dict:
+    def _cmd_permitJoining(self, a: Args) -> Values:
         duration = a["duration"]
         loop = asyncio.get_running_loop()
         self.permit_until = loop.time() + (float("inf") if duration == 0xFF else duration)
@@ -378,7 +387,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
             self.joining_permitted.clear()
         return {"status": OK}
 
-    def _cmd_tokenFactoryReset(self, a: dict) -> dict:
+    def _cmd_tokenFactoryReset(self, a: Args) -> Values:
         """Erases the network tokens; the chip keeps running until the reset the host sends next."""
         self.state.forget_network(keep_frame_counters=bool(a["excludeOutgoingFC"]))
         self._set_network_up(False)
@@ -387,7 +396,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
 
     # -- network ----------------------------------------------------------------------------------------------
 
-    def _cmd_networkState(self, a: dict) -> dict:
+    def _cmd_networkState(self, a: Args) -> Values:
         status = bt.EmberNetworkStatus
         return {"status": status.JOINED_NETWORK if self.network_up else status.NO_NETWORK}
 
@@ -402,7 +411,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self._set_network_up(True)
         self._emit_soon("stackStatusHandler", {"status": bt.sl_Status.NETWORK_UP})
 
-    def _cmd_networkInit(self, a: dict) -> dict:
+    def _cmd_networkInit(self, a: Args) -> Values:
         if self.network_up:
             return {"status": bt.sl_Status.INVALID_STATE}
         if not self.state.formed:
@@ -410,7 +419,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self._network_up()
         return {"status": OK}
 
-    def _cmd_formNetwork(self, a: dict) -> dict:
+    def _cmd_formNetwork(self, a: Args) -> Values:
         params: bt.EmberNetworkParameters = a["parameters"]
         security = self.pending_security
         if self.network_up or security is None:
@@ -439,7 +448,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self._network_up()
         return {"status": OK}
 
-    def _cmd_leaveNetwork(self, a: dict) -> dict:
+    def _cmd_leaveNetwork(self, a: Args) -> Values:
         if not self.network_up:
             return {"status": bt.sl_Status.INVALID_STATE}
         self._set_network_up(False)
@@ -465,18 +474,18 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
             channels=bt.Channels(state.channel_mask),
         )
 
-    def _cmd_getNetworkParameters(self, a: dict) -> dict:
+    def _cmd_getNetworkParameters(self, a: Args) -> Values:
         if not self.network_up:
             return {"status": bt.sl_Status.NOT_JOINED, "nodeType": bt.EmberNodeType.UNKNOWN_DEVICE}
         return {"status": OK, "nodeType": self.node_type, "parameters": self.network_parameters()}
 
-    def _cmd_setInitialSecurityState(self, a: dict) -> dict:
+    def _cmd_setInitialSecurityState(self, a: Args) -> Values:
         if self.network_up:
             return {"status": bt.sl_Status.INVALID_STATE}
         self.pending_security = a["state"]
         return {"status": OK}
 
-    def _cmd_getCurrentSecurityState(self, a: dict) -> dict:
+    def _cmd_getCurrentSecurityState(self, a: Args) -> Values:
         if not self.network_up:
             return {"status": bt.sl_Status.NOT_JOINED}
         initial = bt.EmberInitialSecurityBitmask(self.state.security_bitmask)
@@ -496,7 +505,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
             return bytes.fromhex(self.state.tc_link_key)
         return None
 
-    def _cmd_exportKey(self, a: dict) -> dict:
+    def _cmd_exportKey(self, a: Args) -> Values:
         context = a["context"]
         key = self._key_bytes(context.core_key_type)
         status = OK if key is not None else bt.sl_Status.NOT_FOUND
@@ -505,7 +514,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
             values["context"] = context
         return values
 
-    def _cmd_getNetworkKeyInfo(self, a: dict) -> dict:
+    def _cmd_getNetworkKeyInfo(self, a: Args) -> Values:
         info = bt.SecurityManagerNetworkKeyInfo(
             network_key_set=bt.Bool(self.network_up),
             alternate_network_key_set=bt.Bool.false,
@@ -515,7 +524,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         )
         return {"status": OK, "network_key_info": info}
 
-    def _cmd_getKey(self, a: dict) -> dict:
+    def _cmd_getKey(self, a: Args) -> Values:
         key_type, bits = a["keyType"], bt.EmberKeyStructBitmask
         if key_type == bt.EmberKeyType.CURRENT_NETWORK_KEY:
             key = bt.EmberKeyStruct(
@@ -543,7 +552,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
 
     # -- scanning -----------------------------------------------------------------------------------------------
 
-    def _cmd_startScan(self, a: dict) -> dict:
+    def _cmd_startScan(self, a: Args) -> Values:
         """An energy scan reports a quiet channel everywhere (the air has no interference model); an active scan
         reports the beacons of the networks on the air (`joining`)."""
         scan_type = a["scanType"]

@@ -116,7 +116,8 @@ class NetworkState:
         data.pop("format")
         try:
             state = cls(**data)
-            state.key_table = [None if entry is None else LinkKeyEntry(**entry) for entry in state.key_table]
+            table: list[Any] = list(state.key_table)  # JSON objects until read into entries
+            state.key_table = [None if entry is None else LinkKeyEntry(**entry) for entry in table]
             _check(state)
         except (TypeError, ValueError) as exc:
             raise StateFileError(f"state file {source}: {exc}") from None

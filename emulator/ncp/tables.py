@@ -14,6 +14,7 @@ from typing import Any
 import bellows.types as bt
 import zigpy.types as zt
 
+from emulator.ncp.command import Args, Values
 from emulator.ncp.state import KEY_TABLE_SIZE, LinkKeyEntry, NetworkState
 from emulator.radio.air import Air
 
@@ -33,9 +34,9 @@ class StackTables:
     air: Air
     state: NetworkState
     config: dict[bt.EzspConfigId, int]
-    address_table: dict[int, tuple[bt.EUI64, int]]
+    address_table: dict[int, tuple[zt.EUI64, int]]
     multicast: dict[int, bt.EmberMulticastTableEntry]
-    extended_timeout: dict[bt.EUI64, bool]
+    extended_timeout: dict[zt.EUI64, bool]
     _known: dict[zt.EUI64, int]
 
     flush: Callable[[], None]
@@ -53,7 +54,7 @@ class StackTables:
     def _key_entry(self, index: int) -> LinkKeyEntry | None:
         return self.state.key_table[index] if index < self._key_table_size else None
 
-    def _cmd_importLinkKey(self, a: dict) -> dict:
+    def _cmd_importLinkKey(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._key_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
@@ -61,7 +62,7 @@ class StackTables:
         self.flush()
         return {"status": OK}
 
-    def _cmd_exportLinkKeyByIndex(self, a: dict) -> dict:
+    def _cmd_exportLinkKeyByIndex(self, a: Args) -> Values:
         index = a["index"]
         entry = self._key_entry(index)
         if entry is None:
@@ -93,7 +94,7 @@ class StackTables:
             values["eui64"] = eui64
         return values
 
-    def _cmd_getKeyTableEntry(self, a: dict) -> dict:
+    def _cmd_getKeyTableEntry(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._key_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
@@ -122,7 +123,7 @@ class StackTables:
                 return index
         return NO_INDEX
 
-    def _cmd_addOrUpdateKeyTableEntry(self, a: dict) -> dict:
+    def _cmd_addOrUpdateKeyTableEntry(self, a: Args) -> Values:
         index = self._find_key(a["address"])
         if index == NO_INDEX:
             free = [i for i in range(self._key_table_size) if self.state.key_table[i] is None]
@@ -133,10 +134,10 @@ class StackTables:
         self.flush()
         return {"status": OK}
 
-    def _cmd_findKeyTableEntry(self, a: dict) -> dict:
+    def _cmd_findKeyTableEntry(self, a: Args) -> Values:
         return {"index": self._find_key(a["address"])}
 
-    def _cmd_eraseKeyTableEntry(self, a: dict) -> dict:
+    def _cmd_eraseKeyTableEntry(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._key_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
@@ -144,14 +145,14 @@ class StackTables:
         self.flush()
         return {"status": OK}
 
-    def _cmd_clearKeyTable(self, a: dict) -> dict:
+    def _cmd_clearKeyTable(self, a: Args) -> Values:
         self.state.key_table = [None] * KEY_TABLE_SIZE
         self.flush()
         return {"status": OK}
 
     # -- child, address and multicast tables ----------------------------------------------------------------------
 
-    def _cmd_getChildData(self, a: dict) -> dict:
+    def _cmd_getChildData(self, a: Args) -> Values:
         children = list(self.state.children.items())
         index = a["index"]
         if index >= len(children):
@@ -171,7 +172,7 @@ class StackTables:
             return {"status": OK, "child_data": bt.EmberChildDataV10(**fields, timeout_remaining=0)}
         return {"status": OK, "childData": bt.EmberChildDataV7(**fields)}
 
-    def _cmd_setChildData(self, a: dict) -> dict:
+    def _cmd_setChildData(self, a: Args) -> Values:
         child = a["child_data"]
         self.state.children[NetworkState.ieee_text(child.eui64)] = child.id
         self._persist_soon()
@@ -181,7 +182,7 @@ class StackTables:
     def _address_table_size(self) -> int:
         return self.config.get(_C.CONFIG_ADDRESS_TABLE_SIZE, 0)
 
-    def _cmd_replaceAddressTableEntry(self, a: dict) -> dict:
+    def _cmd_replaceAddressTableEntry(self, a: Args) -> Values:
         index = a["addressTableIndex"]
         if index >= self._address_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
@@ -191,24 +192,24 @@ class StackTables:
         self.extended_timeout[a["newEui64"]] = bool(a["newExtendedTimeout"])
         return {"status": OK, "oldEui64": old_ieee, "oldId": old_nwk, "oldExtendedTimeout": old_ext}
 
-    def _cmd_getAddressTableRemoteNodeId(self, a: dict) -> dict:
+    def _cmd_getAddressTableRemoteNodeId(self, a: Args) -> Values:
         return {"nodeId": self.address_table.get(a["addressTableIndex"], (ZERO_EUI64, NULL_NODE_ID))[1]}
 
-    def _cmd_getAddressTableRemoteEui64(self, a: dict) -> dict:
+    def _cmd_getAddressTableRemoteEui64(self, a: Args) -> Values:
         return {"eui64": self.address_table.get(a["addressTableIndex"], (ZERO_EUI64, NULL_NODE_ID))[0]}
 
-    def _cmd_getAddressTableInfo(self, a: dict) -> dict:
+    def _cmd_getAddressTableInfo(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._address_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
         ieee, nwk = self.address_table.get(index, (ZERO_EUI64, NULL_NODE_ID))
         return {"status": OK, "nwk": nwk, "eui64": ieee}
 
-    def _cmd_setExtendedTimeout(self, a: dict) -> dict:
+    def _cmd_setExtendedTimeout(self, a: Args) -> Values:
         self.extended_timeout[a["remoteEui64"]] = bool(a["extendedTimeout"])
         return {"status": OK} if self._v14() else {}
 
-    def _cmd_getExtendedTimeout(self, a: dict) -> dict:
+    def _cmd_getExtendedTimeout(self, a: Args) -> Values:
         extended = self.extended_timeout.get(a["remoteEui64"], False)
         if self._v14():
             return {"status": OK if extended else bt.sl_Status.FAIL}
@@ -243,7 +244,7 @@ class StackTables:
         node = self.air.node(nwk)
         return None if node is None else node.ieee
 
-    def _cmd_lookupNodeIdByEui64(self, a: dict) -> dict:
+    def _cmd_lookupNodeIdByEui64(self, a: Args) -> Values:
         nwk = self.node_id_of(a["eui64"])
         if self._v14():
             return {
@@ -252,7 +253,7 @@ class StackTables:
             }
         return {"nodeId": NULL_NODE_ID if nwk is None else nwk}
 
-    def _cmd_lookupEui64ByNodeId(self, a: dict) -> dict:
+    def _cmd_lookupEui64ByNodeId(self, a: Args) -> Values:
         ieee = self.ieee_of(a["nodeId"])
         if ieee is None:
             return {"status": bt.sl_Status.NOT_FOUND}
@@ -262,14 +263,14 @@ class StackTables:
     def _multicast_table_size(self) -> int:
         return self.config.get(_C.CONFIG_MULTICAST_TABLE_SIZE, 0)
 
-    def _cmd_getMulticastTableEntry(self, a: dict) -> dict:
+    def _cmd_getMulticastTableEntry(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._multicast_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}
         entry = self.multicast.get(index) or bt.EmberMulticastTableEntry(multicastId=0, endpoint=0, networkIndex=0)
         return {"status": OK, "value": entry}
 
-    def _cmd_setMulticastTableEntry(self, a: dict) -> dict:
+    def _cmd_setMulticastTableEntry(self, a: Args) -> Values:
         index = a["index"]
         if index >= self._multicast_table_size:
             return {"status": bt.sl_Status.INVALID_INDEX}

@@ -8,7 +8,9 @@ Frames are built with zigpy's ZDO schemas (`zigpy.zdo.types.CLUSTERS`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import bellows.types as bt
 import zigpy.types as zt
@@ -19,16 +21,6 @@ from emulator.ncp.joining import mac_capability
 BROADCASTS = frozenset({0xFFFF, 0xFFFD, 0xFFFC})
 WILDCARD_PROFILE = 0xFFFF
 
-SUPPORTED = frozenset(
-    {
-        zdo_t.ZDOCmd.Node_Desc_req,
-        zdo_t.ZDOCmd.Active_EP_req,
-        zdo_t.ZDOCmd.Simple_Desc_req,
-        zdo_t.ZDOCmd.Match_Desc_req,
-        zdo_t.ZDOCmd.IEEE_addr_req,
-        zdo_t.ZDOCmd.NWK_addr_req,
-    }
-)
 ENDPOINT_REQUESTS = frozenset({zdo_t.ZDOCmd.Active_EP_req, zdo_t.ZDOCmd.Simple_Desc_req, zdo_t.ZDOCmd.Match_Desc_req})
 
 # EmberZNet coordinator, 2.4 GHz: alternate PAN coordinator, FFD, mains, rx-on-when-idle, allocates addresses;
@@ -86,11 +78,11 @@ def joined_node(me: Coordinator, node_type: bt.EmberNodeType) -> Coordinator:
     )
 
 
-def _frame(tsn: int, command: zdo_t.ZDOCmd, values: list) -> tuple[int, bytes]:
+def _frame(tsn: int, command: zdo_t.ZDOCmd, values: list[Any]) -> tuple[int, bytes]:
     return int(command), bytes([tsn]) + zt.serialize(values, zdo_t.CLUSTERS[command][1])
 
 
-def _address_values(me: Coordinator, request_type: int) -> list:
+def _address_values(me: Coordinator, request_type: int) -> list[Any]:
     """A single-device response stops after the NWK address; an extended one lists no associated devices
     (the coordinator's children answer for themselves)."""
     values = [zdo_t.Status.SUCCESS, me.ieee, me.nwk]
@@ -104,7 +96,10 @@ def not_supported(cluster: int, payload: bytes) -> tuple[int, bytes]:
     return (cluster | 0x8000), bytes([payload[0] if payload else 0, zdo_t.Status.NOT_SUPPORTED])
 
 
-def answer(cluster: int, payload: bytes, me: Coordinator, *, broadcast: bool = False) -> tuple[int, bytes] | None:
+Reply = tuple[int, bytes] | None
+
+
+def answer(cluster: int, payload: bytes, me: Coordinator, *, broadcast: bool = False) -> Reply:
     """The response cluster and frame for a request the coordinator serves, or None if it sends nothing.
 
     Broadcast requests are answered only when the answer is about this node (Match_Desc with a match,
@@ -115,47 +110,66 @@ def answer(cluster: int, payload: bytes, me: Coordinator, *, broadcast: bool = F
         command = zdo_t.ZDOCmd(cluster)
     except ValueError:
         return None
-    if command not in SUPPORTED:
+    respond = _ANSWERS.get(command)
+    if respond is None:
         return None
     if not payload:
         raise ValueError(f"ZDO {command.name} without a transaction sequence number")
-    tsn = payload[0]
     values, _ = zt.deserialize(payload[1:], zdo_t.CLUSTERS[command][1])
-    status = zdo_t.Status
+    return respond(payload[0], values, me, broadcast)
 
-    if command == zdo_t.ZDOCmd.NWK_addr_req:
-        ieee = values[0]
-        if ieee != me.ieee:
-            return None
-        return _frame(tsn, zdo_t.ZDOCmd.NWK_addr_rsp, _address_values(me, values[1]))
-    if command == zdo_t.ZDOCmd.IEEE_addr_req:
-        nwk = values[0]
-        if nwk != me.nwk and nwk not in BROADCASTS:
-            return None
-        return _frame(tsn, zdo_t.ZDOCmd.IEEE_addr_rsp, _address_values(me, values[1]))
 
-    nwk = values[0]
-    if nwk != me.nwk and not (command == zdo_t.ZDOCmd.Match_Desc_req and nwk in BROADCASTS):
-        if broadcast:
-            return None
-        rsp = zdo_t.ZDOCmd(cluster | 0x8000)
-        return int(rsp), bytes([tsn, status.DEVICE_NOT_FOUND]) + zt.NWK(nwk).serialize()
+def _not_found(response: zdo_t.ZDOCmd, tsn: int, nwk: int, broadcast: bool) -> Reply:
+    """A request about another node: DEVICE_NOT_FOUND, unless it was broadcast (then nothing)."""
+    if broadcast:
+        return None
+    return int(response), bytes([tsn, zdo_t.Status.DEVICE_NOT_FOUND]) + zt.NWK(nwk).serialize()
 
-    if command == zdo_t.ZDOCmd.Node_Desc_req:
-        return _frame(tsn, zdo_t.ZDOCmd.Node_Desc_rsp, [status.SUCCESS, me.nwk, me.node_descriptor()])
-    if command == zdo_t.ZDOCmd.Active_EP_req:
-        return _frame(tsn, zdo_t.ZDOCmd.Active_EP_rsp, [status.SUCCESS, me.nwk, sorted(me.endpoints)])
-    if command == zdo_t.ZDOCmd.Simple_Desc_req:
-        endpoint = values[1]
-        if not 1 <= endpoint <= 240:
-            return int(zdo_t.ZDOCmd.Simple_Desc_rsp), bytes([tsn, status.INVALID_EP]) + zt.NWK(me.nwk).serialize()
-        descriptor = me.endpoints.get(endpoint)
-        if descriptor is None:
-            return int(zdo_t.ZDOCmd.Simple_Desc_rsp), bytes([tsn, status.NOT_ACTIVE]) + zt.NWK(me.nwk).serialize()
-        sized = zdo_t.SizePrefixedSimpleDescriptor(**descriptor.as_dict())
-        return _frame(tsn, zdo_t.ZDOCmd.Simple_Desc_rsp, [status.SUCCESS, me.nwk, sized])
 
-    _, profile, in_clusters, out_clusters = values
+def _nwk_addr(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    ieee, request_type = values[0], values[1]
+    if ieee != me.ieee:
+        return None
+    return _frame(tsn, zdo_t.ZDOCmd.NWK_addr_rsp, _address_values(me, request_type))
+
+
+def _ieee_addr(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    nwk, request_type = values[0], values[1]
+    if nwk != me.nwk and nwk not in BROADCASTS:
+        return None
+    return _frame(tsn, zdo_t.ZDOCmd.IEEE_addr_rsp, _address_values(me, request_type))
+
+
+def _node_desc(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    if values[0] != me.nwk:
+        return _not_found(zdo_t.ZDOCmd.Node_Desc_rsp, tsn, values[0], broadcast)
+    return _frame(tsn, zdo_t.ZDOCmd.Node_Desc_rsp, [zdo_t.Status.SUCCESS, me.nwk, me.node_descriptor()])
+
+
+def _active_ep(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    if values[0] != me.nwk:
+        return _not_found(zdo_t.ZDOCmd.Active_EP_rsp, tsn, values[0], broadcast)
+    return _frame(tsn, zdo_t.ZDOCmd.Active_EP_rsp, [zdo_t.Status.SUCCESS, me.nwk, sorted(me.endpoints)])
+
+
+def _simple_desc(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    rsp, status = zdo_t.ZDOCmd.Simple_Desc_rsp, zdo_t.Status
+    nwk, endpoint = values[0], values[1]
+    if nwk != me.nwk:
+        return _not_found(rsp, tsn, nwk, broadcast)
+    if not 1 <= endpoint <= 240:
+        return int(rsp), bytes([tsn, status.INVALID_EP]) + zt.NWK(me.nwk).serialize()
+    descriptor = me.endpoints.get(endpoint)
+    if descriptor is None:
+        return int(rsp), bytes([tsn, status.NOT_ACTIVE]) + zt.NWK(me.nwk).serialize()
+    sized = zdo_t.SizePrefixedSimpleDescriptor(**descriptor.as_dict())
+    return _frame(tsn, rsp, [status.SUCCESS, me.nwk, sized])
+
+
+def _match_desc(tsn: int, values: list[Any], me: Coordinator, broadcast: bool) -> Reply:
+    nwk, profile, in_clusters, out_clusters = values
+    if nwk != me.nwk and nwk not in BROADCASTS:
+        return _not_found(zdo_t.ZDOCmd.Match_Desc_rsp, tsn, nwk, broadcast)
     matches = sorted(
         ep
         for ep, desc in me.endpoints.items()
@@ -164,4 +178,15 @@ def answer(cluster: int, payload: bytes, me: Coordinator, *, broadcast: bool = F
     )
     if broadcast and not matches:
         return None
-    return _frame(tsn, zdo_t.ZDOCmd.Match_Desc_rsp, [status.SUCCESS, me.nwk, matches])
+    return _frame(tsn, zdo_t.ZDOCmd.Match_Desc_rsp, [zdo_t.Status.SUCCESS, me.nwk, matches])
+
+
+_ANSWERS: dict[zdo_t.ZDOCmd, Callable[[int, list[Any], Coordinator, bool], Reply]] = {
+    zdo_t.ZDOCmd.Node_Desc_req: _node_desc,
+    zdo_t.ZDOCmd.Active_EP_req: _active_ep,
+    zdo_t.ZDOCmd.Simple_Desc_req: _simple_desc,
+    zdo_t.ZDOCmd.Match_Desc_req: _match_desc,
+    zdo_t.ZDOCmd.IEEE_addr_req: _ieee_addr,
+    zdo_t.ZDOCmd.NWK_addr_req: _nwk_addr,
+}
+SUPPORTED = frozenset(_ANSWERS)

@@ -16,7 +16,7 @@ from emulator.radio.host import ZIGPY_BASE_CONFIG, HostMixin
 FLOW_CONTROL = ("hardware", "software", "none")
 
 
-class EzspApp(HostMixin, bellows.zigbee.application.ControllerApplication):
+class EzspApp(HostMixin, bellows.zigbee.application.ControllerApplication):  # type: ignore[misc]  # bellows is untyped
     """bellows' EZSP coordinator with the CHF ingress hook and the SE-profile fix."""
 
     async def _reset(self) -> None:

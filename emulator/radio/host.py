@@ -96,7 +96,7 @@ class HostMixin:
     def transmit(self, packet: t.ZigbeePacket) -> None:
         """Send without waiting: the CHF answers from a synchronous ingress handler. A delivery failure is
         logged, not raised — the OTA client owns retries (it re-requests what it did not get)."""
-        task = asyncio.get_running_loop().create_task(self.send_packet(packet))  # type: ignore[attr-defined]
+        task = asyncio.get_running_loop().create_task(self.send_packet(packet))
         task.add_done_callback(_log_delivery_failure)
 
     def packet_received(self, packet: t.ZigbeePacket) -> None:

@@ -409,7 +409,7 @@ class StickRadio:
         ):
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=t.BroadcastAddress.RX_ON_WHEN_IDLE)
         else:
-            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=me)
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(me))
         packet = t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=sender),
             src_ep=aps.sourceEndpoint,
@@ -484,7 +484,9 @@ class StickRadio:
             status, _ = await self._command(
                 "send_multicast", aps_frame=aps, radius=0, non_member_radius=3, message_tag=self._tag, data=data
             )
-        elif dst.addr_mode == t.AddrMode.Broadcast or (dst.addr_mode == t.AddrMode.NWK and dst.address >= 0xFFF8):
+        elif dst.addr_mode == t.AddrMode.Broadcast or (
+            dst.addr_mode == t.AddrMode.NWK and isinstance(dst.address, int) and dst.address >= 0xFFF8
+        ):
             status, _ = await self._command(
                 "send_broadcast",
                 address=t.BroadcastAddress(dst.address),

@@ -46,8 +46,8 @@ REAL_BUDGET = 6 * 3600.0
 
 @dataclass(frozen=True)
 class DeviceTarget:
-    """The device under test: an emulated one from `profile` (on the loopback radio, virtual time; or
-    `radio="ezsp"`, bellows and a virtual NCP, real time), or a real one on the EZSP coordinator at `port`
+    """The device under test: an emulated one from `profile` (on the loopback radio, or with `radio="ezsp"` on
+    bellows and a virtual NCP; virtual time unless `real_time`), or a real one on the EZSP coordinator at `port`
     named by `ieee`, or any `dut` written to the public interface (`interface.DeviceUnderTest`: one that joins
     the bench's virtual air, or one behind its own `port`). For a real device, `kind` (ppmid|hcalcs) selects
     the GB checks, `image` is an upgrade file it accepts and `block_period_unit` the unit it reads
@@ -63,11 +63,13 @@ class DeviceTarget:
     join_timeout: float = 300.0
     seed: int = 0
     dut: DeviceUnderTest | None = None
+    real_time: bool = False
 
     @property
     def virtual(self) -> bool:
+        """Virtual time for a device on the bench's own air (either radio); a device behind a port is real."""
         port = self.dut.port if self.dut is not None else self.port
-        return port is None and self.radio == "loopback"
+        return port is None and not self.real_time
 
     def describe(self) -> tuple[str, str]:
         if self.dut is not None:
@@ -80,7 +82,8 @@ class DeviceTarget:
             )
         if self.profile is not None:
             profile = self.profile
-            how = "loopback radio, virtual time" if self.virtual else "bellows and a virtual EZSP NCP, real time"
+            radio = "loopback radio" if self.radio == "loopback" else "bellows and a virtual EZSP NCP"
+            how = f"{radio}, {'virtual' if self.virtual else 'real'} time"
             return (
                 f"{profile.kind.upper()} {profile.ieee} (emulated, {profile.source})",
                 f"Device conformance of an emulated {profile.kind.upper()} against the test CHF ({how}); "

@@ -11,7 +11,8 @@ And two worlds run the checks on a DUT:
 
 * `EmulatedWorld`: any DUT that joins the bench's virtual air. Every check gets a fresh HAN — a new air, CHF
   and a restarted DUT with empty state — so no verdict depends on an earlier check. On the loopback radio this
-  runs on virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP (real time).
+  runs on virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP in process, on
+  virtual time too (or both on real time, when the bench runs on a real-time loop).
 * `RadioWorld`: a DUT behind a coordinator `port`. The bench opens joining and waits for it; checks then run
   one after another on the same device, which cannot be reset in between (the report says so).
 """
@@ -51,7 +52,7 @@ Notice = Callable[[str], None]
 # zigpy accepts at most this many seconds per permit-joining call; longer windows are renewed.
 MAX_PERMIT = 254
 PERMIT_TIMEOUT = 10.0
-# How long (real time) the EZSP path gets to finish sending before its session shuts down.
+# How long the EZSP path gets to finish sending before its session shuts down.
 DRAIN = 0.5
 KIND_BY_DEVICE_ID = {device_id: kind for kind, device_id in DEFAULT_DEVICE_IDS.items()}
 
@@ -175,7 +176,7 @@ class EmulatedWorld:
         self.capture = capture
         self.image = image
         self.start_utc = start_utc or datetime.now(UTC).replace(microsecond=0)
-        self.timing: Timing = VIRTUAL_TIMING if radio == "loopback" else REAL_TIMING
+        self.timing: Timing = VIRTUAL_TIMING  # set for each session by the clock it runs on
         self.absent: str | None = None
         self.shared = False
 
@@ -194,6 +195,7 @@ class EmulatedWorld:
         dut = self.dut
         air = Air(seed=self.seed)
         clock = Clock(self.start_utc)
+        self.timing = VIRTUAL_TIMING if clock.virtual else REAL_TIMING
         chf = TestChf(clock, dut.ieee, FIRST_DEVICE_NWK)
         node = ChfNode(TEST_CHF, chf.store, clock, observers=[chf.intercept])
         ncp: VirtualNcp | None = None

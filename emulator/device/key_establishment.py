@@ -23,6 +23,7 @@ import zigpy.types as t
 from zigpy.zdo.types import ZDOCmd
 
 from emulator.device import zdo
+from emulator.device.faults import DeviceFault
 from emulator.device.security_events import KeyEstablished, KeyEstablishmentFailed
 from emulator.radio.secure import SecureRadio, unicast
 from emulator.security import key_establishment as ke
@@ -120,6 +121,7 @@ class KeyEstablishmentClient:
                         message.to_bytes(),
                     )
                     for message in step.outbound
+                    if not self._silenced(message)
                 ]
             result = step.outcome
             if isinstance(result, ke.Established):
@@ -146,6 +148,11 @@ class KeyEstablishmentClient:
                 # The Confirm Key Data Response asks for a Default Response (Annex C.4.2.2.4).
                 self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, DEFAULT_RESPONSE, bytes([command_id, 0x00]))
             step = initiator.receive_payload(command_id, payload, loop.time())
+
+    def _silenced(self, message: ke.Message) -> bool:
+        """A Terminate the device keeps to itself (a deliberate fault: it gives up without telling the server)."""
+        faults: frozenset[DeviceFault] = getattr(self.device.profile, "faults", frozenset())
+        return isinstance(message, ke.TerminateKeyEstablishment) and DeviceFault.KE_NO_TERMINATE in faults
 
     # -- discovery ----------------------------------------------------------------------------------------
 

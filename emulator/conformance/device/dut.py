@@ -78,7 +78,13 @@ class EmulatedDut(DeviceUnderTest):
 
     @property
     def abilities(self) -> frozenset[Ability]:
-        return frozenset({Ability.POWER_CYCLE, Ability.GBCS})
+        secure = {Ability.SMART_ENERGY} if self.profile.security == "se" else set()
+        return frozenset({Ability.POWER_CYCLE, Ability.GBCS, *secure})
+
+    def unable(self, ability: Ability) -> str:
+        if ability is Ability.SMART_ENERGY:
+            return f"{self.description} has security = \"none\": it joins with the network key only and runs no CBKE"
+        return super().unable(ability)
 
     async def start(self, link: Link) -> None:
         self._link = link
@@ -104,14 +110,18 @@ class EmulatedDut(DeviceUnderTest):
     async def _boot(self) -> None:
         link = self._link
         assert link is not None
+        security = link.security
+        radio = security.device_radio(self.profile, link.air) if security is not None else link.air
         device = EmulatedDevice(
             self.profile,
-            link.air,
+            radio,
             link.clock,
             nwk=link.nwk,
             state_dir=link.state_dir,
             seed=self.seed * 7919 + self._generation,
         )
+        if security is not None:
+            security.attach_device(device, radio)
         device.add_listener(self._on_event)
         await device.start()
         self.device = device

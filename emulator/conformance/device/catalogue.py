@@ -9,7 +9,9 @@ cited clause (a "shall" of the ZCL / OTA specification or a GBCS requirement is 
 recommendation or what only implementations do is SHOULD); only MUST failures fail a run. Every `reference`
 cites a public document: ZCL revision 7 (07-5123-07) chapter 11 and the OTA Upgrade cluster specification
 09-5264 r23 for the cluster, SE 1.2b 15-0324-02 for the activation policies, GBCS use cases, DUIS service
-requests and SEC modification SECMP0007 for the GB cases.
+requests and SEC modification SECMP0007 for the GB cases. SE-01 … SE-06 are the Smart Energy security rules a
+device meets before and during OTA (SE 07-5356, the Zigbee Smart Energy Standard: §5.4 security, Annex C key
+establishment and its Key Establishment cluster).
 """
 
 from __future__ import annotations
@@ -378,7 +380,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-01",
             "Joins only with its install-code-derived key",
-            "Zigbee Smart Energy 07-5356 §5.4.8 (install codes: the initial link key is derived from the device's "
+            "SE 07-5356 §5.4.8 (install codes: the initial link key is derived from the device's "
             "install code), §5.4.1",
             MUST,
             "the CHF's Device Log holds another install code for the DUT, so the Transport-Key carrying the network "
@@ -388,7 +390,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-02",
             "Completes CBKE with a valid CHF certificate, then APS-encrypts OTA",
-            "Zigbee Smart Energy 07-5356 Annex C.4.2 (CBKE after joining), §5.4.6 (OTA Upgrade cluster frames are "
+            "SE 07-5356 Annex C.4.2 (CBKE after joining), §5.4.6 (OTA Upgrade cluster frames are "
             "APS-encrypted with the link key)",
             MUST,
             "the CHF runs the Key Establishment server with a certificate of the DUT's CA; CBKE must complete and the "
@@ -397,7 +399,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-03",
             "Key establishment with an unknown issuer is terminated UNKNOWN_ISSUER",
-            "Zigbee Smart Energy 07-5356 Annex C.3.1 (Key Establishment cluster, Terminate Key Establishment "
+            "SE 07-5356 Annex C.3.1 (Key Establishment cluster, Terminate Key Establishment "
             "status), C.4.2.2; ZCL Key Establishment cluster status UNKNOWN_ISSUER (0x01)",
             MUST,
             "the CHF's Initiate Key Establishment Response carries a certificate from another CA: the DUT must send "
@@ -406,7 +408,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-04",
             "A CHF certificate of another EUI-64 is terminated BAD_MESSAGE",
-            "Zigbee Smart Energy 07-5356 Annex C.3.1, C.4.2.2 (the responder's certificate must name the partner's "
+            "SE 07-5356 Annex C.3.1, C.4.2.2 (the responder's certificate must name the partner's "
             "EUI-64); ZCL Key Establishment cluster status BAD_MESSAGE (0x03)",
             MUST,
             "the CHF's Initiate Key Establishment Response carries a genuine certificate of another EUI-64: the DUT "
@@ -415,7 +417,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-05",
             "A wrong key confirmation is terminated BAD_KEY_CONFIRM",
-            "Zigbee Smart Energy 07-5356 Annex C.3.1, C.4.2.2.4 (key confirmation: MACV checked by the initiator); "
+            "SE 07-5356 Annex C.3.1, C.4.2.2.4 (key confirmation: MACV checked by the initiator); "
             "ZCL Key Establishment cluster status BAD_KEY_CONFIRM (0x02)",
             MUST,
             "the CHF's Confirm Key Data Response carries a wrong MACV: the DUT must send Terminate Key Establishment "
@@ -424,7 +426,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-06",
             "OTA commands without APS encryption are ignored once a link key is held",
-            "Zigbee Smart Energy 07-5356 §5.4.6 (OTA Upgrade cluster commands shall be APS-encrypted; a frame that "
+            "SE 07-5356 §5.4.6 (OTA Upgrade cluster commands shall be APS-encrypted; a frame that "
             "should be and is not is dropped)",
             MUST,
             "after CBKE, a unicast Image Notify APS-encrypted must draw a query (control); the same notify sent "

@@ -69,6 +69,7 @@ FAULT_TABLE: dict[str, tuple[str, ...]] = {
     "join-with-foreign-key": ("SE-01",),
     "ota-without-aps-encryption": ("SE-02",),
     "ke-no-terminate": ("SE-03", "SE-04", "SE-05"),
+    "ke-terminate-bad-message": ("SE-03", "SE-05"),
     "accept-unencrypted-ota": ("SE-06",),
 }
 

@@ -49,6 +49,7 @@ class DeviceFault(enum.Enum):
     JOIN_WITH_FOREIGN_KEY = "join_with_foreign_key"
     OTA_WITHOUT_APS_ENCRYPTION = "ota_without_aps_encryption"
     KE_NO_TERMINATE = "ke_no_terminate"
+    KE_TERMINATE_BAD_MESSAGE = "ke_terminate_bad_message"
     ACCEPT_UNENCRYPTED_OTA = "accept_unencrypted_ota"
 
     def __str__(self) -> str:
@@ -118,6 +119,9 @@ _DESCRIPTIONS: dict[DeviceFault, str] = {
     DeviceFault.OTA_WITHOUT_APS_ENCRYPTION: "send OTA frames without APS encryption after CBKE (SE-02)",
     DeviceFault.KE_NO_TERMINATE: (
         "give up a failed key establishment without Terminate Key Establishment (SE-03, SE-04, SE-05)"
+    ),
+    DeviceFault.KE_TERMINATE_BAD_MESSAGE: (
+        "terminate every failed key establishment with status BAD_MESSAGE, whatever failed (SE-03, SE-05)"
     ),
     DeviceFault.ACCEPT_UNENCRYPTED_OTA: (
         "act on OTA commands sent without APS encryption while it holds a link key (SE-06)"

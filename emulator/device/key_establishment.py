@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,8 +121,8 @@ class KeyEstablishmentClient:
                         message.COMMAND_ID,
                         message.to_bytes(),
                     )
-                    for message in step.outbound
-                    if not self._silenced(message)
+                    for message in map(self._as_sent, step.outbound)
+                    if message is not None
                 ]
             result = step.outcome
             if isinstance(result, ke.Established):
@@ -149,10 +150,17 @@ class KeyEstablishmentClient:
                 self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, DEFAULT_RESPONSE, bytes([command_id, 0x00]))
             step = initiator.receive_payload(command_id, payload, loop.time())
 
-    def _silenced(self, message: ke.Message) -> bool:
-        """A Terminate the device keeps to itself (a deliberate fault: it gives up without telling the server)."""
+    def _as_sent(self, message: ke.Message) -> ke.Message | None:
+        """`message` as the device sends it: a Terminate is kept back, or always says BAD_MESSAGE, by a device
+        with the deliberate fault (SE 07-5356 Annex C.3.1 gives each failure its own status)."""
+        if not isinstance(message, ke.TerminateKeyEstablishment):
+            return message
         faults: frozenset[DeviceFault] = getattr(self.device.profile, "faults", frozenset())
-        return isinstance(message, ke.TerminateKeyEstablishment) and DeviceFault.KE_NO_TERMINATE in faults
+        if DeviceFault.KE_NO_TERMINATE in faults:
+            return None
+        if DeviceFault.KE_TERMINATE_BAD_MESSAGE in faults:
+            return dataclasses.replace(message, status=ke.TerminateStatus.BAD_MESSAGE)
+        return message
 
     # -- discovery ----------------------------------------------------------------------------------------
 

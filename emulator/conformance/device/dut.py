@@ -225,7 +225,9 @@ class EmulatedWorld:
             dut.alerts.clear()
             dut_started = True
             await dut.start(Link(air, clock, FIRST_DEVICE_NWK, Path(state.name)))
-            yield Trial(chf, dut, clock, self.timing, self.image)
+            trial = Trial(chf, dut, clock, self.timing, self.image)
+            trial.capture = self.capture
+            yield trial
         finally:
             if dut_started:
                 await dut.stop()

@@ -227,6 +227,8 @@ async def secure_session(
         await node.start_loopback(session.radio)
         try:
             chf.attach(node)
+            if trial.capture is not None:
+                trial.capture(chf)
             app: Any = node.app
             if lie is not None:
                 app = session.server_app = _KeServerApp(node.app, _liar(lie, security, chf_profile.ieee))

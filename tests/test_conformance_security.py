@@ -11,6 +11,7 @@ from emulator.conformance.device.bench import DeviceTarget, play_check, run_devi
 from emulator.conformance.device.security_scenarios import KE_CLUSTER
 from emulator.conformance.verdict import FrameRecord, Verdict
 from emulator.profiles import bundled, load_device
+from emulator.security import credentials
 from emulator.security.ca import CertificateAuthority
 from emulator.security.certs import CryptoSuite, parse_certificate
 from emulator.security.key_establishment import TerminateStatus
@@ -106,3 +107,15 @@ def test_foreign_ca_certificates_differ_in_issuer():
     ours = CertificateAuthority.generate(CryptoSuite.SUITE_2)
     theirs = CertificateAuthority.generate(CryptoSuite.SUITE_2, issuer=b"TEST-CA2")
     assert ours.issue(CHF_IEEE).certificate.issuer != theirs.issue(CHF_IEEE).certificate.issuer
+
+
+def test_a_device_with_credentials_of_another_ca_is_inconclusive_where_cbke_must_succeed(tmp_path):
+    """The bench cannot issue a CHF certificate of a CA it does not hold: the CBKE checks say so, SE-01 still runs."""
+    authority = CertificateAuthority.generate(CryptoSuite.SUITE_2)
+    profile = load_device(bundled("ppmid"))
+    path = tmp_path / "dut.cbke.json"
+    path.write_text(credentials.device_text(authority.issue(bytes(profile.ieee)[::-1])))
+    report = run_device_checks(DeviceTarget(profile=profile.replace(cbke_credentials=str(path))), SECURITY_CHECKS)
+    verdicts = {r.check.id: r.verdict for r in report.results}
+    assert verdicts == {"SE-01": Verdict.PASS} | dict.fromkeys(SECURITY_CHECKS[1:], Verdict.INCONCLUSIVE)
+    assert all("whose CA the bench does not hold" in r.reason for r in report.results[1:])

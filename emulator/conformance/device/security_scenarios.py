@@ -189,9 +189,10 @@ class SecureSession:
         return recorded[0] if recorded else None
 
 
-def _dut_profile(trial: Trial) -> DeviceProfile:
+def _dut_profile(trial: Trial, *, cbke: bool = True) -> DeviceProfile:
     """The DUT's profile, which the bench's SE side issues its certificate and logs its install code from; a DUT
-    without one cannot show these checks."""
+    without one cannot show these checks. With `cbke`, the check needs a CHF certificate the DUT accepts, which the
+    bench can give only when its test CA issued the DUT's own (no `cbke_credentials` file of another CA)."""
     dut = trial.dut
     if dut.port is not None or not isinstance(trial.chf.app, LoopbackApp):
         raise Inconclusive(
@@ -203,16 +204,22 @@ def _dut_profile(trial: Trial) -> DeviceProfile:
     profile = getattr(dut, "profile", None)
     if not isinstance(profile, DeviceProfile):
         raise NotApplicable(f"{dut.description} has no device profile the bench's Smart Energy side can serve")
+    if cbke and profile.cbke_credentials is not None:
+        raise Inconclusive(
+            f"the DUT's CBKE certificate comes from its own credentials file ({profile.cbke_credentials}), whose CA "
+            "the bench does not hold: the test CHF cannot present a certificate of that CA"
+        )
     return profile
 
 
 @contextlib.asynccontextmanager
 async def secure_session(
-    trial: Trial, *, install_code: str | None = None, lie: Lie | None = None
+    trial: Trial, *, install_code: str | None = None, lie: Lie | None = None, cbke: bool = True
 ) -> AsyncIterator[SecureSession]:
     """The DUT restarted onto a fresh network whose CHF is its trust centre (Device Log entry with
-    `install_code`, by default the DUT's own) and Key Establishment server (telling `lie`, if given)."""
-    profile = _dut_profile(trial)
+    `install_code`, by default the DUT's own) and Key Establishment server (telling `lie`, if given); `cbke`:
+    the check needs key establishment to be able to succeed."""
+    profile = _dut_profile(trial, cbke=cbke)
     dut, clock = trial.dut, trial.clock
     log = () if install_code is None else (DeviceLogEntry(profile.ieee, install_code),)
     chf_profile = TEST_CHF.replace(security="se", device_log=log)
@@ -258,8 +265,8 @@ def _other_install_code(profile: DeviceProfile) -> str:
 
 
 async def se01_install_code_join(trial: Trial) -> Judgement:
-    profile = _dut_profile(trial)
-    async with secure_session(trial, install_code=_other_install_code(profile)) as session:
+    profile = _dut_profile(trial, cbke=False)
+    async with secure_session(trial, install_code=_other_install_code(profile), cbke=False) as session:
         heard = await session.chf.expect(DUT_ANY, trial.timing.response)
         if heard is not None:
             return failed(
@@ -267,7 +274,7 @@ async def se01_install_code_join(trial: Trial) -> Judgement:
                 "code's key (its own cannot open it)",
                 heard,
             )
-    async with secure_session(trial) as session:
+    async with secure_session(trial, cbke=False) as session:
         control = await session.chf.expect(DUT_ANY, trial.timing.response)
         if control is None:
             raise Inconclusive(
@@ -291,6 +298,13 @@ async def se02_cbke_then_encrypted_ota(trial: Trial) -> Judgement:
         ke_frames = chf.since(0, lambda f: f.cluster_id == KE_CLUSTER)
         if outcome is None:
             return failed(f"no key establishment completed within {KE_WAIT:g} s of joining", ke_frames)
+        chf_terminated = [f for f in ke_frames if f.src == CHF_NWK and ke_command(f, 0x03, to_client=True)]
+        if chf_terminated and _frame_bytes(chf_terminated[0])[3] == ke.TerminateStatus.UNKNOWN_ISSUER:
+            raise Inconclusive(
+                "the bench's CHF terminated with UNKNOWN_ISSUER: the DUT's certificate is not from the CA that issues "
+                "the CHF's (a device with cbke_credentials of its own needs a CHF certificate of that CA)",
+                evidence(ke_frames),
+            )
         if isinstance(outcome, chf_ke.KeyEstablishmentFailed):
             return failed(
                 f"CBKE with a valid CHF certificate failed: {outcome.status} ({outcome.reason})", ke_frames

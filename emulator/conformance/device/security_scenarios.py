@@ -48,6 +48,7 @@ from emulator.ota import frames
 from emulator.profiles import DeviceLogEntry, DeviceProfile, derived_install_code
 from emulator.radio.air import Air
 from emulator.radio.loopback import LoopbackApp
+from emulator.radio.secure import DropReason
 from emulator.security import key_establishment as ke
 from emulator.security.ca import CertificateAuthority
 from emulator.security.certs import CryptoSuite
@@ -145,7 +146,7 @@ class SecureSession:
     its security events, and the DUT's own security events when its harness reports them."""
 
     chf: TestChf
-    radio: Any = None  # the CHF's SecureRadio, once started
+    radio: Any = None  # the CHF's `radio.secure.SecureRadio`, once started
     server_app: _KeServerApp | None = None
     events: list[ServerEvent] = field(default_factory=list)
     dut_events: list[Any] = field(default_factory=list)
@@ -176,7 +177,9 @@ class SecureSession:
         return [
             e
             for e in self.events
-            if isinstance(e, chf_ke.FrameDropped) and e.cluster_id == frames.CLUSTER_ID and "without APS" in e.reason
+            if isinstance(e, chf_ke.FrameDropped)
+            and e.cluster_id == frames.CLUSTER_ID
+            and e.reason == DropReason.UNENCRYPTED.value
         ]
 
     def send_clear(self, data: bytes) -> FrameRecord | None:

@@ -119,3 +119,14 @@ def test_a_device_with_credentials_of_another_ca_is_inconclusive_where_cbke_must
     verdicts = {r.check.id: r.verdict for r in report.results}
     assert verdicts == {"SE-01": Verdict.PASS} | dict.fromkeys(SECURITY_CHECKS[1:], Verdict.INCONCLUSIVE)
     assert all("whose CA the bench does not hold" in r.reason for r in report.results[1:])
+
+
+def test_suite_1_devices_get_suite_1_certificates_from_the_lying_chf():
+    profile = load_device(bundled("ppmid")).replace(cbke_suite="1")
+    report = run_device_checks(DeviceTarget(profile=profile), ["SE-02", "SE-04"])
+    assert [r.verdict for r in report.results] == [Verdict.PASS, Verdict.PASS], [r.reason for r in report.results]
+    assert "suite 1" in report.results[0].reason
+    frames = report.results[1].evidence
+    response = ke_frames(frames, 0x00, from_dut=False)[0]
+    assert int.from_bytes(response[3:5], "little") == CryptoSuite.SUITE_1.bit
+    assert parse_certificate(response[7:], CryptoSuite.SUITE_1, "CHF certificate").subject != CHF_IEEE

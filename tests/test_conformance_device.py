@@ -66,6 +66,11 @@ FAULT_TABLE: dict[str, tuple[str, ...]] = {
     "zcl-default-response-when-disabled": ("Z-03",),
     "zcl-silent-on-unsupported": ("Z-04", "Z-05"),
     "zcl-manufacturer-flag": ("Z-05",),
+    "join-with-foreign-key": ("SE-01",),
+    "ota-without-aps-encryption": ("SE-02",),
+    "ke-no-terminate": ("SE-03", "SE-04", "SE-05"),
+    "ke-terminate-bad-message": ("SE-03", "SE-05"),
+    "accept-unencrypted-ota": ("SE-06",),
 }
 
 # Checks a bundled profile has no rule for, and why not.
@@ -100,7 +105,7 @@ def test_every_check_has_a_scenario_and_a_failing_fault_profile():
 def test_fault_profile_says_which_checks_it_fails(name):
     """The comment at the top of each fault profile is what an operator reads; it must match the table."""
     comment = " ".join(line[2:] for line in (FAULTS / f"{name}.toml").read_text().splitlines() if line.startswith("# "))
-    named = re.search(r"fails ((?:[CZ]-[0-9A-Za-z]+(?:, )?)+)", comment)
+    named = re.search(r"fails ((?:(?:[CZ]|SE)-[0-9A-Za-z]+(?:, )?)+)", comment)
     assert named is not None
     assert tuple(parse_ids(named.group(1))) == FAULT_TABLE[name]
 

@@ -19,23 +19,25 @@ from emulator.conformance.verdict import Verdict
 GB_HCALCS = frozenset({"C-23a", "C-23b", "C-23c", "C-23d", "C-23e"})
 GB_PPMID = frozenset({"C-22a", "C-22b"})
 OUT_OF_BAND = frozenset({"C-15a", "C-15b"})  # UpgradeActivationPolicy 1: no server time to keep
+# The reference client has no Smart Energy security stack (no install-code join, CBKE or APS layer).
+NO_SE = frozenset({"SE-01", "SE-02", "SE-03", "SE-04", "SE-05", "SE-06"})
 
 # Correct variants → the checks that do not apply to them (all others must pass).
 VARIANTS: dict[str, tuple[RefConfig, frozenset[str]]] = {
-    "PPMID": (RefConfig(), GB_HCALCS | {"C-17", "C-PAGE"}),
+    "PPMID": (RefConfig(), NO_SE | GB_HCALCS | {"C-17", "C-PAGE"}),
     "HCALCS, activation policy 1, timeout policy 1": (
         RefConfig(kind="hcalcs", activation_policy=1, timeout_policy=1),
-        GB_PPMID | OUT_OF_BAND | {"C-PAGE"},
+        NO_SE | GB_PPMID | OUT_OF_BAND | {"C-PAGE"},
     ),
     "PPMID, activation policy 1": (
         RefConfig(activation_policy=1, timeout_policy=1),
-        GB_HCALCS | GB_PPMID | OUT_OF_BAND | {"C-PAGE"},
+        NO_SE | GB_HCALCS | GB_PPMID | OUT_OF_BAND | {"C-PAGE"},
     ),
     "PPMID, mandatory attributes only, no rate limiting": (
         RefConfig(mandatory_attributes_only=True, rate_limiting=False),
-        GB_HCALCS | {"C-08b", "C-17", "C-PAGE"},
+        NO_SE | GB_HCALCS | {"C-08b", "C-17", "C-PAGE"},
     ),
-    "HCALCS, activation policy 0": (RefConfig(kind="hcalcs"), GB_PPMID | {"C-17", "C-PAGE"}),
+    "HCALCS, activation policy 0": (RefConfig(kind="hcalcs"), NO_SE | GB_PPMID | {"C-17", "C-PAGE"}),
 }
 
 # Fault → (how the client is set up besides the fault, the checks it fails). Every other check passes, does not

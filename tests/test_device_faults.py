@@ -332,6 +332,16 @@ CASES |= {
 }
 
 
+# The Smart Energy security faults, told apart by the bench's security check that judges them (SE-01 … SE-06).
+CASES |= {
+    "join_with_foreign_key": (_zcl_check("SE-01"), "pass", "fail"),
+    "ota_without_aps_encryption": (_zcl_check("SE-02"), "pass", "fail"),
+    "ke_no_terminate": (_zcl_check("SE-05"), "pass", "fail"),
+    "ke_terminate_bad_message": (_zcl_check("SE-03"), "pass", "fail"),
+    "accept_unencrypted_ota": (_zcl_check("SE-06"), "pass", "fail"),
+}
+
+
 def test_every_fault_has_a_case() -> None:
     assert set(CASES) == {fault.value for fault in DeviceFault}
 

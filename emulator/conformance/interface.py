@@ -52,6 +52,7 @@ class Ability(StrEnum):
 
     POWER_CYCLE = "power cycle"  # C-20: restart the device mid-download
     GBCS = "GBCS messages"  # C-22b, C-23b..e: Activate Firmware in, CS09 / 0x00CA alerts out
+    SMART_ENERGY = "Smart Energy security"  # SE-01..SE-06: install-code join, CBKE, APS-encrypted OTA
 
 
 class Unable(Exception):
@@ -76,6 +77,10 @@ class Link:
     clock: Clock
     nwk: int
     state_dir: Path
+    #: The bench's Smart Energy side for the security checks (an `emulator.han.security.HanSecurity` whose
+    #: trust centre and Key Establishment server are the test CHF's), None on a network without SE security. An
+    #: emulated device takes its own half of the join and CBKE from it; a harness with a stack of its own ignores it.
+    security: Any = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,11 @@ class DeviceUnderTest(abc.ABC):
         """Why the DUT cannot do `ability` (the reason an inconclusive verdict gives)."""
         if ability is Ability.POWER_CYCLE:
             return f"{self.description} has no power control in this harness (needed to restart it mid-download)"
+        if ability is Ability.SMART_ENERGY:
+            return (
+                f"{self.description} does not take the bench's Smart Energy security (install-code join, CBKE and "
+                "APS-encrypted OTA on the virtual air) in this harness"
+            )
         return (
             "the GBCS messages (Activate Firmware, CS09 and 0x00CA alerts) travel through the CHF's GBCS tunnel, "
             f"which this bench does not speak, and the harness of {self.description} does not report them"

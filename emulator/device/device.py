@@ -42,6 +42,7 @@ from emulator.ota import frames
 from emulator.ota.blocks import decode_block_success
 from emulator.ota.frames import OtaCommand
 from emulator.profiles import DeviceProfile
+from emulator.radio.secure import SecureRadio
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class EmulatedDevice:
     ) -> None:
         self.profile = profile
         self.air = air
+        if isinstance(air, SecureRadio):
+            air.encrypt_outgoing = DeviceFault.OTA_WITHOUT_APS_ENCRYPTION not in profile.faults
+            air.refuse_clear = DeviceFault.ACCEPT_UNENCRYPTED_OTA not in profile.faults
         self.clock = clock
         self.ieee = profile.ieee
         self.rng = random.Random(f"{seed}:{self.ieee}")

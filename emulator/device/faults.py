@@ -46,6 +46,11 @@ class DeviceFault(enum.Enum):
     ZCL_DEFAULT_RESPONSE_WHEN_DISABLED = "zcl_default_response_when_disabled"
     ZCL_SILENT_ON_UNSUPPORTED = "zcl_silent_on_unsupported"
     ZCL_MANUFACTURER_FLAG = "zcl_manufacturer_flag"
+    JOIN_WITH_FOREIGN_KEY = "join_with_foreign_key"
+    OTA_WITHOUT_APS_ENCRYPTION = "ota_without_aps_encryption"
+    KE_NO_TERMINATE = "ke_no_terminate"
+    KE_TERMINATE_BAD_MESSAGE = "ke_terminate_bad_message"
+    ACCEPT_UNENCRYPTED_OTA = "accept_unencrypted_ota"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -108,4 +113,17 @@ _DESCRIPTIONS: dict[DeviceFault, str] = {
     ),
     DeviceFault.ZCL_SILENT_ON_UNSUPPORTED: "send no Default Response for unsupported commands (Z-04, Z-05)",
     DeviceFault.ZCL_MANUFACTURER_FLAG: "send ZCL answers flagged manufacturer specific (Z-05)",
+    DeviceFault.JOIN_WITH_FOREIGN_KEY: (
+        "join although the Transport-Key does not open under its install-code key (SE-01)"
+    ),
+    DeviceFault.OTA_WITHOUT_APS_ENCRYPTION: "send OTA frames without APS encryption after CBKE (SE-02)",
+    DeviceFault.KE_NO_TERMINATE: (
+        "give up a failed key establishment without Terminate Key Establishment (SE-03, SE-04, SE-05)"
+    ),
+    DeviceFault.KE_TERMINATE_BAD_MESSAGE: (
+        "terminate every failed key establishment with status BAD_MESSAGE, whatever failed (SE-03, SE-05)"
+    ),
+    DeviceFault.ACCEPT_UNENCRYPTED_OTA: (
+        "act on OTA commands sent without APS encryption while it holds a link key (SE-06)"
+    ),
 }

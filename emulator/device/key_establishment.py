@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import zigpy.types as t
 from zigpy.zdo.types import ZDOCmd
 
 from emulator.device import zdo
+from emulator.device.faults import DeviceFault
 from emulator.device.security_events import KeyEstablished, KeyEstablishmentFailed
 from emulator.radio.secure import SecureRadio, unicast
 from emulator.security import key_establishment as ke
@@ -119,7 +121,8 @@ class KeyEstablishmentClient:
                         message.COMMAND_ID,
                         message.to_bytes(),
                     )
-                    for message in step.outbound
+                    for message in map(self._as_sent, step.outbound)
+                    if message is not None
                 ]
             result = step.outcome
             if isinstance(result, ke.Established):
@@ -146,6 +149,18 @@ class KeyEstablishmentClient:
                 # The Confirm Key Data Response asks for a Default Response (Annex C.4.2.2.4).
                 self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, DEFAULT_RESPONSE, bytes([command_id, 0x00]))
             step = initiator.receive_payload(command_id, payload, loop.time())
+
+    def _as_sent(self, message: ke.Message) -> ke.Message | None:
+        """`message` as the device sends it: a Terminate is kept back, or always says BAD_MESSAGE, by a device
+        with the deliberate fault (SE 07-5356 Annex C.3.1 gives each failure its own status)."""
+        if not isinstance(message, ke.TerminateKeyEstablishment):
+            return message
+        faults: frozenset[DeviceFault] = getattr(self.device.profile, "faults", frozenset())
+        if DeviceFault.KE_NO_TERMINATE in faults:
+            return None
+        if DeviceFault.KE_TERMINATE_BAD_MESSAGE in faults:
+            return dataclasses.replace(message, status=ke.TerminateStatus.BAD_MESSAGE)
+        return message
 
     # -- discovery ----------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from emulator.chf.key_establishment import KeyEstablished as ServerKeyEstablishe
 from emulator.chf.key_establishment import KeyEstablishmentServer
 from emulator.chf.trust_centre import KeyTransport, TrustCentre, open_transport_key
 from emulator.device import security_events as sev
+from emulator.device.faults import DeviceFault
 from emulator.device.key_establishment import KeyEstablishmentClient
 from emulator.errors import InputError
 from emulator.profiles import ChfProfile, DeviceProfile, derived_install_code
@@ -139,6 +140,11 @@ class HanSecurity:
             issued[suite] = authority.issue(bytes(ieee)[::-1])
         return issued
 
+    def issue(self, ieee: t.EUI64, suite: CryptoSuite) -> DeviceCredentials:
+        """Credentials of the run's test CA for `ieee`: what a conformance bench presents as a CHF that is not the
+        device's trust centre (a genuine certificate of another EUI-64)."""
+        return self._issue(ieee, (suite,))[suite]
+
     def chf_credentials(self) -> dict[CryptoSuite, DeviceCredentials]:
         if self._chf_credentials is None:
             self._chf_credentials = self._issue(self.chf_profile.ieee, suites_of(self.chf_profile.cbke_suite))
@@ -246,8 +252,9 @@ class HanSecurity:
         try:
             open_transport_key(radio.context, self.chf_profile.ieee, install_code_of(profile), transport.frame)
         except FrameSecurityError as exc:
-            device.emit(sev.NotAdmitted, reason=f"Transport-Key not opened with its install code ({exc})")
-            return False
+            if DeviceFault.JOIN_WITH_FOREIGN_KEY not in profile.faults:
+                device.emit(sev.NotAdmitted, reason=f"Transport-Key not opened with its install code ({exc})")
+                return False
         device.emit(sev.Admitted, trust_centre=self.chf_profile.ieee)
         return True
 

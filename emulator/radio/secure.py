@@ -185,6 +185,11 @@ class SecureRadio:
         #: False while the node is not ready for APS-secured application traffic (a device before CBKE): frames
         #: of the APS-encrypted clusters are then ignored, whichever key they came under.
         self.application_ready = True
+        #: The SE rule in each direction (ZSE 07-5356 §5.4.6): secure outgoing frames of the APS-encrypted
+        #: clusters, and refuse clear ones from a partner that shares a link key. A device with a deliberate
+        #: fault turns one off (`EmulatedDevice`); nothing else does.
+        self.encrypt_outgoing = True
+        self.refuse_clear = True
         self.stats = {"secured": 0, "opened": 0, "dropped": 0}
         self._guards: dict[int, _Guarded] = {}
         self._ingress: list[IngressHandler] = []
@@ -229,6 +234,7 @@ class SecureRadio:
         dst = packet.dst
         if (
             dst is not None
+            and self.encrypt_outgoing
             and not isinstance(packet.data, SecuredApsFrame)
             and requires_aps_encryption(packet.profile_id or 0, packet.cluster_id, broadcast=is_broadcast(dst))
         ):
@@ -269,7 +275,9 @@ class SecureRadio:
             if opened is None:
                 return
             packet = opened
-        elif requires_aps_encryption(packet.profile_id or 0, packet.cluster_id, broadcast=is_broadcast(packet.dst)):
+        elif self.refuse_clear and requires_aps_encryption(
+            packet.profile_id or 0, packet.cluster_id, broadcast=is_broadcast(packet.dst)
+        ):
             sender = self._ieee_of(packet.src)
             if sender is not None and self.context.link_key(sender) is not None:
                 self._drop(packet, sender, data.serialize(), DropReason.UNENCRYPTED, "sent in clear")

@@ -9,7 +9,9 @@ cited clause (a "shall" of the ZCL / OTA specification or a GBCS requirement is 
 recommendation or what only implementations do is SHOULD); only MUST failures fail a run. Every `reference`
 cites a public document: ZCL revision 7 (07-5123-07) chapter 11 and the OTA Upgrade cluster specification
 09-5264 r23 for the cluster, SE 1.2b 15-0324-02 for the activation policies, GBCS use cases, DUIS service
-requests and SEC modification SECMP0007 for the GB cases.
+requests and SEC modification SECMP0007 for the GB cases. SE-01 … SE-06 are the Smart Energy security rules a
+device meets before and during OTA (SE 07-5356, the Zigbee Smart Energy Standard: §5.4 security, Annex C key
+establishment and its Key Establishment cluster).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from emulator.conformance.device import scenarios as ota
 from emulator.conformance.device import zcl_scenarios as zcl
 from emulator.conformance.device.gb_scenarios import GB_SCENARIOS
 from emulator.conformance.device.scenarios import EVIDENCE_PLAYS, SCENARIOS
+from emulator.conformance.device.security_scenarios import SECURITY_SCENARIOS
 from emulator.conformance.device.trial import Trial
 
 PPMID = "ppmid"
@@ -36,7 +39,13 @@ Play = Callable[[Trial], Awaitable[Any]]
 # Play steps by name. A play that decides as it goes (what it sends next depends on what the DUT did) is named
 # after its check and judged `as_played`; the others record evidence for a pure judge, and the ZCL checks share
 # one exchange, each judging it by its own rule.
-PLAYS: dict[str, Play] = {**SCENARIOS, **GB_SCENARIOS, **EVIDENCE_PLAYS, zcl.EXCHANGE: zcl.exchange}
+PLAYS: dict[str, Play] = {
+    **SCENARIOS,
+    **GB_SCENARIOS,
+    **SECURITY_SCENARIOS,
+    **EVIDENCE_PLAYS,
+    zcl.EXCHANGE: zcl.exchange,
+}
 
 
 def _check(
@@ -367,6 +376,61 @@ RULES: dict[str, Rule[Any]] = {
             "Image Block Requests only",
             play="page-fallback",
             judge=ota.judge_page_fallback,
+        ),
+        _check(
+            "SE-01",
+            "Joins only with its install-code-derived key",
+            "SE 07-5356 §5.4.8 (install codes: the initial link key is derived from the device's "
+            "install code), §5.4.1",
+            MUST,
+            "the CHF's Device Log holds another install code for the DUT, so the Transport-Key carrying the network "
+            "key is under a key the DUT cannot derive: no frame from the DUT may follow; with its own code as control "
+            "it must join",
+        ),
+        _check(
+            "SE-02",
+            "Completes CBKE with a valid CHF certificate, then APS-encrypts OTA",
+            "SE 07-5356 Annex C.4.2 (CBKE after joining), §5.4.6 (OTA Upgrade cluster frames are "
+            "APS-encrypted with the link key)",
+            MUST,
+            "the CHF runs the Key Establishment server with a certificate of the DUT's CA; CBKE must complete and the "
+            "Query Next Image Request an APS-encrypted unicast Image Notify draws must come APS-encrypted",
+        ),
+        _check(
+            "SE-03",
+            "Key establishment with an unknown issuer is terminated UNKNOWN_ISSUER",
+            "SE 07-5356 Annex C.3.1 (Key Establishment cluster, Terminate Key Establishment "
+            "status), C.4.2.2; ZCL Key Establishment cluster status UNKNOWN_ISSUER (0x01)",
+            MUST,
+            "the CHF's Initiate Key Establishment Response carries a certificate from another CA: the DUT must send "
+            "Terminate Key Establishment status 0x01 and not go on to OTA",
+        ),
+        _check(
+            "SE-04",
+            "A CHF certificate of another EUI-64 is terminated BAD_MESSAGE",
+            "SE 07-5356 Annex C.3.1, C.4.2.2 (the responder's certificate must name the partner's "
+            "EUI-64); ZCL Key Establishment cluster status BAD_MESSAGE (0x03)",
+            MUST,
+            "the CHF's Initiate Key Establishment Response carries a genuine certificate of another EUI-64: the DUT "
+            "must send Terminate Key Establishment status 0x03 and not go on to OTA",
+        ),
+        _check(
+            "SE-05",
+            "A wrong key confirmation is terminated BAD_KEY_CONFIRM",
+            "SE 07-5356 Annex C.3.1, C.4.2.2.4 (key confirmation: MACV checked by the initiator); "
+            "ZCL Key Establishment cluster status BAD_KEY_CONFIRM (0x02)",
+            MUST,
+            "the CHF's Confirm Key Data Response carries a wrong MACV: the DUT must send Terminate Key Establishment "
+            "status 0x02 and not go on to OTA",
+        ),
+        _check(
+            "SE-06",
+            "OTA commands without APS encryption are ignored once a link key is held",
+            "SE 07-5356 §5.4.6 (OTA Upgrade cluster commands shall be APS-encrypted; a frame that "
+            "should be and is not is dropped)",
+            MUST,
+            "after CBKE, a unicast Image Notify APS-encrypted must draw a query (control); the same notify sent "
+            "without APS encryption must not",
         ),
     )
 }

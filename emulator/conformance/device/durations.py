@@ -46,6 +46,12 @@ EXPECTED_S: dict[str, dict[str, float]] = {
     "Z-04": {"ppmid": 80, "hcalcs": 80},
     "Z-05": {"ppmid": 80, "hcalcs": 80},
     "C-PAGE": {"ppmid": 10, "hcalcs": 10},
+    "SE-01": {"ppmid": 40, "hcalcs": 40},
+    "SE-02": {"ppmid": 10, "hcalcs": 10},
+    "SE-03": {"ppmid": 40, "hcalcs": 40},
+    "SE-04": {"ppmid": 40, "hcalcs": 40},
+    "SE-05": {"ppmid": 40, "hcalcs": 40},
+    "SE-06": {"ppmid": 90, "hcalcs": 90},
 }
 
 

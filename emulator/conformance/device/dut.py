@@ -79,7 +79,13 @@ class EmulatedDut(DeviceUnderTest):
 
     @property
     def abilities(self) -> frozenset[Ability]:
-        return frozenset({Ability.POWER_CYCLE, Ability.GBCS})
+        secure = {Ability.SMART_ENERGY} if self.profile.security == "se" else set()
+        return frozenset({Ability.POWER_CYCLE, Ability.GBCS, *secure})
+
+    def unable(self, ability: Ability) -> str:
+        if ability is Ability.SMART_ENERGY:
+            return f"{self.description} has security = \"none\": it joins with the network key only and runs no CBKE"
+        return super().unable(ability)
 
     async def start(self, link: Link) -> None:
         self._link = link
@@ -105,14 +111,18 @@ class EmulatedDut(DeviceUnderTest):
     async def _boot(self) -> None:
         link = self._link
         assert link is not None
+        security = link.security
+        radio = security.device_radio(self.profile, link.air) if security is not None else link.air
         device = EmulatedDevice(
             self.profile,
-            link.air,
+            radio,
             link.clock,
             nwk=link.nwk,
             state_dir=link.state_dir,
             seed=self.seed * 7919 + self._generation,
         )
+        if security is not None:
+            security.attach_device(device, radio)
         device.add_listener(self._on_event)
         await device.start()
         self.device = device
@@ -217,7 +227,9 @@ class EmulatedWorld:
             dut.alerts.clear()
             dut_started = True
             await dut.start(Link(air, clock, FIRST_DEVICE_NWK, Path(state.name)))
-            yield Trial(chf, dut, clock, self.timing, self.image)
+            trial = Trial(chf, dut, clock, self.timing, self.image)
+            trial.capture = self.capture
+            yield trial
         finally:
             if dut_started:
                 await dut.stop()

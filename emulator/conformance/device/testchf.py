@@ -251,6 +251,13 @@ class TestChf:
             radius=t.uint8_t(0),
         )
 
+    def unicast(self, data: bytes) -> t.ZigbeePacket:
+        """An OTA cluster frame from the CHF to the DUT's OTA endpoint, built but not sent (a security scenario
+        sends it past the CHF's APS layer, in the clear)."""
+        assert self.nwk is not None, "the DUT has no address yet"
+        dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(self.nwk))
+        return self._packet(dst, self.endpoint, data, ack=True)
+
     def send(self, data: bytes, *, broadcast: bool = False) -> None:
         """An OTA cluster frame from the CHF: unicast to the DUT's OTA endpoint, or broadcast to every device."""
         if broadcast:

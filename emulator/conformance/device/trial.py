@@ -12,6 +12,7 @@ outcome travels in a GBCS message this bench cannot see, the DUT's harness may r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from emulator.chf.store import HeldImage
@@ -191,6 +192,8 @@ class Trial:
         self.version_step = version_step
         self.identity: DutIdentity | None = None
         self.first_query: FrameRecord | None = None
+        # The run's capture (a pcap), for a play step that brings up a CHF radio of its own (the security checks).
+        self.capture: Callable[[TestChf], None] | None = None
 
     # -- getting the DUT to talk ----------------------------------------------------------------------
 

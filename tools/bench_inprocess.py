@@ -29,13 +29,14 @@ import zigpy.ota.image
 import zigpy.ota.providers
 from zigpy.zcl import foundation
 
-from emulator import clock
+from emulator import clock, keys
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device import security_events
 from emulator.han import Han, HanOptions, expand
 from emulator.ota.image import build_gb, build_zigbee
-from emulator.profiles import bundled, load_chf, load_device
+from emulator.ota.signing import sign_image
+from emulator.profiles import bundled, bundled_key, load_chf, load_device
 
 BLOCK = 64
 CONCURRENT_DOWNLOADS = 16
@@ -55,6 +56,8 @@ def _chf(**changes):
 def _image(profile, size: int, device_ids) -> HeldImage:
     payload = random.Random(size).randbytes(size)
     image = build_gb(profile.manufacturer_code, profile.image_type, 2, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    # Signed with the test-only key the bundled devices trust: they refuse an unsigned image (require_signature).
+    image = sign_image(image, keys.load_private_key(bundled_key("test-image-signer.key.pem")))
     return HeldImage(image, image.serialize(), frozenset(device_ids))
 
 
@@ -82,7 +85,8 @@ async def _ours(size: int, security: str = "none") -> tuple[int, float, float]:
 
 async def _zigpys(size: int) -> tuple[int, float, foundation.Status]:
     zigpy.device.AFTER_OTA_ATTR_READ_DELAY = 0
-    device = _device(profile_id=0x0104)
+    # A Zigbee OTA file carries no signature trailer: this device does not ask for one.
+    device = _device(profile_id=0x0104, require_signature=False)
     han = Han(_chf(), [device], [], HanOptions(start_utc=START))
     await han.start()
     han.server.stop()

@@ -162,6 +162,10 @@ class _Guarded:
     def router(self) -> bool:
         return bool(getattr(self.node, "router", self.node.nwk == COORDINATOR_NWK))
 
+    @property
+    def hears_announcements(self) -> bool:
+        return bool(getattr(self.node, "hears_announcements", True))
+
     def receive(self, packet: t.ZigbeePacket) -> None:
         self.radio.deliver(self.node, packet)
 

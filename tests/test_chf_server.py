@@ -329,6 +329,29 @@ async def test_s10_clients_served_independently_and_excess_told_to_wait():
     await h.app.shutdown()
 
 
+async def test_s10_a_slot_frees_when_a_download_times_out_and_each_transfer_times_out_on_its_own_clock():
+    held = gb_image(device_ids=())
+    h = await start_han(ChfProfile(notify="none", max_concurrent_downloads=1), [held])
+    timeout = h.server.profile.transfer_timeout
+    quiet, busy, waiting = (h.client(t.EUI64(bytes([i, 0, 0, 0, 0, 0, 0xDB, 0]))) for i in range(1, 4))
+    quiet.block(held, 0)
+    assert decode((await quiet.expect())[1]).command.status == Status.SUCCESS
+    await asyncio.sleep(timeout / 2)
+    busy.block(held, 0)  # a second transfer, started half a timeout later and kept alive by its requests
+    assert decode((await busy.expect())[1]).command.status == Status.WAIT_FOR_DATA
+    waiting.block(held, 0)
+    assert decode((await waiting.expect())[1]).command.status == Status.WAIT_FOR_DATA
+    await asyncio.sleep(timeout / 2 + 1)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee]  # only the first one has gone quiet
+    busy.block(held, 0)
+    assert decode((await busy.expect())[1]).command.status == Status.SUCCESS  # its slot is free again
+    waiting.block(held, 0)
+    assert decode((await waiting.expect())[1]).command.status == Status.WAIT_FOR_DATA
+    await asyncio.sleep(timeout + 1)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee, busy.ieee, waiting.ieee]
+    await h.app.shutdown()
+
+
 # -- S-11: pages ---------------------------------------------------------------------------------------------
 
 

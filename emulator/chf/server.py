@@ -25,7 +25,10 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
 * Per target and image, one `TransferOutcome` with CCS08 meaning (S-18).
 
 The server keeps only what GB reporting and rate limiting need per client (a `Transfer`): the protocol itself
-is stateless — every Block Request names the image and the offset.
+is stateless — every Block Request names the image and the offset. What a block costs does not grow with the
+number of clients: the sender's EUI-64 is resolved once per NWK address (as an `Eui64Key`, which hashes in
+constant time), admission control counts the downloads in progress instead of scanning every transfer, and one
+timer watches every transfer's timeout (transfers in the order of their last request) instead of one per client.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import zigpy.types as t
@@ -45,6 +49,7 @@ from emulator.chf import events as ev
 from emulator.chf.policy import decide_query, specific_file
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
+from emulator.eui64 import Eui64Key, eui64_key
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request, encode_block_response
@@ -71,9 +76,10 @@ _SERVER_GENERATED = {cmd.id for cmd in frames.CLIENT_COMMANDS.values()}
 Listener = Callable[[ev.ServerEvent], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class Transfer:
-    """One client's download of one image, as far as the server sees it."""
+    """One client's download of one image, as far as the server sees it (one object per download: compared and
+    hashed by identity)."""
 
     ieee: t.EUI64
     held: HeldImage
@@ -81,7 +87,6 @@ class Transfer:
     blocks: int = 0
     told_to_wait: bool = False
     done: bool = False
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class OtaServer:
@@ -98,7 +103,12 @@ class OtaServer:
         self._listeners: list[Listener] = []
         self._remove_hook: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._nwk_cache: dict[int, t.EUI64] = {}
+        self._nwk_cache: dict[int, Eui64Key] = {}
+        # Transfers that have had a block and are not done: the downloads admission control counts.
+        self._downloading: set[Transfer] = set()
+        # Transfers not done, oldest last request first, and the one timer that times the oldest out.
+        self._by_last_request: OrderedDict[Transfer, None] = OrderedDict()
+        self._timeout: asyncio.TimerHandle | None = None
         # Devices told to wait only because their kind was unknown, with the image they hold.
         self._kind_pending: dict[t.EUI64, HeldImage] = {}
         # Smart Energy: a unicast Image Notify must travel APS-encrypted, so a target is notified once it shares a
@@ -116,9 +126,9 @@ class OtaServer:
         if self._remove_hook is not None:
             self._remove_hook()
             self._remove_hook = None
-        for transfer in self.transfers.values():
-            if transfer.timer is not None:
-                transfer.timer.cancel()
+        if self._timeout is not None:
+            self._timeout.cancel()
+            self._timeout = None
         for task in self._tasks:
             task.cancel()
 
@@ -216,10 +226,10 @@ class OtaServer:
         return int(self.app.state.node_info.nwk)
 
     def _ieee_of(self, packet: t.ZigbeePacket) -> t.EUI64 | None:
-        """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address: this runs for every
-        block, and zigpy looks devices up by NWK with a scan."""
+        """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address as an `Eui64Key`: this
+        runs for every block, zigpy looks devices up by NWK with a scan, and a plain EUI64 hashes slowly."""
         if packet.src.addr_mode == t.AddrMode.IEEE:
-            return packet.src.address
+            return eui64_key(packet.src.address)
         nwk = packet.src.address
         ieee = self._nwk_cache.get(nwk)
         if ieee is not None:
@@ -228,8 +238,8 @@ class OtaServer:
                 return ieee
         for device in self.app.devices.values():
             if device.nwk == nwk:
-                self._nwk_cache[nwk] = device.ieee
-                return device.ieee
+                ieee = self._nwk_cache[nwk] = eui64_key(device.ieee)
+                return ieee
         return None
 
     def _on_ota_frame(self, packet: t.ZigbeePacket, data: bytes) -> None:
@@ -404,7 +414,7 @@ class OtaServer:
             )
             return
         self._send_block(packet, tsn, held, offset, min(maximum_data_size, self.profile.max_block_size), ack=True)
-        transfer.blocks += 1
+        self._count_block(transfer)
 
     def _send_block(
         self, request: t.ZigbeePacket, tsn: int, held: HeldImage, offset: int, size: int, *, ack: bool
@@ -422,30 +432,49 @@ class OtaServer:
             transfer = Transfer(ieee, held, now)  # type: ignore[arg-type]
             self.transfers[key] = transfer  # type: ignore[index]
             self._emit(ev.TransferStarted(ieee, now, held.file_version, held.size, offset))
-            self._arm_timeout(transfer)
-        transfer.last_request = now
+            self._by_last_request[transfer] = None
+            if self._timeout is None:
+                self._arm_timeout()
+        else:
+            self._touch(transfer)
         return transfer
 
-    def _arm_timeout(self, transfer: Transfer) -> None:
-        loop = asyncio.get_running_loop()
-        due = transfer.last_request + self.profile.transfer_timeout - self.clock.now()
-        transfer.timer = loop.call_later(max(due, 0.0), self._check_timeout, transfer)
+    def _touch(self, transfer: Transfer) -> None:
+        """The client asked (or a page block went out) now: its timeout starts again."""
+        transfer.last_request = self.clock.now()
+        if transfer in self._by_last_request:
+            self._by_last_request.move_to_end(transfer)
 
-    def _check_timeout(self, transfer: Transfer) -> None:
-        if transfer.done:
+    def _count_block(self, transfer: Transfer) -> None:
+        transfer.blocks += 1
+        if not transfer.done:
+            self._downloading.add(transfer)
+
+    def _end(self, transfer: Transfer) -> None:
+        transfer.done = True
+        self._downloading.discard(transfer)
+        self._by_last_request.pop(transfer, None)
+
+    def _arm_timeout(self) -> None:
+        """One timer, due when the transfer with the oldest last request times out."""
+        oldest = next(iter(self._by_last_request), None)
+        if oldest is None:
+            self._timeout = None
             return
+        due = oldest.last_request + self.profile.transfer_timeout - self.clock.now()
+        self._timeout = asyncio.get_running_loop().call_later(max(due, 0.0), self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
         # The same sum as `_arm_timeout`'s: with `now - last < timeout` the two could disagree by a rounding
         # error, and a timer re-armed for "0 s left" at the same instant would run forever.
-        if transfer.last_request + self.profile.transfer_timeout - self.clock.now() > 0:
-            self._arm_timeout(transfer)
-            return
-        transfer.done = True
-        self._report(
-            transfer.ieee,
-            transfer.held,
-            TransferResponse.FILE_TRANSFER_FAILURE,
-            f"no block request for {self.profile.transfer_timeout:g} s",
-        )
+        timeout = self.profile.transfer_timeout
+        while (oldest := next(iter(self._by_last_request), None)) is not None:
+            if oldest.last_request + timeout - self.clock.now() > 0:
+                break
+            self._end(oldest)
+            reason = f"no block request for {timeout:g} s"
+            self._report(oldest.ieee, oldest.held, TransferResponse.FILE_TRANSFER_FAILURE, reason)
+        self._arm_timeout()
 
     def _rate_limit(self, transfer: Transfer, advertised: int | None) -> tuple[int | None, int | None, str]:
         """(delay seconds, MinimumBlockPeriod to impose, why) when this request must wait; (None, ...) if not."""
@@ -453,21 +482,29 @@ class OtaServer:
         period = profile.minimum_block_period if profile.minimum_block_period else None
         if profile.wait_for_data and not transfer.told_to_wait:
             return math.ceil(profile.wait_for_data), period, "server asks the client to wait before the download"
-        if profile.max_concurrent_downloads and not transfer.blocks:
-            # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
-            busy = sum(
-                1
-                for other in self.transfers.values()
-                if other is not transfer
-                and other.blocks
-                and not other.done
-                and self.clock.now() - other.last_request < profile.transfer_timeout
-            )
-            if busy >= profile.max_concurrent_downloads:
-                return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
+        # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
+        limit = profile.max_concurrent_downloads
+        if limit and not transfer.blocks and self._busy() >= limit:
+            return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
         if period is not None and advertised is not None and advertised != period:
             return 0, period, f"client period {advertised} differs from the server's {period}"
         return None, period, ""
+
+    def _busy(self) -> int:
+        """Downloads in progress: served a block, not done, asked within the transfer timeout. Counted over the
+        downloading set (about max_concurrent_downloads entries), which forgets transfers no longer current (the
+        bench clears `transfers` between checks)."""
+        now = self.clock.now()
+        timeout = self.profile.transfer_timeout
+        stale = [
+            other
+            for other in self._downloading
+            if other.done
+            or now - other.last_request >= timeout
+            or self.transfers.get((other.ieee, other.held.key)) is not other
+        ]
+        self._downloading.difference_update(stale)
+        return len(self._downloading)
 
     def _on_image_page(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
         cmd = frame.command
@@ -495,8 +532,8 @@ class OtaServer:
         spacing = cmd.response_spacing / 1000
         while offset < end:
             offset += self._send_block(packet, tsn, held, offset, min(size, end - offset), ack=False)
-            transfer.blocks += 1
-            transfer.last_request = self.clock.now()
+            self._count_block(transfer)
+            self._touch(transfer)
             if offset < end:
                 await asyncio.sleep(spacing)
 
@@ -508,7 +545,7 @@ class OtaServer:
         held = self.store.get(cmd.manufacturer_code, cmd.image_type, cmd.file_version)
         transfer = self.transfers.get((ieee, held.key)) if held is not None else None  # type: ignore[arg-type]
         if transfer is not None:
-            transfer.done = True
+            self._end(transfer)
         if cmd.status != Status.SUCCESS:
             if held is not None:
                 self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")

@@ -39,7 +39,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
@@ -72,6 +72,13 @@ _FRAME_TYPE_MASK = 0x03
 _CLUSTER_SPECIFIC = 0x01
 _MANUFACTURER_SPECIFIC = 0x04
 _SERVER_GENERATED = {cmd.id for cmd in frames.CLIENT_COMMANDS.values()}
+# zigpy names looked up once: enum members are properties on their class, each look-up a call.
+_NWK = t.AddrMode.NWK
+_ACK = t.TransmitOptions.ACK
+_NO_OPTIONS = t.TransmitOptions.NONE
+# A ZigbeePacket's timestamp defaults to the wall-clock time of its making, which nothing reads on a packet the CHF
+# sends; giving one saves a datetime.now() per Block Response.
+_NO_TIMESTAMP = datetime.min.replace(tzinfo=UTC)
 
 Listener = Callable[[ev.ServerEvent], None]
 
@@ -104,6 +111,7 @@ class OtaServer:
         self._remove_hook: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._nwk_cache: dict[int, Eui64Key] = {}
+        self._src: t.AddrModeAddress | None = None
         # Transfers that have had a block and are not done: the downloads admission control counts.
         self._downloading: set[Transfer] = set()
         # Transfers not done, oldest last request first, and the one timer that times the oldest out.
@@ -225,6 +233,14 @@ class OtaServer:
     def _own_nwk(self) -> int:
         return int(self.app.state.node_info.nwk)
 
+    def _own_address(self) -> t.AddrModeAddress:
+        """The CHF's NWK address as a packet source, made again only when it changes (zigpy's AddrModeAddress
+        costs microseconds to build, and every Block Response needs one)."""
+        nwk = self._own_nwk
+        if self._src is None or self._src.address != nwk:
+            self._src = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nwk)
+        return self._src
+
     def _ieee_of(self, packet: t.ZigbeePacket) -> t.EUI64 | None:
         """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address as an `Eui64Key`: this
         runs for every block, zigpy looks devices up by NWK with a scan, and a plain EUI64 hashes slowly."""
@@ -271,18 +287,23 @@ class OtaServer:
     # -- sending ------------------------------------------------------------------------------------------
 
     def _reply(self, request: t.ZigbeePacket, data: bytes, *, ack: bool = True) -> None:
+        # The request's NWK source is the answer's destination as it stands (addresses are not changed in place).
+        dst = request.src
+        if dst.addr_mode != _NWK:
+            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=request.src.address)
         self.app.transmit(
             t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+                src=self._own_address(),
                 src_ep=request.dst_ep,
-                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=request.src.address),
+                dst=dst,
                 dst_ep=request.src_ep,
                 tsn=data[1],
                 profile_id=request.profile_id,
                 cluster_id=CLUSTER_ID,
                 data=t.SerializableBytes(data),
-                tx_options=t.TransmitOptions.ACK if ack else t.TransmitOptions.NONE,
+                tx_options=_ACK if ack else _NO_OPTIONS,
                 radius=0,
+                timestamp=_NO_TIMESTAMP,
             )
         )
 

@@ -40,6 +40,12 @@ DATA_RATE_BPS = 250_000
 FRAME_OVERHEAD_BYTES = 33
 # bellows configures CONFIG_INDIRECT_TRANSMISSION_TIMEOUT = 7680 ms; real parents use the same order.
 INDIRECT_TRANSMISSION_TIMEOUT = 7.68
+# zigpy enum members looked up once (each look-up on the class is a call): the air reads them for every frame.
+_BROADCAST = t.AddrMode.Broadcast
+_GROUP = t.AddrMode.Group
+_IEEE = t.AddrMode.IEEE
+_NWK = t.AddrMode.NWK
+
 # ZDO Device_annce (Zigbee 05-3474 §2.4.3.1.11): the broadcast every node sends when it joins or reboots.
 ZDO_PROFILE = 0x0000
 DEVICE_ANNCE = 0x0013
@@ -183,30 +189,20 @@ class Air:
         """Put `packet` on the channel. Returns False when no node can receive it (unknown destination or the
         frame was lost on a unicast link), which the sender's stack reports as a delivery failure."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        start = max(now, self._channel_free_at)
-        if self.airtime:
-            self._channel_free_at = start + (len(packet.data.serialize()) + FRAME_OVERHEAD_BYTES) * 8 / DATA_RATE_BPS
-        else:
-            self._channel_free_at = start
-        on_air = self._channel_free_at
-        self.stats["sent"] += 1
-        for tap in self._taps:
-            tap(packet, on_air)
-
+        on_air = self._occupy_channel(loop.time(), packet)
         src = packet.src.address if packet.src is not None else COORDINATOR_NWK
         dst = packet.dst
-        if dst.addr_mode == t.AddrMode.Broadcast or (
-            dst.addr_mode == t.AddrMode.NWK and dst.address >= BROADCAST_ROUTERS
-        ):
+        mode = dst.addr_mode
+        if mode == _BROADCAST or (mode == _NWK and dst.address >= BROADCAST_ROUTERS):
             targets = self._broadcast_targets(int(dst.address), src, packet)
             self._transmit_all(loop, packet, src, targets, on_air)
             return bool(targets)
-        if dst.addr_mode == t.AddrMode.Group:
+        if mode == _GROUP:
             # No group tables on the emulated HAN: a multicast reaches every other node, as a broadcast would.
-            self._transmit_all(loop, packet, src, self._broadcast_targets(BROADCAST_RX_ON_WHEN_IDLE, src, packet), on_air)
+            targets = self._broadcast_targets(BROADCAST_RX_ON_WHEN_IDLE, src, packet)
+            self._transmit_all(loop, packet, src, targets, on_air)
             return True
-        node = self._by_ieee.get(dst.address) if dst.addr_mode == t.AddrMode.IEEE else self._nodes.get(dst.address)
+        node = self._by_ieee.get(dst.address) if mode == _IEEE else self._nodes.get(dst.address)
         if node is None:
             self.stats["no_route"] += 1
             return False
@@ -214,6 +210,18 @@ class Air:
         for when in arrivals:
             loop.call_at(when, self._deliver_if_attached if node.rx_on_when_idle else self._hold, node, packet)
         return bool(arrivals)
+
+    def _occupy_channel(self, now: float, packet: t.ZigbeePacket) -> float:
+        """Queue `packet` on the one channel after the frames before it; when its transmission ends. The taps
+        see it then."""
+        start = max(now, self._channel_free_at)
+        if self.airtime:
+            start += (len(packet.data.serialize()) + FRAME_OVERHEAD_BYTES) * 8 / DATA_RATE_BPS
+        self._channel_free_at = start
+        self.stats["sent"] += 1
+        for tap in self._taps:
+            tap(packet, start)
+        return start
 
     def poll(self, nwk: int) -> int:
         """A sleepy node polls its parent: deliver what is held for it (in order). Returns how many."""

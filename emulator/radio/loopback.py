@@ -23,6 +23,7 @@ import zigpy.util
 import zigpy.zdo.types as zdo_t
 from zigpy.profiles import zha
 
+from emulator.eui64 import Eui64Key, eui64_key
 from emulator.radio.air import COORDINATOR_NWK, Air
 from emulator.radio.host import ZIGPY_BASE_CONFIG, HostMixin
 
@@ -81,6 +82,8 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
         super().__init__(config)
         self.air = air
         self._stored: tuple[zigpy.state.NetworkInfo, zigpy.state.NodeInfo] | None = None
+        # Devices by NWK address, checked at each use (a device may change address or leave).
+        self._by_nwk: dict[int, tuple[zigpy.device.Device, Eui64Key]] = {}
 
     @classmethod
     async def start_on(cls, air: Air, config: dict[str, Any], ieee: t.EUI64) -> LoopbackApp:
@@ -104,6 +107,18 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
 
     def device_joined(self, nwk: int, ieee: t.EUI64, parent_nwk: int) -> None:
         self.handle_join(t.NWK(nwk), ieee, t.NWK(parent_nwk))
+
+    def get_device(self, ieee: t.EUI64 = None, nwk: t.NWK | int = None) -> zigpy.device.Device:  # type: ignore[assignment]
+        """zigpy's look-up, with an index by NWK address: zigpy finds a device by NWK by scanning them all, for
+        every frame it handles, and a thousand devices' interviews are tens of thousands of frames."""
+        if ieee is not None or nwk is None:
+            return super().get_device(ieee=ieee, nwk=nwk)  # type: ignore[return-value]
+        known = self._by_nwk.get(nwk)
+        if known is not None and known[0].nwk == nwk and self.devices.get(known[1]) is known[0]:
+            return known[0]
+        device: zigpy.device.Device = super().get_device(nwk=nwk)  # type: ignore[assignment]
+        self._by_nwk[int(nwk)] = (device, eui64_key(device.ieee))
+        return device
 
     # -- zigpy radio API ----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
+from emulator.ota.blocks import encode_wait_for_data
 from emulator.ota.frames import Status
 from emulator.ota.image import build_gb, build_zigbee
 from emulator.profiles import ChfProfile
@@ -350,6 +351,22 @@ async def test_s10_a_slot_frees_when_a_download_times_out_and_each_transfer_time
     await asyncio.sleep(timeout + 1)
     assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee, busy.ieee, waiting.ieee]
     await h.app.shutdown()
+
+
+def test_the_wait_for_data_codec_matches_the_general_codec() -> None:
+    rng = random.Random(5)
+    for _ in range(100):
+        tsn, now, delay = rng.randrange(256), rng.randrange(1 << 31), rng.randrange(1 << 16)
+        period = rng.choice([None, rng.randrange(1 << 16)])
+        expected = frames.encode(
+            "image_block_response",
+            tsn=tsn,
+            status=Status.WAIT_FOR_DATA,
+            current_time=now,
+            request_time=now + delay,
+            minimum_block_period=period,
+        )
+        assert encode_wait_for_data(tsn, now, now + delay, period) == expected
 
 
 # -- S-11: pages ---------------------------------------------------------------------------------------------

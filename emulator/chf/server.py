@@ -52,7 +52,7 @@ from emulator.clock import Clock
 from emulator.eui64 import Eui64Key, eui64_key
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
-from emulator.ota.blocks import decode_block_request, encode_block_response
+from emulator.ota.blocks import decode_block_request, encode_block_response, encode_wait_for_data
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, OtaCommand, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
 
@@ -422,17 +422,7 @@ class OtaServer:
             transfer.told_to_wait = True
             now = self.clock.zcl_utc()
             self._emit(ev.WaitForDataSent(ieee, self.clock.now(), delay, period, reason))
-            self._reply(
-                packet,
-                frames.encode(
-                    "image_block_response",
-                    tsn=tsn,
-                    status=Status.WAIT_FOR_DATA,
-                    current_time=now,
-                    request_time=now + delay,
-                    minimum_block_period=period,
-                ),
-            )
+            self._reply(packet, encode_wait_for_data(tsn, now, now + delay, period))
             return
         self._send_block(packet, tsn, held, offset, min(maximum_data_size, self.profile.max_block_size), ack=True)
         self._count_block(transfer)

@@ -39,8 +39,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any, Protocol
 
+import zigpy.device
+import zigpy.state
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 from zigpy.zcl import foundation
@@ -55,11 +58,15 @@ from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request, encode_block_response, encode_wait_for_data
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT, OtaCommand, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ChfProfile
+from emulator.radio.host import IngressHandler
+from emulator.radio.packets import address_value, nwk_address, zigbee_packet
 
 LOGGER = logging.getLogger(__name__)
 
 ZDO_PROFILE = 0x0000
 BROADCAST_ENDPOINT = 0xFF
+# zigpy sets EUI64.UNKNOWN after the class, where a type checker does not see it.
+UNKNOWN_IEEE: t.EUI64 = t.EUI64.UNKNOWN  # type: ignore[attr-defined]
 FIRST_BROADCAST_NWK = 0xFFF8
 # WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
 BUSY_WAIT_SECONDS = 60
@@ -74,13 +81,25 @@ _MANUFACTURER_SPECIFIC = 0x04
 _SERVER_GENERATED = {cmd.id for cmd in frames.CLIENT_COMMANDS.values()}
 # zigpy names looked up once: enum members are properties on their class, each look-up a call.
 _NWK = t.AddrMode.NWK
-_ACK = t.TransmitOptions.ACK
-_NO_OPTIONS = t.TransmitOptions.NONE
-# A ZigbeePacket's timestamp defaults to the wall-clock time of its making, which nothing reads on a packet the CHF
-# sends; giving one saves a datetime.now() per Block Response.
-_NO_TIMESTAMP = datetime.min.replace(tzinfo=UTC)
+_IEEE = t.AddrMode.IEEE
 
 Listener = Callable[[ev.ServerEvent], None]
+
+
+class ChfApp(Protocol):
+    """What the server needs of its zigpy app: a `ControllerApplication` with `HostMixin` (the loopback app, or
+    bellows' EZSP app)."""
+
+    devices: dict[t.EUI64, zigpy.device.BaseDevice]
+    state: zigpy.state.State
+
+    def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]: ...
+
+    def add_listener(self, listener: Any) -> int: ...
+
+    def transmit(self, packet: t.ZigbeePacket) -> None: ...
+
+    def get_sequence(self) -> int: ...
 
 
 @dataclass(eq=False)
@@ -99,7 +118,7 @@ class Transfer:
 class OtaServer:
     """OTA Upgrade cluster server for a CHF on any zigpy app that has `HostMixin`."""
 
-    def __init__(self, app, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
+    def __init__(self, app: ChfApp, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
         self.app = app
         self.profile = profile
         self.store = store
@@ -149,7 +168,7 @@ class OtaServer:
 
     # -- zigpy app listener: notify targets once zigpy has interviewed them --------------------------------
 
-    def device_initialized(self, device) -> None:
+    def device_initialized(self, device: zigpy.device.BaseDevice) -> None:
         held = self._kind_pending.get(device.ieee)
         if held is not None and _device_type(device) is not None:
             del self._kind_pending[device.ieee]
@@ -213,18 +232,19 @@ class OtaServer:
         payload = t.serialize(
             [foundation.Status.SUCCESS, t.NWK(self._own_nwk), [t.uint8_t(self.profile.endpoint)]], types
         )
+        if packet.src is None:
+            return False
         self.app.transmit(
-            t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+            zigbee_packet(
+                src=self._own_address(),
                 src_ep=0,
-                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+                dst=nwk_address(address_value(packet.src)),
                 dst_ep=0,
                 tsn=tsn,
                 profile_id=ZDO_PROFILE,
                 cluster_id=zdo_t.ZDOCmd.Match_Desc_rsp,
-                data=t.SerializableBytes(bytes([tsn]) + payload),
-                tx_options=t.TransmitOptions.NONE,
-                radius=0,
+                data=bytes([tsn]) + payload,
+                ack=False,
             )
         )
         return True
@@ -238,15 +258,17 @@ class OtaServer:
         costs microseconds to build, and every Block Response needs one)."""
         nwk = self._own_nwk
         if self._src is None or self._src.address != nwk:
-            self._src = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nwk)
+            self._src = nwk_address(nwk)
         return self._src
 
     def _ieee_of(self, packet: t.ZigbeePacket) -> t.EUI64 | None:
         """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address as an `Eui64Key`: this
         runs for every block, zigpy looks devices up by NWK with a scan, and a plain EUI64 hashes slowly."""
-        if packet.src.addr_mode == t.AddrMode.IEEE:
-            return eui64_key(packet.src.address)
-        nwk = packet.src.address
+        if packet.src is None:
+            return None
+        if packet.src.addr_mode == _IEEE:
+            return eui64_key(address_value(packet.src))
+        nwk: int = address_value(packet.src)
         ieee = self._nwk_cache.get(nwk)
         if ieee is not None:
             device = self.app.devices.get(ieee)
@@ -289,21 +311,21 @@ class OtaServer:
     def _reply(self, request: t.ZigbeePacket, data: bytes, *, ack: bool = True) -> None:
         # The request's NWK source is the answer's destination as it stands (addresses are not changed in place).
         dst = request.src
+        if dst is None:
+            return
         if dst.addr_mode != _NWK:
-            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=request.src.address)
+            dst = nwk_address(address_value(dst))
         self.app.transmit(
-            t.ZigbeePacket(
+            zigbee_packet(
                 src=self._own_address(),
-                src_ep=request.dst_ep,
+                src_ep=request.dst_ep or 0,
                 dst=dst,
-                dst_ep=request.src_ep,
+                dst_ep=request.src_ep or 0,
                 tsn=data[1],
                 profile_id=request.profile_id,
                 cluster_id=CLUSTER_ID,
-                data=t.SerializableBytes(data),
-                tx_options=_ACK if ack else _NO_OPTIONS,
-                radius=0,
-                timestamp=_NO_TIMESTAMP,
+                data=data,
+                ack=ack,
             )
         )
 
@@ -311,7 +333,7 @@ class OtaServer:
         """Default Response with an error status; sent even when default responses are disabled (ZCL: that bit
         only suppresses success responses), but never to a broadcast."""
         self._emit(ev.FrameRejected(self._ieee_of(packet), self.clock.now(), command_id, status, reason))
-        if _is_broadcast(packet.dst):
+        if packet.dst is None or _is_broadcast(packet.dst):
             return
         self._reply(
             packet, frames.default_response(tsn=tsn, command_id=command_id, status=status, direction=frames.S2C)
@@ -338,7 +360,7 @@ class OtaServer:
         decision = decide_query(
             self.store,
             self.profile,
-            ieee if ieee is not None else t.EUI64.UNKNOWN,
+            ieee if ieee is not None else UNKNOWN_IEEE,
             cmd.manufacturer_code,
             cmd.image_type,
             cmd.current_file_version,
@@ -534,7 +556,9 @@ class OtaServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve_page(self, packet: t.ZigbeePacket, tsn: int, held: HeldImage, cmd, transfer: Transfer) -> None:
+    async def _serve_page(
+        self, packet: t.ZigbeePacket, tsn: int, held: HeldImage, cmd: Any, transfer: Transfer
+    ) -> None:
         """Unsolicited Block Responses up to the page end or end of file, spaced ResponseSpacing ms, without APS
         ACKs (SPEC.md §2.5: the client re-requests what it missed)."""
         size = min(cmd.maximum_data_size, self.profile.max_block_size)
@@ -560,7 +584,7 @@ class OtaServer:
         if cmd.status != Status.SUCCESS:
             if held is not None:
                 self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")
-            if frames.wants_default_response(frame.header) and not _is_broadcast(packet.dst):
+            if frames.wants_default_response(frame.header) and packet.dst is not None and not _is_broadcast(packet.dst):
                 self._reply(
                     packet,
                     frames.default_response(
@@ -598,8 +622,8 @@ class OtaServer:
             return held.activation
         device = self.app.devices.get(ieee) if ieee is not None else None
         device_type = _device_type(device) if device is not None else None
-        if device_type is None:
-            if device is not None and ieee is not None:
+        if device is None or device_type is None:
+            if isinstance(device, zigpy.device.Device) and ieee is not None:
                 self._kind_pending[ieee] = held
                 if not device.initializing:
                     device.schedule_initialize()
@@ -676,7 +700,7 @@ class OtaServer:
         """Image Notify (S-17): unicast to `ieee`, or broadcast when None (default response disabled)."""
         payload_type = self.profile.notify_payload_type if payload_type is None else payload_type
         jitter = self.profile.notify_jitter if query_jitter is None else query_jitter
-        fields: dict[str, int] = {"payload_type": payload_type, "query_jitter": jitter}
+        fields: dict[str, Any] = {"payload_type": payload_type, "query_jitter": jitter}
         if held is not None:
             if payload_type >= 1:
                 fields["manufacturer_code"] = held.manufacturer_id
@@ -692,30 +716,29 @@ class OtaServer:
         """A fresh TSN: from zigpy's per-device counter for a unicast, so it never repeats one zigpy itself just
         used towards that device (its interview sends an Image Notify too); from the app's for a broadcast."""
         device = self.app.devices.get(ieee) if ieee is not None else None
-        return device.get_sequence() if device is not None else self.app.get_sequence()
+        if isinstance(device, zigpy.device.Device):
+            return device.get_sequence()
+        return self.app.get_sequence()
 
     def _send_unsolicited(self, ieee: t.EUI64 | None, data: bytes, endpoint: int | None) -> None:
         if ieee is None:
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=t.BroadcastAddress.ALL_DEVICES)
             dst_ep = BROADCAST_ENDPOINT
-            tx = t.TransmitOptions.NONE
         else:
-            device = self.app.get_device(ieee=ieee)
-            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=device.nwk)
+            device = self.app.devices[ieee]
+            dst = nwk_address(device.nwk)
             dst_ep = endpoint if endpoint is not None else _ota_client_endpoint(device)
-            tx = t.TransmitOptions.ACK
         self.app.transmit(
-            t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+            zigbee_packet(
+                src=self._own_address(),
                 src_ep=self.profile.endpoint,
                 dst=dst,
                 dst_ep=dst_ep,
                 tsn=data[1],
                 profile_id=self.profile.profile_id,
                 cluster_id=CLUSTER_ID,
-                data=t.SerializableBytes(data),
-                tx_options=tx,
-                radius=0,
+                data=data,
+                ack=ieee is not None,
             )
         )
 
@@ -728,12 +751,12 @@ class OtaServer:
                 self._report(ieee, held, TransferResponse.IMAGE_DISCARDED, reason)
 
 
-def _device_type(device) -> int | None:
+def _device_type(device: zigpy.device.BaseDevice) -> int | None:
     """The device id of the endpoint that holds the OTA client (else of any application endpoint), or None while
     zigpy has no Simple Descriptor for it."""
-    types = {
-        endpoint_id: endpoint.device_type
-        for endpoint_id, endpoint in device.endpoints.items()
+    types: dict[int, int] = {
+        endpoint_id: int(endpoint.device_type)
+        for endpoint_id, endpoint in _endpoints(device).items()
         if endpoint_id != 0 and getattr(endpoint, "device_type", None) is not None
     }
     if not types:
@@ -742,8 +765,12 @@ def _device_type(device) -> int | None:
     return types.get(ota_client, next(iter(types.values())))
 
 
-def _ota_client_endpoint(device) -> int:
-    for endpoint_id, endpoint in device.endpoints.items():
+def _endpoints(device: zigpy.device.BaseDevice) -> dict[int, Any]:
+    return getattr(device, "endpoints", {})
+
+
+def _ota_client_endpoint(device: zigpy.device.BaseDevice) -> int:
+    for endpoint_id, endpoint in _endpoints(device).items():
         if endpoint_id != 0 and CLUSTER_ID in getattr(endpoint, "out_clusters", {}):
             return endpoint_id
     return 1
@@ -753,7 +780,7 @@ def _is_broadcast(address: t.AddrModeAddress) -> bool:
     """A broadcast or group destination (ZCL r7 §2.5.12.2: no Default Response to either)."""
     if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
         return True
-    return address.addr_mode == t.AddrMode.NWK and int(address.address) >= FIRST_BROADCAST_NWK
+    return address.addr_mode == t.AddrMode.NWK and int(address_value(address)) >= FIRST_BROADCAST_NWK
 
 
 def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
@@ -776,6 +803,7 @@ def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
     return frames.Frame(header, definition.name, command) if extra else None
 
 
-def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes):
+def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes) -> tuple[list[Any], bytes]:
     _, types = zdo_t.CLUSTERS[command]
-    return t.deserialize(data, types)
+    values: tuple[list[Any], bytes] = t.deserialize(data, types)
+    return values

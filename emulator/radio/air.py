@@ -22,7 +22,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import zigpy.types as t
 
@@ -73,9 +73,14 @@ class Node(Protocol):
     """Anything that can sit on the air. A node may also say `router = True` (it gets 0xFFFC broadcasts) and
     `hears_announcements = False` (it ignores other nodes' Device_annce, so the air does not deliver them)."""
 
-    nwk: int
-    ieee: t.EUI64
-    rx_on_when_idle: bool
+    @property
+    def nwk(self) -> int: ...
+
+    @property
+    def ieee(self) -> t.EUI64: ...
+
+    @property
+    def rx_on_when_idle(self) -> bool: ...
 
     def receive(self, packet: t.ZigbeePacket) -> None:
         """Called on the event loop when a frame arrives; must not block."""
@@ -190,11 +195,14 @@ class Air:
         frame was lost on a unicast link), which the sender's stack reports as a delivery failure."""
         loop = asyncio.get_running_loop()
         on_air = self._occupy_channel(loop.time(), packet)
-        src = packet.src.address if packet.src is not None else COORDINATOR_NWK
+        src: int = cast(int, packet.src.address) if packet.src is not None else COORDINATOR_NWK
         dst = packet.dst
+        if dst is None:
+            raise ValueError("a packet on the air needs a destination")
         mode = dst.addr_mode
-        if mode == _BROADCAST or (mode == _NWK and dst.address >= BROADCAST_ROUTERS):
-            targets = self._broadcast_targets(int(dst.address), src, packet)
+        address: Any = dst.address  # an NWK address, a group, a broadcast address or an EUI-64, by mode
+        if mode == _BROADCAST or (mode == _NWK and address >= BROADCAST_ROUTERS):
+            targets = self._broadcast_targets(int(address), src, packet)
             self._transmit_all(loop, packet, src, targets, on_air)
             return bool(targets)
         if mode == _GROUP:
@@ -202,7 +210,7 @@ class Air:
             targets = self._broadcast_targets(BROADCAST_RX_ON_WHEN_IDLE, src, packet)
             self._transmit_all(loop, packet, src, targets, on_air)
             return True
-        node = self._by_ieee.get(dst.address) if mode == _IEEE else self._nodes.get(dst.address)
+        node = self._by_ieee.get(address) if mode == _IEEE else self._nodes.get(address)
         if node is None:
             self.stats["no_route"] += 1
             return False

@@ -260,8 +260,9 @@ class Han:
         summary.finished_at = self.clock.now()
         self._check_settled()
 
-    def _update(self, summary: DeviceSummary, event: Event) -> None:
-        de, se, sec = device_events, server_events, security_events
+    def _update_security(self, summary: DeviceSummary, event: Event) -> bool:
+        """Fold a Smart Energy security event into the summary; False for any other event."""
+        sec = security_events
         if isinstance(event, sec.Admitted):
             summary.joined, summary.link_key = "install code", "install code"
         elif isinstance(event, sec.NotAdmitted):
@@ -270,7 +271,15 @@ class Han:
             summary.cbke_suite, summary.link_key = event.suite, "CBKE"
         elif isinstance(event, sec.KeyEstablishmentFailed):
             self._finish(summary, "failed", f"CBKE failed: {event.status}")
-        elif isinstance(event, de.DownloadStarted):
+        else:
+            return False
+        return True
+
+    def _update(self, summary: DeviceSummary, event: Event) -> None:
+        de, se = device_events, server_events
+        if self._update_security(summary, event):
+            return
+        if isinstance(event, de.DownloadStarted):
             summary.size, summary.offset = event.size, event.offset
             if summary.result != "pending":
                 summary.result, summary.finished_at = "pending", None

@@ -24,11 +24,10 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
 * Nothing is ever sent in answer to a broadcast or group frame (ZCL r7 §2.5.12.2).
 * Per target and image, one `TransferOutcome` with CCS08 meaning (S-18).
 
-The server keeps only what GB reporting and rate limiting need per client (a `Transfer`): the protocol itself
-is stateless — every Block Request names the image and the offset. What a block costs does not grow with the
-number of clients: the sender's EUI-64 is resolved once per NWK address (as an `Eui64Key`, which hashes in
-constant time), admission control counts the downloads in progress instead of scanning every transfer, and one
-timer watches every transfer's timeout (transfers in the order of their last request) instead of one per client.
+The server keeps only what GB reporting and rate limiting need per client (a `Transfer`, in `transfers.py`:
+timeouts, admission control and how long a client waits): the protocol itself is stateless — every Block Request
+names the image and the offset. What a block costs does not grow with the number of clients: the sender's
+EUI-64 is resolved once per NWK address (as an `Eui64Key`, which hashes in constant time).
 """
 
 from __future__ import annotations
@@ -36,9 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -51,6 +48,7 @@ from zigpy.zcl import foundation
 from emulator.chf import events as ev
 from emulator.chf.policy import decide_query, specific_file
 from emulator.chf.store import HeldImage, ImageStore
+from emulator.chf.transfers import Transfer, TransferTable
 from emulator.clock import Clock
 from emulator.eui64 import Eui64Key, eui64_key
 from emulator.gb.codes import TransferResponse
@@ -68,8 +66,6 @@ BROADCAST_ENDPOINT = 0xFF
 # zigpy sets EUI64.UNKNOWN after the class, where a type checker does not see it.
 UNKNOWN_IEEE: t.EUI64 = t.EUI64.UNKNOWN  # type: ignore[attr-defined]
 FIRST_BROADCAST_NWK = 0xFFF8
-# WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
-BUSY_WAIT_SECONDS = 60
 # After CBKE, how long the CHF waits before the Image Notify a target's interview held back (s).
 NOTIFY_AFTER_KEY_S = 1.0
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
@@ -102,19 +98,6 @@ class ChfApp(Protocol):
     def get_sequence(self) -> int: ...
 
 
-@dataclass(eq=False)
-class Transfer:
-    """One client's download of one image, as far as the server sees it (one object per download: compared and
-    hashed by identity)."""
-
-    ieee: t.EUI64
-    held: HeldImage
-    last_request: float
-    blocks: int = 0
-    told_to_wait: bool = False
-    done: bool = False
-
-
 class OtaServer:
     """OTA Upgrade cluster server for a CHF on any zigpy app that has `HostMixin`."""
 
@@ -123,7 +106,14 @@ class OtaServer:
         self.profile = profile
         self.store = store
         self.clock = clock
-        self.transfers: dict[tuple[t.EUI64, tuple[int, int, int]], Transfer] = {}
+        self.table = TransferTable(
+            clock,
+            lambda: self.profile.transfer_timeout,
+            lambda: self.profile.max_concurrent_downloads,
+            self._timed_out,
+        )
+        #: Every client's transfer by (EUI-64, image key).
+        self.transfers = self.table.by_key
         self.outcomes: list[ev.TransferOutcome] = []
         self._reported: set[tuple[t.EUI64, tuple[int, int, int], TransferResponse]] = set()
         self._listeners: list[Listener] = []
@@ -131,11 +121,6 @@ class OtaServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._nwk_cache: dict[int, Eui64Key] = {}
         self._src: t.AddrModeAddress | None = None
-        # Transfers that have had a block and are not done: the downloads admission control counts.
-        self._downloading: set[Transfer] = set()
-        # Transfers not done, oldest last request first, and the one timer that times the oldest out.
-        self._by_last_request: OrderedDict[Transfer, None] = OrderedDict()
-        self._timeout: asyncio.TimerHandle | None = None
         # Devices told to wait only because their kind was unknown, with the image they hold.
         self._kind_pending: dict[t.EUI64, HeldImage] = {}
         # Smart Energy: a unicast Image Notify must travel APS-encrypted, so a target is notified once it shares a
@@ -153,9 +138,7 @@ class OtaServer:
         if self._remove_hook is not None:
             self._remove_hook()
             self._remove_hook = None
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
+        self.table.stop()
         for task in self._tasks:
             task.cancel()
 
@@ -442,12 +425,13 @@ class OtaServer:
         delay, period, reason = self._rate_limit(transfer, advertised_period)
         if delay is not None:
             transfer.told_to_wait = True
+            self.table.park(transfer, delay)
             now = self.clock.zcl_utc()
             self._emit(ev.WaitForDataSent(ieee, self.clock.now(), delay, period, reason))
             self._reply(packet, encode_wait_for_data(tsn, now, now + delay, period))
             return
         self._send_block(packet, tsn, held, offset, min(maximum_data_size, self.profile.max_block_size), ack=True)
-        self._count_block(transfer)
+        self.table.served(transfer)
 
     def _send_block(
         self, request: t.ZigbeePacket, tsn: int, held: HeldImage, offset: int, size: int, *, ack: bool
@@ -458,56 +442,14 @@ class OtaServer:
         return len(chunk)
 
     def _track(self, ieee: t.EUI64 | None, held: HeldImage, offset: int) -> Transfer:
-        now = self.clock.now()
-        key = (ieee, held.key)
-        transfer = self.transfers.get(key)  # type: ignore[arg-type]
-        if transfer is None or transfer.done:
-            transfer = Transfer(ieee, held, now)  # type: ignore[arg-type]
-            self.transfers[key] = transfer  # type: ignore[index]
-            self._emit(ev.TransferStarted(ieee, now, held.file_version, held.size, offset))
-            self._by_last_request[transfer] = None
-            if self._timeout is None:
-                self._arm_timeout()
-        else:
-            self._touch(transfer)
+        transfer, new = self.table.track(ieee, held)  # type: ignore[arg-type]  # None only for unknown senders
+        if new:
+            self._emit(ev.TransferStarted(ieee, transfer.last_request, held.file_version, held.size, offset))
         return transfer
 
-    def _touch(self, transfer: Transfer) -> None:
-        """The client asked (or a page block went out) now: its timeout starts again."""
-        transfer.last_request = self.clock.now()
-        if transfer in self._by_last_request:
-            self._by_last_request.move_to_end(transfer)
-
-    def _count_block(self, transfer: Transfer) -> None:
-        transfer.blocks += 1
-        if not transfer.done:
-            self._downloading.add(transfer)
-
-    def _end(self, transfer: Transfer) -> None:
-        transfer.done = True
-        self._downloading.discard(transfer)
-        self._by_last_request.pop(transfer, None)
-
-    def _arm_timeout(self) -> None:
-        """One timer, due when the transfer with the oldest last request times out."""
-        oldest = next(iter(self._by_last_request), None)
-        if oldest is None:
-            self._timeout = None
-            return
-        due = oldest.last_request + self.profile.transfer_timeout - self.clock.now()
-        self._timeout = asyncio.get_running_loop().call_later(max(due, 0.0), self._check_timeouts)
-
-    def _check_timeouts(self) -> None:
-        # The same sum as `_arm_timeout`'s: with `now - last < timeout` the two could disagree by a rounding
-        # error, and a timer re-armed for "0 s left" at the same instant would run forever.
-        timeout = self.profile.transfer_timeout
-        while (oldest := next(iter(self._by_last_request), None)) is not None:
-            if oldest.last_request + timeout - self.clock.now() > 0:
-                break
-            self._end(oldest)
-            reason = f"no block request for {timeout:g} s"
-            self._report(oldest.ieee, oldest.held, TransferResponse.FILE_TRANSFER_FAILURE, reason)
-        self._arm_timeout()
+    def _timed_out(self, transfer: Transfer, silent_for: float) -> None:
+        reason = f"no block request for {silent_for:g} s"
+        self._report(transfer.ieee, transfer.held, TransferResponse.FILE_TRANSFER_FAILURE, reason)
 
     def _rate_limit(self, transfer: Transfer, advertised: int | None) -> tuple[int | None, int | None, str]:
         """(delay seconds, MinimumBlockPeriod to impose, why) when this request must wait; (None, ...) if not."""
@@ -517,27 +459,11 @@ class OtaServer:
             return math.ceil(profile.wait_for_data), period, "server asks the client to wait before the download"
         # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
         limit = profile.max_concurrent_downloads
-        if limit and not transfer.blocks and self._busy() >= limit:
-            return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
+        if limit and not transfer.blocks and self.table.busy() >= limit:
+            return self.table.busy_wait(transfer), period, "too many concurrent downloads"
         if period is not None and advertised is not None and advertised != period:
             return 0, period, f"client period {advertised} differs from the server's {period}"
         return None, period, ""
-
-    def _busy(self) -> int:
-        """Downloads in progress: served a block, not done, asked within the transfer timeout. Counted over the
-        downloading set (about max_concurrent_downloads entries), which forgets transfers no longer current (the
-        bench clears `transfers` between checks)."""
-        now = self.clock.now()
-        timeout = self.profile.transfer_timeout
-        stale = [
-            other
-            for other in self._downloading
-            if other.done
-            or now - other.last_request >= timeout
-            or self.transfers.get((other.ieee, other.held.key)) is not other
-        ]
-        self._downloading.difference_update(stale)
-        return len(self._downloading)
 
     def _on_image_page(self, packet: t.ZigbeePacket, frame: frames.Frame, ieee: t.EUI64 | None) -> None:
         cmd = frame.command
@@ -567,8 +493,8 @@ class OtaServer:
         spacing = cmd.response_spacing / 1000
         while offset < end:
             offset += self._send_block(packet, tsn, held, offset, min(size, end - offset), ack=False)
-            self._count_block(transfer)
-            self._touch(transfer)
+            self.table.served(transfer)
+            self.table.touch(transfer)
             if offset < end:
                 await asyncio.sleep(spacing)
 
@@ -580,7 +506,7 @@ class OtaServer:
         held = self.store.get(cmd.manufacturer_code, cmd.image_type, cmd.file_version)
         transfer = self.transfers.get((ieee, held.key)) if held is not None else None  # type: ignore[arg-type]
         if transfer is not None:
-            self._end(transfer)
+            self.table.end(transfer, completed=cmd.status == Status.SUCCESS)
         if cmd.status != Status.SUCCESS:
             if held is not None:
                 self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")

@@ -167,7 +167,10 @@ class HanSecurity:
             return
 
         def ieee_of(nwk: int) -> t.EUI64 | None:
-            return next((d.ieee for d in app.devices.values() if d.nwk == nwk), None)
+            try:
+                return app.get_device(nwk=nwk).ieee  # the loopback app indexes devices by NWK address
+            except KeyError:
+                return None
 
         def relay(event: server_events.ServerEvent) -> None:
             if isinstance(event, ServerKeyEstablished) and event.ieee is not None:

@@ -31,9 +31,12 @@ import contextvars
 import math
 import selectors
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 ZCL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -61,16 +64,16 @@ class _VirtualSelector(selectors.BaseSelector):
         self._loop = loop
         self._real = selectors.DefaultSelector()
 
-    def register(self, fileobj, events, data=None):  # type: ignore[override]
+    def register(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
 
-    def unregister(self, fileobj):  # type: ignore[override]
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._real.unregister(fileobj)
 
-    def modify(self, fileobj, events, data=None):  # type: ignore[override]
+    def modify(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.modify(fileobj, events, data)
 
-    def select(self, timeout=None):  # type: ignore[override]
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
         if ready:
             self._loop.progressed()
@@ -89,7 +92,7 @@ class _VirtualSelector(selectors.BaseSelector):
     def close(self) -> None:
         self._real.close()
 
-    def get_map(self):  # type: ignore[override]
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
         return self._real.get_map()
 
 
@@ -135,7 +138,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         ticks = math.ceil(when * TICKS_PER_SECOND - TICK_TOLERANCE)
         return max(ticks, self._ticks + 1) / TICKS_PER_SECOND
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def run_in_executor(  # type: ignore[override]  # the same call, without typeshed's TypeVarTuple
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
         future = super().run_in_executor(executor, func, *args)
         self._threads_working += 1
         future.add_done_callback(self._thread_done)

@@ -474,7 +474,10 @@ class ChfProfile:
         default=0.0, metadata=_spec(_number(0, 86400), "first block request gets WAIT_FOR_DATA this long (s)")
     )
     max_concurrent_downloads: int = field(
-        default=0, metadata=_spec(_int(16), "clients served at once; others get WAIT_FOR_DATA 60 s (0 = no limit)")
+        default=0,
+        metadata=_spec(
+            _int(16), "clients served at once; others wait (WAIT_FOR_DATA: 60 s, or their likely turn) (0 = no limit)"
+        ),
     )
     ppmid_activation: ActivationTime = field(
         default=ActivationTime.NOW,

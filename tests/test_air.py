@@ -94,6 +94,46 @@ async def test_broadcasts_reach_rx_on_nodes_and_are_held_for_sleepy_ones():
     assert air.held_for(3) == 1  # only the 0xFFFF broadcast is buffered by the parent
 
 
+def announcement(src: int) -> t.ZigbeePacket:
+    """A Device_annce broadcast (ZDO profile, cluster 0x0013, endpoint 0)."""
+    return t.ZigbeePacket(
+        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=src),
+        src_ep=0,
+        dst=t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=BROADCAST_RX_ON_WHEN_IDLE),
+        dst_ep=0,
+        tsn=1,
+        profile_id=0,
+        cluster_id=0x0013,
+        data=t.SerializableBytes(b"\x01announce"),
+    )
+
+
+async def test_announcements_reach_only_nodes_that_hear_them_and_other_broadcasts_reach_all():
+    air = Air()
+    coordinator, device, joiner = Node(0), Node(2), Node(3)
+    device.hears_announcements = False  # type: ignore[attr-defined]
+    for node in (coordinator, device, joiner):
+        air.attach(node)
+    air.send(announcement(3))
+    await asyncio.sleep(1)
+    assert [data for _, data in coordinator.got] == [b"\x01announce"] and not device.got and not joiner.got
+    air.send(packet(0, BROADCAST_RX_ON_WHEN_IDLE, b"notify", broadcast=True))
+    await asyncio.sleep(1)
+    assert [data for _, data in device.got] == [b"notify"] and [data for _, data in joiner.got] == [b"notify"]
+
+
+async def test_a_broadcast_on_a_lossy_air_meets_each_receiver_with_its_own_fate():
+    air = Air(seed=3, link=LinkModel(loss=0.5))
+    nodes = [Node(nwk) for nwk in range(1, 41)]
+    for node in nodes:
+        air.attach(node)
+    air.send(packet(1, BROADCAST_ALL, broadcast=True))
+    await asyncio.sleep(1)
+    reached = [node for node in nodes[1:] if node.got]
+    assert 0 < len(reached) < 39 and air.stats["lost"] == 39 - len(reached)
+    assert {when for node in reached for when, _ in node.got} == {reached[0].got[0][0]}
+
+
 async def run_lossy(seed: int) -> list[tuple[float, bytes]]:
     air = Air(seed=seed, link=LinkModel(loss=0.3, duplicate=0.2, reorder=0.2))
     sender, receiver = Node(1), Node(2)

@@ -18,6 +18,7 @@ from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
 from emulator.gb.codes import AlertCode, TransferResponse
 from emulator.ota import frames
+from emulator.ota.blocks import encode_wait_for_data
 from emulator.ota.frames import Status
 from emulator.ota.image import build_gb, build_zigbee
 from emulator.profiles import ActivationTime, ChfProfile
@@ -327,6 +328,72 @@ async def test_s10_clients_served_independently_and_excess_told_to_wait():
     assert first.image_data == held.data[:63] and second.image_data == held.data[63:126]
     assert third.status == Status.WAIT_FOR_DATA and third.request_time - third.current_time == 60
     await h.app.shutdown()
+
+
+async def test_s10_a_slot_frees_when_a_download_times_out_and_each_transfer_times_out_on_its_own_clock():
+    held = gb_image(device_ids=())
+    h = await start_han(ChfProfile(notify="none", max_concurrent_downloads=1), [held])
+    timeout = h.server.profile.transfer_timeout
+    quiet, busy, waiting = (h.client(t.EUI64(bytes([i, 0, 0, 0, 0, 0, 0xDB, 0]))) for i in range(1, 4))
+    quiet.block(held, 0)
+    assert decode((await quiet.expect())[1]).command.status == Status.SUCCESS
+    await asyncio.sleep(timeout / 2)
+    busy.block(held, 0)  # a second transfer, started half a timeout later and kept alive by its requests
+    assert decode((await busy.expect())[1]).command.status == Status.WAIT_FOR_DATA
+    waiting.block(held, 0)
+    assert decode((await waiting.expect())[1]).command.status == Status.WAIT_FOR_DATA
+    await asyncio.sleep(timeout / 2 + 1)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee]  # only the first one has gone quiet
+    busy.block(held, 0)
+    assert decode((await busy.expect())[1]).command.status == Status.SUCCESS  # its slot is free again
+    waiting.block(held, 0)
+    told = decode((await waiting.expect())[1]).command
+    assert told.status == Status.WAIT_FOR_DATA
+    asked_at = h.clock.now()
+    await asyncio.sleep(timeout + 1)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee, busy.ieee]
+    # The waiting client is not late before the time it was told to come back, plus the timeout.
+    await asyncio.sleep(asked_at + told.request_time - told.current_time + timeout - h.clock.now() - 1)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee, busy.ieee]
+    await asyncio.sleep(2)
+    assert [o.ieee for o in h.of(ev.TransferOutcome)] == [quiet.ieee, busy.ieee, waiting.ieee]
+    await h.app.shutdown()
+
+
+async def test_s10_a_waiting_client_is_told_to_come_back_when_its_turn_is_likely() -> None:
+    held = gb_image(device_ids=())
+    h = await start_han(ChfProfile(notify="none", max_concurrent_downloads=2), [held])
+    table = h.server.table
+    first, second = (table.track(t.EUI64(bytes([i, 0, 0, 0, 0, 0, 0xDB, 1])), held)[0] for i in range(2))
+    for transfer in (first, second):
+        table.served(transfer)
+    await asyncio.sleep(100)
+    table.end(first, completed=True)  # one download has taken 100 s
+    assert table.typical_download == pytest.approx(100)
+    waiting = [table.track(t.EUI64(bytes([i, 0, 0, 0, 0, 0, 0xDB, 2])), held)[0] for i in range(200)]
+    waits = [table.busy_wait(transfer) for transfer in waiting]
+    # 100 s a download, two at a time: the n-th in the queue is likely served in 50 n s; never less than 60 s,
+    # never more than an hour.
+    assert waits[:4] == [60, 100, 150, 200] and waits[-1] == 3600
+    table.served(waiting[0])  # the head of the queue got its slot: everyone behind it moves up
+    assert [table.busy_wait(transfer) for transfer in waiting[1:4]] == [60, 100, 150]
+    await h.app.shutdown()
+
+
+def test_the_wait_for_data_codec_matches_the_general_codec() -> None:
+    rng = random.Random(5)
+    for _ in range(100):
+        tsn, now, delay = rng.randrange(256), rng.randrange(1 << 31), rng.randrange(1 << 16)
+        period = rng.choice([None, rng.randrange(1 << 16)])
+        expected = frames.encode(
+            "image_block_response",
+            tsn=tsn,
+            status=Status.WAIT_FOR_DATA,
+            current_time=now,
+            request_time=now + delay,
+            minimum_block_period=period,
+        )
+        assert encode_wait_for_data(tsn, now, now + delay, period) == expected
 
 
 # -- S-11: pages ---------------------------------------------------------------------------------------------

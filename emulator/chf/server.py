@@ -24,8 +24,10 @@ virtual NCP). What it does, by command (SPEC.md §2, §6.2, §8.6; cases S-01…
 * Nothing is ever sent in answer to a broadcast or group frame (ZCL r7 §2.5.12.2).
 * Per target and image, one `TransferOutcome` with CCS08 meaning (S-18).
 
-The server keeps only what GB reporting and rate limiting need per client (a `Transfer`): the protocol itself
-is stateless — every Block Request names the image and the offset.
+The server keeps only what GB reporting and rate limiting need per client (a `Transfer`, in `transfers.py`:
+timeouts, admission control and how long a client waits): the protocol itself is stateless — every Block Request
+names the image and the offset. What a block costs does not grow with the number of clients: the sender's
+EUI-64 is resolved once per NWK address (as an `Eui64Key`, which hashes in constant time).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import zigpy.device
+import zigpy.state
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 from zigpy.zcl import foundation
@@ -43,20 +47,24 @@ from zigpy.zcl import foundation
 from emulator.chf import events as ev
 from emulator.chf.policy import decide_query, specific_file
 from emulator.chf.store import HeldImage, ImageStore
+from emulator.chf.transfers import Transfer, TransferTable
 from emulator.clock import Clock
+from emulator.eui64 import Eui64Key, eui64_key
 from emulator.gb.codes import TransferResponse
 from emulator.ota import frames
-from emulator.ota.blocks import decode_block_request, encode_block_response
+from emulator.ota.blocks import decode_block_request, encode_block_response, encode_wait_for_data
 from emulator.ota.frames import CLUSTER_ID, OtaCommand, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ActivationTime, ChfProfile
+from emulator.radio.host import IngressHandler
+from emulator.radio.packets import address_value, nwk_address, zigbee_packet
 
 LOGGER = logging.getLogger(__name__)
 
 ZDO_PROFILE = 0x0000
 BROADCAST_ENDPOINT = 0xFF
+# zigpy sets EUI64.UNKNOWN after the class, where a type checker does not see it.
+UNKNOWN_IEEE: t.EUI64 = t.EUI64.UNKNOWN  # type: ignore[attr-defined]
 FIRST_BROADCAST_NWK = 0xFFF8
-# WAIT_FOR_DATA given to clients beyond the concurrent-download limit (Silicon Labs LONG_DELAY).
-BUSY_WAIT_SECONDS = 60
 # After CBKE, how long the CHF waits before the Image Notify a target's interview held back (s).
 NOTIFY_AFTER_KEY_S = 1.0
 # Device IDs (SPEC.md §7, UNCONFIRMED) that tell a PPMID from an HCALCS when the image entry does not say.
@@ -66,38 +74,52 @@ _FRAME_TYPE_MASK = 0x03
 _CLUSTER_SPECIFIC = 0x01
 _MANUFACTURER_SPECIFIC = 0x04
 _SERVER_GENERATED = {cmd.id for cmd in frames.CLIENT_COMMANDS.values()}
+# zigpy names looked up once: enum members are properties on their class, each look-up a call.
+_NWK = t.AddrMode.NWK
+_IEEE = t.AddrMode.IEEE
 
 Listener = Callable[[ev.ServerEvent], None]
 
 
-@dataclass
-class Transfer:
-    """One client's download of one image, as far as the server sees it."""
+class ChfApp(Protocol):
+    """What the server needs of its zigpy app: a `ControllerApplication` with `HostMixin` (the loopback app, or
+    bellows' EZSP app)."""
 
-    ieee: t.EUI64
-    held: HeldImage
-    last_request: float
-    blocks: int = 0
-    told_to_wait: bool = False
-    done: bool = False
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    devices: dict[t.EUI64, zigpy.device.BaseDevice]
+    state: zigpy.state.State
+
+    def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]: ...
+
+    def add_listener(self, listener: Any) -> int: ...
+
+    def transmit(self, packet: t.ZigbeePacket) -> None: ...
+
+    def get_sequence(self) -> int: ...
 
 
 class OtaServer:
     """OTA Upgrade cluster server for a CHF on any zigpy app that has `HostMixin`."""
 
-    def __init__(self, app, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
+    def __init__(self, app: ChfApp, profile: ChfProfile, store: ImageStore, clock: Clock) -> None:
         self.app = app
         self.profile = profile
         self.store = store
         self.clock = clock
-        self.transfers: dict[tuple[t.EUI64, tuple[int, int, int]], Transfer] = {}
+        self.table = TransferTable(
+            clock,
+            lambda: self.profile.transfer_timeout,
+            lambda: self.profile.max_concurrent_downloads,
+            self._timed_out,
+        )
+        #: Every client's transfer by (EUI-64, image key).
+        self.transfers = self.table.by_key
         self.outcomes: list[ev.TransferOutcome] = []
         self._reported: set[tuple[t.EUI64, tuple[int, int, int], TransferResponse]] = set()
         self._listeners: list[Listener] = []
         self._remove_hook: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._nwk_cache: dict[int, t.EUI64] = {}
+        self._nwk_cache: dict[int, Eui64Key] = {}
+        self._src: t.AddrModeAddress | None = None
         # Devices told to wait only because their kind was unknown, with the image they hold.
         self._kind_pending: dict[t.EUI64, HeldImage] = {}
         # Smart Energy: a unicast Image Notify must travel APS-encrypted, so a target is notified once it shares a
@@ -115,9 +137,7 @@ class OtaServer:
         if self._remove_hook is not None:
             self._remove_hook()
             self._remove_hook = None
-        for transfer in self.transfers.values():
-            if transfer.timer is not None:
-                transfer.timer.cancel()
+        self.table.stop()
         for task in self._tasks:
             task.cancel()
 
@@ -130,7 +150,7 @@ class OtaServer:
 
     # -- zigpy app listener: notify targets once zigpy has interviewed them --------------------------------
 
-    def device_initialized(self, device) -> None:
+    def device_initialized(self, device: zigpy.device.BaseDevice) -> None:
         held = self._kind_pending.get(device.ieee)
         if held is not None and _device_type(device) is not None:
             del self._kind_pending[device.ieee]
@@ -194,18 +214,19 @@ class OtaServer:
         payload = t.serialize(
             [foundation.Status.SUCCESS, t.NWK(self._own_nwk), [t.uint8_t(self.profile.endpoint)]], types
         )
+        if packet.src is None:
+            return False
         self.app.transmit(
-            t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+            zigbee_packet(
+                src=self._own_address(),
                 src_ep=0,
-                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=packet.src.address),
+                dst=nwk_address(address_value(packet.src)),
                 dst_ep=0,
                 tsn=tsn,
                 profile_id=ZDO_PROFILE,
                 cluster_id=zdo_t.ZDOCmd.Match_Desc_rsp,
-                data=t.SerializableBytes(bytes([tsn]) + payload),
-                tx_options=t.TransmitOptions.NONE,
-                radius=0,
+                data=bytes([tsn]) + payload,
+                ack=False,
             )
         )
         return True
@@ -214,12 +235,22 @@ class OtaServer:
     def _own_nwk(self) -> int:
         return int(self.app.state.node_info.nwk)
 
+    def _own_address(self) -> t.AddrModeAddress:
+        """The CHF's NWK address as a packet source, made again only when it changes (zigpy's AddrModeAddress
+        costs microseconds to build, and every Block Response needs one)."""
+        nwk = self._own_nwk
+        if self._src is None or self._src.address != nwk:
+            self._src = nwk_address(nwk)
+        return self._src
+
     def _ieee_of(self, packet: t.ZigbeePacket) -> t.EUI64 | None:
-        """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address: this runs for every
-        block, and zigpy looks devices up by NWK with a scan."""
-        if packet.src.addr_mode == t.AddrMode.IEEE:
-            return packet.src.address
-        nwk = packet.src.address
+        """The sender's EUI-64, which the DeviceIDList is written in. Cached by NWK address as an `Eui64Key`: this
+        runs for every block, zigpy looks devices up by NWK with a scan, and a plain EUI64 hashes slowly."""
+        if packet.src is None:
+            return None
+        if packet.src.addr_mode == _IEEE:
+            return eui64_key(address_value(packet.src))
+        nwk: int = address_value(packet.src)
         ieee = self._nwk_cache.get(nwk)
         if ieee is not None:
             device = self.app.devices.get(ieee)
@@ -227,8 +258,8 @@ class OtaServer:
                 return ieee
         for device in self.app.devices.values():
             if device.nwk == nwk:
-                self._nwk_cache[nwk] = device.ieee
-                return device.ieee
+                ieee = self._nwk_cache[nwk] = eui64_key(device.ieee)
+                return ieee
         return None
 
     def _on_ota_frame(self, packet: t.ZigbeePacket, data: bytes) -> None:
@@ -260,18 +291,23 @@ class OtaServer:
     # -- sending ------------------------------------------------------------------------------------------
 
     def _reply(self, request: t.ZigbeePacket, data: bytes, *, ack: bool = True) -> None:
+        # The request's NWK source is the answer's destination as it stands (addresses are not changed in place).
+        dst = request.src
+        if dst is None:
+            return
+        if dst.addr_mode != _NWK:
+            dst = nwk_address(address_value(dst))
         self.app.transmit(
-            t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
-                src_ep=request.dst_ep,
-                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=request.src.address),
-                dst_ep=request.src_ep,
+            zigbee_packet(
+                src=self._own_address(),
+                src_ep=request.dst_ep or 0,
+                dst=dst,
+                dst_ep=request.src_ep or 0,
                 tsn=data[1],
                 profile_id=request.profile_id,
                 cluster_id=CLUSTER_ID,
-                data=t.SerializableBytes(data),
-                tx_options=t.TransmitOptions.ACK if ack else t.TransmitOptions.NONE,
-                radius=0,
+                data=data,
+                ack=ack,
             )
         )
 
@@ -279,7 +315,7 @@ class OtaServer:
         """Default Response with an error status; sent even when default responses are disabled (ZCL: that bit
         only suppresses success responses), but never to a broadcast."""
         self._emit(ev.FrameRejected(self._ieee_of(packet), self.clock.now(), command_id, status, reason))
-        if _is_broadcast(packet.dst):
+        if packet.dst is None or _is_broadcast(packet.dst):
             return
         self._reply(
             packet, frames.default_response(tsn=tsn, command_id=command_id, status=status, direction=frames.S2C)
@@ -306,7 +342,7 @@ class OtaServer:
         decision = decide_query(
             self.store,
             self.profile,
-            ieee if ieee is not None else t.EUI64.UNKNOWN,
+            ieee if ieee is not None else UNKNOWN_IEEE,
             cmd.manufacturer_code,
             cmd.image_type,
             cmd.current_file_version,
@@ -388,22 +424,13 @@ class OtaServer:
         delay, period, reason = self._rate_limit(transfer, advertised_period)
         if delay is not None:
             transfer.told_to_wait = True
+            self.table.park(transfer, delay)
             now = self.clock.zcl_utc()
             self._emit(ev.WaitForDataSent(ieee, self.clock.now(), delay, period, reason))
-            self._reply(
-                packet,
-                frames.encode(
-                    "image_block_response",
-                    tsn=tsn,
-                    status=Status.WAIT_FOR_DATA,
-                    current_time=now,
-                    request_time=now + delay,
-                    minimum_block_period=period,
-                ),
-            )
+            self._reply(packet, encode_wait_for_data(tsn, now, now + delay, period))
             return
         self._send_block(packet, tsn, held, offset, min(maximum_data_size, self.profile.max_block_size), ack=True)
-        transfer.blocks += 1
+        self.table.served(transfer)
 
     def _send_block(
         self, request: t.ZigbeePacket, tsn: int, held: HeldImage, offset: int, size: int, *, ack: bool
@@ -414,37 +441,14 @@ class OtaServer:
         return len(chunk)
 
     def _track(self, ieee: t.EUI64 | None, held: HeldImage, offset: int) -> Transfer:
-        now = self.clock.now()
-        key = (ieee, held.key)
-        transfer = self.transfers.get(key)  # type: ignore[arg-type]
-        if transfer is None or transfer.done:
-            transfer = Transfer(ieee, held, now)  # type: ignore[arg-type]
-            self.transfers[key] = transfer  # type: ignore[index]
-            self._emit(ev.TransferStarted(ieee, now, held.file_version, held.size, offset))
-            self._arm_timeout(transfer)
-        transfer.last_request = now
+        transfer, new = self.table.track(ieee, held)  # type: ignore[arg-type]  # None only for unknown senders
+        if new:
+            self._emit(ev.TransferStarted(ieee, transfer.last_request, held.file_version, held.size, offset))
         return transfer
 
-    def _arm_timeout(self, transfer: Transfer) -> None:
-        loop = asyncio.get_running_loop()
-        due = transfer.last_request + self.profile.transfer_timeout - self.clock.now()
-        transfer.timer = loop.call_later(max(due, 0.0), self._check_timeout, transfer)
-
-    def _check_timeout(self, transfer: Transfer) -> None:
-        if transfer.done:
-            return
-        # The same sum as `_arm_timeout`'s: with `now - last < timeout` the two could disagree by a rounding
-        # error, and a timer re-armed for "0 s left" at the same instant would run forever.
-        if transfer.last_request + self.profile.transfer_timeout - self.clock.now() > 0:
-            self._arm_timeout(transfer)
-            return
-        transfer.done = True
-        self._report(
-            transfer.ieee,
-            transfer.held,
-            TransferResponse.FILE_TRANSFER_FAILURE,
-            f"no block request for {self.profile.transfer_timeout:g} s",
-        )
+    def _timed_out(self, transfer: Transfer, silent_for: float) -> None:
+        reason = f"no block request for {silent_for:g} s"
+        self._report(transfer.ieee, transfer.held, TransferResponse.FILE_TRANSFER_FAILURE, reason)
 
     def _rate_limit(self, transfer: Transfer, advertised: int | None) -> tuple[int | None, int | None, str]:
         """(delay seconds, MinimumBlockPeriod to impose, why) when this request must wait; (None, ...) if not."""
@@ -452,18 +456,10 @@ class OtaServer:
         period = profile.minimum_block_period if profile.minimum_block_period else None
         if profile.wait_for_data and not transfer.told_to_wait:
             return math.ceil(profile.wait_for_data), period, "server asks the client to wait before the download"
-        if profile.max_concurrent_downloads and not transfer.blocks:
-            # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
-            busy = sum(
-                1
-                for other in self.transfers.values()
-                if other is not transfer
-                and other.blocks
-                and not other.done
-                and self.clock.now() - other.last_request < profile.transfer_timeout
-            )
-            if busy >= profile.max_concurrent_downloads:
-                return BUSY_WAIT_SECONDS, period, "too many concurrent downloads"
+        # Admission control: only a client not yet served waits; one that has blocks keeps its slot.
+        limit = profile.max_concurrent_downloads
+        if limit and not transfer.blocks and self.table.busy() >= limit:
+            return self.table.busy_wait(transfer), period, "too many concurrent downloads"
         if period is not None and advertised is not None and advertised != period:
             return 0, period, f"client period {advertised} differs from the server's {period}"
         return None, period, ""
@@ -485,7 +481,9 @@ class OtaServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve_page(self, packet: t.ZigbeePacket, tsn: int, held: HeldImage, cmd, transfer: Transfer) -> None:
+    async def _serve_page(
+        self, packet: t.ZigbeePacket, tsn: int, held: HeldImage, cmd: Any, transfer: Transfer
+    ) -> None:
         """Unsolicited Block Responses up to the page end or end of file, spaced ResponseSpacing ms, without APS
         ACKs (SPEC.md §2.5: the client re-requests what it missed)."""
         size = min(cmd.maximum_data_size, self.profile.max_block_size)
@@ -494,8 +492,8 @@ class OtaServer:
         spacing = cmd.response_spacing / 1000
         while offset < end:
             offset += self._send_block(packet, tsn, held, offset, min(size, end - offset), ack=False)
-            transfer.blocks += 1
-            transfer.last_request = self.clock.now()
+            self.table.served(transfer)
+            self.table.touch(transfer)
             if offset < end:
                 await asyncio.sleep(spacing)
 
@@ -507,11 +505,11 @@ class OtaServer:
         held = self.store.get(cmd.manufacturer_code, cmd.image_type, cmd.file_version)
         transfer = self.transfers.get((ieee, held.key)) if held is not None else None  # type: ignore[arg-type]
         if transfer is not None:
-            transfer.done = True
+            self.table.end(transfer, completed=cmd.status == Status.SUCCESS)
         if cmd.status != Status.SUCCESS:
             if held is not None:
                 self._report(ieee, held, TransferResponse.FILE_TRANSFER_FAILURE, f"client ended with {cmd.status.name}")
-            if frames.wants_default_response(frame.header) and not _is_broadcast(packet.dst):
+            if frames.wants_default_response(frame.header) and packet.dst is not None and not _is_broadcast(packet.dst):
                 self._reply(
                     packet,
                     frames.default_response(
@@ -549,8 +547,8 @@ class OtaServer:
             return held.activation
         device = self.app.devices.get(ieee) if ieee is not None else None
         device_type = _device_type(device) if device is not None else None
-        if device_type is None:
-            if device is not None and ieee is not None:
+        if device is None or device_type is None:
+            if isinstance(device, zigpy.device.Device) and ieee is not None:
                 self._kind_pending[ieee] = held
                 if not device.initializing:
                     device.schedule_initialize()
@@ -623,7 +621,7 @@ class OtaServer:
         """Image Notify (S-17): unicast to `ieee`, or broadcast when None (default response disabled)."""
         payload_type = self.profile.notify_payload_type if payload_type is None else payload_type
         jitter = self.profile.notify_jitter if query_jitter is None else query_jitter
-        fields: dict[str, int] = {"payload_type": payload_type, "query_jitter": jitter}
+        fields: dict[str, Any] = {"payload_type": payload_type, "query_jitter": jitter}
         if held is not None:
             if payload_type >= 1:
                 fields["manufacturer_code"] = held.manufacturer_id
@@ -639,30 +637,29 @@ class OtaServer:
         """A fresh TSN: from zigpy's per-device counter for a unicast, so it never repeats one zigpy itself just
         used towards that device (its interview sends an Image Notify too); from the app's for a broadcast."""
         device = self.app.devices.get(ieee) if ieee is not None else None
-        return device.get_sequence() if device is not None else self.app.get_sequence()
+        if isinstance(device, zigpy.device.Device):
+            return device.get_sequence()
+        return self.app.get_sequence()
 
     def _send_unsolicited(self, ieee: t.EUI64 | None, data: bytes, endpoint: int | None) -> None:
         if ieee is None:
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=t.BroadcastAddress.ALL_DEVICES)
             dst_ep = BROADCAST_ENDPOINT
-            tx = t.TransmitOptions.NONE
         else:
-            device = self.app.get_device(ieee=ieee)
-            dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=device.nwk)
+            device = self.app.devices[ieee]
+            dst = nwk_address(device.nwk)
             dst_ep = endpoint if endpoint is not None else _ota_client_endpoint(device)
-            tx = t.TransmitOptions.ACK
         self.app.transmit(
-            t.ZigbeePacket(
-                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self._own_nwk),
+            zigbee_packet(
+                src=self._own_address(),
                 src_ep=self.profile.endpoint,
                 dst=dst,
                 dst_ep=dst_ep,
                 tsn=data[1],
                 profile_id=self.profile.profile_id,
                 cluster_id=CLUSTER_ID,
-                data=t.SerializableBytes(data),
-                tx_options=tx,
-                radius=0,
+                data=data,
+                ack=ieee is not None,
             )
         )
 
@@ -675,12 +672,12 @@ class OtaServer:
                 self._report(ieee, held, TransferResponse.IMAGE_DISCARDED, reason)
 
 
-def _device_type(device) -> int | None:
+def _device_type(device: zigpy.device.BaseDevice) -> int | None:
     """The device id of the endpoint that holds the OTA client (else of any application endpoint), or None while
     zigpy has no Simple Descriptor for it."""
-    types = {
-        endpoint_id: endpoint.device_type
-        for endpoint_id, endpoint in device.endpoints.items()
+    types: dict[int, int] = {
+        endpoint_id: int(endpoint.device_type)
+        for endpoint_id, endpoint in _endpoints(device).items()
         if endpoint_id != 0 and getattr(endpoint, "device_type", None) is not None
     }
     if not types:
@@ -689,8 +686,12 @@ def _device_type(device) -> int | None:
     return types.get(ota_client, next(iter(types.values())))
 
 
-def _ota_client_endpoint(device) -> int:
-    for endpoint_id, endpoint in device.endpoints.items():
+def _endpoints(device: zigpy.device.BaseDevice) -> dict[int, Any]:
+    return getattr(device, "endpoints", {})
+
+
+def _ota_client_endpoint(device: zigpy.device.BaseDevice) -> int:
+    for endpoint_id, endpoint in _endpoints(device).items():
         if endpoint_id != 0 and CLUSTER_ID in getattr(endpoint, "out_clusters", {}):
             return endpoint_id
     return 1
@@ -700,7 +701,7 @@ def _is_broadcast(address: t.AddrModeAddress) -> bool:
     """A broadcast or group destination (ZCL r7 §2.5.12.2: no Default Response to either)."""
     if address.addr_mode in (t.AddrMode.Broadcast, t.AddrMode.Group):
         return True
-    return address.addr_mode == t.AddrMode.NWK and int(address.address) >= FIRST_BROADCAST_NWK
+    return address.addr_mode == t.AddrMode.NWK and int(address_value(address)) >= FIRST_BROADCAST_NWK
 
 
 def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
@@ -723,6 +724,7 @@ def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
     return frames.Frame(header, definition.name, command) if extra else None
 
 
-def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes):
+def _deserialize_zdo(command: zdo_t.ZDOCmd, data: bytes) -> tuple[list[Any], bytes]:
     _, types = zdo_t.CLUSTERS[command]
-    return t.deserialize(data, types)
+    values: tuple[list[Any], bytes] = t.deserialize(data, types)
+    return values

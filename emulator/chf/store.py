@@ -5,7 +5,8 @@ SR 11.1 for HCALCSs) and serves it only to those (SPEC.md §8.6, UNCONFIRMED det
 an empty list is served to any device, as a plain Zigbee OTA server would.
 
 The serialized file is kept once as bytes: every Image Block Response is a slice of it, so the server holds
-no per-client copy.
+no per-client copy. Those bytes are the process's shared copy of the file (`ota.shared`): a device that has
+downloaded and verified the image holds the same bytes object, not a copy of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zigpy.types as t
 
 from emulator.errors import InputError
 from emulator.ota import image as ota_image
+from emulator.ota.shared import SharedBytes, share
 from emulator.profiles import ActivationTime, ChfProfile
 
 
@@ -32,10 +34,13 @@ class HeldImage:
     activation: ActivationTime | None = None
     source: str = "<memory>"
     key: tuple[int, int, int] = field(init=False)
+    _shared: SharedBytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         header = self.image.header
         self.key = (header.manufacturer_id, header.image_type, header.file_version)
+        self._shared = share(self.data)
+        self.data = self._shared.data
 
     @classmethod
     def from_bytes(

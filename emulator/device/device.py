@@ -97,6 +97,9 @@ class EmulatedDevice:
     these image types in turn before Upgrade End SUCCESS.
     """
 
+    #: Other nodes' Device_annce means nothing to an end device: the air need not deliver it (see `radio.air`).
+    hears_announcements = False
+
     def __init__(
         self,
         profile: DeviceProfile,

@@ -18,7 +18,7 @@ from zigpy.zcl.clusters.general import Ota
 
 from emulator import keys
 from emulator.device.attributes import NO_FILE_OFFSET, NO_FILE_VERSION, NO_IMAGE_TYPE, NO_STACK_VERSION
-from emulator.device.state import DeviceState, HeldImage, ImageRef
+from emulator.device.state import DeviceState, DownloadBuffer, ImageRef, VerifiedImage
 from emulator.keys import PublicKey
 from emulator.ota import image as ota_image
 from emulator.ota import signing
@@ -102,17 +102,17 @@ def start_download(state: DeviceState, ref: ImageRef, offset: int) -> None:
     state.download = ref
     state.file_offset = offset
     if state.partial is None or len(state.partial) != ref.image_size:
-        state.partial = bytearray(ref.image_size)
+        state.partial = DownloadBuffer(ref.image_size)
     state.downloaded_file_version = ref.file_version
     state.image_type_id = ref.image_type
     state.image_upgrade_status = UpgradeStatus.Download_in_progress
 
 
-def hold(state: DeviceState, verdict: Verdict, data: bytes) -> HeldImage:
+def hold(state: DeviceState, verdict: Verdict, data: bytes) -> VerifiedImage:
     """Move a verified download (`data`, the bytes of the download buffer) into the held slots (status 2,
     Download complete)."""
     assert state.download is not None
-    held = HeldImage(state.download, verdict.stack_version, data)
+    held = VerifiedImage(state.download, verdict.stack_version, data)
     state.held = [h for h in state.held if h.ref.image_type != held.ref.image_type] + [held]
     state.download = None
     state.partial = None

@@ -12,6 +12,10 @@ On disk, per device, all named by the EUI-64 in 16 hex digits (most significant 
 * `<EUI64>.held-<TTTT>.bin` — a verified image of image type TTTT awaiting activation;
 * `<EUI64>.running.bin` — the image the device runs, once it has activated one.
 
+In memory a device keeps no more than it must, because a run may hold ten thousand of them: the download buffer
+grows with the blocks received (a device told to wait before its first block holds nothing), and a verified
+image is the process's shared copy of those bytes (`ota.shared`), the same object the CHF serves blocks from.
+
 Every file is written with `emulator.files.write_atomic`, blobs before the JSON that names them, so a crash
 leaves either the old state or the new one. A process killed mid-write (kill -9, power loss) also leaves the
 temporary file `write_atomic` was filling (`.<EUI64>.download.bin.XXXX.tmp`, up to an image in size); the
@@ -26,13 +30,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsIndex, overload
 
 import zigpy.types as t
 
 from emulator.device.attributes import NO_FILE_OFFSET, NO_FILE_VERSION, NO_IMAGE_TYPE, NO_SERVER, NO_STACK_VERSION
 from emulator.errors import InputError
 from emulator.files import write_atomic
+from emulator.ota.shared import SharedBytes, share
 
 FORMAT = 1
 
@@ -52,12 +57,48 @@ class ImageRef:
 
 
 @dataclass
-class HeldImage:
-    """A downloaded and verified image waiting to be activated."""
+class VerifiedImage:
+    """A downloaded and verified image the device holds until it activates it. `data` is the shared copy of the
+    image's bytes (equal images, one bytes object)."""
 
     ref: ImageRef
     stack_version: int
     data: bytes
+    _shared: SharedBytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._shared = share(self.data)
+        self.data = self._shared.data
+
+
+class DownloadBuffer(bytearray):
+    """The bytes of a download so far, for an image of `size` bytes. It reads as the zero-filled buffer of `size`
+    bytes that blocks are written into (`len` is `size`, `bytes()` gives `size` bytes) but stores only up to the
+    furthest byte written: a block past the end pads the gap with zeros first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return self.prefix(self.size)
+
+    def prefix(self, length: int) -> bytes:
+        """The first `length` bytes (zeros where nothing was written)."""
+        stored = bytearray.__len__(self)
+        return bytes(memoryview(self)[:length]) + bytes(max(0, min(length, self.size) - stored))
+
+    @overload
+    def __setitem__(self, index: SupportsIndex, value: SupportsIndex, /) -> None: ...
+    @overload
+    def __setitem__(self, index: slice, value: Any, /) -> None: ...
+    def __setitem__(self, index: SupportsIndex | slice, value: Any, /) -> None:
+        if isinstance(index, slice) and isinstance(index.start, int) and index.start > bytearray.__len__(self):
+            self.extend(bytes(index.start - bytearray.__len__(self)))
+        bytearray.__setitem__(self, index, value)
 
 
 @dataclass
@@ -78,7 +119,7 @@ class DeviceState:
     page_fallback: bool = False
     download: ImageRef | None = None
     partial: bytearray | None = field(default=None, repr=False)
-    held: list[HeldImage] = field(default_factory=list)
+    held: list[VerifiedImage] = field(default_factory=list)
 
 
 def eui64_name(ieee: t.EUI64) -> str:
@@ -107,7 +148,7 @@ class StateStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         if partial:
             if state.download is not None and state.partial is not None:
-                write_atomic(self.download_path, bytes(state.partial[: max(state.file_offset, 0)]))
+                write_atomic(self.download_path, _prefix(state.partial, max(state.file_offset, 0)))
             else:
                 _remove(self.download_path)
         if held:
@@ -161,14 +202,14 @@ class StateStore:
             page_fallback=reader.bool("page_fallback"),
         )
         if data.get("running_image"):
-            state.running_image = self._blob(self.running_path, source)
+            state.running_image = share(self._blob(self.running_path, source)).data
         download = data.get("download")
         if download is not None:
             state.download = _Reader(source, download, "download.").ref()
             saved = self._blob(self.download_path, source) if self.download_path.exists() else b""
             state.file_offset = min(state.file_offset, len(saved), state.download.image_size)
-            state.partial = bytearray(state.download.image_size)
-            state.partial[: state.file_offset] = saved[: state.file_offset]
+            state.partial = DownloadBuffer(state.download.image_size)
+            state.partial[0 : state.file_offset] = saved[: state.file_offset]
         held = data.get("held", [])
         if not isinstance(held, list):
             raise StateError(f"{source}: key 'held': expected a list")
@@ -180,7 +221,7 @@ class StateStore:
                 raise StateError(
                     f"{source}: held image 0x{ref.image_type:04X} is {len(blob)} bytes, expected {ref.image_size}"
                 )
-            state.held.append(HeldImage(ref, item.int("stack_version", 16), blob))
+            state.held.append(VerifiedImage(ref, item.int("stack_version", 16), blob))
         return state
 
     def _blob(self, path: Path, source: str) -> bytes:
@@ -188,6 +229,11 @@ class StateStore:
             return path.read_bytes()
         except OSError as exc:
             raise StateError(f"{source}: names {path.name}, which cannot be read ({exc.strerror})") from None
+
+
+def _prefix(buffer: bytearray, length: int) -> bytes:
+    """The first `length` bytes of a download buffer."""
+    return buffer.prefix(length) if isinstance(buffer, DownloadBuffer) else bytes(buffer[:length])
 
 
 def _remove(path: Path) -> None:
@@ -251,6 +297,8 @@ class _Reader:
 
     def eui64(self, key: str) -> t.EUI64:
         value = self.data.get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, "an EUI-64 such as 00:db:12:34:56:78:90:a4")
         try:
             if not isinstance(value, str):
                 raise TypeError(value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,8 @@ class DeviceSummary:
     offset: int = 0
     size: int = 0
     finished_at: float | None = None
+    #: How often the device obeyed WAIT_FOR_DATA (the CHF's admission control, rate limiting).
+    waits: int = 0
     #: Smart Energy security: how it joined ("install code"), the CBKE suite, where its link key came from.
     joined: str = ""
     cbke_suite: int | None = None
@@ -182,6 +185,7 @@ class Han:
         self.devices: dict[t.EUI64, EmulatedDevice] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._settled = asyncio.Event()
+        self._pending = 0  # summaries whose result is "pending": settled at 0, without scanning every device
         self.ncp: VirtualNcp | None = None
         self._activation_sent: set[t.EUI64] = set()
         # Made here, not in start(), so a capture can listen from the first frame.
@@ -226,11 +230,12 @@ class Han:
                 profile, radio, self.clock, nwk=nwk, state_dir=options.state_dir, seed=options.seed * 7919 + index
             )
             self.security.attach_device(device, radio)
-            device.add_listener(self._on_event)
+            summary = DeviceSummary(profile.ieee, profile.kind, nwk, device.running_version, device.running_version)
+            # Bound to its summary: a device's events (one per block) need no look-up by EUI-64.
+            device.add_listener(functools.partial(self._on_device_event, summary))
             self.devices[profile.ieee] = device
-            self.summaries[profile.ieee] = DeviceSummary(
-                profile.ieee, profile.kind, nwk, device.running_version, device.running_version
-            )
+            self.summaries[profile.ieee] = summary
+            self._pending += 1
         for device in self.devices.values():
             await device.start()
 
@@ -290,16 +295,28 @@ class Han:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ServerKeyEstablished) and event.ieee is not None:
             self.server.link_key_ready(event.ieee)
-        # Progress is folded into the summary, not kept: a thousand downloads are half a million blocks.
-        if not isinstance(event, device_events.Progress):
-            self.events.append(event)
         summary = self.summaries.get(event.ieee) if event.ieee is not None else None
-        if summary is not None:
-            self._update(summary, event)
+        self._on_device_event(summary, event)
+
+    def _on_device_event(self, summary: DeviceSummary | None, event: Event) -> None:
+        # What recurs per block or per request is folded into the summary, not kept: a thousand downloads are
+        # half a million blocks, and a busy CHF tells each waiting device to come back every minute.
+        if isinstance(event, device_events.Progress):
+            if summary is not None:
+                summary.offset, summary.size = event.offset, event.size
+        elif isinstance(event, device_events.WaitingForData):
+            if summary is not None:
+                summary.waits += 1
+        elif not isinstance(event, server_events.WaitForDataSent):
+            self.events.append(event)
+            if summary is not None:
+                self._update(summary, event)
         for listener in self._listeners:
             listener(event)
 
     def _finish(self, summary: DeviceSummary, result: DeviceResult, reason: str) -> None:
+        if summary.result == DeviceResult.PENDING:
+            self._pending -= 1
         summary.result = result
         summary.reason = reason
         summary.finished_at = self.clock.now()
@@ -327,6 +344,8 @@ class Han:
         return True
 
     def _follow_device(self, summary: DeviceSummary, event: device_events.DeviceEvent) -> None:
+        if isinstance(event, device_events.DownloadStarted) and summary.result != DeviceResult.PENDING:
+            self._pending += 1  # `follow` reopens the settled device
         verdict = summary.follow(event)
         if verdict is not None:
             self._finish(summary, *verdict)
@@ -366,7 +385,7 @@ class Han:
         task.add_done_callback(lambda done: done.exception())
 
     def _check_settled(self) -> None:
-        if self.summaries and all(s.result != DeviceResult.PENDING for s in self.summaries.values()):
+        if self.summaries and not self._pending:
             self._settled.set()
         else:
             self._settled.clear()

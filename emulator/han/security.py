@@ -172,7 +172,11 @@ class HanSecurity:
             return
 
         def ieee_of(nwk: int) -> t.EUI64 | None:
-            return next((d.ieee for d in app.devices.values() if d.nwk == nwk), None)
+            try:
+                ieee: t.EUI64 = app.get_device(nwk=nwk).ieee  # the loopback app indexes devices by NWK address
+                return ieee
+            except KeyError:
+                return None
 
         def relay(event: server_events.ServerEvent) -> None:
             if isinstance(event, ServerKeyEstablished) and event.ieee is not None:

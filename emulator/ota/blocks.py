@@ -31,6 +31,10 @@ _RESPONSE_HEAD_SIZE = _RESPONSE_HEAD.size
 _FC_S2C = frozenset({0x09, 0x19})
 _FC_C2S_ANY = frozenset({0x01, 0x11})
 _FC_S2C_NO_DEFAULT_RESPONSE = 0x19
+# fc, tsn, command, status WAIT_FOR_DATA, CurrentTime, RequestTime [, MinimumBlockPeriod] (SPEC.md §2.6)
+_WAIT = struct.Struct("<BBBBII")
+_WAIT_WITH_PERIOD = struct.Struct("<BBBBIIH")
+_WAIT_FOR_DATA = 0x97
 _REQUEST_SIZE = _REQUEST.size
 _REQUEST_WITH_PERIOD_SIZE = _REQUEST_WITH_PERIOD.size
 
@@ -122,3 +126,12 @@ def encode_block_response(
         )
         + chunk
     )
+
+
+def encode_wait_for_data(tsn: int, current_time: int, request_time: int, minimum_block_period: int | None) -> bytes:
+    """Image Block Response WAIT_FOR_DATA (SPEC.md §2.6), FC 0x19: what a busy server answers every client it
+    does not admit yet, once a minute each, so it is on the hot path of a crowded HAN."""
+    head = (_FC_S2C_NO_DEFAULT_RESPONSE, tsn, _BLOCK_RESPONSE_ID, _WAIT_FOR_DATA, current_time, request_time)
+    if minimum_block_period is None:
+        return _WAIT.pack(*head)
+    return _WAIT_WITH_PERIOD.pack(*head, minimum_block_period)

@@ -7,6 +7,11 @@ contend for the medium the way they would on 2.4 GHz. Sleepy end devices (rx off
 their parent holds for them when they poll; frames older than the indirect-transmission timeout are dropped,
 as a real parent drops them. All randomness comes from one seeded generator and all delays from the event
 loop's clock, so a run is deterministic for a given seed (and fast on virtual time).
+
+What the air costs must not grow with the number of nodes per frame: a broadcast is one timer per arrival time
+for all its receivers (not one per receiver), and a Device_annce goes only to the nodes that act on one (the
+coordinator, routers, a host's NCP) — an emulated end device sets `hears_announcements = False`. A thousand
+devices joining at once then cost a thousand deliveries to the coordinator, not a million to each other.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import zigpy.types as t
 
@@ -35,6 +40,15 @@ DATA_RATE_BPS = 250_000
 FRAME_OVERHEAD_BYTES = 33
 # bellows configures CONFIG_INDIRECT_TRANSMISSION_TIMEOUT = 7680 ms; real parents use the same order.
 INDIRECT_TRANSMISSION_TIMEOUT = 7.68
+# zigpy enum members looked up once (each look-up on the class is a call): the air reads them for every frame.
+_BROADCAST = t.AddrMode.Broadcast
+_GROUP = t.AddrMode.Group
+_IEEE = t.AddrMode.IEEE
+_NWK = t.AddrMode.NWK
+
+# ZDO Device_annce (Zigbee 05-3474 §2.4.3.1.11): the broadcast every node sends when it joins or reboots.
+ZDO_PROFILE = 0x0000
+DEVICE_ANNCE = 0x0013
 
 
 @dataclass(frozen=True)
@@ -56,14 +70,28 @@ class LinkModel:
 
 
 class Node(Protocol):
-    """Anything that can sit on the air."""
+    """Anything that can sit on the air. A node may also say `router = True` (it gets 0xFFFC broadcasts) and
+    `hears_announcements = False` (it ignores other nodes' Device_annce, so the air does not deliver them)."""
 
-    nwk: int
-    ieee: t.EUI64
-    rx_on_when_idle: bool
+    @property
+    def nwk(self) -> int: ...
+
+    @property
+    def ieee(self) -> t.EUI64: ...
+
+    @property
+    def rx_on_when_idle(self) -> bool: ...
 
     def receive(self, packet: t.ZigbeePacket) -> None:
         """Called on the event loop when a frame arrives; must not block."""
+
+
+def hears_announcements(node: Node) -> bool:
+    return bool(getattr(node, "hears_announcements", True))
+
+
+def is_announcement(packet: t.ZigbeePacket) -> bool:
+    return packet.profile_id == ZDO_PROFILE and packet.cluster_id == DEVICE_ANNCE and packet.dst_ep == 0
 
 
 class JoinListener(Protocol):
@@ -99,6 +127,8 @@ class Air:
         self.stats: Counter[str] = Counter()
         self._nodes: dict[int, Node] = {}
         self._by_ieee: dict[t.EUI64, Node] = {}
+        # The nodes a Device_annce goes to, kept as nodes come and go (a join storm must not scan every node).
+        self._announce_listeners: dict[int, Node] = {}
         self._links: dict[tuple[int, int], LinkModel] = {}
         self._held: dict[int, deque[_Held]] = {}
         self._taps: list[Tap] = []
@@ -112,12 +142,15 @@ class Air:
             raise ValueError(f"NWK 0x{node.nwk:04X} is already taken on the air")
         self._nodes[node.nwk] = node
         self._by_ieee[node.ieee] = node
+        if hears_announcements(node):
+            self._announce_listeners[node.nwk] = node
 
     def detach(self, node: Node) -> None:
         if self._nodes.get(node.nwk) is node:
             del self._nodes[node.nwk]
             self._by_ieee.pop(node.ieee, None)
             self._held.pop(node.nwk, None)
+            self._announce_listeners.pop(node.nwk, None)
 
     def join(self, node: Node, parent_nwk: int = COORDINATOR_NWK) -> None:
         """Attach `node` and tell the trust centre, as a join through the coordinator would."""
@@ -161,36 +194,42 @@ class Air:
         """Put `packet` on the channel. Returns False when no node can receive it (unknown destination or the
         frame was lost on a unicast link), which the sender's stack reports as a delivery failure."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        start = max(now, self._channel_free_at)
-        if self.airtime:
-            self._channel_free_at = start + (len(packet.data.serialize()) + FRAME_OVERHEAD_BYTES) * 8 / DATA_RATE_BPS
-        else:
-            self._channel_free_at = start
-        on_air = self._channel_free_at
-        self.stats["sent"] += 1
-        for tap in self._taps:
-            tap(packet, on_air)
-
-        src = packet.src.address if packet.src is not None else COORDINATOR_NWK
+        on_air = self._occupy_channel(loop.time(), packet)
+        src: int = cast(int, packet.src.address) if packet.src is not None else COORDINATOR_NWK
         dst = packet.dst
-        if dst.addr_mode == t.AddrMode.Broadcast or (
-            dst.addr_mode == t.AddrMode.NWK and dst.address >= BROADCAST_ROUTERS
-        ):
-            targets = self._broadcast_targets(int(dst.address), src)
-            for node in targets:
-                self._transmit(loop, packet, src, node, on_air)
+        if dst is None:
+            raise ValueError("a packet on the air needs a destination")
+        mode = dst.addr_mode
+        address: Any = dst.address  # an NWK address, a group, a broadcast address or an EUI-64, by mode
+        if mode == _BROADCAST or (mode == _NWK and address >= BROADCAST_ROUTERS):
+            targets = self._broadcast_targets(int(address), src, packet)
+            self._transmit_all(loop, packet, src, targets, on_air)
             return bool(targets)
-        if dst.addr_mode == t.AddrMode.Group:
+        if mode == _GROUP:
             # No group tables on the emulated HAN: a multicast reaches every other node, as a broadcast would.
-            for node in self._broadcast_targets(BROADCAST_RX_ON_WHEN_IDLE, src):
-                self._transmit(loop, packet, src, node, on_air)
+            targets = self._broadcast_targets(BROADCAST_RX_ON_WHEN_IDLE, src, packet)
+            self._transmit_all(loop, packet, src, targets, on_air)
             return True
-        node = self._by_ieee.get(dst.address) if dst.addr_mode == t.AddrMode.IEEE else self._nodes.get(dst.address)
+        node = self._by_ieee.get(address) if mode == _IEEE else self._nodes.get(address)
         if node is None:
             self.stats["no_route"] += 1
             return False
-        return self._transmit(loop, packet, src, node, on_air)
+        arrivals = self._fate(src, node, on_air)
+        for when in arrivals:
+            loop.call_at(when, self._deliver_if_attached if node.rx_on_when_idle else self._hold, node, packet)
+        return bool(arrivals)
+
+    def _occupy_channel(self, now: float, packet: t.ZigbeePacket) -> float:
+        """Queue `packet` on the one channel after the frames before it; when its transmission ends. The taps
+        see it then."""
+        start = max(now, self._channel_free_at)
+        if self.airtime:
+            start += (len(packet.data.serialize()) + FRAME_OVERHEAD_BYTES) * 8 / DATA_RATE_BPS
+        self._channel_free_at = start
+        self.stats["sent"] += 1
+        for tap in self._taps:
+            tap(packet, start)
+        return start
 
     def poll(self, nwk: int) -> int:
         """A sleepy node polls its parent: deliver what is held for it (in order). Returns how many."""
@@ -215,41 +254,52 @@ class Air:
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _broadcast_targets(self, address: int, src: int) -> list[Node]:
-        nodes = [n for n in self._nodes.values() if n.nwk != src]
+    def _broadcast_targets(self, address: int, src: int, packet: t.ZigbeePacket) -> list[Node]:
+        candidates = self._announce_listeners if is_announcement(packet) else self._nodes
+        nodes = [n for n in candidates.values() if n.nwk != src]
         if address == BROADCAST_ALL:
             return nodes
         if address == BROADCAST_ROUTERS:
             return [n for n in nodes if getattr(n, "router", n.nwk == COORDINATOR_NWK)]
         return [n for n in nodes if n.rx_on_when_idle]
 
-    def _transmit(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        packet: t.ZigbeePacket,
-        src: int,
-        node: Node,
-        on_air: float,
-    ) -> bool:
+    def _fate(self, src: int, node: Node, on_air: float) -> list[float]:
+        """When the frame arrives at `node`: no time when it is lost, two when it is duplicated."""
         model = self.link(src, node.nwk)
         rng = self.rng
         if model.loss and rng.random() < model.loss:
             self.stats["lost"] += 1
-            return False
+            return []
         arrival = on_air + model.latency
         if model.reorder and rng.random() < model.reorder:
             self.stats["reordered"] += 1
             arrival += 3 * model.latency + 0.01
-        copies = [arrival]
         if model.duplicate and rng.random() < model.duplicate:
             self.stats["duplicated"] += 1
-            copies.append(arrival + model.latency + 0.001)
-        for when in copies:
-            if node.rx_on_when_idle:
-                loop.call_at(when, self._deliver_if_attached, node, packet)
-            else:
-                loop.call_at(when, self._hold, node, packet)
-        return True
+            return [arrival, arrival + model.latency + 0.001]
+        return [arrival]
+
+    def _transmit_all(
+        self, loop: asyncio.AbstractEventLoop, packet: t.ZigbeePacket, src: int, nodes: list[Node], on_air: float
+    ) -> None:
+        """One broadcast to `nodes`: each node's fate drawn in turn, then one timer per arrival time."""
+        awake: dict[float, list[Node]] = {}
+        asleep: dict[float, list[Node]] = {}
+        for node in nodes:
+            for when in self._fate(src, node, on_air):
+                (awake if node.rx_on_when_idle else asleep).setdefault(when, []).append(node)
+        for when, group in awake.items():
+            loop.call_at(when, self._deliver_to, group, packet)
+        for when, group in asleep.items():
+            loop.call_at(when, self._hold_for, group, packet)
+
+    def _deliver_to(self, nodes: list[Node], packet: t.ZigbeePacket) -> None:
+        for node in nodes:
+            self._deliver_if_attached(node, packet)
+
+    def _hold_for(self, nodes: list[Node], packet: t.ZigbeePacket) -> None:
+        for node in nodes:
+            self._hold(node, packet)
 
     def _hold(self, node: Node, packet: t.ZigbeePacket) -> None:
         if self._nodes.get(node.nwk) is not node:

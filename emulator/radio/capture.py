@@ -46,11 +46,14 @@ from pathlib import Path
 from types import TracebackType
 
 import zigpy.types as t
+from zigpy.application import ControllerApplication
 
 from emulator.clock import Clock
 from emulator.errors import InputError
 from emulator.files import write_atomic
 from emulator.radio.air import BROADCAST_ROUTERS, BROADCAST_RX_ON_WHEN_IDLE, COORDINATOR_NWK, Air
+from emulator.radio.host import HostMixin
+from emulator.radio.packets import address_value
 from emulator.radio.secure import SecuredApsFrame
 from emulator.security import aps as aps_security
 from emulator.security import ccm
@@ -174,7 +177,7 @@ def parse_network_key(text: str) -> bytes:
 
 def _is_broadcast(address: t.AddrModeAddress) -> bool:
     return address.addr_mode == t.AddrMode.Broadcast or (
-        address.addr_mode == t.AddrMode.NWK and address.address >= BROADCAST_ROUTERS
+        address.addr_mode == t.AddrMode.NWK and address_value(address) >= BROADCAST_ROUTERS
     )
 
 
@@ -230,8 +233,8 @@ class FrameEncoder:
         if address is None:
             return COORDINATOR_NWK
         if address.addr_mode != t.AddrMode.IEEE:
-            return int(address.address)
-        ieee = address.address
+            return int(address_value(address))
+        ieee: t.EUI64 = address_value(address)
         if ieee in self._nwk:
             return self._nwk[ieee]
         for _, nwk_of in self._resolvers:
@@ -260,6 +263,8 @@ class FrameEncoder:
         src = self._nwk_of(packet.src)
         counters = self._counters.setdefault(src, _NodeCounters())
         dst = packet.dst
+        if dst is None:
+            raise ValueError("a packet without a destination cannot be written as a frame")
         group = dst.addr_mode == t.AddrMode.Group
         broadcast = _is_broadcast(dst)
         multi = broadcast or group
@@ -267,7 +272,7 @@ class FrameEncoder:
             # Group frames travel as NWK broadcasts to rx-on-when-idle nodes (Zigbee PRO 3.6.5).
             nwk_dst = BROADCAST_RX_ON_WHEN_IDLE
         elif broadcast:
-            nwk_dst = int(dst.address)
+            nwk_dst = int(address_value(dst))
         else:
             nwk_dst = self._nwk_of(dst)
 
@@ -278,7 +283,9 @@ class FrameEncoder:
         ack = APS_ACK_REQUEST if packet.tx_options & t.TransmitOptions.ACK and not multi else 0
         src_ep, cluster, profile = packet.src_ep or 0, packet.cluster_id, packet.profile_id or 0
         if group:
-            aps = APS_GROUP_HEADER.pack(APS_GROUP, int(dst.address), cluster, profile, src_ep, counters.aps_counter)
+            aps = APS_GROUP_HEADER.pack(
+                APS_GROUP, int(address_value(dst)), cluster, profile, src_ep, counters.aps_counter
+            )
         else:
             mode = APS_BROADCAST if broadcast else APS_UNICAST
             aps = APS_HEADER.pack(mode | ack, packet.dst_ep or 0, cluster, profile, src_ep, counters.aps_counter)
@@ -286,7 +293,7 @@ class FrameEncoder:
         aps += packet.data.serialize()
         wanted = bool(packet.tx_options & t.TransmitOptions.APS_Encryption) if aps_encrypted is None else aps_encrypted
         if wanted and not multi:
-            aps = self._secure_aps(aps, src, nwk_dst, dst.address, counters)
+            aps = self._secure_aps(aps, src, nwk_dst, address_value(dst), counters)
         return self._frame(src, nwk_dst, multi, aps, packet.radius or DEFAULT_RADIUS, counters, self.network_key)
 
     def encode_transport_key(
@@ -397,7 +404,7 @@ class PcapWriter:
         )
         air.add_tap(self.write)
 
-    def attach_radio(self, app) -> None:
+    def attach_radio(self, app: ControllerApplication) -> None:
         """Capture what the CHF's own radio sends and receives (a real stick has no virtual air to listen to);
         IEEE addresses come from zigpy's device table."""
 
@@ -411,6 +418,8 @@ class PcapWriter:
             return None if device is None else int(device.nwk)
 
         self.encoder.add_resolver(ieee_of, nwk_of)
+        if not isinstance(app, HostMixin):
+            raise TypeError(f"{type(app).__name__} has no tap for a capture (an emulator-hosted app has one)")
         self._remove_tap = app.add_tap(self.write)
 
     def add_node(self, nwk: int, ieee: t.EUI64) -> None:

@@ -23,10 +23,14 @@ import zigpy.util
 import zigpy.zdo.types as zdo_t
 from zigpy.profiles import zha
 
+from emulator.eui64 import Eui64Key, eui64_key
 from emulator.radio.air import COORDINATOR_NWK, Air
 from emulator.radio.host import ZIGPY_BASE_CONFIG, HostMixin
 
 LOGGER = logging.getLogger(__name__)
+
+# zigpy sets EUI64.UNKNOWN after the class, where a type checker does not see it.
+UNKNOWN_IEEE: t.EUI64 = t.EUI64.UNKNOWN  # type: ignore[attr-defined]
 
 COORDINATOR_NODE_DESCRIPTOR = zdo_t.NodeDescriptor(
     logical_type=zdo_t.LogicalType.Coordinator,
@@ -81,6 +85,8 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
         super().__init__(config)
         self.air = air
         self._stored: tuple[zigpy.state.NetworkInfo, zigpy.state.NodeInfo] | None = None
+        # Devices by NWK address, checked at each use (a device may change address or leave).
+        self._by_nwk: dict[int, tuple[zigpy.device.BaseDevice, Eui64Key]] = {}
 
     @classmethod
     async def start_on(cls, air: Air, config: dict[str, Any], ieee: t.EUI64) -> LoopbackApp:
@@ -104,6 +110,18 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
 
     def device_joined(self, nwk: int, ieee: t.EUI64, parent_nwk: int) -> None:
         self.handle_join(t.NWK(nwk), ieee, t.NWK(parent_nwk))
+
+    def get_device(self, ieee: t.EUI64 | None = None, nwk: t.NWK | int | None = None) -> zigpy.device.BaseDevice:
+        """zigpy's look-up, with an index by NWK address: zigpy finds a device by NWK by scanning them all, for
+        every frame it handles, and a thousand devices' interviews are tens of thousands of frames."""
+        if ieee is not None or nwk is None:
+            return super().get_device(ieee=ieee, nwk=nwk)  # type: ignore[arg-type]  # zigpy's defaults are None too
+        known = self._by_nwk.get(nwk)
+        if known is not None and known[0].nwk == nwk and self.devices.get(known[1]) is known[0]:
+            return known[0]
+        device = super().get_device(nwk=nwk)
+        self._by_nwk[int(nwk)] = (device, eui64_key(device.ieee))
+        return device
 
     # -- zigpy radio API ----------------------------------------------------------------------------------
 
@@ -141,7 +159,7 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
     async def write_network_info(
         self, *, network_info: zigpy.state.NetworkInfo, node_info: zigpy.state.NodeInfo
     ) -> None:
-        if node_info.ieee == t.EUI64.UNKNOWN:
+        if node_info.ieee == UNKNOWN_IEEE:
             node_info = node_info.replace(ieee=self._loopback_ieee)
         self._stored = (network_info, node_info.replace(nwk=t.NWK(COORDINATOR_NWK)))
 
@@ -164,13 +182,11 @@ class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
 
     async def send_packet(self, packet: t.ZigbeePacket) -> None:
         self._tap(packet)
-        if self.air.send(packet) or packet.dst.addr_mode not in (t.AddrMode.NWK, t.AddrMode.IEEE):
+        dst = packet.dst
+        if self.air.send(packet) or dst is None or dst.addr_mode not in (t.AddrMode.NWK, t.AddrMode.IEEE):
             return
-        known = (
-            self.air.node_by_ieee(packet.dst.address)
-            if packet.dst.addr_mode == t.AddrMode.IEEE
-            else self.air.node(packet.dst.address)
-        )
+        address: Any = dst.address
+        known = self.air.node_by_ieee(address) if dst.addr_mode == t.AddrMode.IEEE else self.air.node(address)
         # A lost frame is only reported when the sender asked for an APS ACK; an unknown node always is.
         if known is None or packet.tx_options & t.TransmitOptions.ACK:
-            raise zigpy.exceptions.DeliveryError(f"no delivery to {packet.dst.address}")
+            raise zigpy.exceptions.DeliveryError(f"no delivery to {address}")

@@ -33,6 +33,7 @@ from typing import Any, Protocol, cast
 
 import zigpy.types as t
 
+from emulator.radio.packets import nwk_address, replaced, zigbee_packet
 from emulator.security import aps
 from emulator.security.ccm import BadMicError, FrameSecurityError, StaleFrameCounterError, UnknownKeyError
 from emulator.security.keystore import SecurityContext, requires_aps_encryption
@@ -106,33 +107,20 @@ def _short(address: t.AddrModeAddress | None) -> int | None:
     return int(cast(int, address.address))
 
 
-def _with(packet: t.ZigbeePacket, **changes: Any) -> t.ZigbeePacket:
-    """`packet.replace(**changes)` at a fraction of the cost (dataclasses.replace re-runs __init__ and its field
-    defaults, twice per frame on the OTA hot path): a shallow copy with the changed fields set."""
-    copy: t.ZigbeePacket = object.__new__(type(packet))
-    copy.__dict__.update(packet.__dict__, **changes)
-    return copy
-
-
 def unicast(
     src: int, src_ep: int, dst: int, dst_ep: int, profile_id: int, cluster_id: int, data: bytes
 ) -> t.ZigbeePacket:
-    """A unicast between NWK addresses asking for an APS ACK (zigpy's types are untyped: built here once)."""
-    types: Any = t
-    return cast(
-        t.ZigbeePacket,
-        types.ZigbeePacket(
-            src=types.AddrModeAddress(addr_mode=types.AddrMode.NWK, address=types.NWK(src)),
-            src_ep=src_ep,
-            dst=types.AddrModeAddress(addr_mode=types.AddrMode.NWK, address=types.NWK(dst)),
-            dst_ep=dst_ep,
-            tsn=data[1] if profile_id and len(data) > 1 else data[0] if data else 0,
-            profile_id=profile_id,
-            cluster_id=cluster_id,
-            data=types.SerializableBytes(data),
-            tx_options=types.TransmitOptions.ACK,
-            radius=0,
-        ),
+    """A unicast between NWK addresses asking for an APS ACK."""
+    return zigbee_packet(
+        src=nwk_address(src),
+        src_ep=src_ep,
+        dst=nwk_address(dst),
+        dst_ep=dst_ep,
+        tsn=data[1] if profile_id and len(data) > 1 else data[0] if data else 0,
+        profile_id=profile_id,
+        cluster_id=cluster_id,
+        data=data,
+        ack=True,
     )
 
 
@@ -161,6 +149,10 @@ class _Guarded:
     @property
     def router(self) -> bool:
         return bool(getattr(self.node, "router", self.node.nwk == COORDINATOR_NWK))
+
+    @property
+    def hears_announcements(self) -> bool:
+        return bool(getattr(self.node, "hears_announcements", True))
 
     def receive(self, packet: t.ZigbeePacket) -> None:
         self.radio.deliver(self.node, packet)
@@ -259,7 +251,7 @@ class SecureRadio:
         self._aps_counter = (self._aps_counter + 1) & 0xFF
         secured = self.context.secure(header + packet.data.serialize(), partner)
         self.stats["secured"] += 1
-        return _with(packet, data=SecuredApsFrame(secured), tx_options=packet.tx_options | _APS_ENCRYPTION)
+        return replaced(packet, data=SecuredApsFrame(secured), tx_options=packet.tx_options | _APS_ENCRYPTION)
 
     def deliver(self, node: Any, packet: t.ZigbeePacket) -> None:
         """A frame from the inner radio for `node`: open or check it, offer it to the ingress handlers, then
@@ -304,7 +296,7 @@ class SecureRadio:
             self._drop(packet, sender, b"", DropReason.MALFORMED, "APS header does not match the frame")
             return None
         self.stats["opened"] += 1
-        return _with(packet, data=t.SerializableBytes(plain[length:]))
+        return replaced(packet, data=t.SerializableBytes(plain[length:]))
 
     def _drop(
         self, packet: t.ZigbeePacket, sender: t.EUI64 | None, payload: bytes, reason: DropReason, detail: str

@@ -127,6 +127,9 @@ class _KeServerApp:
     def devices(self) -> Any:
         return self.app.devices
 
+    def get_device(self, *args: Any, **kwargs: Any) -> Any:
+        return self.app.get_device(*args, **kwargs)
+
     def add_ingress_handler(self, handler: Any) -> Callable[[], None]:
         remove: Callable[[], None] = self.app.add_ingress_handler(handler)
         return remove

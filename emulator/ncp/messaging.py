@@ -75,6 +75,9 @@ class StackMessaging:
     node_type: bt.EmberNodeType
     child_joined: Callable[[int, zt.EUI64], None]
     ieee_of: Callable[[int], zt.EUI64 | None]
+    can_secure: Callable[[int], bool]
+    secure_unicast: Callable[[zt.ZigbeePacket, bt.EmberApsFrame, int], zt.ZigbeePacket]
+    open_secured: Callable[[zt.ZigbeePacket, int], zt.ZigbeePacket | None]
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
 
@@ -180,6 +183,9 @@ class StackMessaging:
             return {"status": bt.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if len(message) > self._max_payload(aps):
             return {"status": bt.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
+        encrypt = _APS.APS_OPTION_ENCRYPTION in aps.options and nwk != self.nwk
+        if encrypt and not self.can_secure(nwk):
+            return {"status": bt.sl_Status.ZIGBEE_APS_ENCRYPTION_ERROR, "sequence": 0}  # no link key (`security`)
 
         self.counters.air["unicast_requests"] += 1
         if nwk == self.nwk:
@@ -187,6 +193,8 @@ class StackMessaging:
             self._deliver_to_self(aps, bytes(message))
         else:
             packet = self._packet(zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=nwk), aps, message)
+            if encrypt:
+                packet = self.secure_unicast(packet, aps, nwk)
             if self._delivery_fails():
                 self.counters.air["delivery_failures_injected"] += 1
                 delivered = False
@@ -300,6 +308,10 @@ class StackMessaging:
         if sender is None:
             self.counters.air["received_from_unknown"] += 1
             return
+        opened = self.open_secured(packet, sender)  # APS security (`security`): None drops the frame
+        if opened is None:
+            return
+        packet = opened
         node = self.air.node(sender)
         if node is not None:
             self._known[node.ieee] = sender

@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from rich.table import Table
 
 from emulator import clock
 from emulator.chf import events as server_events
+from emulator.chf import ezsp_security
+from emulator.chf.key_establishment import KeyEstablished, KeyEstablishmentFailed
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
 from emulator.cli.display import StatusColumn, Transfer, aggregate_text, progress_text
@@ -34,6 +37,7 @@ from emulator.cli.params import AliasedCommand, FiniteFloat, PortParam, ProfileP
 from emulator.errors import InputError
 from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
+from emulator.han_security import SE, print_capture_keys
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
 from emulator.profiles import bundled, load_chf, parse_eui64
@@ -74,6 +78,7 @@ class TargetStatus:
     offset: int = 0
     size: int = 0
     outcome: server_events.TransferOutcome | None = None
+    cbke_suite: int | None = None  # Smart Energy: the suite of the link key CBKE gave it
 
     @property
     def succeeded(self) -> bool:
@@ -93,6 +98,7 @@ class TargetStatus:
             "response_code": None if outcome is None else int(outcome.response),
             "alert_code": None if outcome is None else f"0x{int(outcome.alert_code):04X}",
             "reason": "" if outcome is None else outcome.reason,
+            "cbke_suite": self.cbke_suite,
         }
 
 
@@ -211,7 +217,11 @@ class Watch:
     def on_server_event(self, event: server_events.ServerEvent) -> None:
         if event.ieee is None:
             return
-        if isinstance(event, server_events.TransferStarted):
+        if isinstance(event, KeyEstablished):
+            self._get(event.ieee).cbke_suite = event.suite
+        elif isinstance(event, KeyEstablishmentFailed):
+            LOGGER.warning("key establishment with %s failed: %s (%s)", event.ieee, event.status, event.reason)
+        elif isinstance(event, server_events.TransferStarted):
             status = self._get(event.ieee)
             status.file_version, status.size, status.offset = event.file_version, event.size, event.offset
             self._draw(status)
@@ -295,12 +305,16 @@ class RunResult:
         }
 
 
-async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
+async def _keep_joining_open(
+    node: ChfNode, watch: Watch, seconds: int, permit: Callable[[int], Awaitable[None]] | None = None
+) -> None:
     """Permit joining while a target is missing, then close it (an open network admits anyone). Without
-    targets (images held for any device) it stays open."""
+    targets (images held for any device) it stays open. `permit` opens it (Smart Energy: to the Device Log only);
+    by default bellows' own permit."""
+    permit = permit or node.app.permit
     while not watch.all_joined.is_set():
         try:
-            await node.app.permit(seconds)
+            await permit(seconds)
         except Exception as exc:  # the stick may be mid-reconnect: whatever failed, try again shortly
             LOGGER.warning("could not open joining: %r", exc)
             await asyncio.sleep(PERMIT_RETRY)
@@ -310,7 +324,7 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
             await asyncio.wait_for(watch.all_joined.wait(), seconds)
     watch.joining_until = None
     try:
-        await node.app.permit(0)
+        await permit(0)
     except Exception as exc:  # joining times out by itself anyway
         LOGGER.warning("could not close joining: %r", exc)
 
@@ -343,10 +357,20 @@ async def _run(
     capture: PcapWriter | None = None,
 ) -> RunResult:
     started = time.monotonic()
-    await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control)
+    smart_energy = node.profile.security == SE
+    extra = ezsp_security.bellows_config() if smart_energy else None
+    await node.start_ezsp(port, baudrate=baudrate, flow_control=flow_control, ezsp_extra=extra)
     app = node.app
     if capture is not None:
         capture.attach_radio(app)
+    security = None
+    if smart_energy:
+        device_log = ezsp_security.device_log_of(node.profile, [s.ieee for s in watch.targets])
+        security = await ezsp_security.start(node, device_log, listener=watch.on_server_event)
+        if capture is not None:
+            security.notices.append(
+                lambda n: capture.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
+            )
     network = app.state.network_info
     summary = {
         "ieee": str(app.state.node_info.ieee),
@@ -377,7 +401,8 @@ async def _run(
         app.add_listener(watch)
         _notify_known_targets(node, watch, node.store)
         if permit:
-            tasks.append(loop.create_task(_keep_joining_open(node, watch, permit)))
+            opener = security.permit if security is not None else None
+            tasks.append(loop.create_task(_keep_joining_open(node, watch, permit, opener)))
         waits = [loop.create_task(stop.wait()), loop.create_task(watch.all_done.wait())]
         await asyncio.wait(waits, timeout=until, return_when=asyncio.FIRST_COMPLETED)
         tasks.extend(waits)
@@ -391,6 +416,8 @@ async def _run(
             loop.remove_signal_handler(signum)
         for task in tasks:
             task.cancel()
+        if security is not None:
+            security.stop()
         await node.stop()
     return RunResult(
         port,
@@ -564,5 +591,7 @@ def command(
     finally:
         if capture is not None:
             capture.close()
+    if capture is not None and chf.security == SE:
+        print_capture_keys(capture)
     print_result(result, as_json=as_json)
     return result.exit_code()

@@ -28,9 +28,10 @@ from emulator.ncp.tables import NO_INDEX, OK, ZERO_EUI64
 from emulator.radio.air import Air
 
 # The largest APS payload of an unfragmented frame under NWK security (emberMaximumApsPayloadLength); APS
-# encryption costs a 5-byte auxiliary header and a 4-byte MIC more.
+# encryption costs an auxiliary header and a 4-byte MIC more: 5 + 4 bytes, and 8 more for the sender's IEEE
+# address, which this stack's APS-secured frames carry (extended nonce, `security`).
 MAX_APS_PAYLOAD = 82
-APS_SECURITY_OVERHEAD = 9
+APS_SECURITY_OVERHEAD = 17
 LAST_HOP_LQI = 255
 LAST_HOP_RSSI = -40
 

@@ -1,0 +1,205 @@
+"""Smart Energy security on the EZSP path, in one process: the CHF on bellows' own app over tcp:// to the virtual NCP
+(real time), a PPMID inside the NCP's air joining with its install code, CBKE on the CHF's host with the key then
+stored in the NCP, and the OTA upgrade APS-encrypted by the NCP's stack and by the device.
+
+The witnesses we did not write: bellows (every EZSP command and callback), and tshark, which opens a capture of the
+NCP's air — the very frames the NCP and the device secured — given the network key, the install-code key and the
+CBKE key, and cannot open the OTA frames with the network key alone."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import zigpy.types as t
+from test_han_security import OTA_FIELDS, needs_tshark, tshark
+
+from conftest import sign_for_tests
+from emulator import clock
+from emulator.chf import events as server_events
+from emulator.chf import ezsp_security
+from emulator.chf.key_establishment import FrameDropped, KeyEstablished
+from emulator.chf.node import ChfNode
+from emulator.chf.store import HeldImage, ImageStore
+from emulator.device import security_events as sev
+from emulator.device.device import EmulatedDevice
+from emulator.gb.codes import TransferResponse
+from emulator.ncp.devices import NcpDeviceSecurity
+from emulator.ncp.security import TransportKeySent
+from emulator.ncp.server import VirtualNcp
+from emulator.ota.image import build_gb
+from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
+from emulator.radio.air import Air
+from emulator.radio.capture import CaptureKey, PcapWriter, parse_network_key, tshark_key_options
+from emulator.radio.secure import SecuredApsFrame
+
+NEW = 0x00000002
+OTA = 0x0019
+KEY_ESTABLISHMENT = 0x0800
+SETTLE = 60.0
+OUTSIDER = t.EUI64.convert("00:db:12:34:56:78:90:ee")
+
+
+def image_for(profile: DeviceProfile, size: int = 1500) -> HeldImage:
+    payload = random.Random(profile.image_type).randbytes(size)
+    image = build_gb(profile.manufacturer_code, profile.image_type, NEW, payload=payload, hw_min=0x1111, hw_max=0x1211)
+    image = sign_for_tests(image)
+    return HeldImage(image, image.serialize(), frozenset([profile.ieee]))
+
+
+@dataclass
+class Run:
+    ppmid: DeviceProfile
+    held: HeldImage
+    coordinator: t.EUI64
+    events: list[object] = field(default_factory=list)
+    installed: list[ezsp_security.LinkKeyInstalled] = field(default_factory=list)
+    air_frames: list[t.ZigbeePacket] = field(default_factory=list)
+    running: bytes | None = None
+    ncp_key: bytes | None = None
+    device_key: bytes | None = None
+    capture_keys: list[CaptureKey] = field(default_factory=list)
+    outsider_joined: bool = True
+    block_size: int = 0
+
+
+async def upgrade(version: int, pcap: Path) -> Run:
+    """The PPMID and an outsider (a device missing from the Device Log) on the NCP's air; the CHF serves the
+    PPMID's image. Returns once the PPMID's transfer has its outcome."""
+    air = Air(seed=version)
+    chf = load_chf(bundled("chf"))
+    ppmid = load_device(bundled("ppmid"))
+    outsider = ppmid.replace(ieee=OUTSIDER)
+    held = image_for(ppmid)
+    capture = PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
+    capture.attach(air)
+    air_frames: list[t.ZigbeePacket] = []
+    air.add_tap(lambda packet, _when: air_frames.append(packet))
+    async with VirtualNcp(air, ezsp_version=version, seed=version) as ncp:
+        node = ChfNode(chf, ImageStore.from_profile(chf, [held]), clock.Clock())
+        await node.start_ezsp(ncp.url or "", ezsp_extra=ezsp_security.bellows_config())
+        run = Run(ppmid, held, node.app.state.node_info.ieee, air_frames=air_frames)
+        done = asyncio.Event()
+
+        def on_event(event: object) -> None:
+            run.events.append(event)
+            if isinstance(event, server_events.TransferOutcome):
+                done.set()
+
+        def on_transport_key(sent: TransportKeySent) -> None:
+            capture.write_transport_key(
+                0x0000, sent.nwk, sent.transport.command, sent.transport.link_key,
+                label=f"install-code link key {sent.transport.joiner}",
+            )  # fmt: skip
+
+        ncp.stack.security_listeners.append(on_transport_key)
+        security = await ezsp_security.start(node, ezsp_security.device_log_of(chf, [ppmid.ieee]), on_event)
+        security.notices.append(run.installed.append)
+        node.server.add_listener(on_event)
+        run.block_size = node.server.profile.max_block_size
+        await ncp.wait_for_network()
+        await security.permit(60)
+
+        security_of_devices = NcpDeviceSecurity(ncp.stack)
+        devices, radios, joins = [], [], []
+        for index, profile in enumerate((ppmid, outsider)):
+            radio = security_of_devices.radio(profile, air)
+            device = EmulatedDevice(profile, radio, clock.Clock(), nwk=0x1001 + index, seed=index)
+            security_of_devices.attach(device, radio)
+            device.add_listener(on_event)
+            devices.append(device)
+            radios.append(radio)
+            joins.append(asyncio.create_task(security_of_devices.join(device, radio)))
+        try:
+            async with asyncio.timeout(SETTLE):
+                await done.wait()
+            await asyncio.sleep(0.5)  # the Upgrade End Response on its way
+        finally:
+            run.outsider_joined = joins[1].done() and not joins[1].cancelled()
+            for task in joins:
+                task.cancel()
+            await asyncio.gather(*joins, return_exceptions=True)
+            for device in devices:
+                await device.stop()
+            security.stop()
+            await node.stop()
+        run.running = devices[0].state.running_image
+        key = radios[0].context.link_key(run.coordinator)
+        run.device_key = None if key is None else key.key
+        run.ncp_key = ncp.stack.link_key_for(ppmid.ieee)
+    capture.close()
+    for notice in run.installed:
+        capture.set_link_key(notice.coordinator, notice.device, notice.key, label=f"CBKE link key {notice.device}")
+    run.capture_keys = capture.keys()
+    return run
+
+
+@pytest.fixture(scope="module", params=[8, 13, 14])
+def se_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
+    pcap = tmp_path_factory.mktemp(f"ezsp-se-{request.param}") / "air.pcap"
+    return clock.run(lambda: upgrade(request.param, pcap), virtual=False), pcap
+
+
+def of_type(run: Run, kind: type) -> list:
+    return [e for e in run.events if isinstance(e, kind)]
+
+
+def test_install_code_join_host_cbke_and_an_aps_encrypted_upgrade_through_bellows(se_run: tuple[Run, Path]) -> None:
+    run, _ = se_run
+    ppmid = run.ppmid.ieee
+    [outcome] = of_type(run, server_events.TransferOutcome)
+    assert (outcome.ieee, outcome.response) == (ppmid, TransferResponse.SUCCESS)
+    assert run.running == run.held.data
+    # Joined with its install code, under the NCP's trust centre.
+    assert [(e.ieee, e.trust_centre) for e in of_type(run, sev.Admitted)] == [(ppmid, run.coordinator)]
+    # CBKE on the CHF's host, both ends agree, and the key is in the NCP's key table.
+    [server_side] = of_type(run, KeyEstablished)
+    [device_side] = of_type(run, sev.KeyEstablished)
+    assert (server_side.ieee, server_side.suite) == (ppmid, 2)
+    assert (device_side.partner, device_side.suite) == (run.coordinator, 2)
+    [installed] = run.installed
+    assert installed.device == ppmid and installed.key == run.device_key == run.ncp_key
+    # From the end of key establishment on, every OTA unicast between them went on the air APS-secured, in both
+    # directions. (Before it, zigpy's interview read the OTA client's CurrentFileVersion in clear: the device,
+    # not ready for application traffic yet, ignored it.)
+    established = max(i for i, p in enumerate(run.air_frames) if p.cluster_id == KEY_ESTABLISHMENT)
+    ota = [p for p in run.air_frames[established:] if p.cluster_id == OTA and p.dst.addr_mode == t.AddrMode.NWK]
+    assert len(ota) > 2 * len(run.held.data) // run.block_size
+    assert [p for p in ota if not isinstance(p.data, SecuredApsFrame)] == []
+    assert {p.src.address for p in ota} == {0x0000, 0x1001}
+    assert not of_type(run, FrameDropped) and not of_type(run, sev.FrameDropped)
+    # The blocks were sized to fit an APS-encrypted frame.
+    assert run.block_size == 82 - 17 - 17
+
+
+def test_a_device_missing_from_the_device_log_never_gets_the_network_key(se_run: tuple[Run, Path]) -> None:
+    run, _ = se_run
+    assert not run.outsider_joined
+    refused = {e.reason for e in of_type(run, sev.NotAdmitted) if e.ieee == OUTSIDER}
+    assert refused == {"the trust centre holds no key for it (install code not given)"}
+    assert not [p for p in run.air_frames if p.src.address == 0x1002]
+
+
+@needs_tshark
+def test_tshark_opens_the_ncp_air_with_the_keys_and_not_without(se_run: tuple[Run, Path]) -> None:
+    run, pcap = se_run
+    options = tshark_key_options(run.capture_keys)
+    labels = [key.label for key in run.capture_keys]
+    assert labels[0] == "network key" and labels[1].startswith("install-code link key")
+    assert labels[2] == f"CBKE link key {run.ppmid.ieee}"
+    assert tshark(pcap, options, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
+    # The Transport-Key the NCP's trust centre sent opens under the install-code key and carries the network key.
+    [row] = tshark(pcap, options, "-Y", "zbee_aps.cmd.id == 0x05", "-T", "fields", "-e", "zbee_aps.cmd.key")
+    assert bytes.fromhex(row[0].replace(":", "")) == run.capture_keys[0].key
+    offsets = [int(offset) for [offset] in tshark(pcap, options, *OTA_FIELDS)]
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] + run.block_size >= len(run.held.data)
+    secured = tshark(pcap, options, "-Y", "zbee_aps.security == 1 && zbee_zcl_general.ota.cmd.srv_tx.id")
+    assert len(secured) >= len(offsets)
+    network_only = tshark_key_options(run.capture_keys[:1])
+    assert tshark(pcap, network_only, *OTA_FIELDS) == []
+    # Key Establishment travels with NWK security only.
+    ke = "zbee_zcl_se.ke.cmd.srv_rx.id || zbee_zcl_se.ke.cmd.srv_tx.id"
+    assert len(tshark(pcap, network_only, "-Y", ke)) == 6

@@ -23,9 +23,11 @@ from emulator.chf import events as server_events
 from emulator.chf import ezsp_security
 from emulator.chf.key_establishment import FrameDropped, KeyEstablished
 from emulator.chf.node import ChfNode
+from emulator.chf.se_credentials import credentials_for, issue_test_credentials
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.device import security_events as sev
 from emulator.device.device import EmulatedDevice
+from emulator.errors import InputError
 from emulator.gb.codes import TransferResponse
 from emulator.ncp.devices import NcpDeviceSecurity
 from emulator.ncp.security import TransportKeySent
@@ -34,7 +36,9 @@ from emulator.ota.image import build_gb
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.air import Air
 from emulator.radio.capture import CaptureKey, PcapWriter, parse_network_key, tshark_key_options
-from emulator.radio.secure import SecuredApsFrame
+from emulator.radio.secure import SecuredApsFrame, unicast
+from emulator.security import credentials as credential_files
+from emulator.security.certs import CryptoSuite
 
 NEW = 0x00000002
 OTA = 0x0019
@@ -64,6 +68,7 @@ class Run:
     capture_keys: list[CaptureKey] = field(default_factory=list)
     outsider_joined: bool = True
     block_size: int = 0
+    injected_at: int = 0  # where the test's own frame in clear is in `air_frames`
 
 
 async def upgrade(version: int, pcap: Path) -> Run:
@@ -117,6 +122,11 @@ async def upgrade(version: int, pcap: Path) -> Run:
             async with asyncio.timeout(SETTLE):
                 await done.wait()
             await asyncio.sleep(0.5)  # the Upgrade End Response on its way
+            # A Query Next Image Request in clear from the PPMID, which shares a CBKE key with the CHF: dropped.
+            query = bytes.fromhex("01 77 01 00 1d12 8400 01000000")
+            run.injected_at = len(air_frames)
+            air.send(unicast(0x1001, ppmid.endpoint, 0x0000, chf.endpoint, 0x0109, OTA, query))
+            await asyncio.sleep(0.5)
         finally:
             run.outsider_joined = joins[1].done() and not joins[1].cancelled()
             for task in joins:
@@ -166,11 +176,17 @@ def test_install_code_join_host_cbke_and_an_aps_encrypted_upgrade_through_bellow
     # directions. (Before it, zigpy's interview read the OTA client's CurrentFileVersion in clear: the device,
     # not ready for application traffic yet, ignored it.)
     established = max(i for i, p in enumerate(run.air_frames) if p.cluster_id == KEY_ESTABLISHMENT)
-    ota = [p for p in run.air_frames[established:] if p.cluster_id == OTA and p.dst.addr_mode == t.AddrMode.NWK]
+    transfer = run.air_frames[established : run.injected_at]
+    ota = [p for p in transfer if p.cluster_id == OTA and p.dst.addr_mode == t.AddrMode.NWK]
     assert len(ota) > 2 * len(run.held.data) // run.block_size
     assert [p for p in ota if not isinstance(p.data, SecuredApsFrame)] == []
     assert {p.src.address for p in ota} == {0x0000, 0x1001}
-    assert not of_type(run, FrameDropped) and not of_type(run, sev.FrameDropped)
+    assert not of_type(run, sev.FrameDropped)
+    # The CHF's host applies the Smart Energy rule to what the NCP hands it: the one OTA frame sent in clear
+    # after key establishment (injected on the air) was dropped and reported.
+    assert [(e.ieee, e.cluster_id, e.reason) for e in of_type(run, FrameDropped)] == [
+        (ppmid, OTA, "frame without APS encryption")
+    ]
     # The blocks were sized to fit an APS-encrypted frame.
     assert run.block_size == 82 - 17 - 17
 
@@ -203,3 +219,22 @@ def test_tshark_opens_the_ncp_air_with_the_keys_and_not_without(se_run: tuple[Ru
     # Key Establishment travels with NWK security only.
     ke = "zbee_zcl_se.ke.cmd.srv_rx.id || zbee_zcl_se.ke.cmd.srv_tx.id"
     assert len(tshark(pcap, network_only, "-Y", ke)) == 6
+
+
+def test_a_credentials_file_for_another_eui64_is_a_one_line_error(tmp_path: Path) -> None:
+    """CBKE partners check the certificate's subject: a CHF whose file names another EUI-64 is told so at once."""
+    other = t.EUI64.convert("00:0d:6f:00:00:00:00:01")
+    [credentials] = issue_test_credentials(other, (CryptoSuite.SUITE_1,)).values()
+    path = tmp_path / "chf.cbke.json"
+    path.write_text(credential_files.device_text(credentials))
+    coordinator = t.EUI64.convert("00:0d:6f:00:00:00:00:02")
+    with pytest.raises(InputError) as raised:
+        credentials_for(coordinator, "1", str(path), str(tmp_path / "chf.toml"), "CHF profile")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"CHF profile cbke_credentials {path}")
+    assert "00:0D:6F:00:00:00:00:01" in message and "expected 00:0D:6F:00:00:00:00:02" in message
+    issued = credentials_for(coordinator, "both", None, "<built-in>", "CHF profile")
+    assert {suite: c.certificate.subject for suite, c in issued.items()} == {
+        CryptoSuite.SUITE_2: bytes(coordinator)[::-1],
+        CryptoSuite.SUITE_1: bytes(coordinator)[::-1],
+    }

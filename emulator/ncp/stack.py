@@ -25,6 +25,7 @@ import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 
 from emulator.ncp import zdo
+from emulator.ncp.cbke import StackCbke
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import STACK_RELEASES, stack_version_word
 from emulator.ncp.faults import Faults
@@ -90,7 +91,7 @@ ACCEPTED_AS_IS = frozenset(
 Sink = Callable[[str, dict[str, Any]], None]
 
 
-class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity):
+class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity, StackCbke):
     """Coordinator (or, once joined, end device or router: `joining`) on the air and command processor behind
     the EZSP layer."""
 
@@ -158,6 +159,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity):
         self.manufacturer_code = DEFAULT_MANUFACTURER_CODE
         self.pending_security: bt.EmberInitialSecurityState | None = None
         self.transient_keys: dict[bytes, TransientKey] = {}
+        self._cbke_temporary = None  # the CBKE library's temporary data (`cbke`)
         self.permit_until = 0.0
         self.joining_permitted.clear()
         self._aps_counter = 0

@@ -69,9 +69,11 @@ class Run:
     outsider_joined: bool = True
     block_size: int = 0
     injected_at: int = 0  # where the test's own frame in clear is in `air_frames`
+    ncp_commands: dict[str, int] = field(default_factory=dict)
+    cbke: str = ""
 
 
-async def upgrade(version: int, pcap: Path) -> Run:
+async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> Run:
     """The PPMID and an outsider (a device missing from the Device Log) on the NCP's air; the CHF serves the
     PPMID's image. Returns once the PPMID's transfer has its outcome."""
     air = Air(seed=version)
@@ -101,7 +103,8 @@ async def upgrade(version: int, pcap: Path) -> Run:
             )  # fmt: skip
 
         ncp.stack.security_listeners.append(on_transport_key)
-        security = await ezsp_security.start(node, ezsp_security.device_log_of(chf, [ppmid.ieee]), on_event)
+        log = ezsp_security.device_log_of(chf, [ppmid.ieee])
+        security = await ezsp_security.start(node, log, on_event, cbke=cbke)
         security.notices.append(run.installed.append)
         node.server.add_listener(on_event)
         run.block_size = node.server.profile.max_block_size
@@ -140,6 +143,8 @@ async def upgrade(version: int, pcap: Path) -> Run:
         key = radios[0].context.link_key(run.coordinator)
         run.device_key = None if key is None else key.key
         run.ncp_key = ncp.stack.link_key_for(ppmid.ieee)
+        run.ncp_commands = dict(ncp.counters.commands)
+        run.cbke = cbke
     capture.close()
     for notice in run.installed:
         capture.set_link_key(notice.coordinator, notice.device, notice.key, label=f"CBKE link key {notice.device}")
@@ -147,10 +152,11 @@ async def upgrade(version: int, pcap: Path) -> Run:
     return run
 
 
-@pytest.fixture(scope="module", params=[8, 13, 14])
+@pytest.fixture(scope="module", params=[(8, "host"), (13, "host"), (14, "host"), (8, "ncp"), (14, "ncp")], ids=str)
 def se_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
-    pcap = tmp_path_factory.mktemp(f"ezsp-se-{request.param}") / "air.pcap"
-    return clock.run(lambda: upgrade(request.param, pcap), virtual=False), pcap
+    version, cbke = request.param
+    pcap = tmp_path_factory.mktemp(f"ezsp-se-{version}-{cbke}") / "air.pcap"
+    return clock.run(lambda: upgrade(version, pcap, cbke), virtual=False), pcap
 
 
 def of_type(run: Run, kind: type) -> list:
@@ -172,6 +178,16 @@ def test_install_code_join_host_cbke_and_an_aps_encrypted_upgrade_through_bellow
     assert (device_side.partner, device_side.suite) == (run.coordinator, 2)
     [installed] = run.installed
     assert installed.device == ppmid and installed.key == run.device_key == run.ncp_key
+    # With --cbke ncp the NCP's library did the cryptography (and stored the key); on the host, the NCP only
+    # stored the key it was given.
+    library = ("generateCbkeKeys283k1", "calculateSmacs283k1", "clearTemporaryDataMaybeStoreLinkKey283k1")
+    stored = "addOrUpdateKeyTableEntry" if "addOrUpdateKeyTableEntry" in run.ncp_commands else "importLinkKey"
+    if run.cbke == "ncp":
+        assert [run.ncp_commands.get(name) for name in library] == [1, 1, 1]
+        assert stored not in run.ncp_commands
+    else:
+        assert not any(name in run.ncp_commands for name in library)
+        assert run.ncp_commands[stored] == 1
     # From the end of key establishment on, every OTA unicast between them went on the air APS-secured, in both
     # directions. (Before it, zigpy's interview read the OTA client's CurrentFileVersion in clear: the device,
     # not ready for application traffic yet, ignored it.)

@@ -11,8 +11,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from test_cli_chf import PPMID, PROFILES, chf, ppmid_image, stop, virtual_dongle  # noqa: F401 (ppmid_image: fixture)
+from test_cli_chf import PPMID, PROFILES, chf, ppmid_image, run, stop, virtual_dongle  # noqa: F401 (a fixture)
 from test_han_security import OTA_FIELDS, needs_tshark
+
+from conftest import assert_one_line_error
 
 BLOCK = 82 - 17 - 17  # what fits an APS-encrypted Image Block Response on the virtual NCP
 
@@ -72,3 +74,21 @@ def test_network_key_only_when_both_profiles_say_none(ppmid_image: Path, tmp_pat
     assert (target["outcome"], target["cbke_suite"], target["offset"]) == ("success", None, ppmid_image.stat().st_size)
     assert "established a link key" not in dongle
     assert f"Device {PPMID.lower()} now runs 0x00000002" in dongle.splitlines()
+
+
+def test_cbke_in_the_ncps_library(ppmid_image: Path) -> None:  # noqa: F811
+    """`--cbke ncp`: the stick's CBKE library (the virtual NCP's, with its own test-CA certificate) does the math."""
+    with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
+        done = chf(url, "--cbke", "ncp", "--image", ppmid_image, "--target", PPMID, "--json")
+        dongle = stop(ncp)
+    assert done.returncode == 0, done.stderr
+    [target] = json.loads(done.stdout)["devices"]
+    assert (target["outcome"], target["cbke_suite"]) == ("success", 2)
+    assert "established a link key" in dongle
+
+
+def test_cbke_ncp_needs_a_smart_energy_chf(ppmid_image: Path, tmp_path: Path) -> None:  # noqa: F811
+    chf_profile, _ = none_profiles(tmp_path)
+    args = ["chf", "--port", "tcp://127.0.0.1:1", "--chf", chf_profile, "--cbke", "ncp", "--image", ppmid_image,
+            "--target", PPMID]  # fmt: skip
+    assert_one_line_error(run(*args), "--cbke ncp", 'expected security = "se"')

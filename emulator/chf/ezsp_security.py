@@ -1,4 +1,4 @@
-"""Smart Energy security for the CHF on an EZSP coordinator (bellows), with key establishment on the host.
+"""Smart Energy security for the CHF on an EZSP coordinator (bellows): install-code joins, CBKE, APS encryption.
 
 What the in-process HAN does with `SecureRadio` and `TrustCentre`, the CHF on a stick does with the NCP's own
 security, driven over EZSP:
@@ -9,12 +9,13 @@ security, driven over EZSP:
   TRUST_CENTER_POLICY = ALLOW_JOINS | JOINS_USE_INSTALL_CODE_KEY, what bellows' `permit_with_link_key` sets for
   one device; the same value is bellows' configured policy (`ezsp_policies`), so bellows puts it back whenever it
   restores its own. The NCP's trust centre then sends the network key only under a device's install-code key.
-* **Key establishment on the host.** The CHF's Key Establishment server (`chf.key_establishment`) answers the
-  device over plain unicasts (NWK security only, as ZSE §5.4.6 wants). When an exchange succeeds the key goes into
-  the NCP's key table (v8 `addOrUpdateKeyTableEntry`; v13+ `importLinkKey` at the device's entry or a free one,
-  `findKeyTableEntry` and `exportLinkKeyByIndex` tell which) before the Confirm Key Data Response leaves, so the
-  device's first APS-encrypted frame finds the key in place; if it cannot be stored the exchange ends with a
-  Terminate (NO_RESOURCES).
+* **Key establishment on the host** (the default; `cbke = NCP` leaves the cryptography to the stick's CBKE
+  library instead, `chf.ncp_key_establishment`). The CHF's Key Establishment server (`chf.key_establishment`)
+  answers the device over plain unicasts (NWK security only, as ZSE §5.4.6 wants). When an exchange succeeds
+  the key goes into the NCP's key table (v8 `addOrUpdateKeyTableEntry`; v13+ `importLinkKey` at the device's
+  entry or a free one, `findKeyTableEntry` and `exportLinkKeyByIndex` tell which) before the Confirm Key Data
+  Response leaves, so the device's first APS-encrypted frame finds the key in place; if it cannot be stored the
+  exchange ends with a Terminate (NO_RESOURCES).
 * **APS encryption.** A unicast the Smart Energy rule covers (`keystore.requires_aps_encryption`) to a device
   with a CBKE key gets zigpy's `TransmitOptions.APS_Encryption`, which bellows turns into APS_OPTION_ENCRYPTION:
   the NCP encrypts. A frame the rule covers that arrives without the encryption bit from such a device is
@@ -35,8 +36,10 @@ import zigpy.types as t
 
 from emulator.chf.events import ServerEvent
 from emulator.chf.key_establishment import FrameDropped, KeyEstablished, KeyEstablishmentServer
+from emulator.chf.ncp_key_establishment import NcpKeyEstablishmentServer
 from emulator.chf.se_credentials import credentials_for
 from emulator.clock import Clock
+from emulator.errors import InputError
 from emulator.profiles import derived_install_code
 from emulator.radio.secure import is_broadcast
 from emulator.security import key_establishment as ke
@@ -45,6 +48,8 @@ from emulator.security.install_code import InstallCode
 from emulator.security.keystore import SecurityContext, requires_aps_encryption
 
 LOGGER = logging.getLogger(__name__)
+
+HOST, NCP = "host", "ncp"  # where CBKE's cryptography runs: on the CHF's host, or in the NCP's CBKE library
 
 # EzspDecisionBitmask ALLOW_JOINS | JOINS_USE_INSTALL_CODE_KEY: joins only with a transient (install-code) key.
 INSTALL_CODE_JOINS = 0x0011
@@ -132,6 +137,7 @@ class EzspSmartEnergy:
         credentials: Mapping[CryptoSuite, DeviceCredentials],
         clock: Clock,
         listener: Listener | None = None,
+        cbke: str = HOST,
     ) -> None:
         self.app = app
         self.server = server
@@ -141,16 +147,17 @@ class EzspSmartEnergy:
         self.listener = listener
         self.installed: list[LinkKeyInstalled] = []
         self.notices: list[Callable[[LinkKeyInstalled], None]] = []
-        self.key_server = KeyInstallingServer(
-            app,
-            endpoint,
-            self.context,
-            credentials,
-            clock,
-            ieee_of=self._ieee_of,
-            listener=self._relay,
-            install=self.install_link_key,
-        )
+        self.key_server: KeyEstablishmentServer
+        if cbke == NCP:
+            self.key_server = NcpKeyEstablishmentServer(
+                app, endpoint, self.context, {}, clock, ieee_of=self._ieee_of, listener=self._relay,
+                export=self.read_link_key,
+            )  # fmt: skip
+        else:
+            self.key_server = KeyInstallingServer(
+                app, endpoint, self.context, credentials, clock, ieee_of=self._ieee_of, listener=self._relay,
+                install=self.install_link_key,
+            )  # fmt: skip
         self.clock = clock
 
     def start(self) -> None:
@@ -188,11 +195,32 @@ class EzspSmartEnergy:
             LOGGER.warning("storing the link key of %s in the NCP failed: %r", ieee, exc)
             return False
         if stored:
-            notice = LinkKeyInstalled(self.coordinator, ieee, bytes(key))
-            self.installed.append(notice)
-            for callback in list(self.notices):
-                callback(notice)
+            self._installed(LinkKeyInstalled(self.coordinator, ieee, bytes(key)))
         return stored
+
+    async def read_link_key(self, ieee: t.EUI64) -> bytes | None:
+        """The link key the NCP holds for `ieee` (stored by its own CBKE library), None without one."""
+        ezsp = self.app._ezsp
+        try:
+            if "exportLinkKeyByEui" in ezsp.COMMANDS:  # v13 and later
+                names = list(ezsp.COMMANDS["exportLinkKeyByEui"][2])
+                values = dict(zip(names, await ezsp.exportLinkKeyByEui(eui64=ieee), strict=True))
+                key = bytes(values["plaintext_key"]) if int(values["status"]) == 0 else None
+            else:
+                (index,) = await ezsp.findKeyTableEntry(address=ieee, linkKey=True)
+                status, entry = await ezsp.getKeyTableEntry(index=index)
+                key = bytes(entry.key) if index != NO_INDEX and int(status) == 0 else None
+        except Exception as exc:  # the stick went away: as if there were no key
+            LOGGER.warning("reading the link key of %s from the NCP failed: %r", ieee, exc)
+            return None
+        if key is not None:
+            self._installed(LinkKeyInstalled(self.coordinator, ieee, key))
+        return key
+
+    def _installed(self, notice: LinkKeyInstalled) -> None:
+        self.installed.append(notice)
+        for callback in list(self.notices):
+            callback(notice)
 
     async def _store(self, ieee: t.EUI64, key: bytes) -> bool:
         ezsp = self.app._ezsp
@@ -275,22 +303,24 @@ def device_log_of(profile: Any, targets: Iterable[t.EUI64]) -> dict[t.EUI64, Ins
 
 
 async def start(
-    node: Any, device_log: Mapping[t.EUI64, InstallCode], listener: Listener | None = None
+    node: Any, device_log: Mapping[t.EUI64, InstallCode], listener: Listener | None = None, cbke: str = HOST
 ) -> EzspSmartEnergy:
     """Smart Energy security for the CHF `node` (a `ChfNode` started on EZSP with `bellows_config()`): its CBKE
     credentials name the coordinator's EUI-64 (the profile's file, or the bundled test CA's), and its OTA blocks
     fit an APS-encrypted frame (`encrypted_block_size`)."""
     profile = node.profile
+    coordinator = node.app.state.node_info.ieee
+    credentials = {}
+    if cbke == HOST:
+        credentials = credentials_for(
+            coordinator, profile.cbke_suite, profile.cbke_credentials, profile.source, "CHF profile"
+        )
     (aps_length,) = await node.app._ezsp.maximumPayloadLength()
     block = encrypted_block_size(int(aps_length))
     if profile.max_block_size > block:
         LOGGER.info("OTA blocks of at most %d bytes fit an APS-encrypted frame (the profile allows %d)",
                     block, profile.max_block_size)  # fmt: skip
         node.server.profile = profile.replace(max_block_size=block)
-    coordinator = node.app.state.node_info.ieee
-    credentials = credentials_for(
-        coordinator, profile.cbke_suite, profile.cbke_credentials, profile.source, "CHF profile"
-    )
     security = EzspSmartEnergy(
         node.app,
         node.server,
@@ -299,7 +329,12 @@ async def start(
         credentials=credentials,
         clock=node.clock,
         listener=listener,
+        cbke=cbke,
     )
+    if isinstance(security.key_server, NcpKeyEstablishmentServer):
+        await security.key_server.load()
+        if not security.key_server.certificates:
+            raise InputError("--cbke ncp: the NCP has no CBKE certificate (getCertificate answered no data)")
     security.start()
     return security
 

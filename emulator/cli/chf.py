@@ -355,6 +355,7 @@ async def _run(
     until: float | None,
     quiet: bool,
     capture: PcapWriter | None = None,
+    cbke: str = ezsp_security.HOST,
 ) -> RunResult:
     started = time.monotonic()
     smart_energy = node.profile.security == SE
@@ -366,7 +367,7 @@ async def _run(
     security = None
     if smart_energy:
         device_log = ezsp_security.device_log_of(node.profile, [s.ieee for s in watch.targets])
-        security = await ezsp_security.start(node, device_log, listener=watch.on_server_event)
+        security = await ezsp_security.start(node, device_log, listener=watch.on_server_event, cbke=cbke)
         if capture is not None:
             security.notices.append(
                 lambda n: capture.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
@@ -528,6 +529,14 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Keep zigpy's device database here (zigbee.db), so a restarted CHF knows the devices that joined before.",
 )
+@click.option(
+    "--cbke",
+    type=click.Choice(["host", "ncp"]),
+    default="host",
+    show_default=True,
+    help="Under Smart Energy security, where key establishment's cryptography runs: on this host, or in the "
+    "stick's CBKE library with its own certificate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
     radio: str,
@@ -541,6 +550,7 @@ def command(
     until: float | None,
     pcap: Path | None,
     state_dir: Path | None,
+    cbke: str,
     as_json: bool,
 ) -> int:
     """Run the CHF OTA server on an EZSP coordinator through bellows and upgrade the target devices.
@@ -555,6 +565,8 @@ def command(
     if pcap is not None:
         check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
+    if cbke != ezsp_security.HOST and chf.security != SE:
+        raise InputError(f'--cbke {cbke}: {chf.source} asks for no Smart Energy security (expected security = "se")')
     if image_paths and not targets:
         raise InputError("--image: no --target EUI64 given (expected the devices the image is held for)")
     images = load_images(image_paths, device_ids=targets)
@@ -584,6 +596,7 @@ def command(
                 until=until,
                 quiet=as_json,
                 capture=capture,
+                cbke=cbke,
             )
 
     try:

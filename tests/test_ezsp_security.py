@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zigpy.types as t
@@ -73,9 +75,27 @@ class Run:
     cbke: str = ""
 
 
+def start_devices(
+    ncp: VirtualNcp, air: Air, profiles: list[DeviceProfile], listener: Callable[[object], None]
+) -> tuple[list[EmulatedDevice], list[Any], list[asyncio.Task[None]]]:
+    """The devices on the NCP's air at NWK 0x1001, 0x1002, ... joining (and retrying) as `ota-emu ncp` has them."""
+    security = NcpDeviceSecurity(ncp.stack)
+    devices, radios, joins = [], [], []
+    for index, profile in enumerate(profiles):
+        radio = security.radio(profile, air)
+        device = EmulatedDevice(profile, radio, clock.Clock(), nwk=0x1001 + index, seed=index)
+        security.attach(device, radio)
+        device.add_listener(listener)
+        devices.append(device)
+        radios.append(radio)
+        joins.append(asyncio.create_task(security.join(device, radio)))
+    return devices, radios, joins
+
+
 async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> Run:
     """The PPMID and an outsider (a device missing from the Device Log) on the NCP's air; the CHF serves the
-    PPMID's image. Returns once the PPMID's transfer has its outcome."""
+    PPMID's image. Returns once the PPMID's transfer has its outcome. (One scenario from start to end, kept in one
+    piece so that it reads in the order things happen.)"""
     air = Air(seed=version)
     chf = load_chf(bundled("chf"))
     ppmid = load_device(bundled("ppmid"))
@@ -111,16 +131,7 @@ async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> R
         await ncp.wait_for_network()
         await security.permit(60)
 
-        security_of_devices = NcpDeviceSecurity(ncp.stack)
-        devices, radios, joins = [], [], []
-        for index, profile in enumerate((ppmid, outsider)):
-            radio = security_of_devices.radio(profile, air)
-            device = EmulatedDevice(profile, radio, clock.Clock(), nwk=0x1001 + index, seed=index)
-            security_of_devices.attach(device, radio)
-            device.add_listener(on_event)
-            devices.append(device)
-            radios.append(radio)
-            joins.append(asyncio.create_task(security_of_devices.join(device, radio)))
+        devices, radios, joins = start_devices(ncp, air, [ppmid, outsider], on_event)
         try:
             async with asyncio.timeout(SETTLE):
                 await done.wait()

@@ -410,6 +410,24 @@ class RecordingApp(bellows.zigbee.application.ControllerApplication):
         super().packet_received(packet)
 
 
+async def start_recording_app(url: str) -> RecordingApp:
+    app = RecordingApp(
+        {
+            "device": {"path": url},
+            "use_thread": False,
+            "database_path": None,
+            "backup_enabled": False,
+            "topology_scan_enabled": False,
+            "ota": {"providers": [], "broadcast_enabled": False},
+            "network": {"channel": 15},
+        }
+    )
+    app.received = []
+    async with asyncio.timeout(30):
+        await app.startup(auto_form=True)
+    return app
+
+
 class SecureNode(Node):
     """A device that answers every APS-secured frame with one of its own, under the same link key."""
 
@@ -443,20 +461,7 @@ class SecureNode(Node):
 async def test_bellows_installs_keys_and_its_aps_encrypted_unicast_round_trips(version: int) -> None:
     air = Air(seed=version)
     async with VirtualNcp(air, ezsp_version=version, seed=version) as ncp:
-        app = RecordingApp(
-            {
-                "device": {"path": ncp.url},
-                "use_thread": False,
-                "database_path": None,
-                "backup_enabled": False,
-                "topology_scan_enabled": False,
-                "ota": {"providers": [], "broadcast_enabled": False},
-                "network": {"channel": 15},
-            }
-        )
-        app.received = []
-        async with asyncio.timeout(30):
-            await app.startup(auto_form=True)
+        app = await start_recording_app(ncp.url or "")
         try:
             # bellows' permit_with_link_key: a transient key (addTransientLinkKey / importTransientKey) and the
             # install-code policy, then joining opens.

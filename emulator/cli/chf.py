@@ -344,6 +344,20 @@ def _notify_known_targets(node: ChfNode, watch: Watch, store: ImageStore) -> Non
             node.server.notify(None if node.profile.notify == "broadcast" else status.ieee, held)
 
 
+async def _start_security(
+    node: ChfNode, watch: Watch, capture: PcapWriter | None, cbke: str
+) -> ezsp_security.EzspSmartEnergy:
+    """Smart Energy security on the stick: the targets' install codes (or the profile's Device Log), CBKE, APS
+    encryption; each CBKE key also goes to the capture, which writes the OTA frames APS-secured with it."""
+    device_log = ezsp_security.device_log_of(node.profile, [s.ieee for s in watch.targets])
+    security = await ezsp_security.start(node, device_log, listener=watch.on_server_event, cbke=cbke)
+    if capture is not None:
+        security.notices.append(
+            lambda n: capture.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
+        )
+    return security
+
+
 async def _run(
     node: ChfNode,
     watch: Watch,
@@ -364,14 +378,7 @@ async def _run(
     app = node.app
     if capture is not None:
         capture.attach_radio(app)
-    security = None
-    if smart_energy:
-        device_log = ezsp_security.device_log_of(node.profile, [s.ieee for s in watch.targets])
-        security = await ezsp_security.start(node, device_log, listener=watch.on_server_event, cbke=cbke)
-        if capture is not None:
-            security.notices.append(
-                lambda n: capture.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
-            )
+    security = await _start_security(node, watch, capture, cbke) if smart_energy else None
     network = app.state.network_info
     summary = {
         "ieee": str(app.state.node_info.ieee),

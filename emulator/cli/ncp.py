@@ -208,7 +208,9 @@ def command(
 
     With --device, emulated PPMIDs/HCALCSs live on that air: they join once the host has formed or resumed the
     network and opened joining (one line each), answer its interview and upgrade from its OTA server, e.g. from
-    `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`.
+    `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`. Under Smart Energy security (a profile's
+    default) a device joins with its install code only when the host gave the NCP that code, then runs key
+    establishment with the coordinator and upgrades APS-encrypted.
     """
     if listen and use_pty:
         raise click.UsageError("choose either --listen or --pty, not both")

@@ -47,6 +47,7 @@ OTA = 0x0019
 KEY_ESTABLISHMENT = 0x0800
 SETTLE = 60.0
 OUTSIDER = t.EUI64.convert("00:db:12:34:56:78:90:ee")
+PLAIN = t.EUI64.convert("00:db:12:34:56:78:90:ef")  # a device without Smart Energy security
 
 
 def image_for(profile: DeviceProfile, size: int = 1500) -> HeldImage:
@@ -100,6 +101,7 @@ async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> R
     chf = load_chf(bundled("chf"))
     ppmid = load_device(bundled("ppmid"))
     outsider = ppmid.replace(ieee=OUTSIDER)
+    plain = ppmid.replace(ieee=PLAIN, security="none")
     held = image_for(ppmid)
     capture = PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
     capture.attach(air)
@@ -131,7 +133,7 @@ async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> R
         await ncp.wait_for_network()
         await security.permit(60)
 
-        devices, radios, joins = start_devices(ncp, air, [ppmid, outsider], on_event)
+        devices, radios, joins = start_devices(ncp, air, [ppmid, outsider, plain], on_event)
         try:
             async with asyncio.timeout(SETTLE):
                 await done.wait()
@@ -142,7 +144,7 @@ async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> R
             air.send(unicast(0x1001, ppmid.endpoint, 0x0000, chf.endpoint, 0x0109, OTA, query))
             await asyncio.sleep(0.5)
         finally:
-            run.outsider_joined = joins[1].done() and not joins[1].cancelled()
+            run.outsider_joined = any(task.done() and not task.cancelled() for task in joins[1:])
             for task in joins:
                 task.cancel()
             await asyncio.gather(*joins, return_exceptions=True)
@@ -218,12 +220,17 @@ def test_install_code_join_host_cbke_and_an_aps_encrypted_upgrade_through_bellow
     assert run.block_size == 82 - 17 - 17
 
 
-def test_a_device_missing_from_the_device_log_never_gets_the_network_key(se_run: tuple[Run, Path]) -> None:
+def test_devices_missing_from_the_device_log_or_without_security_never_get_the_network_key(
+    se_run: tuple[Run, Path],
+) -> None:
     run, _ = se_run
     assert not run.outsider_joined
-    refused = {e.reason for e in of_type(run, sev.NotAdmitted) if e.ieee == OUTSIDER}
-    assert refused == {"the trust centre holds no key for it (install code not given)"}
-    assert not [p for p in run.air_frames if p.src.address == 0x1002]
+    refused = {(e.ieee, e.reason) for e in of_type(run, sev.NotAdmitted)}
+    assert refused == {
+        (OUTSIDER, "the trust centre holds no key for it (install code not given)"),
+        (PLAIN, "the trust centre does not take the well-known key (security none)"),
+    }
+    assert not [p for p in run.air_frames if p.src.address in (0x1002, 0x1003)]
 
 
 @needs_tshark

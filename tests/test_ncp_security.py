@@ -228,6 +228,7 @@ async def test_install_code_policy_admits_only_joiners_with_a_transient_key(tmp_
     assert stack.join_keys(DEVICE) == [CODE_KEY]
     assert stack.join_keys(OTHER) == []  # neither the TC link key nor the well-known key admits anyone now
     assert stack.transport_network_key(OTHER, 0x1111) is None
+    assert stack.transport_network_key(DEVICE, DEVICE_NWK, held=b"ZigBeeAlliance09") is None
 
     transport = stack.transport_network_key(DEVICE, DEVICE_NWK)
     assert transport is not None
@@ -247,11 +248,15 @@ async def test_install_code_policy_admits_only_joiners_with_a_transient_key(tmp_
 @real_time
 async def test_without_the_install_code_policy_the_tc_and_key_table_keys_admit_too(tmp_path: Path) -> None:
     stack, _ = make_stack(tmp_path, 8)
+    _permit(stack)
     stack.state.tc_link_key = b"ZigBeeAlliance09".hex()
     call(stack, "addTransientLinkKey", partner=bt.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff"), transientKey=bytes(16))
     call(stack, "addOrUpdateKeyTableEntry", address=OTHER, linkKey=True, keyData=bt.KeyData(CODE_KEY))
     assert stack.join_keys(OTHER) == [bytes(16), CODE_KEY, b"ZigBeeAlliance09"]  # wildcard transient key first
     assert stack.join_keys(DEVICE) == [bytes(16), b"ZigBeeAlliance09"]
+    # A joiner holding the well-known key gets its Transport-Key under that key (as the trust centre tries them).
+    transport = stack.transport_network_key(DEVICE, DEVICE_NWK, held=b"ZigBeeAlliance09")
+    assert transport is not None and transport.link_key == b"ZigBeeAlliance09"
 
 
 # -- APS security ------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ NCP's own trust centre in place of the CHF's:
 * its CBKE credentials are the profile's `cbke_credentials` file, or a certificate from the bundled test CA
   (`chf.se_credentials`), which the CHF on the other end of the serial link trusts too.
 
-A device with `security = "none"` joins the air as before: network key only, no admission check.
+A device with `security = "none"` joins as a Zigbee 3.0 device does, with the well-known key: admitted by a trust
+centre that takes it (bellows' own `permit`, a network with a global link key), turned away by one that admits
+install-code keys only; it then works with the network key only.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from emulator.chf.trust_centre import open_transport_key
 from emulator.device import security_events as sev
 from emulator.device.key_establishment import KeyEstablishmentClient
 from emulator.han_security import SE, install_code_of
+from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.profiles import DeviceProfile
 from emulator.radio.secure import DroppedFrame, SecureRadio
+from emulator.security import aps
 from emulator.security.ccm import FrameSecurityError
-from emulator.security.keystore import SecurityContext
+from emulator.security.keystore import KeyOrigin, SecurityContext
 
 JOIN_RETRY = 2.0
 
@@ -43,17 +47,22 @@ class NcpDeviceSecurity:
     def __init__(self, stack: Any) -> None:
         self.stack = stack
 
-    def radio(self, profile: DeviceProfile, air: Any) -> Any:
-        """What a device sits on: a `SecureRadio` over `air` for a Smart Energy device, `air` itself otherwise."""
-        if profile.security != SE:
-            return air
+    def radio(self, profile: DeviceProfile, air: Any) -> SecureRadio:
+        """What a device sits on: a `SecureRadio` over `air` holding the device's security state."""
         return SecureRadio(air, SecurityContext(profile.ieee))
 
-    def attach(self, device: Any, radio: Any) -> None:
-        """Wire a Smart Energy device's admission, drop reports and key establishment before its OTA client."""
-        if not isinstance(radio, SecureRadio):
-            return
+    def attach(self, device: Any, radio: SecureRadio) -> None:
+        """Wire a device's admission and, for a Smart Energy device, its drop reports and key establishment before
+        its OTA client."""
         profile: DeviceProfile = device.profile
+        if profile.security != SE:
+            radio.admission = lambda node: self._admit_with_the_well_known_key(device, radio)
+
+            async def admitted() -> bool:
+                return radio.admitted is not False
+
+            device.before_ota = admitted
+            return
 
         def dropped(frame: DroppedFrame) -> None:
             device.emit(
@@ -95,12 +104,32 @@ class NcpDeviceSecurity:
         device.emit(sev.Admitted, trust_centre=self.stack.ieee)
         return True
 
-    async def join(self, device: Any, radio: Any, joined: Callable[[], None] | None = None) -> None:
+    def _admit_with_the_well_known_key(self, device: Any, radio: SecureRadio) -> bool:
+        """A device without Smart Energy security joins as a Zigbee 3.0 device does, with the well-known key: a
+        trust centre that admits install-code keys only turns it away."""
+        ieee, trust_centre = device.profile.ieee, self.stack.ieee
+        transport = self.stack.transport_network_key(ieee, device.nwk, held=WELL_KNOWN_LINK_KEY)
+        if transport is None:
+            device.emit(sev.NotAdmitted, reason="the trust centre does not take the well-known key (security none)")
+            return False
+        context = radio.context
+        context.set_link_key(trust_centre, WELL_KNOWN_LINK_KEY, KeyOrigin.PRECONFIGURED)
+        try:
+            opened = context.unsecure(transport.frame, trust_centre).frame
+            command = aps.parse_transport_key(opened[aps.header_length(opened) :])
+        except FrameSecurityError as exc:
+            device.emit(sev.NotAdmitted, reason=f"Transport-Key not opened with the well-known key ({exc})")
+            return False
+        finally:
+            context.remove_link_key(trust_centre)  # network key only from here on: no APS link key in use
+        return isinstance(command, aps.NetworkKeyTransport) and command.destination == bytes(ieee)
+
+    async def join(self, device: Any, radio: SecureRadio, joined: Callable[[], None] | None = None) -> None:
         """Start `device`; when the trust centre turns it away, try again every `JOIN_RETRY` seconds. `joined`
         is called once it is on the network."""
         while True:
             await device.start()
-            if not isinstance(radio, SecureRadio) or radio.admitted:
+            if radio.admitted:
                 break
             await device.stop()  # off the air, having no network key, until it tries again
             await asyncio.sleep(JOIN_RETRY)

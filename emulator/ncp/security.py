@@ -266,11 +266,14 @@ class StackSecurity:
             keys.append(WELL_KNOWN_LINK_KEY)  # a hashed-key TC keeps the seed in tc_link_key, joiners use this
         return list(dict.fromkeys(keys))
 
-    def transport_network_key(self, joiner: zt.EUI64, nwk: int) -> KeyTransport | None:
+    def transport_network_key(self, joiner: zt.EUI64, nwk: int, *, held: bytes | None = None) -> KeyTransport | None:
         """The trust centre admits `joiner` (joining at NWK `nwk` while joining is permitted): the APS
         Transport-Key of the network key, secured with the key-transport key of the first key `join_keys`
-        gives. None when the network is down, joining is closed, or no key admits the joiner."""
+        gives, or of `held` (the joiner's own key, the well-known one) when that is among them, as for a joining
+        stick (`joining`). None when the network is down, joining is closed, or no key admits the joiner."""
         keys = self.join_keys(joiner)
+        if held is not None:
+            keys = [held] if held in keys else []
         if not keys or not self.network_up or self.permit_until <= self._now():
             return None
         state = self.state

@@ -12,7 +12,7 @@ from emulator.chf import events as server_events
 from emulator.chf.store import HeldImage
 from emulator.device import events as device_events
 from emulator.device.state import DownloadBuffer, ImageRef, VerifiedImage
-from emulator.han import Han, HanOptions, expand
+from emulator.han.network import Han, HanOptions, expand
 from emulator.ota.image import build_gb
 from emulator.profiles import bundled, load_chf, load_device
 

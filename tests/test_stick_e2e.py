@@ -251,8 +251,13 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
         for _ in range(2):
             line = (await ncp.stdout.readline()).decode()  # type: ignore[union-attr]
             urls.append(line.rsplit(" ", 1)[-1].strip())
+        # A device on a stick joins with the network key only, so the CHF is a network-key-only one too: a Smart
+        # Energy CHF admits install-code joiners only.
+        chf_profile = tmp_path / "chf.toml"
+        chf_profile.write_text((PROFILES / "chf.toml").read_text().replace("[chf]\n", '[chf]\nsecurity = "none"\n'))
         chf = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "emulator", "chf", "--port", urls[0], "--image", str(image)),
+            *("--chf", str(chf_profile)),
             *("--target", stick_eui64, "--json"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

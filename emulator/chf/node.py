@@ -10,7 +10,7 @@ import logging
 import os
 import traceback
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +104,16 @@ class ChfNode:
         baudrate: int = 115200,
         flow_control: str = "software",
         state_dir: Path | None = None,
+        ezsp_extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Connect bellows to `path` (a serial device, tcp://HOST:PORT or socket://HOST:PORT), form the network
         the profile describes if the stick has none, or resume the one it has. With `state_dir`, zigpy keeps its
         device database there (`zigbee.db`: EUI-64, NWK address, endpoints of every device that joined), so a
-        restarted CHF serves a device from its offset without waiting for it to rejoin."""
+        restarted CHF serves a device from its offset without waiting for it to rejoin. `ezsp_extra` adds to
+        bellows' config (Smart Energy security: `chf.ezsp_security.bellows_config`)."""
         _check_port(path)
         state_dir = state_dir if state_dir is not None else self.state_dir
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(ezsp_extra or {})
         if state_dir is not None:
             try:
                 state_dir.mkdir(parents=True, exist_ok=True)

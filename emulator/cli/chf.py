@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,17 @@ from rich.table import Table
 
 from emulator import clock
 from emulator.chf import events as server_events
+from emulator.chf import ezsp_security
+from emulator.chf.key_establishment import KeyEstablished, KeyEstablishmentFailed
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
 from emulator.cli.display import StatusColumn, StopReason, Transfer, aggregate_text, progress_text
 from emulator.cli.params import AliasedCommand, Eui64Param, FiniteFloat, PortParam, ProfileParam, example
-from emulator.cli.run import Interruption
+from emulator.cli.run import Interruption, print_capture_keys
 from emulator.errors import InputError
 from emulator.files import check_output_file
 from emulator.gb.codes import TransferResponse
+from emulator.han.security import SE
 from emulator.ota import frames
 from emulator.ota.blocks import decode_block_request
 from emulator.profiles import ChfProfile, bundled, load_chf
@@ -67,6 +70,7 @@ class TargetStatus:
     offset: int = 0
     size: int = 0
     outcome: server_events.TransferOutcome | None = None
+    cbke_suite: int | None = None  # Smart Energy: the suite of the link key CBKE gave it
 
     @property
     def succeeded(self) -> bool:
@@ -86,6 +90,7 @@ class TargetStatus:
             "response_code": None if outcome is None else int(outcome.response),
             "alert_code": None if outcome is None else f"0x{int(outcome.alert_code):04X}",
             "reason": "" if outcome is None else outcome.reason,
+            "cbke_suite": self.cbke_suite,
         }
 
 
@@ -206,7 +211,11 @@ class Watch:
     def on_server_event(self, event: server_events.ServerEvent) -> None:
         if event.ieee is None:
             return
-        if isinstance(event, server_events.TransferStarted):
+        if isinstance(event, KeyEstablished):
+            self._get(event.ieee).cbke_suite = event.suite
+        elif isinstance(event, KeyEstablishmentFailed):
+            LOGGER.warning("key establishment with %s failed: %s (%s)", event.ieee, event.status, event.reason)
+        elif isinstance(event, server_events.TransferStarted):
             status = self._get(event.ieee)
             status.file_version, status.size, status.offset = event.file_version, event.size, event.offset
             self._draw(status)
@@ -292,12 +301,16 @@ class RunResult:
         }
 
 
-async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
+async def _keep_joining_open(
+    node: ChfNode, watch: Watch, seconds: int, permit: Callable[[int], Awaitable[None]] | None = None
+) -> None:
     """Permit joining while a target is missing, then close it (an open network admits anyone). Without
-    targets (images held for any device) it stays open."""
+    targets (images held for any device) it stays open. `permit` opens it (Smart Energy: to the Device Log only);
+    by default bellows' own permit."""
+    permit = permit or node.app.permit
     while not watch.all_joined.is_set():
         try:
-            await node.app.permit(seconds)
+            await permit(seconds)
         except Exception as exc:  # the stick may be mid-reconnect: whatever failed, try again shortly
             LOGGER.warning("could not open joining: %r", exc)
             await asyncio.sleep(PERMIT_RETRY)
@@ -307,7 +320,7 @@ async def _keep_joining_open(node: ChfNode, watch: Watch, seconds: int) -> None:
             await asyncio.wait_for(watch.all_joined.wait(), seconds)
     watch.joining_until = None
     try:
-        await node.app.permit(0)
+        await permit(0)
     except Exception as exc:  # joining times out by itself anyway
         LOGGER.warning("could not close joining: %r", exc)
 
@@ -325,6 +338,20 @@ def _notify_known_targets(node: ChfNode, watch: Watch) -> None:
             node.server.device_initialized(device)
 
 
+async def _start_security(
+    node: ChfNode, watch: Watch, capture: PcapWriter | None, cbke: str
+) -> ezsp_security.EzspSmartEnergy:
+    """Smart Energy security on the stick: the targets' install codes (or the profile's Device Log), CBKE, APS
+    encryption; each CBKE key also goes to the capture, which writes the OTA frames APS-secured with it."""
+    device_log = ezsp_security.device_log_of(node.profile, [s.ieee for s in watch.targets])
+    security = await ezsp_security.start(node, device_log, listener=watch.on_server_event, cbke=cbke)
+    if capture is not None:
+        security.notices.append(
+            lambda n: capture.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
+        )
+    return security
+
+
 @dataclass(frozen=True, slots=True)
 class ChfRun:
     """What `ota-emu chf` was asked to do with the stick, once the images are loaded."""
@@ -335,14 +362,18 @@ class ChfRun:
     permit: int = MAX_PERMIT
     until: float | None = None
     quiet: bool = False
+    cbke: str = ezsp_security.HOST  # Smart Energy: where CBKE's cryptography runs (host, or the stick's library)
 
 
 async def _run(node: ChfNode, watch: Watch, run: ChfRun, capture: PcapWriter | None = None) -> RunResult:
     started = time.monotonic()
     port, permit = run.port, run.permit
-    await node.start_ezsp(port, baudrate=run.baudrate, flow_control=run.flow_control)
+    smart_energy = node.profile.security == SE
+    extra = ezsp_security.bellows_config() if smart_energy else None
+    await node.start_ezsp(port, baudrate=run.baudrate, flow_control=run.flow_control, ezsp_extra=extra)
     if capture is not None:
         capture.attach_radio(node.app)
+    security = await _start_security(node, watch, capture, run.cbke) if smart_energy else None
     network = _network_summary(node.app)
     interruption = Interruption()
     tasks: list[asyncio.Task[None]] = []
@@ -358,11 +389,14 @@ async def _run(node: ChfNode, watch: Watch, run: ChfRun, capture: PcapWriter | N
             node.app.add_listener(watch)
             _notify_known_targets(node, watch)
             if permit:
-                tasks.append(asyncio.get_running_loop().create_task(_keep_joining_open(node, watch, permit)))
+                opener = security.permit if security is not None else None
+                tasks.append(asyncio.get_running_loop().create_task(_keep_joining_open(node, watch, permit, opener)))
             stopped = await _until_done(watch, interruption, run.until)
     finally:
         for task in tasks:
             task.cancel()
+        if security is not None:
+            security.stop()
         await node.stop()
     elapsed = time.monotonic() - started
     signum = interruption.signal if stopped == StopReason.SIGNAL else None
@@ -493,6 +527,14 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Keep zigpy's device database here (zigbee.db), so a restarted CHF knows the devices that joined before.",
 )
+@click.option(
+    "--cbke",
+    type=click.Choice(["host", "ncp"]),
+    default="host",
+    show_default=True,
+    help="Under Smart Energy security, where key establishment's cryptography runs: on this host, or in the "
+    "stick's CBKE library with its own certificate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
     radio: str,
@@ -506,6 +548,7 @@ def command(
     until: float | None,
     pcap: Path | None,
     state_dir: Path | None,
+    cbke: str,
     as_json: bool,
 ) -> int:
     """Run the CHF OTA server on an EZSP coordinator through bellows and upgrade the target devices.
@@ -520,9 +563,11 @@ def command(
     if pcap is not None:
         check_output_file(pcap, "the pcap file to write", inputs=[*image_paths, profile_path])
     chf = load_chf(profile_path or bundled("chf"))
+    if cbke != ezsp_security.HOST and chf.security != SE:
+        raise InputError(f'--cbke {cbke}: {chf.source} asks for no Smart Energy security (expected security = "se")')
     store = _held_images(chf, image_paths, targets)
     everyone = list(dict.fromkeys([*targets, *(ieee for held in store for ieee in held.device_ids)]))
-    run = ChfRun(port, baudrate, flow_control, permit, until, quiet=as_json)
+    run = ChfRun(port, baudrate, flow_control, permit, until, quiet=as_json, cbke=cbke)
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
         if pcap is not None
@@ -541,6 +586,8 @@ def command(
     finally:
         if capture is not None:
             capture.close()
+    if capture is not None and chf.security == SE:
+        print_capture_keys(capture)
     print_result(result, as_json=as_json)
     return result.exit_code()
 

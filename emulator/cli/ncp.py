@@ -14,10 +14,12 @@ import click
 from emulator.cli.params import ProfileParam, example, warn_deprecated
 from emulator.clock import Clock
 from emulator.device import events as device_events
+from emulator.device import security_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
 from emulator.han.network import FIRST_DEVICE_NWK, expand
+from emulator.ncp.devices import NcpDeviceSecurity
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
 from emulator.ncp.server import DEFAULT_TCP, PTY, ListenError, VirtualNcp
 from emulator.profiles import DeviceProfile, load_device
@@ -32,6 +34,7 @@ class Output:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        self._refused: set[object] = set()
 
     def __call__(self, event: str, text: str, **fields: Any) -> None:
         click.echo(json.dumps({"event": event, **fields}) if self.as_json else text)
@@ -49,6 +52,22 @@ class Output:
                  ieee=ieee, version=f"0x{event.version:08X}")
         elif isinstance(event, device_events.ImageVerified) and not event.ok:
             self("rejected", f"Device {event.ieee} rejected the image: {event.reason}", ieee=ieee, reason=event.reason)
+        else:
+            self.security_event(event)
+
+    def security_event(self, event: device_events.DeviceEvent) -> None:
+        """Smart Energy security: a refused join (once per device), CBKE's outcome."""
+        ieee = str(event.ieee)
+        if isinstance(event, security_events.NotAdmitted) and event.ieee not in self._refused:
+            self._refused.add(event.ieee)
+            self("not_admitted", f"Device {event.ieee} was not admitted: {event.reason}; it keeps trying",
+                 ieee=ieee, reason=event.reason)
+        elif isinstance(event, security_events.KeyEstablished):
+            self("key_established", f"Device {event.ieee} established a link key with {event.partner} "
+                 f"(CBKE suite {event.suite})", ieee=ieee, suite=event.suite, partner=str(event.partner))
+        elif isinstance(event, security_events.KeyEstablishmentFailed):
+            self("key_establishment_failed", f"Device {event.ieee} failed key establishment: {event.status} "
+                 f"({event.reason})", ieee=ieee, status=event.status, reason=event.reason)
 
 
 async def join_devices(
@@ -59,14 +78,22 @@ async def join_devices(
     runs this on real time: the host on the other end of the socket runs on the wall clock."""
     await ncp.wait_for_joining()
     clock = Clock()
+    security = NcpDeviceSecurity(ncp.stack)  # Smart Energy devices join by install code and run CBKE
+    joins = []
     for index, profile in enumerate(profiles):
         nwk = profile.nwk if profile.nwk is not None else FIRST_DEVICE_NWK + index
-        device = EmulatedDevice(profile, ncp.air, clock, nwk=nwk, seed=seed * 7919 + index)
+        radio = security.radio(profile, ncp.air)
+        device = EmulatedDevice(profile, radio, clock, nwk=nwk, seed=seed * 7919 + index)
+        security.attach(device, radio)
         device.add_listener(out.device_event)
-        await device.start()
         devices.append(device)
-        out("joined", f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}",
-            ieee=str(profile.ieee), kind=profile.kind, nwk=f"0x{nwk:04X}")
+
+        def joined(profile: DeviceProfile = profile, nwk: int = nwk) -> None:
+            out("joined", f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}",
+                ieee=str(profile.ieee), kind=profile.kind, nwk=f"0x{nwk:04X}")
+
+        joins.append(security.join(device, radio, joined))
+    await asyncio.gather(*joins)
 
 
 async def _serve(
@@ -184,7 +211,9 @@ def command(
 
     With --device, emulated PPMIDs/HCALCSs live on that air: they join once the host has formed or resumed the
     network and opened joining (one line each), answer its interview and upgrade from its OTA server, e.g. from
-    `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`.
+    `ota-emu chf --port tcp://127.0.0.1:PORT --image FILE --target EUI64`. Under Smart Energy security (a profile's
+    default) a device joins with its install code only when the host gave the NCP that code, then runs key
+    establishment with the coordinator and upgrades APS-encrypted.
     """
     if listen and use_pty:
         raise click.UsageError("choose either --listen or --pty, not both")

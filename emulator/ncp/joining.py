@@ -154,6 +154,7 @@ class StackJoining:
     _set_network_up: Callable[[bool], None]
     _next_aps_counter: Callable[[], int]
     flush: Callable[[], None]
+    join_keys: Callable[[zt.EUI64], list[bytes]]
 
     _poll_handle: asyncio.TimerHandle | None = None
     _on_air = False
@@ -216,17 +217,9 @@ class StackJoining:
         network key under a link key both sides have, its global TC link key or the joiner's own key-table entry
         (where install-code derived keys live), or the well-known key when its security allows a global link key.
         None: the joiner never gets a Transport-Key it can decrypt."""
-        state = self.state
-        keys = {bytes.fromhex(state.tc_link_key)}
-        if bt.EmberInitialSecurityBitmask.TRUST_CENTER_GLOBAL_LINK_KEY in bt.EmberInitialSecurityBitmask(
-            state.security_bitmask
-        ):
-            keys.add(WELL_KNOWN_LINK_KEY)  # a hashed-key TC keeps the seed in tc_link_key, joiners use this
-        text = NetworkState.ieee_text(joiner)
-        keys |= {bytes.fromhex(e.key) for e in state.key_table if e is not None and e.eui64 == text}
-        if link_key not in keys:
+        if link_key not in self.join_keys(joiner):  # the trust centre policy and the keys it holds (`security`)
             return None
-        return NetworkKey(key=state.network_key, sequence=state.network_key_seq)
+        return NetworkKey(key=self.state.network_key, sequence=self.state.network_key_seq)
 
     def _trust_centre(self) -> StackJoining | None:
         node = self.air.node(COORDINATOR_NWK)

@@ -31,9 +31,10 @@ from emulator.ncp.tables import NO_INDEX, OK, ZERO_EUI64
 from emulator.radio.air import Air
 
 # The largest APS payload of an unfragmented frame under NWK security (emberMaximumApsPayloadLength); APS
-# encryption costs a 5-byte auxiliary header and a 4-byte MIC more.
+# encryption costs an auxiliary header and a 4-byte MIC more: 5 + 4 bytes, and 8 more for the sender's IEEE
+# address, which this stack's APS-secured frames carry (extended nonce, `security`).
 MAX_APS_PAYLOAD = 82
-APS_SECURITY_OVERHEAD = 9
+APS_SECURITY_OVERHEAD = 17
 LAST_HOP_LQI = 255
 LAST_HOP_RSSI = -40
 
@@ -79,6 +80,9 @@ class StackMessaging:
     node_type: bt.EmberNodeType
     child_joined: Callable[[int, zt.EUI64], None]
     ieee_of: Callable[[int], zt.EUI64 | None]
+    can_secure: Callable[[int], bool]
+    secure_unicast: Callable[[zt.ZigbeePacket, bt.EmberApsFrame, int], zt.ZigbeePacket]
+    open_secured: Callable[[zt.ZigbeePacket, int], zt.ZigbeePacket | None]
 
     # -- messaging: host -> air -----------------------------------------------------------------------------------
 
@@ -182,6 +186,9 @@ class StackMessaging:
             return {"status": bt.sl_Status.INVALID_PARAMETER, "sequence": 0}
         if len(message) > self._max_payload(aps):
             return {"status": bt.sl_Status.MESSAGE_TOO_LONG, "sequence": 0}
+        encrypt = _APS.APS_OPTION_ENCRYPTION in aps.options and nwk != self.nwk
+        if encrypt and not self.can_secure(nwk):
+            return {"status": bt.sl_Status.ZIGBEE_APS_ENCRYPTION_ERROR, "sequence": 0}  # no link key (`security`)
 
         self.counters.air["unicast_requests"] += 1
         if nwk == self.nwk:
@@ -189,6 +196,8 @@ class StackMessaging:
             self._deliver_to_self(aps, bytes(message))
         else:
             packet = self._packet(nwk_address(nwk), aps, message)
+            if encrypt:
+                packet = self.secure_unicast(packet, aps, nwk)
             if self._delivery_fails():
                 self.counters.air["delivery_failures_injected"] += 1
                 delivered = False
@@ -293,6 +302,10 @@ class StackMessaging:
         if sender is None:
             self.counters.air["received_from_unknown"] += 1
             return
+        opened = self.open_secured(packet, sender)  # APS security (`security`): None drops the frame
+        if opened is None:
+            return
+        packet = opened
         dst = packet.dst
         assert dst is not None, "a frame on the air has a destination"
         kind = self._incoming_kind(dst)

@@ -26,12 +26,14 @@ import zigpy.types as zt
 import zigpy.zdo.types as zdo_t
 
 from emulator.ncp import zdo
+from emulator.ncp.cbke import StackCbke
 from emulator.ncp.command import Args, Handler, Values
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import STACK_RELEASES, stack_version_word
 from emulator.ncp.faults import Faults
 from emulator.ncp.joining import StackJoining, beacons
 from emulator.ncp.messaging import MAX_APS_PAYLOAD, StackMessaging
+from emulator.ncp.security import SecurityListener, StackSecurity, TransientKey
 from emulator.ncp.state import KEY_TABLE_SIZE, NetworkState
 from emulator.ncp.tables import NULL_NODE_ID, OK, ZERO_EUI64, StackTables
 from emulator.radio.air import COORDINATOR_NWK, Air
@@ -84,9 +86,6 @@ ACCEPTED_AS_IS = frozenset(
         "setSourceRoute",
         "setSourceRouteDiscoveryMode",
         "gpSinkTableClearAll",
-        "importTransientKey",
-        "addTransientLinkKey",
-        "clearTransientLinkKeys",
         "removeDevice",
     }
 )
@@ -94,7 +93,7 @@ ACCEPTED_AS_IS = frozenset(
 Sink = Callable[[str, dict[str, Any]], None]
 
 
-class EmberStack(StackTables, StackMessaging, StackJoining):
+class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity, StackCbke):
     """Coordinator (or, once joined, end device or router: `joining`) on the air and command processor behind
     the EZSP layer."""
 
@@ -133,6 +132,7 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         }
         self.network_ready = asyncio.Event()
         self.joining_permitted = asyncio.Event()  # set by permitJoining with a duration; `permit_until` ends it
+        self.security_listeners: list[SecurityListener] = []  # the trust centre's Transport-Keys (`security`)
         self.reboot()
         self._take_role()
 
@@ -163,6 +163,8 @@ class EmberStack(StackTables, StackMessaging, StackJoining):
         self.extended_timeout: dict[bt.EUI64, bool] = {}
         self.manufacturer_code = DEFAULT_MANUFACTURER_CODE
         self.pending_security: bt.EmberInitialSecurityState | None = None
+        self.transient_keys: dict[bytes, TransientKey] = {}
+        self._cbke_temporary = None  # the CBKE library's temporary data (`cbke`)
         self.permit_until = 0.0
         self.joining_permitted.clear()
         self._aps_counter = 0

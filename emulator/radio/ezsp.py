@@ -6,7 +6,7 @@ server attaches to it exactly as it does to the loopback app.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import bellows.zigbee.application
 import zigpy.types as t
@@ -16,8 +16,30 @@ from emulator.radio.host import ZIGPY_BASE_CONFIG, HostMixin
 FLOW_CONTROL = ("hardware", "software", "none")
 
 
+class ApsSecurity(Protocol):
+    """Smart Energy APS security on the host (`chf.ezsp_security`): which frames ask the NCP for APS encryption,
+    which received ones are refused."""
+
+    def outgoing(self, packet: t.ZigbeePacket) -> t.ZigbeePacket: ...
+
+    def accept(self, packet: t.ZigbeePacket) -> bool: ...
+
+
 class EzspApp(HostMixin, bellows.zigbee.application.ControllerApplication):  # type: ignore[misc]  # bellows is untyped
     """bellows' EZSP coordinator with the CHF ingress hook and the SE-profile fix."""
+
+    aps_security: ApsSecurity | None = None
+
+    async def send_packet(self, packet: t.ZigbeePacket) -> None:
+        if self.aps_security is not None:
+            packet = self.aps_security.outgoing(packet)
+        await super().send_packet(packet)
+
+    def packet_received(self, packet: t.ZigbeePacket) -> None:
+        if self.aps_security is not None and not self.aps_security.accept(packet):
+            self._tap(packet)  # refused by the APS security rule, but it was received: a capture shows it
+            return
+        super().packet_received(packet)
 
     async def _reset(self) -> None:
         """bellows registers endpoints once, at connect; forming a network resets the NCP, and an NCP forgets

@@ -1,0 +1,211 @@
+"""The virtual NCP's CBKE library: EmberZNet's Smart Energy ECC commands for suite 1 (sect163k1) and, with the
+`283k1` names, suite 2 (sect283k1). The same in EZSP v8, v13 and v14 (statuses apart, which the codec converts).
+
+* Credentials are the chip's manufacturing data (MFG_CBKE_DATA): a certificate for the NCP's own EUI-64 issued
+  by the bundled test CA the first time they are needed (`chf.se_credentials`), or what the host installs
+  with `setPreinstalledCbkeData` (suite 1) or with `setValue` of VALUE_CERTIFICATE_283K1, VALUE_PUBLIC_KEY_283K1
+  (the CA's key) and VALUE_PRIVATE_KEY_283K1 followed by `savePreinstalledCbkeData283k1` (suite 2).
+  `getCertificate`/`getCertificate283k1` read the certificate back.
+* One exchange at a time, as the library keeps one set of temporary data: `generateCbkeKeys` answers at once
+  and reports the new ephemeral public key in `generateCbkeKeysHandler`; `calculateSmacs` (am I the initiator,
+  the partner's certificate and ephemeral key) reports MACU and MACV in `calculateSmacsHandler` — initiatorSmac
+  is MACU and responderSmac MACV whatever this side's role; `clearTemporaryDataMaybeStoreLinkKey(True)` stores
+  KeyData as the link key of the certificate's subject in the key table, `(False)` only forgets the exchange.
+  The math is `security.cbke` (ECQV with the CA key of the credentials, ECMQV, the AES-MMO KDF and MACs).
+* `getLibraryStatus` reports the CBKE and ECC libraries present (EmberLibraryStatus 0x80).
+
+The temporary data is RAM: a reset forgets it. Issued credentials are kept for the process (a test CA issues a
+new certificate for the same EUI-64 after a restart, which partners verify against the same CA key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import bellows.types as bt
+import zigpy.types as zt
+
+from emulator.chf.se_credentials import issue_test_credentials
+from emulator.ncp.state import LinkKeyEntry, NetworkState
+from emulator.security import cbke
+from emulator.security.certs import CertificateError, CryptoSuite, DeviceCredentials, parse_certificate
+from emulator.security.koblitz import Curve, PointError, PrivateKey, PublicKey
+
+OK = bt.sl_Status.OK
+LIBRARY_PRESENT = 0x80
+LIBRARY_ERROR = 0xFF
+# EmberLibraryId: CBKE 0x06, ECC 0x08, CBKE_283K1 0x0D, ECC_283K1 0x0E, CBKE_CORE 0x0F; and the rest of the image.
+KNOWN_LIBRARIES = range(0x00, 0x10)
+NO_INDEX = 0xFF
+_V = bt.EzspValueId
+
+# Command (and callback) names per suite.
+GENERATE = {CryptoSuite.SUITE_1: "generateCbkeKeys", CryptoSuite.SUITE_2: "generateCbkeKeys283k1"}
+GENERATED = {CryptoSuite.SUITE_1: "generateCbkeKeysHandler", CryptoSuite.SUITE_2: "generateCbkeKeysHandler283k1"}
+CALCULATE = {CryptoSuite.SUITE_1: "calculateSmacs", CryptoSuite.SUITE_2: "calculateSmacs283k1"}
+CALCULATED = {CryptoSuite.SUITE_1: "calculateSmacsHandler", CryptoSuite.SUITE_2: "calculateSmacsHandler283k1"}
+CLEAR = {
+    CryptoSuite.SUITE_1: "clearTemporaryDataMaybeStoreLinkKey",
+    CryptoSuite.SUITE_2: "clearTemporaryDataMaybeStoreLinkKey283k1",
+}
+CERTIFICATE = {CryptoSuite.SUITE_1: "getCertificate", CryptoSuite.SUITE_2: "getCertificate283k1"}
+
+
+@dataclass(slots=True)
+class _Temporary:
+    """The library's temporary data for the exchange under way."""
+
+    suite: CryptoSuite
+    ephemeral: PrivateKey
+    public: bytes
+    partner: bytes | None = None  # EUI-64 as certificates carry it (most significant byte first)
+    key_data: bytes | None = None
+
+
+class StackCbke:
+    """CBKE commands of `EmberStack` (mixed into it); the attributes below are the stack's."""
+
+    ieee: zt.EUI64
+    state: NetworkState
+    values: dict[bt.EzspValueId, bytes]
+    _generation: int
+    if TYPE_CHECKING:  # the stack's (`tables.StackTables`), from the config
+
+        @property
+        def _key_table_size(self) -> int: ...
+
+    flush: Callable[[], None]
+    _emit: Callable[[int, str, dict[str, Any]], None]
+    _find_key: Callable[[zt.EUI64], int]
+
+    _cbke_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
+    _cbke_temporary: _Temporary | None = None
+    #: Where ephemeral key pairs come from (a known-answer test puts the SE specification's in).
+    cbke_ephemeral: Callable[[Curve], PrivateKey] = staticmethod(PrivateKey.generate)
+
+    # -- credentials (MFG_CBKE_DATA) -----------------------------------------------------------------------
+
+    def cbke_credentials(self) -> dict[CryptoSuite, DeviceCredentials]:
+        """The NCP's CBKE credentials per suite (issued by the bundled test CA until the host installs its own)."""
+        if self._cbke_credentials is None:
+            self._cbke_credentials = issue_test_credentials(self.ieee, (CryptoSuite.SUITE_2, CryptoSuite.SUITE_1))
+        return self._cbke_credentials
+
+    def _install(self, suite: CryptoSuite, certificate: bytes, ca_public: bytes, private: bytes) -> bt.sl_Status:
+        try:
+            credentials = DeviceCredentials(
+                parse_certificate(certificate, suite),
+                PrivateKey.from_bytes(suite.curve, private),
+                PublicKey.from_bytes(suite.curve, ca_public, "CA public key"),
+            ).check()
+        except (CertificateError, PointError):
+            return bt.sl_Status.INVALID_CONFIGURATION  # EMBER_SECURITY_DATA_INVALID
+        self.cbke_credentials()[suite] = credentials
+        return OK
+
+    def _cmd_setPreinstalledCbkeData(self, a: dict[str, Any]) -> dict[str, Any]:
+        suite = CryptoSuite.SUITE_1
+        return {"status": self._install(suite, bytes(a["myCert"]), bytes(a["caPublic"]), bytes(a["myKey"]))}
+
+    def _cmd_savePreinstalledCbkeData283k1(self, a: dict[str, Any]) -> dict[str, Any]:
+        parts = [self.values.get(v) for v in (_V.VALUE_CERTIFICATE_283K1, _V.VALUE_PUBLIC_KEY_283K1)]
+        private = self.values.get(_V.VALUE_PRIVATE_KEY_283K1)
+        if parts[0] is None or parts[1] is None or private is None:
+            return {"status": bt.sl_Status.INVALID_STATE}  # setValue the three parts first
+        return {"status": self._install(CryptoSuite.SUITE_2, parts[0], parts[1], private)}
+
+    def _certificate(self, suite: CryptoSuite) -> dict[str, Any]:
+        return {"status": OK, "localCert": self.cbke_credentials()[suite].certificate.to_bytes()}
+
+    def _cmd_getCertificate(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._certificate(CryptoSuite.SUITE_1)
+
+    def _cmd_getCertificate283k1(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._certificate(CryptoSuite.SUITE_2)
+
+    def _cmd_getLibraryStatus(self, a: dict[str, Any]) -> dict[str, Any]:
+        return {"status": LIBRARY_PRESENT if a["libraryId"] in KNOWN_LIBRARIES else LIBRARY_ERROR}
+
+    # -- ephemeral keys ---------------------------------------------------------------------------------
+
+    def _generate(self, suite: CryptoSuite) -> dict[str, Any]:
+        asyncio.get_running_loop().call_soon(self._generated, self._generation, suite)
+        return {"status": OK}
+
+    def _generated(self, generation: int, suite: CryptoSuite) -> None:
+        if generation != self._generation:
+            return  # reset meanwhile
+        ephemeral = self.cbke_ephemeral(suite.curve)
+        public = ephemeral.public_key().to_bytes()
+        self._cbke_temporary = _Temporary(suite, ephemeral, public)
+        self._emit(generation, GENERATED[suite], {"status": OK, "ephemeralPublicKey": public})
+
+    def _cmd_generateCbkeKeys(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._generate(CryptoSuite.SUITE_1)
+
+    def _cmd_generateCbkeKeys283k1(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._generate(CryptoSuite.SUITE_2)
+
+    # -- SMACs ------------------------------------------------------------------------------------------
+
+    def _calculate(self, suite: CryptoSuite, a: dict[str, Any]) -> dict[str, Any]:
+        temporary = self._cbke_temporary
+        if temporary is None or temporary.suite is not suite:
+            return {"status": bt.sl_Status.INVALID_STATE}  # generateCbkeKeys first
+        loop = asyncio.get_running_loop()
+        partner = (bytes(a["partnerCertificate"]), bytes(a["partnerEphemeralPublicKey"]))
+        loop.call_soon(self._calculated, self._generation, temporary, bool(a["amInitiator"]), *partner)
+        return {"status": OK}
+
+    def _calculated(
+        self, generation: int, temporary: _Temporary, initiator: bool, certificate: bytes, ephemeral: bytes
+    ) -> None:
+        if generation != self._generation or self._cbke_temporary is not temporary:
+            return
+        suite = temporary.suite
+        try:
+            partner = parse_certificate(certificate, suite, "partner certificate")
+            agreement = cbke.agree(
+                self.cbke_credentials()[suite], temporary.ephemeral, temporary.public, partner, ephemeral,
+                initiator=initiator,
+            )  # fmt: skip
+        except (CertificateError, PointError):
+            self._emit(generation, CALCULATED[suite], {"status": bt.sl_Status.FAIL})
+            return
+        temporary.partner, temporary.key_data = partner.subject, agreement.key_data
+        values = {"status": OK, "initiatorSmac": agreement.mac_u, "responderSmac": agreement.mac_v}
+        self._emit(generation, CALCULATED[suite], values)
+
+    def _cmd_calculateSmacs(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._calculate(CryptoSuite.SUITE_1, a)
+
+    def _cmd_calculateSmacs283k1(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._calculate(CryptoSuite.SUITE_2, a)
+
+    # -- the end of an exchange -------------------------------------------------------------------------
+
+    def _clear(self, store: bool) -> dict[str, Any]:
+        temporary, self._cbke_temporary = self._cbke_temporary, None
+        if not store:
+            return {"status": OK}
+        if temporary is None or temporary.partner is None or temporary.key_data is None:
+            return {"status": bt.sl_Status.INVALID_STATE}  # no SMACs calculated: no key to store
+        partner = zt.EUI64(temporary.partner[::-1])
+        index = self._find_key(partner)
+        if index == NO_INDEX:
+            free = [i for i in range(self._key_table_size) if self.state.key_table[i] is None]
+            if not free:
+                return {"status": bt.sl_Status.FULL}
+            index = free[0]
+        self.state.key_table[index] = LinkKeyEntry(NetworkState.ieee_text(partner), temporary.key_data.hex())
+        self.flush()
+        return {"status": OK}
+
+    def _cmd_clearTemporaryDataMaybeStoreLinkKey(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._clear(bool(a["storeLinkKey"]))
+
+    def _cmd_clearTemporaryDataMaybeStoreLinkKey283k1(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._clear(bool(a["storeLinkKey"]))

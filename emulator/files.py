@@ -58,9 +58,7 @@ def check_output_file(
         _check_file(target, what, inputs, create_parents)
 
 
-def _check_file(
-    target: Path, what: str, inputs: Iterable[str | os.PathLike[str] | None], create_parents: bool
-) -> None:
+def _check_file(target: Path, what: str, inputs: Iterable[str | os.PathLike[str] | None], create_parents: bool) -> None:
     if target.is_dir():
         raise OutputPathError(f"{target}: is a directory (expected {what})")
     if target.exists() and not target.is_file():
@@ -110,8 +108,10 @@ def _refuse_inputs(target: Path, what: str, inputs: Iterable[str | os.PathLike[s
             continue
         source = Path(item)
         if _same_file(target, source):
-            raise OutputPathError(f"{target}: is the same file as the input {source}, which writing it would "
-                                  f"destroy (expected {what} apart from the inputs)")
+            raise OutputPathError(
+                f"{target}: is the same file as the input {source}, which writing it would "
+                f"destroy (expected {what} apart from the inputs)"
+            )
 
 
 def _same_file(a: Path, b: Path) -> bool:

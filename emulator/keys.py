@@ -74,9 +74,7 @@ def public_key_from_pem(data: bytes, source: str = "public key") -> PublicKey:
         try:
             key = serialization.load_pem_public_key(data)
         except (ValueError, TypeError) as exc:
-            raise KeyFileError(
-                f"{source}: not a PEM public key or X.509 certificate ({_reason(exc)})"
-            ) from None
+            raise KeyFileError(f"{source}: not a PEM public key or X.509 certificate ({_reason(exc)})") from None
     if isinstance(key, PublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key
     raise _not_p256(key, source)

@@ -101,14 +101,14 @@ def parse_eui64(value: Any) -> t.EUI64:
             raise ValueError(f"expected a 64-bit EUI-64, got {value}")
         return t.EUI64(value.to_bytes(8, "little"))
     if not isinstance(value, str):
-        raise ValueError(f"expected an EUI-64 such as \"00:0D:6F:00:00:19:8B:36\", got {value!r}")
+        raise ValueError(f'expected an EUI-64 such as "00:0D:6F:00:00:19:8B:36", got {value!r}')
     text = value.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
     try:
         raw = bytes.fromhex(text)
     except ValueError:
         raw = b""
     if len(raw) != 8:
-        raise ValueError(f"expected an EUI-64 of 16 hex digits such as \"00:0D:6F:00:00:19:8B:36\", got {value!r}")
+        raise ValueError(f'expected an EUI-64 of 16 hex digits such as "00:0D:6F:00:00:19:8B:36", got {value!r}')
     return t.EUI64(raw[::-1])
 
 
@@ -181,7 +181,7 @@ class ActivationTime:
                 return cls.at(datetime.fromisoformat(value))
             except ValueError:
                 pass
-        raise ValueError(f"expected \"now\", \"wait\", \"+SECONDS\" or an ISO-8601 UTC time, got {value!r}")
+        raise ValueError(f'expected "now", "wait", "+SECONDS" or an ISO-8601 UTC time, got {value!r}')
 
     def __str__(self) -> str:
         if self.kind is ActivationKind.AFTER:
@@ -227,7 +227,7 @@ def _cbke_suite(value: Any) -> str:
     """1, 2 or "both": the CBKE crypto suites a node offers (both: suite 2 preferred, as ZSE 1.2+ asks)."""
     if value in (1, 2, "1", "2", "both"):
         return str(value)
-    raise ValueError(f"expected 1, 2 or \"both\", got {value!r}")
+    raise ValueError(f'expected 1, 2 or "both", got {value!r}')
 
 
 def derived_install_code(ieee: t.EUI64) -> str:
@@ -278,9 +278,7 @@ class DeviceProfile:
     )
     page_requests: bool = field(default=False, metadata=_spec(_bool, "fetch with Image Page Requests"))
     page_size: int = field(default=1024, metadata=_spec(_int(16), "PageSize of an Image Page Request (bytes)"))
-    response_spacing: int = field(
-        default=20, metadata=_spec(_int(16), "ResponseSpacing of an Image Page Request (ms)")
-    )
+    response_spacing: int = field(default=20, metadata=_spec(_int(16), "ResponseSpacing of an Image Page Request (ms)"))
     minimum_block_period: int = field(
         default=0, metadata=_spec(_int(16), "MinimumBlockPeriod attribute at start (in block_period_unit)")
     )
@@ -294,9 +292,7 @@ class DeviceProfile:
     response_timeout: float = field(
         default=5.0, metadata=_spec(_number(0.1), "seconds to wait for an answer before resending")
     )
-    max_resends: int = field(
-        default=3, metadata=_spec(_int(8), "resends of one request before Upgrade End ABORT")
-    )
+    max_resends: int = field(default=3, metadata=_spec(_int(8), "resends of one request before Upgrade End ABORT"))
     download_retry: float = field(
         default=300.0,
         metadata=_spec(_number(1), "after a download failed on the link, query again this soon (s) and resume"),
@@ -368,7 +364,7 @@ class DeviceProfile:
         metadata=_spec(_optional(_text), "CBKE credentials file from `ota-emu certs issue` (default: a run's test CA)"),
     )
     cbke_suite: str = field(
-        default="both", metadata=_spec(_cbke_suite, "CBKE crypto suites offered: 1, 2 or \"both\" (2 preferred)")
+        default="both", metadata=_spec(_cbke_suite, 'CBKE crypto suites offered: 1, 2 or "both" (2 preferred)')
     )
     source: str = field(default="<built-in>", metadata={"internal": True})
 
@@ -510,9 +506,7 @@ class ChfProfile:
         default=None,
         metadata=_spec(_optional(_text), "CBKE credentials file from `ota-emu certs issue` (default: a run's test CA)"),
     )
-    cbke_suite: str = field(
-        default="both", metadata=_spec(_cbke_suite, "CBKE crypto suites offered: 1, 2 or \"both\"")
-    )
+    cbke_suite: str = field(default="both", metadata=_spec(_cbke_suite, 'CBKE crypto suites offered: 1, 2 or "both"'))
     device_log: tuple[DeviceLogEntry, ...] = field(default=(), metadata={"internal": True})
     source: str = field(default="<built-in>", metadata={"internal": True})
 

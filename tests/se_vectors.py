@@ -107,8 +107,6 @@ CERTICOM = [
 ]
 
 
-
-
 def ephemeral_key_of(vector: Vector, party: Party) -> PrivateKey:
     """The ephemeral private key of the test data. Annex C.6's responder key 03D48C... exceeds n of sect283k1 (it
     repeats the suite-1 bytes); ECMQV uses it only modulo n, and so do we."""

@@ -76,8 +76,9 @@ def test_bad_arguments(args: list[str], fragments: list[str]) -> None:
     assert_one_line_error(run("chf", *args), *fragments)
 
 
-@pytest.mark.parametrize("port", ["tcp://:notaport", "tcp://127.0.0.1:notaport", "tcp://127.0.0.1", "udp://host:1",
-                                  "tcp://127.0.0.1:0", ""])
+@pytest.mark.parametrize(
+    "port", ["tcp://:notaport", "tcp://127.0.0.1:notaport", "tcp://127.0.0.1", "udp://host:1", "tcp://127.0.0.1:0", ""]
+)
 def test_a_port_url_that_cannot_work_is_refused_before_bellows(port: str, ppmid_image: Path) -> None:
     assert_one_line_error(run("chf", "--port", port, "--image", ppmid_image, "--target", PPMID), "--port", repr(port))
 
@@ -104,9 +105,7 @@ def test_an_image_needs_its_targets(ppmid_image: Path) -> None:
 def test_a_profile_error_names_file_and_key(tmp_path: Path, ppmid_image: Path) -> None:
     profile = tmp_path / "chf.toml"
     profile.write_text("[chf]\nchannel = 40\n")
-    result = run(
-        "chf", "--port", "tcp://127.0.0.1:1", "--chf", profile, "--image", ppmid_image, "--target", PPMID
-    )
+    result = run("chf", "--port", "tcp://127.0.0.1:1", "--chf", profile, "--image", ppmid_image, "--target", PPMID)
     assert_one_line_error(result, str(profile), "chf.channel", "11..26")
 
 
@@ -158,8 +157,10 @@ def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
     [
         (["--count", "2"], ["--count needs at least one --device PROFILE"]),
         (["--device", "absent.toml"], ["absent.toml"]),
-        (["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"],
-         ["--device", "would both be 00:db:12:34:56:78:90:a4"]),
+        (
+            ["--device", PROFILES / "ppmid.toml", "--device", PROFILES / "ppmid.toml"],
+            ["--device", "would both be 00:db:12:34:56:78:90:a4"],
+        ),
         (["--device", PROFILES / "ppmid.toml", "--count", "0"], ["--count", "0"]),
     ],
 )

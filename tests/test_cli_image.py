@@ -19,8 +19,18 @@ from emulator.ota.image import load, parse
 
 ESME_IMAGE_HASH = "7542f475e3f12eae887d81e32c46d313741d67076b13caec2f82e00ba5e1bb36"
 PPMID_BUILD = [
-    "--manufacturer", "0x121D", "--image-type", "0x0084", "--file-version", "0xACDCACDC",
-    "--header-string", "I am a GFI PPMID firmware image ", "--hw-min", "0x1111", "--hw-max", "4625",
+    "--manufacturer",
+    "0x121D",
+    "--image-type",
+    "0x0084",
+    "--file-version",
+    "0xACDCACDC",
+    "--header-string",
+    "I am a GFI PPMID firmware image ",
+    "--hw-min",
+    "0x1111",
+    "--hw-max",
+    "4625",
 ]
 
 
@@ -65,7 +75,10 @@ def test_inspect_json_reports_the_esme_trailer(esme_image_path: Path) -> None:
     [facts] = json.loads(run("image", "inspect", "--json", esme_image_path).stdout)
     signature = facts["signature"]
     assert (signature["present"], signature["trailer_offset"], signature["offset"], signature["length"]) == (
-        True, 295, 297, 64,
+        True,
+        295,
+        297,
+        64,
     )
     assert signature["hex"] == esme_image_path.read_bytes()[-64:].hex()
     assert facts["header"]["image_type"] == 0
@@ -75,9 +88,17 @@ def test_inspect_json_reports_the_esme_trailer(esme_image_path: Path) -> None:
 def test_inspect_table_shows_each_file(ppmid_image_path: Path, esme_image_path: Path) -> None:
     result = run("image", "inspect", ppmid_image_path, esme_image_path)
     assert result.exit_code == 0, result.output
-    for text in ("ppmid-upgrade-image.bin", "esme-upgrade-image-signed.bin", "GB Upgrade Image", "0x121D",
-                 "0xACDCACDC", "0x1111..0x1211", "I am a GFI PPMID firmware image", "235 bytes at offset 60",
-                 "64 bytes at offset 297"):
+    for text in (
+        "ppmid-upgrade-image.bin",
+        "esme-upgrade-image-signed.bin",
+        "GB Upgrade Image",
+        "0x121D",
+        "0xACDCACDC",
+        "0x1111..0x1211",
+        "I am a GFI PPMID firmware image",
+        "235 bytes at offset 60",
+        "64 bytes at offset 297",
+    ):
         assert text in result.stdout
 
 
@@ -85,8 +106,25 @@ def test_inspect_lists_zigbee_subelements(tmp_path: Path) -> None:
     payload = tmp_path / "fw.bin"
     payload.write_bytes(b"\x01" * 20)
     out = tmp_path / "z.ota"
-    assert run("image", "build", "--format", "zigbee", "--manufacturer", 1, "--image-type", 2, "--file-version", 3,
-               "--payload", payload, "-o", out).exit_code == 0
+    assert (
+        run(
+            "image",
+            "build",
+            "--format",
+            "zigbee",
+            "--manufacturer",
+            1,
+            "--image-type",
+            2,
+            "--file-version",
+            3,
+            "--payload",
+            payload,
+            "-o",
+            out,
+        ).exit_code
+        == 0
+    )
     [facts] = json.loads(run("image", "inspect", "--json", out).stdout)
     assert facts["kind"] == "zigbee"
     assert facts["subelements"] == [{"offset": 56, "tag": 0, "name": "UPGRADE_IMAGE", "length": 20}]
@@ -124,8 +162,18 @@ def test_build_zigbee_files_parse_with_zigpy(tmp_path: Path, fc_bits: tuple[bool
     with_credential, with_destination, with_hw = fc_bits
     payload = tmp_path / "fw.bin"
     payload.write_bytes(bytes(range(256)) * 3)
-    options = ["--manufacturer", "0x1002", "--image-type", "0x5678", "--file-version", "0x00000005",
-               "--stack-version", "2", "--header-string", "zigpy interop"]
+    options = [
+        "--manufacturer",
+        "0x1002",
+        "--image-type",
+        "0x5678",
+        "--file-version",
+        "0x00000005",
+        "--stack-version",
+        "2",
+        "--header-string",
+        "zigpy interop",
+    ]
     if with_credential:
         options += ["--security-credential-version", "0x01"]
     if with_destination:
@@ -140,7 +188,10 @@ def test_build_zigbee_files_parse_with_zigpy(tmp_path: Path, fc_bits: tuple[bool
     assert rest == b""
     header = theirs.header
     assert (header.manufacturer_id, header.image_type, header.file_version, header.stack_version) == (
-        0x1002, 0x5678, 5, 2,
+        0x1002,
+        0x5678,
+        5,
+        2,
     )
     assert header.header_string.rstrip(b"\x00") == b"zigpy interop"
     assert header.image_size == len(out.read_bytes())
@@ -164,8 +215,9 @@ def test_verify_accepts_the_esme_sample(esme_image_path: Path, dcc_signer_cert_p
 
 
 @pytest.mark.parametrize("offset", [60, 177, 294, 297, 330, 360])
-def test_verify_rejects_a_flipped_byte(tmp_path: Path, esme_image_path: Path, dcc_signer_cert_path: Path,
-                                       offset: int) -> None:
+def test_verify_rejects_a_flipped_byte(
+    tmp_path: Path, esme_image_path: Path, dcc_signer_cert_path: Path, offset: int
+) -> None:
     data = bytearray(esme_image_path.read_bytes())
     data[offset] ^= 0xFF
     tampered = tmp_path / "tampered.ota"
@@ -187,8 +239,9 @@ def test_hash_prints_the_manufacturer_image_hash(esme_image_path: Path) -> None:
     assert result.stdout == ESME_IMAGE_HASH + "\n"
 
 
-def test_sign_then_verify_with_a_generated_key(tmp_path: Path, ppmid_image_path: Path, dcc_signer_cert_path: Path,
-                                               key_pair: tuple[Path, Path]) -> None:
+def test_sign_then_verify_with_a_generated_key(
+    tmp_path: Path, ppmid_image_path: Path, dcc_signer_cert_path: Path, key_pair: tuple[Path, Path]
+) -> None:
     private, public = key_pair
     out = tmp_path / "signed.ota"
     result = run("image", "sign", "--key", private, ppmid_image_path, "-o", out)
@@ -209,8 +262,22 @@ def test_signing_a_zigbee_file_is_refused(tmp_path: Path, key_pair: tuple[Path, 
     payload = tmp_path / "fw.bin"
     payload.write_bytes(b"fw")
     zigbee = tmp_path / "z.ota"
-    run("image", "build", "--format", "zigbee", "--manufacturer", 1, "--image-type", 1, "--file-version", 1,
-        "--payload", payload, "-o", zigbee)
+    run(
+        "image",
+        "build",
+        "--format",
+        "zigbee",
+        "--manufacturer",
+        1,
+        "--image-type",
+        1,
+        "--file-version",
+        1,
+        "--payload",
+        payload,
+        "-o",
+        zigbee,
+    )
     out = tmp_path / "signed.ota"
     result = run("image", "sign", "--key", key_pair[0], zigbee, "-o", out)
     assert_one_line_error(result, str(zigbee), "expected a GB Upgrade Image")
@@ -265,8 +332,9 @@ def bad_images(tmp_path: Path, ppmid_image_path: Path) -> dict[str, tuple[Path, 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated"])
 @pytest.mark.parametrize("command", ["inspect", "inspect --json", "hash", "sign", "verify"])
-def test_bad_image_files_get_one_line(tmp_path: Path, bad_images: dict, key_pair: tuple[Path, Path],
-                                      command: str, case: str) -> None:
+def test_bad_image_files_get_one_line(
+    tmp_path: Path, bad_images: dict, key_pair: tuple[Path, Path], command: str, case: str
+) -> None:
     path, expected = bad_images[case]
     out = tmp_path / "out.ota"
     extra = {
@@ -290,8 +358,9 @@ def test_a_key_that_is_not_pem_is_refused_and_nothing_is_written(tmp_path: Path,
 def test_a_key_on_the_wrong_curve_leaves_an_existing_output_untouched(tmp_path: Path, ppmid_image_path: Path) -> None:
     p384 = ec.generate_private_key(ec.SECP384R1())
     key = tmp_path / "p384.pem"
-    key.write_bytes(p384.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    key.write_bytes(
+        p384.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     out = tmp_path / "out.ota"
     out.write_bytes(b"previous content")
     result = run("image", "sign", "--key", key, ppmid_image_path, "-o", out)
@@ -299,8 +368,9 @@ def test_a_key_on_the_wrong_curve_leaves_an_existing_output_untouched(tmp_path: 
     assert out.read_bytes() == b"previous content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ota", "p384.pem"]
     public = tmp_path / "p384.pub.pem"
-    public.write_bytes(p384.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        p384.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     assert_one_line_error(run("image", "verify", "--signer", public, ppmid_image_path), str(public), "P-256")
 
 
@@ -308,8 +378,22 @@ def test_a_manufacturer_code_too_wide_is_refused(tmp_path: Path) -> None:
     payload = tmp_path / "fw.bin"
     payload.write_bytes(b"fw")
     out = tmp_path / "out.ota"
-    result = run("image", "build", "--format", "gb", "--manufacturer", "0x1FFFF", "--image-type", 1,
-                 "--file-version", 1, "--payload", payload, "-o", out)
+    result = run(
+        "image",
+        "build",
+        "--format",
+        "gb",
+        "--manufacturer",
+        "0x1FFFF",
+        "--image-type",
+        1,
+        "--file-version",
+        1,
+        "--payload",
+        payload,
+        "-o",
+        out,
+    )
     assert_one_line_error(result, "--manufacturer", "0x1FFFF", "expected 0..0xFFFF")
     assert not out.exists()
 
@@ -337,8 +421,22 @@ def test_bad_build_values_are_refused(tmp_path: Path, options: list[str], fragme
 
 def test_a_missing_payload_is_refused(tmp_path: Path) -> None:
     payload = tmp_path / "nope.bin"
-    result = run("image", "build", "--format", "gb", "--manufacturer", 1, "--image-type", 1, "--file-version", 1,
-                 "--payload", payload, "-o", tmp_path / "out.ota")
+    result = run(
+        "image",
+        "build",
+        "--format",
+        "gb",
+        "--manufacturer",
+        1,
+        "--image-type",
+        1,
+        "--file-version",
+        1,
+        "--payload",
+        payload,
+        "-o",
+        tmp_path / "out.ota",
+    )
     assert_one_line_error(result, f"{payload}: no such file (expected a firmware payload file)")
     assert list(tmp_path.iterdir()) == []
 
@@ -365,8 +463,24 @@ def test_inspect_prints_header_text_literally(tmp_path: Path) -> None:
     payload = tmp_path / "fw.bin"
     payload.write_bytes(b"fw")
     out = tmp_path / "odd.ota"
-    run("image", "build", "--format", "gb", "--manufacturer", 1, "--image-type", 1, "--file-version", 1,
-        "--header-string", "[bold]x[/bold]", "--payload", payload, "-o", out)
+    run(
+        "image",
+        "build",
+        "--format",
+        "gb",
+        "--manufacturer",
+        1,
+        "--image-type",
+        1,
+        "--file-version",
+        1,
+        "--header-string",
+        "[bold]x[/bold]",
+        "--payload",
+        payload,
+        "-o",
+        out,
+    )
     result = run("image", "inspect", out)
     assert result.exit_code == 0
     assert "'[bold]x[/bold]'" in result.stdout

@@ -55,9 +55,12 @@ def test_c22_ppmid_activation_failure_keeps_the_old_version() -> None:
 
 async def _holding_hcalcs(profile=None, image: bytes | None = None):
     profile = profile or load_device(bundled("hcalcs"))
-    image = image or sign_for_tests(
-        ota_image.parse(gb_image(5, image_type=HCALCS_TYPE, size=300, hw_min=0x1111, hw_max=0x1211))
-    ).serialize()
+    image = (
+        image
+        or sign_for_tests(
+            ota_image.parse(gb_image(5, image_type=HCALCS_TYPE, size=300, hw_min=0x1111, hw_max=0x1211))
+        ).serialize()
+    )
     b = await bench(profile, image=image)
     b.server.upgrade_time = "wait"
     await b.log.wait(events.WaitingToUpgrade)

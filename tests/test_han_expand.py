@@ -30,6 +30,9 @@ def test_a_clash_names_both_origins_without_blaming_the_profile() -> None:
 
 def test_the_same_profile_twice_is_named_as_such() -> None:
     ppmid = load_device(bundled("ppmid"))
-    with pytest.raises(ValueError, match=r"the PPMID of .*ppmid\.toml and the PPMID of .*ppmid\.toml would both be "
-                       r"00:db:12:34:56:78:90:a4, .* \(change the ieee of one profile\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"the PPMID of .*ppmid\.toml and the PPMID of .*ppmid\.toml would both be "
+        r"00:db:12:34:56:78:90:a4, .* \(change the ieee of one profile\)$",
+    ):
         expand([ppmid, ppmid], 1)

@@ -110,8 +110,17 @@ def test_zigpy_cli_reads_the_virtual_network_and_sigterm_saves_the_state(tmp_pat
     ieee = ":".join(f"{b:02x}" for b in bytes.fromhex(state.eui64))
 
     ncp = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "ncp", "--listen", "tcp://127.0.0.1:0", "--state-dir", str(path.parent),
-         "--json"],
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "ncp",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--state-dir",
+            str(path.parent),
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

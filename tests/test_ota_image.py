@@ -268,8 +268,10 @@ def test_load_names_the_path_for_each_file_error(tmp_path: Path, ppmid_image_pat
 
 
 def test_zigbee_file_keeps_every_subelement_byte_for_byte() -> None:
-    extra = [SubElement(tag_id=ElementTagId(tag), data=LVBytes32(bytes([tag & 0xFF]) * (tag % 7 + 1)))
-             for tag in ALL_TAGS[1:]] + [SubElement(tag_id=ElementTagId(0x0100), data=LVBytes32(b"unknown"))]
+    extra = [
+        SubElement(tag_id=ElementTagId(tag), data=LVBytes32(bytes([tag & 0xFF]) * (tag % 7 + 1)))
+        for tag in ALL_TAGS[1:]
+    ] + [SubElement(tag_id=ElementTagId(0x0100), data=LVBytes32(b"unknown"))]
     built = build_zigbee(0x1002, 0x5678, 5, payload=b"\x01\x02\x03", subelements=extra)
     data = built.serialize()
     image = parse(data)

@@ -130,11 +130,11 @@ def test_device_profile_errors_name_file_key_and_rule(tmp_path, text, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[chf]\nchannel = 30\n', "key 'chf.channel': expected 11..26, got 30"),
+        ("[chf]\nchannel = 30\n", "key 'chf.channel': expected 11..26, got 30"),
         ('[chf]\nppmid_activation = "later"\n', "key 'chf.ppmid_activation': expected \"now\""),
         ('[chf]\nnetwork_key = "00"\n', "key 'chf.network_key': expected 16 bytes of hex"),
         ('[[images]]\ndevice_ids = ["00:DB:12:34:56:78:90:A4"]\n', "missing required key 'images[0].path'"),
-        ('[chf]\n[extra]\n', "unknown table 'extra'"),
+        ("[chf]\n[extra]\n", "unknown table 'extra'"),
     ],
 )
 def test_chf_profile_errors(tmp_path, text, message):

@@ -47,8 +47,6 @@ def test_building_blocks_separately(vector: Vector) -> None:
     assert mac_v(mac_key, *ids, *ephemerals).hex().upper() == vector.mac_v
 
 
-
-
 @pytest.mark.parametrize("suite", list(CryptoSuite), ids=lambda s: s.name)
 def test_round_trip_between_parties_of_our_test_ca(suite: CryptoSuite) -> None:
     ca = CertificateAuthority.generate(suite)

@@ -111,8 +111,12 @@ def test_certs_bad_input_is_one_line(tmp_path: Path) -> None:
 
     ca_dir = _ca(tmp_path, "1")
     issue = ["certs", "issue", "--eui64", "000D6F0000BBBBBB", "-o", str(tmp_path / "d")]
-    assert_one_line_error(runner.invoke(main, [*issue, "--ca", str(ca_dir / "ca.pub.json")]),
-                          "ca.pub.json", "is a CA public key file", "expected a CA key file")
+    assert_one_line_error(
+        runner.invoke(main, [*issue, "--ca", str(ca_dir / "ca.pub.json")]),
+        "ca.pub.json",
+        "is a CA public key file",
+        "expected a CA key file",
+    )
     assert_one_line_error(runner.invoke(main, [*issue, "--ca", str(ca_dir), "--suite", "2"]), "suite-1 CA")
     assert_one_line_error(runner.invoke(main, [*issue[:2], "000D6F", *issue[3:], "--ca", str(ca_dir)]), "--eui64")
     wrong_suite = json.loads((ca_dir / "ca.key.json").read_text())

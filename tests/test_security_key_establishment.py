@@ -50,10 +50,16 @@ def _vector_parties(vector: Vector) -> tuple[Initiator, Responder]:
     def fixed(key: PrivateKey):  # type: ignore[no-untyped-def]
         return lambda curve: key
 
-    u = Initiator(credentials_of(vector, vector.u), bytes.fromhex(vector.v.eui),
-                  ephemeral_key=fixed(ephemeral_key_of(vector, vector.u)))
-    v = Responder(credentials_of(vector, vector.v), bytes.fromhex(vector.u.eui),
-                  ephemeral_key=fixed(ephemeral_key_of(vector, vector.v)))
+    u = Initiator(
+        credentials_of(vector, vector.u),
+        bytes.fromhex(vector.v.eui),
+        ephemeral_key=fixed(ephemeral_key_of(vector, vector.u)),
+    )
+    v = Responder(
+        credentials_of(vector, vector.v),
+        bytes.fromhex(vector.u.eui),
+        ephemeral_key=fixed(ephemeral_key_of(vector, vector.v)),
+    )
     return u, v
 
 
@@ -82,8 +88,12 @@ def test_annex_c_exchange_is_byte_exact(vector: Vector) -> None:
     sent = _run(u, v)
     suite = vector.suite.bit.to_bytes(2, "little")
     assert [type(m) for m in sent] == [
-        InitiateKeyEstablishmentRequest, InitiateKeyEstablishmentResponse, EphemeralDataRequest,
-        EphemeralDataResponse, ConfirmKeyDataRequest, ConfirmKeyDataResponse,
+        InitiateKeyEstablishmentRequest,
+        InitiateKeyEstablishmentResponse,
+        EphemeralDataRequest,
+        EphemeralDataResponse,
+        ConfirmKeyDataRequest,
+        ConfirmKeyDataResponse,
     ]
     wire = [m.to_bytes() for m in sent]
     assert wire == [
@@ -373,11 +383,21 @@ def test_decode_round_trips_and_errors() -> None:
 
 # --- tshark --------------------------------------------------------------------------------------------------
 KE_FIELDS = [
-    "zbee_zcl_se.ke.cmd.srv_rx.id", "zbee_zcl_se.ke.cmd.srv_tx.id", "zbee_zcl_se.ke.attr.suite",
-    "zbee_zcl_se.ke.init.ephemeral.time", "zbee_zcl_se.ke.init.confirm.time", "zbee_zcl_se.ke.cert.reconst",
-    "zbee_zcl_se.ke.cert.subject", "zbee_zcl_se.ke.cert.issuer", "zbee_zcl_se.ke.cert.key.usage.agreement",
-    "zbee_zcl_se.ke.qeu", "zbee_zcl_se.ke.qev", "zbee_zcl_se.ke.macu", "zbee_zcl_se.ke.macv",
-    "zbee_zcl_se.ke.terminate.status", "zbee_zcl_se.ke.terminate.wait.time",
+    "zbee_zcl_se.ke.cmd.srv_rx.id",
+    "zbee_zcl_se.ke.cmd.srv_tx.id",
+    "zbee_zcl_se.ke.attr.suite",
+    "zbee_zcl_se.ke.init.ephemeral.time",
+    "zbee_zcl_se.ke.init.confirm.time",
+    "zbee_zcl_se.ke.cert.reconst",
+    "zbee_zcl_se.ke.cert.subject",
+    "zbee_zcl_se.ke.cert.issuer",
+    "zbee_zcl_se.ke.cert.key.usage.agreement",
+    "zbee_zcl_se.ke.qeu",
+    "zbee_zcl_se.ke.qev",
+    "zbee_zcl_se.ke.macu",
+    "zbee_zcl_se.ke.macv",
+    "zbee_zcl_se.ke.terminate.status",
+    "zbee_zcl_se.ke.terminate.wait.time",
 ]
 
 
@@ -395,16 +415,29 @@ def test_tshark_reads_the_exchange(vector: Vector, tmp_path: Path) -> None:
         from_server = index % 2 == 1
         zcl = bytes([0x09 if from_server else 0x01, index, message.COMMAND_ID]) + message.to_bytes()
         nodes = (0x0000, 0x1001) if from_server else (0x1001, 0x0000)
-        writer.write(t.ZigbeePacket(
-            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nodes[0]), src_ep=1,
-            dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nodes[1]), dst_ep=1,
-            profile_id=SMART_ENERGY_PROFILE, cluster_id=CLUSTER_ID, data=t.SerializableBytes(zcl),
-            tx_options=t.TransmitOptions.ACK, radius=0,
-        ), loop_time=float(index))
+        writer.write(
+            t.ZigbeePacket(
+                src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nodes[0]),
+                src_ep=1,
+                dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=nodes[1]),
+                dst_ep=1,
+                profile_id=SMART_ENERGY_PROFILE,
+                cluster_id=CLUSTER_ID,
+                data=t.SerializableBytes(zcl),
+                tx_options=t.TransmitOptions.ACK,
+                radius=0,
+            ),
+            loop_time=float(index),
+        )
     writer.close()
     fields = [arg for name in KE_FIELDS for arg in ("-e", name)]
-    done = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=f", *fields],
-                          capture_output=True, text=True, check=True, timeout=60)
+    done = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=f", *fields],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     rows = [dict(zip(KE_FIELDS, line.split("\t"), strict=True)) for line in done.stdout.splitlines()]
     assert len(rows) == 7
 
@@ -427,14 +460,17 @@ def test_tshark_reads_the_exchange(vector: Vector, tmp_path: Path) -> None:
     assert rows[6]["zbee_zcl_se.ke.terminate.wait.time"] == "30"
 
 
-
 # --- never an exception for what the partner sends -----------------------------------------------------------
 _FUZZ_U, _FUZZ_V = _pair()
 
 
 @settings(max_examples=40, deadline=None)
-@given(stage=st.integers(0, 2), command_id=st.integers(0, 4), payload=st.binary(max_size=90),
-       prefix=st.sampled_from([b"", b"\x02", b"\x03", b"\x01\x00", b"\x01\x00\x02\x02", b"\x02\x00\x02\x02"]))
+@given(
+    stage=st.integers(0, 2),
+    command_id=st.integers(0, 4),
+    payload=st.binary(max_size=90),
+    prefix=st.sampled_from([b"", b"\x02", b"\x03", b"\x01\x00", b"\x01\x00\x02\x02", b"\x02\x00\x02\x02"]),
+)
 def test_arbitrary_payloads_never_raise(stage: int, command_id: int, payload: bytes, prefix: bytes) -> None:
     data = prefix + payload
     u, v = Initiator(_FUZZ_U, CHF), Responder(_FUZZ_V, DEVICE)
@@ -447,7 +483,14 @@ def test_arbitrary_payloads_never_raise(stage: int, command_id: int, payload: by
     for machine in (u, v):
         step = machine.receive_payload(command_id, data, 0.1)
         for message in step.outbound:
-            assert isinstance(message, TerminateKeyEstablishment | EphemeralDataResponse | ConfirmKeyDataResponse
-                              | InitiateKeyEstablishmentResponse | EphemeralDataRequest | ConfirmKeyDataRequest)
+            assert isinstance(
+                message,
+                TerminateKeyEstablishment
+                | EphemeralDataResponse
+                | ConfirmKeyDataResponse
+                | InitiateKeyEstablishmentResponse
+                | EphemeralDataRequest
+                | ConfirmKeyDataRequest,
+            )
         if isinstance(step.outcome, Failed) and step.outcome.terminate is not None:
             assert step.outbound == (step.outcome.terminate,)

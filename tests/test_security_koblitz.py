@@ -104,7 +104,9 @@ def test_domain_parameters_equal_openssl(curve: Curve) -> None:
     assert OPENSSL is not None
     text = subprocess.run(
         [OPENSSL, "ecparam", "-name", curve.name, "-param_enc", "explicit", "-text", "-noout"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert _hexblock(text, "Polynomial") == curve.field.polynomial
     generator = _hexblock(text, r"Generator \(uncompressed\)")
@@ -228,12 +230,24 @@ def test_private_key_range_and_encoding(curve: Curve) -> None:
 def _openssl_key(curve: Curve, path: Path) -> tuple[int, Point]:
     assert OPENSSL is not None
     subprocess.run(
-        [OPENSSL, "genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve.name}",
-         "-pkeyopt", "ec_param_enc:named_curve", "-out", str(path)],
-        check=True, capture_output=True,
+        [
+            OPENSSL,
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            f"ec_paramgen_curve:{curve.name}",
+            "-pkeyopt",
+            "ec_param_enc:named_curve",
+            "-out",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
     )
-    text = subprocess.run([OPENSSL, "pkey", "-in", str(path), "-text", "-noout"],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        [OPENSSL, "pkey", "-in", str(path), "-text", "-noout"], check=True, capture_output=True, text=True
+    ).stdout
     d = _hexblock(text, "priv")
     pub = _hexblock(text, "pub")
     size = curve.field_bytes
@@ -251,16 +265,30 @@ def test_key_pairs_compression_and_ecdh_agree_with_openssl(curve: Curve, tmp_pat
     assert curve.multiply(d_b, curve.generator) == q_b
     compressed = subprocess.run(
         [OPENSSL, "ec", "-in", str(tmp_path / "a.pem"), "-pubout", "-conv_form", "compressed", "-outform", "DER"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout[-curve.point_bytes :]
     assert curve.compress(q_a) == compressed
     assert curve.decompress(compressed) == q_a
-    subprocess.run([OPENSSL, "pkey", "-in", str(tmp_path / "b.pem"), "-pubout", "-out", str(tmp_path / "b.pub")],
-                   check=True, capture_output=True)
     subprocess.run(
-        [OPENSSL, "pkeyutl", "-derive", "-inkey", str(tmp_path / "a.pem"), "-peerkey", str(tmp_path / "b.pub"),
-         "-out", str(tmp_path / "z.bin")],
-        check=True, capture_output=True,
+        [OPENSSL, "pkey", "-in", str(tmp_path / "b.pem"), "-pubout", "-out", str(tmp_path / "b.pub")],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            OPENSSL,
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            str(tmp_path / "a.pem"),
+            "-peerkey",
+            str(tmp_path / "b.pub"),
+            "-out",
+            str(tmp_path / "z.bin"),
+        ],
+        check=True,
+        capture_output=True,
     )
     shared = curve.multiply(d_a, q_b)
     assert shared.x.to_bytes(curve.field_bytes, "big") == (tmp_path / "z.bin").read_bytes()

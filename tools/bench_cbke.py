@@ -80,8 +80,10 @@ def _primitives(curve: Curve, rounds: int) -> None:
     a, b = scalars[0] & field.mask, scalars[-1] & field.mask
     mul_us = _cpu_ms(lambda: field.mul(a, b), 2000) * 1000
     sqr_us = _cpu_ms(lambda: field.sqr(a), 2000) * 1000
-    print(f"  {curve.name}: k·P {ladder:6.1f} ms   k·G {comb:5.1f} ms (table {table_ms:.0f} ms once)   "
-          f"decompress {decompress:4.2f} ms   field mul {mul_us:4.1f} µs   sqr {sqr_us:4.1f} µs")
+    print(
+        f"  {curve.name}: k·P {ladder:6.1f} ms   k·G {comb:5.1f} ms (table {table_ms:.0f} ms once)   "
+        f"decompress {decompress:4.2f} ms   field mul {mul_us:4.1f} µs   sqr {sqr_us:4.1f} µs"
+    )
 
 
 def main() -> None:
@@ -98,8 +100,10 @@ def main() -> None:
         u_ms = sum(r[0] for r in results) / len(results) * 1000
         v_ms = sum(r[1] for r in results) / len(results) * 1000
         verdict = "within" if u_ms + v_ms <= 1000 else "OVER"
-        print(f"  suite {suite.value} ({suite.curve.name}): initiator {u_ms:6.1f} ms   responder {v_ms:6.1f} ms   "
-              f"whole {u_ms + v_ms:6.1f} ms ({verdict} the 1 s budget)")
+        print(
+            f"  suite {suite.value} ({suite.curve.name}): initiator {u_ms:6.1f} ms   responder {v_ms:6.1f} ms   "
+            f"whole {u_ms + v_ms:6.1f} ms ({verdict} the 1 s budget)"
+        )
 
 
 if __name__ == "__main__":

@@ -201,7 +201,9 @@ def _check_port(path: str) -> None:
     if urllib.parse.urlparse(path).scheme:
         return
     if not os.path.exists(path):
-        raise RadioError(f"{path}: no such serial port (expected a dongle path such as /dev/ttyUSB0 or tcp://HOST:PORT)")
+        raise RadioError(
+            f"{path}: no such serial port (expected a dongle path such as /dev/ttyUSB0 or tcp://HOST:PORT)"
+        )
     if os.path.isdir(path):
         raise RadioError(f"{path}: is a directory (expected a serial port)")
 
@@ -216,8 +218,10 @@ async def _quietly_shutdown(app: EzspApp) -> None:
 def _lost_transport(exc: AttributeError) -> bool:
     """True for bellows' UART gateway using its transport after losing it (`self._transport` is None)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("bellows/uart.py") and (
-        "'NoneType'" in str(exc)
+    return (
+        bool(frames)
+        and frames[-1].filename.replace(os.sep, "/").endswith("bellows/uart.py")
+        and ("'NoneType'" in str(exc))
     )
 
 

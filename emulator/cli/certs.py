@@ -83,11 +83,21 @@ def _read(path: Path, expected: str) -> str:
     aliases={"--output": "--out"},
     epilog=example("ota-emu certs ca -o ca/ --suite 2"),
 )
-@click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
-              help="Directory for ca.key.json (private) and ca.pub.json (created if missing).")
+@click.option(
+    "-o",
+    "--out",
+    "directory",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for ca.key.json (private) and ca.pub.json (created if missing).",
+)
 @click.option("--suite", type=SUITES, required=True, help="Crypto suite: 1 (sect163k1) or 2 (sect283k1).")
-@click.option("--issuer", default=DEFAULT_ISSUER.decode(), show_default=True,
-              help="Issuer id written into certificates: 8 ASCII characters or 16 hex digits.")
+@click.option(
+    "--issuer",
+    default=DEFAULT_ISSUER.decode(),
+    show_default=True,
+    help="Issuer id written into certificates: 8 ASCII characters or 16 hex digits.",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def ca_command(directory: Path, suite: str, issuer: str, force: bool) -> None:
     """Generate a test CA: ca.key.json (CA private key, mode 0600) issues device certificates with
@@ -107,12 +117,23 @@ def ca_command(directory: Path, suite: str, issuer: str, force: bool) -> None:
     aliases={"--output": "--out"},
     epilog=example("ota-emu certs issue --ca ca/ --eui64 00:DB:12:34:56:78:90:A4 --suite 2 -o creds/"),
 )
-@click.option("--ca", "ca_path", type=click.Path(path_type=Path), required=True,
-              help="The CA: its directory (with ca.key.json) or its ca.key.json file.")
+@click.option(
+    "--ca",
+    "ca_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The CA: its directory (with ca.key.json) or its ca.key.json file.",
+)
 @click.option("--eui64", type=Eui64Param(), required=True, help="EUI-64 of the device (the certificate subject).")
 @click.option("--suite", type=SUITES, help="Crypto suite (must be the CA's; default: the CA's).")
-@click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
-              help="Directory for EUI64.cbke.json (created if missing).")
+@click.option(
+    "-o",
+    "--out",
+    "directory",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for EUI64.cbke.json (created if missing).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def issue_command(ca_path: Path, eui64: t.EUI64, suite: str | None, directory: Path, force: bool) -> None:
     """Issue a device certificate and private key (SEC 4 implicit certificate, Smart Energy Annex C.4.2) into
@@ -200,16 +221,19 @@ def _certificate_fields(certificate: Certificate) -> dict[str, Any]:
         "reconstruction_point": certificate.reconstruction_point.hex().upper(),
     }
     if isinstance(certificate, Suite2Certificate):
-        fields.update({
-            "type": f"0x{certificate.type:02X}",
-            "serial": certificate.serial.hex().upper(),
-            "curve_id": f"0x{certificate.curve:02X}",
-            "hash_id": f"0x{certificate.hash:02X}",
-            "valid_from": _time(certificate.valid_from),
-            "valid_to": "no expiry" if certificate.valid_to == NO_EXPIRY
-            else _time(certificate.valid_from + certificate.valid_to),
-            "key_usage": f"0x{certificate.key_usage:02X}",
-        })
+        fields.update(
+            {
+                "type": f"0x{certificate.type:02X}",
+                "serial": certificate.serial.hex().upper(),
+                "curve_id": f"0x{certificate.curve:02X}",
+                "hash_id": f"0x{certificate.hash:02X}",
+                "valid_from": _time(certificate.valid_from),
+                "valid_to": "no expiry"
+                if certificate.valid_to == NO_EXPIRY
+                else _time(certificate.valid_from + certificate.valid_to),
+                "key_usage": f"0x{certificate.key_usage:02X}",
+            }
+        )
     else:
         fields["profile_data"] = certificate.profile_data.hex().upper()
     return fields
@@ -220,4 +244,3 @@ def _time(seconds: int) -> str:
         return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):
         return str(seconds)
-

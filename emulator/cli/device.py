@@ -238,7 +238,10 @@ def _one_device(ctx: click.Context, param: click.Parameter, count: int) -> int:
     help="Device profile: a TOML file or a bundled name (ppmid, hcalcs, faults/NAME).",
 )
 @click.option(
-    "--radio", type=click.Choice([RadioKind.EZSP.value]), default=RadioKind.EZSP.value, show_default=True,
+    "--radio",
+    type=click.Choice([RadioKind.EZSP.value]),
+    default=RadioKind.EZSP.value,
+    show_default=True,
     help="Stick type.",
 )
 @click.option("--baudrate", type=click.IntRange(1200), default=115200, show_default=True, help="Serial speed.")
@@ -270,7 +273,11 @@ def _one_device(ctx: click.Context, param: click.Parameter, count: int) -> int:
     help="Give up (exit 2) when no network lets the stick join within this many seconds.",
 )
 @click.option(
-    "--count", type=click.IntRange(1), default=1, show_default=True, callback=_one_device,
+    "--count",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    callback=_one_device,
     help="Devices on the stick (only 1).",
 )
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Persist device state here.")

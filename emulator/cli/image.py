@@ -104,9 +104,13 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
         "    --hw-min 0x1111 --hw-max 0x1211 --payload firmware.bin -o ppmid.ota",
     ),
 )
-@click.option("--format", "kind", type=click.Choice(KINDS), required=True,
-              help="gb: header + raw Manufacturer Image (GB Upgrade Image); zigbee: header + Upgrade Image "
-                   "sub-element 0x0000.")
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(KINDS),
+    required=True,
+    help="gb: header + raw Manufacturer Image (GB Upgrade Image); zigbee: header + Upgrade Image sub-element 0x0000.",
+)
 @click.option("--manufacturer", type=U16, required=True, help="Manufacturer code (16-bit, decimal or 0x-hex).")
 @click.option("--image-type", type=U16, required=True, help="Image type (16-bit).")
 @click.option("--file-version", type=U32, required=True, help="File version (32-bit).")
@@ -114,11 +118,19 @@ def inspect_command(files: tuple[Path, ...], as_json: bool, kind: Kind | None) -
 @click.option("--header-string", default="", help="Header string, at most 32 bytes of UTF-8 (NUL-padded).")
 @click.option("--hw-min", type=U16, default=None, help="Minimum hardware version (give with --hw-max).")
 @click.option("--hw-max", type=U16, default=None, help="Maximum hardware version (give with --hw-min).")
-@click.option("--destination", type=Eui64Param(), default=None,
-              help="Upgrade file destination: makes a device-specific file (e.g. 00:0D:6F:00:00:19:8B:36).")
+@click.option(
+    "--destination",
+    type=Eui64Param(),
+    default=None,
+    help="Upgrade file destination: makes a device-specific file (e.g. 00:0D:6F:00:00:19:8B:36).",
+)
 @click.option("--security-credential-version", type=U8, default=None, help="Security credential version (8-bit).")
-@click.option("--payload", type=click.Path(path_type=Path), required=True,
-              help="File holding the firmware (the Manufacturer Image).")
+@click.option(
+    "--payload",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File holding the firmware (the Manufacturer Image).",
+)
 @click.option("-o", "--out", "output", type=click.Path(path_type=Path), required=True, help="Upgrade file to write.")
 @_json_option("Print what was written as JSON.")
 def build_command(
@@ -161,12 +173,23 @@ def build_command(
     data = image.serialize()
     write_atomic(output, data)
     if as_json:
-        click.echo(json.dumps({"file": str(output), "kind": image.kind, "size": len(data),
-                               "manufacturer_image_size": len(image.manufacturer_image),
-                               "manufacturer_image_sha256": manufacturer_image_hash(image).hex()}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(output),
+                    "kind": image.kind,
+                    "size": len(data),
+                    "manufacturer_image_size": len(image.manufacturer_image),
+                    "manufacturer_image_sha256": manufacturer_image_hash(image).hex(),
+                },
+                indent=2,
+            )
+        )
         return
-    click.echo(f"{output}: wrote {_KIND_NAMES[image.kind]}, {len(data)} bytes, "
-               f"Manufacturer Image {len(image.manufacturer_image)} bytes")
+    click.echo(
+        f"{output}: wrote {_KIND_NAMES[image.kind]}, {len(data)} bytes, "
+        f"Manufacturer Image {len(image.manufacturer_image)} bytes"
+    )
 
 
 @command.command(
@@ -175,11 +198,22 @@ def build_command(
     aliases=_OUT_ALIAS,
     epilog=example("ota-emu image sign --key signer.key.pem ppmid.ota -o ppmid-signed.ota"),
 )
-@click.option("--key", "key_path", type=click.Path(path_type=Path), required=True,
-              help="PEM private key (P-256) of the signer, e.g. from `ota-emu keys generate`.")
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="PEM private key (P-256) of the signer, e.g. from `ota-emu keys generate`.",
+)
 @click.argument("source", metavar="IN", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "output", type=click.Path(path_type=Path), required=True,
-              help="Signed upgrade file to write (not IN or the key: write a new file).")
+@click.option(
+    "-o",
+    "--out",
+    "output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Signed upgrade file to write (not IN or the key: write a new file).",
+)
 @_kind_option
 @_json_option("Print what was written as JSON.")
 def sign_command(key_path: Path, source: Path, output: Path, kind: Kind | None, as_json: bool) -> None:
@@ -195,17 +229,32 @@ def sign_command(key_path: Path, source: Path, output: Path, kind: Kind | None, 
     data = signed.serialize()
     write_atomic(output, data)
     if as_json:
-        click.echo(json.dumps({"file": str(output), "source": str(source), "size": len(data),
-                               "replaced_signature": image.signature is not None,
-                               "signature": signed.signature.hex() if signed.signature else None}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(output),
+                    "source": str(source),
+                    "size": len(data),
+                    "replaced_signature": image.signature is not None,
+                    "signature": signed.signature.hex() if signed.signature else None,
+                },
+                indent=2,
+            )
+        )
         return
     verb = "replaced the signature" if image.signature is not None else "added a signature"
     click.echo(f"{output}: {verb}, {len(data)} bytes")
 
 
 @command.command("verify", epilog=example("ota-emu image verify --signer signer.pub.pem ppmid-signed.ota"))
-@click.option("--signer", "signer_paths", type=click.Path(path_type=Path), multiple=True, required=True,
-              help="Trusted signer: a PEM public key or X.509 certificate (P-256). Repeat for several.")
+@click.option(
+    "--signer",
+    "signer_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    required=True,
+    help="Trusted signer: a PEM public key or X.509 certificate (P-256). Repeat for several.",
+)
 @click.argument("file", type=click.Path(path_type=Path))
 @_kind_option
 @_json_option("Print the verdict as JSON.")
@@ -222,8 +271,9 @@ def verify_command(
     outcome = verify_image(image, signers)
     if as_json:
         signer = None if outcome.signer is None else str(signer_paths[outcome.signer])
-        click.echo(json.dumps({"file": str(file), "valid": outcome.ok, "reason": outcome.reason, "signer": signer},
-                              indent=2))
+        click.echo(
+            json.dumps({"file": str(file), "valid": outcome.ok, "reason": outcome.reason, "signer": signer}, indent=2)
+        )
         if not outcome.ok:
             ctx.exit(1)
         return
@@ -250,9 +300,20 @@ def _facts(path: Path, data: bytes, reading: Reading) -> dict[str, Any]:
     header: dict[str, Any] = {
         name: fields.get(name)
         for name in (
-            "upgrade_file_id", "header_version", "header_length", "field_control", "manufacturer_id", "image_type",
-            "file_version", "stack_version", "header_string", "image_size", "security_credential_version",
-            "upgrade_file_destination", "minimum_hardware_version", "maximum_hardware_version",
+            "upgrade_file_id",
+            "header_version",
+            "header_length",
+            "field_control",
+            "manufacturer_id",
+            "image_type",
+            "file_version",
+            "stack_version",
+            "header_string",
+            "image_size",
+            "security_credential_version",
+            "upgrade_file_destination",
+            "minimum_hardware_version",
+            "maximum_hardware_version",
         )
     }
     if header["header_string"] is not None:
@@ -280,8 +341,12 @@ def _image_facts(image: UpgradeImage) -> dict[str, Any]:
     signature: dict[str, Any] = {"present": image.signature is not None}
     if image.signature is not None:
         trailer = image.header.image_size - TRAILER_LENGTH
-        signature.update(trailer_offset=trailer, offset=trailer + len(TRAILER_MARK), length=len(image.signature),
-                         hex=image.signature.hex())
+        signature.update(
+            trailer_offset=trailer,
+            offset=trailer + len(TRAILER_MARK),
+            length=len(image.signature),
+            hex=image.signature.hex(),
+        )
     subelements = []
     offset = int(image.header.header_length)
     for element in image.subelements:
@@ -354,10 +419,23 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("manufacturer image", f"{image['length']} bytes {where}", ""))
         rows.append(("manufacturer image hash", image["sha256"], ""))
         signature = report["signature"]
-        rows.append(("signature", f"{signature['length']} bytes at offset {signature['offset']} (trailer 00 40 at "
-                     f"{signature['trailer_offset']})" if signature["present"] else "none", ""))
+        rows.append(
+            (
+                "signature",
+                f"{signature['length']} bytes at offset {signature['offset']} (trailer 00 40 at "
+                f"{signature['trailer_offset']})"
+                if signature["present"]
+                else "none",
+                "",
+            )
+        )
     for element in report["subelements"] or ():
-        rows.append(("sub-element", f"0x{element['tag']:04X} {element['name']}: {element['length']} bytes at offset "
-                     f"{element['offset']}", ""))
+        rows.append(
+            (
+                "sub-element",
+                f"0x{element['tag']:04X} {element['name']}: {element['length']} bytes at offset {element['offset']}",
+                "",
+            )
+        )
     rows += [("problem", f"@{problem['offset']} {problem['message']}", "red") for problem in problems]
     return rows

@@ -23,13 +23,25 @@ def command() -> None:
     "generate",
     cls=AliasedCommand,
     aliases={"--output": "--out"},
-    epilog=example("ota-emu keys generate -o keys/ --name signer",
-                   "ota-emu image sign --key keys/signer.key.pem ppmid.ota -o ppmid-signed.ota"),
+    epilog=example(
+        "ota-emu keys generate -o keys/ --name signer",
+        "ota-emu image sign --key keys/signer.key.pem ppmid.ota -o ppmid-signed.ota",
+    ),
 )
-@click.option("-o", "--out", "directory", type=click.Path(path_type=Path), required=True,
-              help="Directory for the key files (created if missing).")
-@click.option("--name", default="signer", show_default=True,
-              help="File name stem: writes NAME.key.pem (private) and NAME.pub.pem (public).")
+@click.option(
+    "-o",
+    "--out",
+    "directory",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for the key files (created if missing).",
+)
+@click.option(
+    "--name",
+    default="signer",
+    show_default=True,
+    help="File name stem: writes NAME.key.pem (private) and NAME.pub.pem (public).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written key files as JSON.")
 def generate_command(directory: Path, name: str, force: bool, as_json: bool) -> None:

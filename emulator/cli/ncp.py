@@ -44,12 +44,19 @@ class Output:
         ieee = str(event.ieee)
         if isinstance(event, device_events.Activated):
             verdict = "now runs" if event.success else "failed to activate"
-            self("activated" if event.success else "activation_failed",
-                 f"Device {event.ieee} {verdict} 0x{event.new_version:08X}",
-                 ieee=ieee, version=f"0x{event.new_version:08X}")
+            self(
+                "activated" if event.success else "activation_failed",
+                f"Device {event.ieee} {verdict} 0x{event.new_version:08X}",
+                ieee=ieee,
+                version=f"0x{event.new_version:08X}",
+            )
         elif isinstance(event, device_events.WaitingToUpgrade):
-            self("held", f"Device {event.ieee} holds 0x{event.version:08X}, waiting for Activate Firmware",
-                 ieee=ieee, version=f"0x{event.version:08X}")
+            self(
+                "held",
+                f"Device {event.ieee} holds 0x{event.version:08X}, waiting for Activate Firmware",
+                ieee=ieee,
+                version=f"0x{event.version:08X}",
+            )
         elif isinstance(event, device_events.ImageVerified) and not event.ok:
             self("rejected", f"Device {event.ieee} rejected the image: {event.reason}", ieee=ieee, reason=event.reason)
         else:
@@ -60,14 +67,28 @@ class Output:
         ieee = str(event.ieee)
         if isinstance(event, security_events.NotAdmitted) and event.ieee not in self._refused:
             self._refused.add(event.ieee)
-            self("not_admitted", f"Device {event.ieee} was not admitted: {event.reason}; it keeps trying",
-                 ieee=ieee, reason=event.reason)
+            self(
+                "not_admitted",
+                f"Device {event.ieee} was not admitted: {event.reason}; it keeps trying",
+                ieee=ieee,
+                reason=event.reason,
+            )
         elif isinstance(event, security_events.KeyEstablished):
-            self("key_established", f"Device {event.ieee} established a link key with {event.partner} "
-                 f"(CBKE suite {event.suite})", ieee=ieee, suite=event.suite, partner=str(event.partner))
+            self(
+                "key_established",
+                f"Device {event.ieee} established a link key with {event.partner} (CBKE suite {event.suite})",
+                ieee=ieee,
+                suite=event.suite,
+                partner=str(event.partner),
+            )
         elif isinstance(event, security_events.KeyEstablishmentFailed):
-            self("key_establishment_failed", f"Device {event.ieee} failed key establishment: {event.status} "
-                 f"({event.reason})", ieee=ieee, status=event.status, reason=event.reason)
+            self(
+                "key_establishment_failed",
+                f"Device {event.ieee} failed key establishment: {event.status} ({event.reason})",
+                ieee=ieee,
+                status=event.status,
+                reason=event.reason,
+            )
 
 
 async def join_devices(
@@ -89,8 +110,13 @@ async def join_devices(
         devices.append(device)
 
         def joined(profile: DeviceProfile = profile, nwk: int = nwk) -> None:
-            out("joined", f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}",
-                ieee=str(profile.ieee), kind=profile.kind, nwk=f"0x{nwk:04X}")
+            out(
+                "joined",
+                f"Device {profile.kind.upper()} {profile.ieee} joined as NWK 0x{nwk:04X}",
+                ieee=str(profile.ieee),
+                kind=profile.kind,
+                nwk=f"0x{nwk:04X}",
+            )
 
         joins.append(security.join(device, radio, joined))
     await asyncio.gather(*joins)
@@ -121,11 +147,17 @@ async def _serve(
         where = "on" if listen == PTY else "listening on"
         network = ncp.state
         facts: dict[str, object] = {
-            "url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee), "network": None
+            "url": ncp.url,
+            "ezsp_version": ezsp_version,
+            "ieee": str(ncp.stack.ieee),
+            "network": None,
         }
         if network.formed:
-            facts["network"] = {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel,
-                                "extended_pan_id": network.extended_pan_id}
+            facts["network"] = {
+                "pan_id": f"0x{network.pan_id:04X}",
+                "channel": network.channel,
+                "extended_pan_id": network.extended_pan_id,
+            }
         out("listening", f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}", **facts)
         for other in others:
             await stack.enter_async_context(other)
@@ -178,8 +210,13 @@ async def _serve(
     type=click.Path(path_type=Path, file_okay=False),
     help=f"Keep the network here ({STATE_FILE}, created if missing): the NCP resumes it on the next run.",
 )
-@click.option("--state", "state_file", type=click.Path(dir_okay=False), hidden=True,
-              help="Deprecated: the state file itself (use --state-dir).")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False),
+    hidden=True,
+    help="Deprecated: the state file itself (use --state-dir).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the EUI64 of a new NCP and for faults.")
 @click.option(
     "--device",

@@ -102,8 +102,9 @@ class ProfileParam(PathParamType):
 
 def warn_deprecated(old: str, new: str) -> None:
     """The one line an old option spelling prints on stderr (it still works for one release)."""
-    click.echo(f"ota-emu: warning: {old} is deprecated, use {new} (the old spelling goes in a future release)",
-               err=True)
+    click.echo(
+        f"ota-emu: warning: {old} is deprecated, use {new} (the old spelling goes in a future release)", err=True
+    )
 
 
 class AliasedCommand(click.Command):
@@ -160,6 +161,10 @@ class PortParam(StrParamType):
         except ValueError:
             port = None
         if parts.scheme not in self.SCHEMES or not parts.hostname or port is None or port == 0 or parts.path:
-            self.fail(f"{text!r} is not a usable port (expected a serial port such as /dev/ttyUSB0, or "
-                      "tcp://HOST:PORT or socket://HOST:PORT with PORT 1..65535)", param, ctx)
+            self.fail(
+                f"{text!r} is not a usable port (expected a serial port such as /dev/ttyUSB0, or "
+                "tcp://HOST:PORT or socket://HOST:PORT with PORT 1..65535)",
+                param,
+                ctx,
+            )
         return text

@@ -77,8 +77,12 @@ def show_command(name: str) -> None:
     click.echo(text, nl=not text.endswith("\n"))
 
 
-@command.command("export", epilog=example("ota-emu profiles export my-profiles/",
-                                          "ota-emu run --device my-profiles/ppmid.toml --image ppmid.ota"))
+@command.command(
+    "export",
+    epilog=example(
+        "ota-emu profiles export my-profiles/", "ota-emu run --device my-profiles/ppmid.toml --image ppmid.ota"
+    ),
+)
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite profile files that already exist in DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as a JSON list.")
@@ -107,5 +111,7 @@ def export_command(directory: Path, force: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([str(target) for _, target in targets], indent=2))
     else:
-        click.echo(f"{directory}: wrote {len(names)} profiles ({', '.join(n for n in names if '/' not in n)} "
-                   "and faults/) and the test-only keys they trust (keys/)")
+        click.echo(
+            f"{directory}: wrote {len(names)} profiles ({', '.join(n for n in names if '/' not in n)} "
+            "and faults/) and the test-only keys they trust (keys/)"
+        )

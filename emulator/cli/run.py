@@ -224,8 +224,14 @@ def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path 
     if capture is not None and han.security.enabled:
         print_capture_keys(capture)
     summaries = list(han.summaries.values())
-    print_outcome(summaries, protocol_time=protocol, wall_time=wall, as_json=as_json,
-                  extra={"settled": settled, "interrupted": interruption.name}, interrupted=interruption.name)
+    print_outcome(
+        summaries,
+        protocol_time=protocol,
+        wall_time=wall,
+        as_json=as_json,
+        extra={"settled": settled, "interrupted": interruption.name},
+        interrupted=interruption.name,
+    )
     if interruption.exit_code is not None:
         return interruption.exit_code
     ok = settled and all(s.result.ok for s in summaries)

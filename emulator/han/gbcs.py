@@ -162,7 +162,6 @@ class HcalcsActivation:
         return self.log.sent(self.originator, data, event_fields(cause), self.device.clock.utc())
 
 
-
 class HanGbcs:
     """The GB side of a `Han`, attached to it as a listener: its CHF and devices report as GB does, in signed
     GBCS messages kept in `alert_log`, and its Activate Firmware commands travel as CS06 commands signed by an

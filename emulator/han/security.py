@@ -271,7 +271,10 @@ def attach_capture(security: HanSecurity, capture: PcapWriter) -> None:
             transport = notice.transport
             capture.add_node(notice.nwk, transport.joiner)
             capture.write_transport_key(
-                COORDINATOR_NWK, notice.nwk, transport.command, transport.link_key,
+                COORDINATOR_NWK,
+                notice.nwk,
+                transport.command,
+                transport.link_key,
                 label=f"install-code link key {transport.joiner}",
             )
         else:

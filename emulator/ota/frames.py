@@ -49,6 +49,7 @@ class OtaCommand(IntEnum):
     QUERY_SPECIFIC_FILE = 0x08
     QUERY_SPECIFIC_FILE_RESPONSE = 0x09
 
+
 WAIT_FOR_DATA_SHORT_LENGTH = 9  # status + CurrentTime + RequestTime, without MinimumBlockPeriod
 UPGRADE_TIME_WAIT = 0xFFFFFFFF
 WILDCARD_MANUFACTURER = 0xFFFF
@@ -149,17 +150,17 @@ def encode(
     if disable_default_response is not None:
         header.frame_control = replaced(header.frame_control, disable_default_response=disable_default_response)
     _, schema = _schema(command_id, direction)
-    if name == "image_block_response" and fields.get("status") == Status.WAIT_FOR_DATA and (
-        fields.get("minimum_block_period") is None
+    if (
+        name == "image_block_response"
+        and fields.get("status") == Status.WAIT_FOR_DATA
+        and (fields.get("minimum_block_period") is None)
     ):
         fields["minimum_block_period"] = 0
         return header.serialize() + schema(**fields).serialize()[:WAIT_FOR_DATA_SHORT_LENGTH]
     return header.serialize() + schema(**fields).serialize()
 
 
-def default_response(
-    *, tsn: int, command_id: int, status: foundation.Status, direction: foundation.Direction
-) -> bytes:
+def default_response(*, tsn: int, command_id: int, status: foundation.Status, direction: foundation.Direction) -> bytes:
     """A ZCL Default Response to a command that travelled in the opposite `direction`."""
     header = foundation.ZCLHeader.general(
         tsn=tsn, command_id=foundation.GeneralCommand.Default_Response, direction=direction

@@ -130,9 +130,14 @@ class Suite2Certificate:
         _need(self.issuer, EUI64_LENGTH, "suite-2 certificate issuer")
         _need(self.subject, EUI64_LENGTH, "suite-2 certificate subject")
         _need(self.reconstruction_point, 37, "suite-2 certificate reconstruction point")
-        for name, value, bits in (("valid from", self.valid_from, 40), ("valid to", self.valid_to, 32),
-                                  ("key usage", self.key_usage, 8), ("type", self.type, 8),
-                                  ("curve", self.curve, 8), ("hash", self.hash, 8)):
+        for name, value, bits in (
+            ("valid from", self.valid_from, 40),
+            ("valid to", self.valid_to, 32),
+            ("key usage", self.key_usage, 8),
+            ("type", self.type, 8),
+            ("curve", self.curve, 8),
+            ("hash", self.hash, 8),
+        ):
             if not 0 <= value < 1 << bits:
                 raise CertificateError(f"suite-2 certificate {name}: {value} (expected a {bits}-bit value)")
 
@@ -155,9 +160,15 @@ class Suite2Certificate:
 
     def to_bytes(self) -> bytes:
         return (
-            bytes([self.type]) + self.serial + bytes([self.curve, self.hash]) + self.issuer
-            + self.valid_from.to_bytes(5, "big") + self.valid_to.to_bytes(4, "big") + self.subject
-            + bytes([self.key_usage]) + self.reconstruction_point
+            bytes([self.type])
+            + self.serial
+            + bytes([self.curve, self.hash])
+            + self.issuer
+            + self.valid_from.to_bytes(5, "big")
+            + self.valid_to.to_bytes(4, "big")
+            + self.subject
+            + bytes([self.key_usage])
+            + self.reconstruction_point
         )
 
     def problems(self) -> tuple[CertificateProblem, ...]:
@@ -269,4 +280,3 @@ class DeviceCredentials:
                 "credentials: the private key does not match the certificate and CA public key (expected d·G = Q_U)"
             )
         return self
-

@@ -53,27 +53,39 @@ class CaPublic:
 
 
 def ca_text(ca: CertificateAuthority) -> str:
-    return _dump(FileKind.CA, ca.suite, {
-        "issuer": ca.issuer.hex().upper(),
-        "private_key": ca.private_key.to_bytes().hex().upper(),
-        "public_key": ca.public_key.to_bytes().hex().upper(),
-    })
+    return _dump(
+        FileKind.CA,
+        ca.suite,
+        {
+            "issuer": ca.issuer.hex().upper(),
+            "private_key": ca.private_key.to_bytes().hex().upper(),
+            "public_key": ca.public_key.to_bytes().hex().upper(),
+        },
+    )
 
 
 def ca_public_text(ca: CertificateAuthority) -> str:
-    return _dump(FileKind.CA_PUBLIC, ca.suite, {
-        "issuer": ca.issuer.hex().upper(),
-        "public_key": ca.public_key.to_bytes().hex().upper(),
-    })
+    return _dump(
+        FileKind.CA_PUBLIC,
+        ca.suite,
+        {
+            "issuer": ca.issuer.hex().upper(),
+            "public_key": ca.public_key.to_bytes().hex().upper(),
+        },
+    )
 
 
 def device_text(credentials: DeviceCredentials) -> str:
-    return _dump(FileKind.DEVICE, credentials.suite, {
-        "subject": credentials.certificate.subject.hex().upper(),
-        "certificate": credentials.certificate.to_bytes().hex().upper(),
-        "private_key": credentials.private_key.to_bytes().hex().upper(),
-        "ca_public_key": credentials.ca_public_key.to_bytes().hex().upper(),
-    })
+    return _dump(
+        FileKind.DEVICE,
+        credentials.suite,
+        {
+            "subject": credentials.certificate.subject.hex().upper(),
+            "certificate": credentials.certificate.to_bytes().hex().upper(),
+            "private_key": credentials.private_key.to_bytes().hex().upper(),
+            "ca_public_key": credentials.ca_public_key.to_bytes().hex().upper(),
+        },
+    )
 
 
 def _dump(kind: FileKind, suite: CryptoSuite, fields: dict[str, str]) -> str:
@@ -90,7 +102,7 @@ def kind_of(text: str, source: str) -> tuple[FileKind, dict[str, Any]]:
     kinds = {kind.value: kind for kind in FileKind}
     if not isinstance(data, dict) or data.get("format") not in kinds:
         raise CredentialFileError(
-            f"{source}: no \"format\" of {', '.join(sorted(kinds))} (expected an ota-emu CA or device credentials file)"
+            f'{source}: no "format" of {", ".join(sorted(kinds))} (expected an ota-emu CA or device credentials file)'
         )
     return kinds[data["format"]], data
 

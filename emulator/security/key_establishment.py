@@ -90,7 +90,8 @@ def suite_of(value: int) -> CryptoSuite:
             return suite
     raise MessageError(
         f"key establishment suite 0x{value:04X} (expected exactly one of "
-        + ", ".join(f"0x{s.bit:04X}" for s in CryptoSuite) + ")",
+        + ", ".join(f"0x{s.bit:04X}" for s in CryptoSuite)
+        + ")",
         TerminateStatus.UNSUPPORTED_SUITE,
     )
 
@@ -499,7 +500,8 @@ class Initiator(_Party):
         ephemeral_key: EphemeralSource = PrivateKey.generate,
     ) -> None:
         super().__init__(
-            credentials, partner,
+            credentials,
+            partner,
             ephemeral_data_generate_time=ephemeral_data_generate_time,
             confirm_key_generate_time=confirm_key_generate_time,
             transit_allowance=transit_allowance,
@@ -514,11 +516,13 @@ class Initiator(_Party):
             raise RuntimeError("key establishment already started")
         suite = choose_suite(self.credentials, partner_suites)
         if suite is None:
-            return self._finish(Failed(
-                TerminateStatus.UNSUPPORTED_SUITE,
-                f"partner supports suites 0x{partner_suites:04X} (expected one of 0x{self.supported_suites:04X})",
-                None,
-            ))
+            return self._finish(
+                Failed(
+                    TerminateStatus.UNSUPPORTED_SUITE,
+                    f"partner supports suites 0x{partner_suites:04X} (expected one of 0x{self.supported_suites:04X})",
+                    None,
+                )
+            )
         self.suite = suite
         self._wait(_State.WAIT_INITIATE, now, 0)
         return Step((InitiateKeyEstablishmentRequest(*self._initiate_fields(suite)),))
@@ -592,7 +596,8 @@ class Responder(_Party):
         ephemeral_key: EphemeralSource = PrivateKey.generate,
     ) -> None:
         super().__init__(
-            credentials, partner,
+            credentials,
+            partner,
             ephemeral_data_generate_time=ephemeral_data_generate_time,
             confirm_key_generate_time=confirm_key_generate_time,
             transit_allowance=transit_allowance,

@@ -380,8 +380,7 @@ RULES: dict[str, Rule[Any]] = {
         _check(
             "SE-01",
             "Joins only with its install-code-derived key",
-            "SE 07-5356 §5.4.8 (install codes: the initial link key is derived from the device's "
-            "install code), §5.4.1",
+            "SE 07-5356 §5.4.8 (install codes: the initial link key is derived from the device's install code), §5.4.1",
             MUST,
             "the CHF's Device Log holds another install code for the DUT, so the Transport-Key carrying the network "
             "key is under a key the DUT cannot derive: no frame from the DUT may follow; with its own code as control "

@@ -84,7 +84,7 @@ class EmulatedDut(DeviceUnderTest):
 
     def unable(self, ability: Ability) -> str:
         if ability is Ability.SMART_ENERGY:
-            return f"{self.description} has security = \"none\": it joins with the network key only and runs no CBKE"
+            return f'{self.description} has security = "none": it joins with the network key only and runs no CBKE'
         return super().unable(ability)
 
     async def start(self, link: Link) -> None:

@@ -100,8 +100,7 @@ DUT_TERMINATE = _waits(
     "Terminate Key Establishment from the DUT",
 )
 DUT_INITIATE = _waits(
-    lambda f: f.src != CHF_NWK
-    and ke_command(f, ke.ClientCommand.INITIATE_KEY_ESTABLISHMENT_REQUEST, to_client=False),
+    lambda f: f.src != CHF_NWK and ke_command(f, ke.ClientCommand.INITIATE_KEY_ESTABLISHMENT_REQUEST, to_client=False),
     "Initiate Key Establishment Request from the DUT",
 )
 DUT_ANY = _waits(lambda f: f.src != CHF_NWK, "any frame from the DUT")
@@ -312,9 +311,7 @@ async def se02_cbke_then_encrypted_ota(trial: Trial) -> Judgement:
                 evidence(ke_frames),
             )
         if isinstance(outcome, chf_ke.KeyEstablishmentFailed):
-            return failed(
-                f"CBKE with a valid CHF certificate failed: {outcome.status} ({outcome.reason})", ke_frames
-            )
+            return failed(f"CBKE with a valid CHF certificate failed: {outcome.status} ({outcome.reason})", ke_frames)
         mark = chf.mark()
         chf.notify(0, 100)
         query = await chf.expect(dut_sent("query_next_image"), trial.timing.response, mark)
@@ -411,9 +408,7 @@ async def _terminates(trial: Trial, lie: Lie) -> Judgement:
         ke_frames = chf.since(0, lambda f: f.cluster_id == KE_CLUSTER)
         told = session.server_app is not None and session.server_app.rewritten > 0
         if not told:
-            raise Inconclusive(
-                f"the exchange ended before the CHF could present {lie.value}", evidence(ke_frames)
-            )
+            raise Inconclusive(f"the exchange ended before the CHF could present {lie.value}", evidence(ke_frames))
         if terminate is None:
             ota = chf.since(chf.after(initiate), dut_sent("query_next_image"))
             went_on = " and went on to query for an image" if ota else ""
@@ -496,9 +491,7 @@ async def se06_clear_ota_refused(trial: Trial) -> Judgement:
             )
         said = [e for e in session.dut_events if isinstance(e, sev.FrameDropped) and e.cluster_id == frames.CLUSTER_ID]
         note = f" (and reported dropping them: {said[0].reason})" if said else ""
-        once = (
-            "; its one query in between is the periodic one a client may send at any time" if drawn else ""
-        )
+        once = "; its one query in between is the periodic one a client may send at any time" if drawn else ""
         return passed(
             f"ignored {CLEAR_PROBES} unicast Image Notifies sent without APS encryption{note}{once}; queried after "
             "the same notify APS-encrypted",

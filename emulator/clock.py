@@ -20,6 +20,12 @@ could add nothing to the clock, and the loop ran the same timer forever at the s
 still stop moving time while callbacks keep coming, the loop raises `Stalled` with the culprit, instead of
 spinning.
 
+Timers due more than `FAR_TIMER_SECONDS` ahead wait in a queue of their own and join asyncio's timer heap only
+when time comes within that distance of them. asyncio compares its timers with a Python method, and every frame on
+the virtual air is a timer: with a thousand devices' timeouts, waits and query intervals in the same heap, each
+frame paid for the depth of a heap of thousands. The far queue is ordered by (deadline, sequence) tuples, which
+compare in C.
+
 ZCL UTCTime (seconds since 2000-01-01 00:00 UTC) is derived from the same loop clock, anchored at the moment
 the clock was created, so protocol time and the times written into frames agree.
 """
@@ -28,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import math
 import selectors
 import time
@@ -51,10 +59,22 @@ STALL_ITERATIONS = 200_000
 # While a thread works for the loop, how long one real wait for I/O lasts before the loop looks again (the thread's
 # result wakes it at once; this only bounds a wait whose future was cancelled while its thread still runs).
 THREAD_POLL = 0.05
+# Timers due further ahead than this (s) wait in the loop's far queue until time comes this close to them.
+FAR_TIMER_SECONDS = 1.0
 
 
 class Stalled(RuntimeError):
     """The virtual clock stopped: callbacks keep running at one instant and time never moves on."""
+
+
+class _FarTimer(asyncio.TimerHandle):
+    """A timer made while due further ahead than FAR_TIMER_SECONDS; `waiting` while it is in the far queue."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.waiting = True
 
 
 class _VirtualSelector(selectors.BaseSelector):
@@ -81,6 +101,9 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout == 0:
             self._loop.same_instant()
             return ready
+        far = self._loop.until_far_timer()
+        if far is not None and (timeout is None or far < timeout):
+            timeout = far
         if timeout is None or self._loop.threads_working:
             # No timer is due, or a thread is working for the loop: only I/O or that thread can move the run on,
             # so wait for it for real (a thread's result arrives through the loop's self-pipe).
@@ -108,6 +131,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._idle_iterations = 0
         self._threads_working = 0
         self._stall_iterations = stall_iterations
+        self._far: list[tuple[float, int, _FarTimer]] = []
+        self._far_order = itertools.count()
+        self._far_cancelled = 0
         super().__init__(selector=_VirtualSelector(self))
         # asyncio runs a timer when it is due before now + resolution. Half a tick: a timer on the current
         # tick runs, one on the next tick waits for the clock to get there.
@@ -128,7 +154,54 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.TimerHandle:
-        return super().call_at(self._deadline(when), callback, *args, context=context)
+        when = self._deadline(when)
+        if not math.isfinite(when) or when - self.time() <= FAR_TIMER_SECONDS:
+            return super().call_at(when, callback, *args, context=context)
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+        handle = _FarTimer(when, callback, args, self, context)
+        heapq.heappush(self._far, (when, next(self._far_order), handle))
+        return handle
+
+    def until_far_timer(self) -> float | None:
+        """Seconds until the first timer of the far queue is due, or None when it is empty."""
+        return self._far[0][0] - self.time() if self._far else None
+
+    def _bring_near(self) -> None:
+        """Move the far timers now within FAR_TIMER_SECONDS into asyncio's heap (cancelled ones are dropped)."""
+        horizon = self.time() + FAR_TIMER_SECONDS
+        far = self._far
+        scheduled = self._asyncio_timers()
+        while far and far[0][0] <= horizon:
+            handle = heapq.heappop(far)[2]
+            handle.waiting = False
+            if handle.cancelled():
+                self._far_cancelled -= 1
+                continue
+            heapq.heappush(scheduled, handle)
+            handle._scheduled = True  # type: ignore[attr-defined]  # as asyncio's call_at marks it
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        """asyncio counts cancelled timers in its heap to purge them; those still in the far queue are counted
+        here, and purged once they are half of it."""
+        if not (isinstance(handle, _FarTimer) and handle.waiting):
+            super()._timer_handle_cancelled(handle)  # type: ignore[misc]
+            return
+        self._far_cancelled += 1
+        if self._far_cancelled > len(self._far) // 2 and len(self._far) > 100:
+            for _, _, dropped in self._far:
+                dropped.waiting = not dropped.cancelled() and dropped is not handle  # `handle` is being cancelled
+            self._far = [entry for entry in self._far if entry[2].waiting]
+            heapq.heapify(self._far)
+            self._far_cancelled = 0
+
+    def _asyncio_timers(self) -> list[asyncio.TimerHandle]:
+        timers: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]  # asyncio's own heap
+        return timers
+
+    def close(self) -> None:
+        self._far.clear()
+        super().close()
 
     def _deadline(self, when: float) -> float:
         """`when` rounded up to a tick; a deadline after now is at least one tick after now. A deadline already
@@ -159,6 +232,8 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         if step:
             self._ticks += step
             self._idle_iterations = 0
+            if self._far:
+                self._bring_near()
         else:
             self.same_instant()
 
@@ -177,7 +252,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         # asyncio's own queues: the timer heap and the callbacks ready to run.
         scheduled: list[asyncio.TimerHandle] = getattr(self, "_scheduled", [])
         ready: Any = getattr(self, "_ready", ())
-        pending = [h for h in scheduled if not h.cancelled()]
+        pending = [h for h in scheduled if not h.cancelled()] + [h for _, _, h in self._far if not h.cancelled()]
         culprit = min(pending, key=lambda h: h.when(), default=None) or (ready[0] if ready else None)
         return (
             f"virtual time stopped at {self.time():.6f} s: {self._stall_iterations} loop iterations ran without it "

@@ -66,6 +66,21 @@ async def test_airtime_serialises_frames_on_one_channel():
     assert all(later - earlier == pytest.approx(airtime) for earlier, later in itertools.pairwise(times))
 
 
+async def test_a_frame_that_would_wait_too_long_for_the_channel_is_lost():
+    air = Air(link=LinkModel(latency=0.0), channel_wait=0.05)
+    sender, receiver = Node(1), Node(2)
+    air.attach(sender)
+    air.attach(receiver)
+    airtime = (100 + 33) * 8 / 250_000  # 4.256 ms a frame: the 13th would wait 51 ms for the 12 before it
+    sent = [air.send(packet(1, 2, bytes([index]) * 100)) for index in range(20)]
+    assert sent == [True] * 12 + [False] * 8 and air.stats["channel_busy"] == 8
+    await asyncio.sleep(1)
+    assert [data[0] for _, data in receiver.got] == list(range(12))
+    assert air.send(packet(1, 2, bytes(100)))  # the channel is free again
+    await asyncio.sleep(1)
+    assert receiver.got[-1][0] - receiver.got[-2][0] > 1 - 12 * airtime
+
+
 async def test_sleepy_node_gets_held_frames_only_when_it_polls_and_they_expire():
     air = Air(indirect_timeout=7.68)
     coordinator, sleepy = Node(0), Node(5, sleepy=True)

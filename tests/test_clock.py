@@ -64,6 +64,23 @@ async def test_protocol_time_rearm_with_rounding_ends() -> None:
     assert finished - last >= timeout and runs <= 3
 
 
+async def test_far_and_near_timers_run_at_their_times_in_order_and_cancelled_ones_never() -> None:
+    loop = asyncio.get_running_loop()
+    ran: list[tuple[float, float]] = []
+    rng = random.Random(4)
+    delays = [rng.choice([rng.uniform(0, 2 * clock.FAR_TIMER_SECONDS), rng.uniform(0, 600)]) for _ in range(400)]
+    handles = [loop.call_later(delay, lambda d=delay: ran.append((loop.time(), d))) for delay in delays]
+    assert isinstance(loop, clock.VirtualTimeLoop) and loop.until_far_timer() is not None
+    cancelled = set(rng.sample(range(len(handles)), 300))  # enough for the far queue to purge them
+    for index in cancelled:
+        handles[index].cancel()
+    start = loop.time()
+    await asyncio.sleep(601)
+    kept = sorted(delay for index, delay in enumerate(delays) if index not in cancelled)
+    assert [delay for _, delay in ran] == kept
+    assert all(at == pytest.approx(start + delay, abs=1e-6) for at, delay in ran)
+
+
 def test_a_run_that_stops_moving_time_ends_with_a_clear_message() -> None:
     async def spin() -> None:
         loop = asyncio.get_running_loop()

@@ -59,6 +59,7 @@ DEFAULT_SCALE = "1,10,100,1000,10000"
 ONE_DEVICE_RATE = 12_000  # block round trips per CPU-second, one device
 SCALE_CPU_RATIO = 1.25  # CPU per block at 1,000 devices over one device's
 RSS_LIMITS_MIB = {1000: 150, 10000: 1024}
+PROGRESS_EVERY = 3600.0  # protocol seconds between progress lines of a scale row
 SECURE_FLOOR = 5_000
 
 
@@ -115,8 +116,10 @@ async def _scale_row(devices: int, size: int, security: str) -> Row:
     han = Han(chf, profiles, [_image(profiles[0], size, [p.ieee for p in profiles])], HanOptions(start_utc=START))
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await han.start()
+    reporter = asyncio.get_running_loop().create_task(_report_progress(han, cpu0))
     settled = await han.settle(30 * 86400)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    reporter.cancel()
     summaries = han.summaries.values()
     row = Row(
         devices=devices,
@@ -133,6 +136,21 @@ async def _scale_row(devices: int, size: int, security: str) -> Row:
     return row
 
 
+async def _report_progress(han: Han, cpu0: float) -> None:
+    """A line on stderr every protocol hour, so a long row shows it is moving."""
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        summaries = han.summaries.values()
+        upgraded = sum(1 for s in summaries if s.result == "upgraded")
+        blocks = sum(transfer.blocks for transfer in han.server.transfers.values())
+        print(
+            f"    ... {han.clock.now() / 3600:.0f} h: {upgraded:,}/{len(summaries):,} upgraded, {blocks:,} blocks, "
+            f"{time.process_time() - cpu0:.0f} CPU s, RSS {_peak_rss_mib():.0f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def scale_point(devices: int, size_kib: int, security: str) -> None:
     """One row, printed as JSON (what `part_scale` runs in a fresh process)."""
     row = clock.run(lambda: _scale_row(devices, size_kib * 1024, security), virtual=True)
@@ -141,7 +159,8 @@ def scale_point(devices: int, size_kib: int, security: str) -> None:
 
 def _run_point(devices: int, size_kib: int, security: str) -> Row:
     command = [sys.executable, __file__, "--point", str(devices), "--scale-size", str(size_kib)]
-    done = subprocess.run([*command, "--security", security], check=True, capture_output=True, text=True)
+    # stderr passes through: a long row's progress lines show.
+    done = subprocess.run([*command, "--security", security], check=True, stdout=subprocess.PIPE, text=True)
     return Row(**json.loads(done.stdout.splitlines()[-1]))
 
 

@@ -3,7 +3,10 @@
 Everything on the HAN — the CHF's radio (a loopback zigpy app, or the virtual NCP) and every emulated device —
 is a node on one `Air`. A frame's fate is decided when it is sent: per-link latency, loss, duplication and
 reordering, plus airtime from the frame's length at 250 kbit/s on one shared channel, so a thousand devices
-contend for the medium the way they would on 2.4 GHz. Sleepy end devices (rx off when idle) only receive what
+contend for the medium the way they would on 2.4 GHz: a frame waits for the frames before it, and one that would
+wait longer than `channel_wait` is lost, as a radio gives up after its CSMA-CA backoffs and retries rather than
+queueing without end (an unbounded queue turned a burst of thousands of joins into minutes of stale frames that
+every node still answered). Sleepy end devices (rx off when idle) only receive what
 their parent holds for them when they poll; frames older than the indirect-transmission timeout are dropped,
 as a real parent drops them. All randomness comes from one seeded generator and all delays from the event
 loop's clock, so a run is deterministic for a given seed (and fast on virtual time).
@@ -40,6 +43,10 @@ DATA_RATE_BPS = 250_000
 FRAME_OVERHEAD_BYTES = 33
 # bellows configures CONFIG_INDIRECT_TRANSMISSION_TIMEOUT = 7680 ms; real parents use the same order.
 INDIRECT_TRANSMISSION_TIMEOUT = 7.68
+# The longest a frame waits for the channel before it is lost (s). 802.15.4 CSMA-CA gives up after four backoffs
+# of at most 31 unit periods (~40 ms) and the MAC retries three times, so a radio abandons a frame within a few
+# tenths of a second; a second leaves room for a coordinator's transmit queue too.
+CHANNEL_WAIT = 1.0
 # zigpy enum members looked up once (each look-up on the class is a call): the air reads them for every frame.
 _BROADCAST = t.AddrMode.Broadcast
 _GROUP = t.AddrMode.Group
@@ -119,11 +126,13 @@ class Air:
         link: LinkModel | None = None,
         indirect_timeout: float = INDIRECT_TRANSMISSION_TIMEOUT,
         airtime: bool = True,
+        channel_wait: float = CHANNEL_WAIT,
     ) -> None:
         self.rng = random.Random(seed)
         self.default_link = link or LinkModel()
         self.indirect_timeout = indirect_timeout
         self.airtime = airtime
+        self.channel_wait = channel_wait
         self.stats: Counter[str] = Counter()
         self._nodes: dict[int, Node] = {}
         self._by_ieee: dict[t.EUI64, Node] = {}
@@ -195,6 +204,8 @@ class Air:
         frame was lost on a unicast link), which the sender's stack reports as a delivery failure."""
         loop = asyncio.get_running_loop()
         on_air = self._occupy_channel(loop.time(), packet)
+        if on_air is None:
+            return False
         src: int = cast(int, packet.src.address) if packet.src is not None else COORDINATOR_NWK
         dst = packet.dst
         if dst is None:
@@ -219,10 +230,13 @@ class Air:
             loop.call_at(when, self._deliver_if_attached if node.rx_on_when_idle else self._hold, node, packet)
         return bool(arrivals)
 
-    def _occupy_channel(self, now: float, packet: t.ZigbeePacket) -> float:
-        """Queue `packet` on the one channel after the frames before it; when its transmission ends. The taps
-        see it then."""
+    def _occupy_channel(self, now: float, packet: t.ZigbeePacket) -> float | None:
+        """Queue `packet` on the one channel after the frames before it; when its transmission ends (the taps
+        see it then), or None when it would wait longer than `channel_wait` (lost: channel access failure)."""
         start = max(now, self._channel_free_at)
+        if start - now > self.channel_wait:
+            self.stats["channel_busy"] += 1
+            return None
         if self.airtime:
             start += (len(packet.data.serialize()) + FRAME_OVERHEAD_BYTES) * 8 / DATA_RATE_BPS
         self._channel_free_at = start

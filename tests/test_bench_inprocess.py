@@ -20,7 +20,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_quick_scale_table_has_a_row_per_device_count_with_every_device_upgraded() -> None:
-    done = run_bench("--part", "scale", "--scale", "1,3", "--scale-size", "2")
+    done = run_bench("--part", "scale", "--scale", "1,3", "--scale-size", "2", "--repeat-to", "4")
     assert done.returncode == 0, done.stderr
     rows = {}
     for line in done.stdout.splitlines():

@@ -7,7 +7,9 @@ scale   A table, one row per device count (`--scale 1,10,100,1000,10000`): N PPM
         (WAIT_FOR_DATA), as a real CHF on one 2.4 GHz channel must. Each row runs in a fresh process, so its peak
         RSS is its own. CPU per block is the whole run's CPU (joins, zigpy's interviews, queries, downloads, waits,
         verification, activation) over the blocks served: every device downloads the same image, so what each
-        device costs once weighs the same in every row, and what grows with N shows as a growing figure.
+        device costs once weighs the same in every row, and what grows with N shows as a growing figure. A row of
+        fewer than 100 devices (`--repeat-to`) repeats its run, each a new HAN, until 100 devices have upgraded,
+        so that its figure rests on as many blocks; the columns are per run.
 one     One device downloads a 256 KiB image (`--size`): block round trips per CPU-second over the download alone
         (DownloadStarted to ImageVerified), the CPU of the whole process (device, air, zigpy loopback app, server).
 zigpy   The same workload served by zigpy's own `update_firmware()` on the same loopback radio, and our ratio.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import resource
 import subprocess
@@ -151,20 +154,39 @@ async def _report_progress(han: Han, cpu0: float) -> None:
         )
 
 
-def scale_point(devices: int, size_kib: int, security: str) -> None:
-    """One row, printed as JSON (what `part_scale` runs in a fresh process)."""
-    row = clock.run(lambda: _scale_row(devices, size_kib * 1024, security), virtual=True)
-    print(json.dumps(asdict(row) | {"peak_rss_mib": _peak_rss_mib()}))
+def scale_point(devices: int, size_kib: int, security: str, repeat_to: int) -> None:
+    """One row, printed as JSON (what `part_scale` runs in a fresh process). A row of fewer than `repeat_to`
+    devices repeats its run until that many devices have upgraded, so that its CPU per block is
+    measured over as many blocks as the others (one device's 32 KiB are 40 ms of CPU); each run is a new HAN
+    with its own CHF, whose start (~3 ms) the row's CPU includes once per run."""
+    runs = [
+        clock.run(lambda: _scale_row(devices, size_kib * 1024, security), virtual=True)
+        for _ in range(max(1, math.ceil(repeat_to / devices)))
+    ]
+    count = len(runs)
+    row = Row(
+        devices=devices,
+        upgraded=min(run.upgraded for run in runs),
+        blocks=sum(run.blocks for run in runs) // count,
+        waits=sum(run.waits for run in runs) // count,
+        cpu=sum(run.cpu for run in runs) / count,
+        wall=sum(run.wall for run in runs) / count,
+        protocol_hours=sum(run.protocol_hours for run in runs) / count,
+        peak_rss_mib=_peak_rss_mib(),
+        settled=all(run.settled for run in runs),
+    )
+    print(json.dumps(asdict(row)))
 
 
-def _run_point(devices: int, size_kib: int, security: str) -> Row:
+def _run_point(devices: int, size_kib: int, security: str, repeat_to: int) -> Row:
     command = [sys.executable, __file__, "--point", str(devices), "--scale-size", str(size_kib)]
+    command += ["--repeat-to", str(repeat_to)]
     # stderr passes through: a long row's progress lines show.
     done = subprocess.run([*command, "--security", security], check=True, stdout=subprocess.PIPE, text=True)
     return Row(**json.loads(done.stdout.splitlines()[-1]))
 
 
-def part_scale(counts: Sequence[int], size_kib: int, security: str) -> list[Row]:
+def part_scale(counts: Sequence[int], size_kib: int, security: str, repeat_to: int = 100) -> list[Row]:
     print(
         f"(scale) N devices x {size_kib} KiB, {BLOCK}-byte blocks, security {security}, CHF admits "
         f"{CONCURRENT_DOWNLOADS} downloads at a time; each row in a fresh process"
@@ -176,7 +198,7 @@ def part_scale(counts: Sequence[int], size_kib: int, security: str) -> list[Row]
     print(header)
     rows = []
     for devices in counts:
-        row = _run_point(devices, size_kib, security)
+        row = _run_point(devices, size_kib, security, repeat_to)
         rows.append(row)
         print(
             f"{row.devices:>8,} {f'{row.upgraded}/{row.devices}':>9} {row.blocks:>10,} {row.waits:>8,} "
@@ -184,7 +206,8 @@ def part_scale(counts: Sequence[int], size_kib: int, security: str) -> list[Row]
             f"{row.protocol_hours:>11.2f} {row.peak_rss_mib:>13.0f}" + ("" if row.settled else "  NOT all settled"),
             flush=True,
         )
-    _scale_verdicts(rows)
+    if security == "none":  # the targets are set for the OTA path without security
+        _scale_verdicts(rows)
     return rows
 
 
@@ -193,7 +216,10 @@ def _scale_verdicts(rows: Sequence[Row]) -> None:
     one = by_count.get(1)
     if one is not None:
         verdict = "meets" if one.blocks_per_cpu_second >= ONE_DEVICE_RATE else "BELOW"
-        print(f"  1 device: {one.blocks_per_cpu_second:,.0f} blocks per CPU-second ({verdict} {ONE_DEVICE_RATE:,})")
+        print(
+            f"  1 device: {one.blocks_per_cpu_second:,.0f} blocks per CPU-second over the whole run ({verdict} "
+            f"{ONE_DEVICE_RATE:,})"
+        )
     for count in sorted(by_count):
         if count > 1 and one is not None:
             ratio = by_count[count].cpu_us_per_block / one.cpu_us_per_block
@@ -354,10 +380,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scale-size", type=int, default=32, help="image size for the scale rows, KiB")
     parser.add_argument("--size", type=int, default=256, help="image size for one, zigpy and se, KiB")
     parser.add_argument("--security", choices=["none", "se"], default="none", help="security of the scale rows")
+    parser.add_argument(
+        "--repeat-to", type=int, default=100, help="a smaller scale row repeats its run until this many devices"
+    )
     parser.add_argument("--point", type=int, help=argparse.SUPPRESS)  # one scale row, as JSON (a fresh process)
     args = parser.parse_args(argv)
     if args.point is not None:
-        scale_point(args.point, args.scale_size, args.security)
+        scale_point(args.point, args.scale_size, args.security, args.repeat_to)
         return
     ours = None
     if args.part in ("one", "all"):
@@ -367,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.part in ("se", "all"):
         part_se(args.size)
     if args.part in ("scale", "all"):
-        part_scale(args.scale, args.scale_size, args.security)
+        part_scale(args.scale, args.scale_size, args.security, args.repeat_to)
 
 
 if __name__ == "__main__":

@@ -300,7 +300,7 @@ class Han:
 
     def _on_device_event(self, summary: DeviceSummary | None, event: Event) -> None:
         # What recurs per block or per request is folded into the summary, not kept: a thousand downloads are
-        # half a million blocks, and a busy CHF tells each waiting device to come back every minute.
+        # half a million blocks, and a busy CHF tells each device it cannot admit yet to come back, again and again.
         if isinstance(event, device_events.Progress):
             if summary is not None:
                 summary.offset, summary.size = event.offset, event.size

@@ -91,6 +91,22 @@ def load_credentials(path: str, source: str, what: str) -> dict[CryptoSuite, Dev
     return {credentials.suite: credentials}
 
 
+def drop_reporter(device: Any) -> Callable[[DroppedFrame], None]:
+    """What a device's secure radio calls for a frame it drops: a `FrameDropped` event in the device's own
+    events, wherever the device runs (the in-process HAN, or inside `ota-emu ncp`)."""
+
+    def dropped(frame: DroppedFrame) -> None:
+        device.emit(
+            sev.FrameDropped,
+            cluster_id=frame.cluster_id,
+            command_id=frame.command_id,
+            reason=frame.reason.value,
+            detail=frame.detail,
+        )
+
+    return dropped
+
+
 class HanSecurity:
     """The security of one HAN run; `enabled` is False when no profile asks for Smart Energy security."""
 
@@ -209,16 +225,7 @@ class HanSecurity:
             return
         profile: DeviceProfile = device.profile
 
-        def dropped(frame: DroppedFrame) -> None:
-            device.emit(
-                sev.FrameDropped,
-                cluster_id=frame.cluster_id,
-                command_id=frame.command_id,
-                reason=frame.reason.value,
-                detail=frame.detail,
-            )
-
-        radio.on_drop = dropped
+        radio.on_drop = drop_reporter(device)
         if self.trust_centre is not None:
             radio.admission = lambda node: self._admit(device, radio)
         if profile.security == SE:

@@ -30,10 +30,10 @@ from emulator.chf.se_credentials import credentials_for
 from emulator.chf.trust_centre import open_transport_key
 from emulator.device import security_events as sev
 from emulator.device.key_establishment import KeyEstablishmentClient
-from emulator.han.security import SE, install_code_of
+from emulator.han.security import SE, drop_reporter, install_code_of
 from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.profiles import DeviceProfile
-from emulator.radio.secure import DroppedFrame, SecureRadio
+from emulator.radio.secure import SecureRadio
 from emulator.security import aps
 from emulator.security.ccm import FrameSecurityError
 from emulator.security.keystore import KeyOrigin, SecurityContext
@@ -64,16 +64,7 @@ class NcpDeviceSecurity:
             device.before_ota = admitted
             return
 
-        def dropped(frame: DroppedFrame) -> None:
-            device.emit(
-                sev.FrameDropped,
-                cluster_id=frame.cluster_id,
-                command_id=frame.command_id,
-                reason=frame.reason.value,
-                detail=frame.detail,
-            )
-
-        radio.on_drop = dropped
+        radio.on_drop = drop_reporter(device)
         radio.admission = lambda node: self._admit(device, radio)
         credentials = credentials_for(
             profile.ieee, profile.cbke_suite, profile.cbke_credentials, profile.source, f"device {profile.ieee}"

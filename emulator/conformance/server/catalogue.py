@@ -1,7 +1,8 @@
-"""The server check catalogue S-01…S-18 (ZCL r7 §11.13, OTA spec 09-5264 r23 §6.10): every rule the bench holds
-an OTA server to, with the play step (`scenarios.py`: scripted probes play an OTA client's side) that records
-the exchange and the judge (`judges.py`: pure, it reads the recorded bytes) that decides it. Checks that read
-the same exchange name the same play and share one run of it (`emulator/conformance/check.py: Rule`).
+"""The server check catalogue S-01…S-21 (ZCL r7 §11.13, OTA spec 09-5264 r23 §6.10; Smart Energy security, ZSE
+07-5356 §5.4 and Annex C): every rule the bench holds an OTA server to, with the play step (`scenarios.py`:
+scripted probes play an OTA client's side) that records the exchange and the judge (`judges.py`,
+`security_judges.py`: pure, they read the recorded bytes) that decides it. Checks that read the same exchange name
+the same play and share one run of it (`emulator/conformance/check.py: Rule`).
 
 A check judges what the specification leaves to the server (version policy, page support, rate limiting)
 against what the target *declares* (`Claims`): our CHF declares its profile, zigpy what its code does. A server
@@ -36,6 +37,7 @@ from emulator.conformance.server.judges import (
     judge_versions,
 )
 from emulator.conformance.server.plan import MAX_DATA_SIZE, SMALL_DATA_SIZE
+from emulator.conformance.server.security_judges import judge_clear_ota, judge_other_subject, judge_unknown_issuer
 from emulator.conformance.server.transcript import Transcript
 
 BOTH = ("ours", "zigpy")
@@ -291,6 +293,43 @@ _CATALOGUE = [
         "outcome each: 0 (0x8F8A), 2, 3 and 1 (0x8F89).",
         OURS_ONLY,
         "a GB CHF duty: zigpy's OTA server raises no CCS08 Firmware Transfer Alerts",
+    ),
+    _entry(
+        "S-19",
+        "OTA requests without APS encryption from a keyed device are dropped",
+        "SE 07-5356 §5.4.6 (OTA Upgrade cluster frames are APS-encrypted with the link key), §5.4.7 and Annex C.4.2 "
+        "(the link key comes from CBKE after joining)",
+        _MUST,
+        "se-clear-ota",
+        judge_clear_ota,
+        "A probe joins with its install-code key (the CHF's Device Log holds it), completes CBKE with a certificate "
+        "of the server's CA, then sends Query Next Image and Image Block Requests without APS encryption: no OTA "
+        "answer may come. The same requests APS-encrypted with the CBKE link key must be answered (control). Not "
+        "applicable to a server without a Key Establishment server.",
+    ),
+    _entry(
+        "S-20",
+        "A certificate of an unknown issuer is terminated UNKNOWN_ISSUER",
+        "SE 07-5356 §5.4.7, Annex C.3.1 (Terminate Key Establishment status UNKNOWN_ISSUER 0x01), C.4.2.2",
+        _MUST,
+        "se-certificate",
+        judge_unknown_issuer,
+        "A joined probe sends Initiate Key Establishment Request with a certificate from a CA the server does not "
+        "know: the answer must be Terminate Key Establishment status 0x01 and no Initiate Key Establishment "
+        "Response (so no link key can follow). A genuine certificate must draw the Response (control).",
+    ),
+    _entry(
+        "S-21",
+        "A certificate naming another EUI-64 is terminated BAD_MESSAGE",
+        "SE 07-5356 §5.4.7, Annex C.3.1 (Terminate Key Establishment status BAD_MESSAGE 0x03), C.4.2.2 (the "
+        "initiator's certificate must name the initiator's EUI-64)",
+        _MUST,
+        "se-certificate",
+        judge_other_subject,
+        "A joined probe sends Initiate Key Establishment Request with a genuine certificate of the server's CA "
+        "issued to another EUI-64: the answer must be Terminate Key Establishment status 0x03 (as Silicon Labs' "
+        "stack sends) and no Initiate Key Establishment Response. A genuine certificate must draw the Response "
+        "(control).",
     ),
 ]
 RULES: dict[str, Rule[Transcript]] = {rule.check.id: rule for rule in _CATALOGUE}

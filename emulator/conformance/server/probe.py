@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,8 @@ class Probe:
 
     rx_on_when_idle = True
 
-    def __init__(self, air: Air, clock: Clock, identity: ProbeIdentity, *, server_endpoint: int = 1) -> None:
+    def __init__(self, air: Air | Any, clock: Clock, identity: ProbeIdentity, *, server_endpoint: int = 1) -> None:
+        # The air itself, or a `radio.secure.SecureRadio` over it when the bench speaks Smart Energy security.
         self.air = air
         self.clock = clock
         self.identity = identity
@@ -143,6 +145,9 @@ class Probe:
         self._inbox: asyncio.Queue[FrameRecord] = asyncio.Queue()
         self._notified = asyncio.Event()
         self._tsn = 0x40
+        # Handlers offered every frame of a cluster the probe does not answer itself (Key Establishment); True
+        # takes it.
+        self.taps: list[Callable[[t.ZigbeePacket], bool]] = []
 
     # -- sending ------------------------------------------------------------------------------------------
 
@@ -150,14 +155,17 @@ class Probe:
         self._tsn = (self._tsn + 1) & 0xFF
         return self._tsn
 
-    def send_raw(self, data: bytes) -> FrameRecord:
-        """Exactly these ZCL bytes to the server's OTA cluster (malformed on purpose, when a check says so)."""
+    def send_raw(
+        self, data: bytes, *, cluster_id: int = frames.CLUSTER_ID, profile_id: int | None = None
+    ) -> FrameRecord:
+        """Exactly these ZCL bytes to the server's OTA cluster (malformed on purpose, when a check says so), or
+        to another of its clusters."""
         packet = self._packet(
             t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(COORDINATOR_NWK)),
             self.identity.endpoint,
             self.server_endpoint,
-            self.identity.profile_id,
-            frames.CLUSTER_ID,
+            self.identity.profile_id if profile_id is None else profile_id,
+            cluster_id,
             data,
         )
         sent = server_frame(packet, self.clock.now())
@@ -314,6 +322,8 @@ class Probe:
             self._on_zdo(packet, data)
             return
         if packet.dst_ep not in (self.identity.endpoint, zdo.BROADCAST_ENDPOINT) or not data:
+            return
+        if any(tap(packet) for tap in self.taps):
             return
         if packet.cluster_id == frames.CLUSTER_ID:
             self._on_ota(packet, data)

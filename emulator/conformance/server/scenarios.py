@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from emulator.conformance.server.answers import first_block
+from emulator.conformance.server.keys import KeyProbe, Presented, holds_link_key, in_clear, presented_credentials
 from emulator.conformance.server.plan import (
     CONCURRENT_DATA_SIZE,
     FAILED_END_STATUSES,
@@ -24,11 +25,12 @@ from emulator.conformance.server.plan import (
     SPECIFIC_IMAGE_TYPE,
     TARGET_IEEES,
 )
-from emulator.conformance.server.probe import wait_seconds
+from emulator.conformance.server.probe import Exchange, Probe, wait_seconds
 from emulator.conformance.server.targets import Bench, OursBench, ScenarioError
-from emulator.conformance.server.transcript import Transcript
+from emulator.conformance.server.transcript import KeyRecord, OtaAttempt, Transcript
 from emulator.gb.codes import TransferResponse
 from emulator.ota.frames import Status
+from emulator.security import key_establishment as ke
 
 Scenario = Callable[[Bench, Transcript], Awaitable[None]]
 
@@ -271,6 +273,57 @@ async def play_transfer_alerts(bench: Bench, tr: Transcript) -> None:
     }
 
 
+def _outcome_text(outcome: ke.Outcome | None) -> str:
+    if outcome is None:
+        return "the server did not answer key establishment"
+    if isinstance(outcome, ke.Established):
+        return f"CBKE completed with suite {outcome.suite.value}"
+    status = outcome.status.name if outcome.status is not None else "TIMEOUT"
+    return f"key establishment ended {status}: {outcome.reason}"
+
+
+async def _establish(bench: Bench, probe: Probe, keys: KeyProbe, record: KeyRecord, presented: Presented) -> str:
+    """Read the server's suites, then CBKE presenting `presented`; the attempt goes into `record`."""
+    read, suites = await keys.read_suites()
+    credentials = presented_credentials(presented, probe.ieee, bench.issue)
+    exchanges, outcome = await keys.establish(presented.name.lower().replace("_", " "), credentials, suites)
+    record.attempts[presented.name] = [read, *exchanges]
+    return _outcome_text(outcome)
+
+
+async def play_se_clear_ota(bench: Bench, tr: Transcript) -> None:
+    """Join with the install-code key, complete CBKE, then ask for the image in the clear and APS-encrypted."""
+    probe = await bench.join(0)
+    keys = KeyProbe(probe, bench.app.ieee)
+    record = tr.keys = KeyRecord()
+    record.outcome = await _establish(bench, probe, keys, record, Presented.GENUINE)
+    record.link_key = holds_link_key(probe, bench.app.ieee)
+    key = bench.offer.key
+
+    async def requests(how: str) -> list[Exchange]:
+        return [
+            tr.add(await probe.query(f"query {how}")),
+            tr.add(await probe.block(f"block @0 {how}", key, 0, MAX_DATA_SIZE)),
+        ]
+
+    async with bench.window(probe):
+        with in_clear(probe):
+            record.requests += [OtaAttempt(e, False) for e in await requests("without APS encryption")]
+        if record.link_key:
+            record.requests += [OtaAttempt(e, True) for e in await requests("APS-encrypted with the link key")]
+
+
+async def play_se_certificate(bench: Bench, tr: Transcript) -> None:
+    """Initiate Key Establishment with a certificate of an unknown issuer, then with one naming another EUI-64,
+    then (control) with a genuine one."""
+    probe = await bench.join(0)
+    keys = KeyProbe(probe, bench.app.ieee)
+    record = tr.keys = KeyRecord()
+    for presented in (Presented.UNKNOWN_ISSUER, Presented.OTHER_SUBJECT, Presented.GENUINE):
+        record.outcome = await _establish(bench, probe, keys, record, presented)
+    record.link_key = holds_link_key(probe, bench.app.ieee)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "query": play_query,
     "hardware": play_hardware,
@@ -290,4 +343,6 @@ SCENARIOS: dict[str, Scenario] = {
     "malformed": play_malformed,
     "notify": play_notify,
     "transfer-alerts": play_transfer_alerts,
+    "se-clear-ota": play_se_clear_ota,
+    "se-certificate": play_se_certificate,
 }

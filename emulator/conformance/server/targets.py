@@ -18,19 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+import zigpy.types as t
 from zigpy.device import ZigbeeDevice
 from zigpy.ota import OtaImageWithMetadata
 from zigpy.ota.image import parse_ota_image
 from zigpy.ota.providers import BaseOtaImageMetadata
 from zigpy.zcl import foundation
 
-from emulator.chf.events import TransferOutcome
+from emulator.chf.events import ServerEvent, TransferOutcome
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage, ImageStore
 from emulator.clock import Clock
+from emulator.conformance.server.keys import BlindKeyServerApp, ServerFault, secure_probe_radio
 from emulator.conformance.server.plan import (
     CURRENT_VERSION,
     FIRST_PROBE_NWK,
@@ -51,10 +53,19 @@ from emulator.conformance.server.plan import (
 )
 from emulator.conformance.server.probe import Probe, ProbeIdentity
 from emulator.conformance.server.transcript import Claims, Offer
+from emulator.han.security import SE, HanSecurity
 from emulator.ota.image import UpgradeImage, build_gb, build_zigbee
-from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ActivationTime, ChfProfile
+from emulator.profiles import (
+    HOME_AUTOMATION_PROFILE,
+    SMART_ENERGY_PROFILE,
+    ActivationTime,
+    ChfProfile,
+    DeviceLogEntry,
+    derived_install_code,
+)
 from emulator.radio.air import Air
 from emulator.radio.loopback import LoopbackApp, loopback_config
+from emulator.security.certs import CryptoSuite, DeviceCredentials
 
 INTERVIEW_TIMEOUT = 60.0
 # zigpy: FINAL_BLOCK_TIMEOUT (60 s) plus its after-upgrade read and re-interview fit well within this.
@@ -109,6 +120,8 @@ class Bench:
         self.server_endpoint = 1
         self.probes: list[Probe] = []
         self.sessions: list[str] = []
+        # Smart Energy security, when the server speaks it: the run's security (trust centre, test CA).
+        self.security: HanSecurity | None = None
 
     def identity(self, index: int) -> ProbeIdentity:
         ieee, nwk = (STRANGER_IEEE, STRANGER_NWK) if index < 0 else (TARGET_IEEES[index], FIRST_PROBE_NWK + index)
@@ -125,9 +138,12 @@ class Bench:
     async def join(self, index: int) -> Probe:
         """A probe (index 0..2: a target of the image; -1: a stranger) joined and interviewed by the server's
         zigpy app."""
-        probe = Probe(self.air, self.clock, self.identity(index), server_endpoint=self.server_endpoint)
+        probe = Probe(self.radio_for(self.identity(index)), self.clock, self.identity(index))
+        probe.server_endpoint = self.server_endpoint
         self.probes.append(probe)
-        self.air.join(probe)
+        probe.air.join(probe)
+        if probe.air is not self.air and getattr(probe.air, "admitted", True) is False:
+            raise ScenarioError(f"probe {probe.ieee} was not admitted: it could not open the Transport-Key")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + INTERVIEW_TIMEOUT
         while loop.time() < deadline:
@@ -136,6 +152,21 @@ class Bench:
                 return probe
             await asyncio.sleep(0.1)
         raise ScenarioError(f"the server's zigpy app did not finish interviewing probe {probe.ieee}")
+
+    def radio_for(self, identity: ProbeIdentity) -> Any:
+        """What a probe sits on: the air, or an APS security layer over it that joins with the probe's install
+        code when the server is a Smart Energy trust centre."""
+        trust_centre = None if self.security is None else self.security.trust_centre
+        if trust_centre is None:
+            return self.air
+        return secure_probe_radio(self.air, identity.ieee, trust_centre, self.app.ieee)
+
+    def issue(self, ieee: t.EUI64, suite: CryptoSuite) -> DeviceCredentials:
+        """A certificate of the server's CA for `ieee`; for a server without one, of a CA of the bench's own
+        (the best a probe can present to it)."""
+        if self.security is None:
+            self.security = HanSecurity(ChfProfile(), [])
+        return self.security.issue(ieee, suite)
 
     @contextlib.asynccontextmanager
     async def window(self, *probes: Probe) -> AsyncIterator[None]:
@@ -157,7 +188,9 @@ class Bench:
 
     async def close(self) -> None:
         for probe in self.probes:
-            self.air.detach(probe)
+            probe.air.detach(probe)
+        if self.security is not None:
+            self.security.stop()
         await self.stop_server()
 
     async def stop_server(self) -> None:
@@ -265,19 +298,29 @@ class ServerTarget:
 OURS_SCENARIO_SETTINGS: dict[str, dict[str, Any]] = {
     "rate-limit": {"wait_for_data": 30.0, "minimum_block_period": 250},
     "concurrency": {"max_concurrent_downloads": 2},
+    "se-clear-ota": {"security": SE},
+    "se-certificate": {"security": SE},
 }
 
 
 class OursTarget(ServerTarget):
     """The emulator's CHF. `settings` change the declared profile (what the checks expect); `served` change only
-    the profile the server actually runs — a deliberately misconfigured server, to show a check failing."""
+    the profile the server actually runs — a deliberately misconfigured server, to show a check failing; `faults`
+    break its Smart Energy security from outside (`keys.ServerFault`), for the checks no profile setting reaches."""
 
     name = "ours"
     description = "the emulator's CHF OTA server (emulator.chf.server) on the loopback zigpy radio, GB Upgrade Image"
 
-    def __init__(self, *, settings: Mapping[str, Any] | None = None, served: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        served: Mapping[str, Any] | None = None,
+        faults: Iterable[ServerFault] = (),
+    ):
         self.settings = dict(settings or {})
         self.served = dict(served or {})
+        self.faults = frozenset(faults)
 
     def declared(self, scenario: str) -> ChfProfile:
         return ChfProfile().replace(**{**OURS_SCENARIO_SETTINGS.get(scenario, {}), **self.settings})
@@ -298,8 +341,14 @@ class OursTarget(ServerTarget):
         specific = HeldImage.from_bytes(specific_image.serialize())
         spare_image = build_gb(MANUFACTURER, IMAGE_TYPE + 1, OFFERED_VERSION, payload=_payload())
         spare = HeldImage.from_bytes(spare_image.serialize(), device_ids=(SPARE_IEEE,))
+        security = None
+        if profile.security == SE:
+            # The CHF is the probes' trust centre: its Device Log holds each probe's (test) install code.
+            log = tuple(DeviceLogEntry(ieee, derived_install_code(ieee)) for ieee in TARGET_IEEES)
+            profile = profile.replace(device_log=log)
+            security = HanSecurity(profile, [])
         node = ChfNode(profile, ImageStore([held, specific, spare]), clock)
-        await node.start_loopback(air)
+        await self._start(node, security, air, clock)
         claims = Claims(
             query_policy=declared.query_policy,
             page_requests=declared.page_requests,
@@ -308,12 +357,33 @@ class OursTarget(ServerTarget):
             minimum_block_period=declared.minimum_block_period or None,
             max_concurrent_downloads=declared.max_concurrent_downloads or None,
             activation=declared.ppmid_activation,
+            se_security=declared.security == SE,
         )
         bench = OursBench(
             node, held, spare, air=air, clock=clock, offer=offer, claims=claims, profile_id=SMART_ENERGY_PROFILE
         )
         bench.specific = _offer(specific_image)
+        bench.security = security
         return bench
+
+    async def _start(self, node: ChfNode, security: HanSecurity | None, air: Air, clock: Clock) -> None:
+        """Start the CHF on `air`; with `security`, on its APS layer and with its Key Establishment server (as
+        the in-process HAN does), broken by `faults` where asked."""
+        if security is None:
+            await node.start_loopback(air)
+            return
+        events: list[ServerEvent] = []
+        radio = security.chf_radio(air, clock, events.append)
+        radio.refuse_clear = ServerFault.ACCEPT_CLEAR_OTA not in self.faults
+        await node.start_loopback(radio)
+        app: Any = node.app
+        blind = self.faults & {ServerFault.IGNORE_ISSUER, ServerFault.IGNORE_SUBJECT}
+        if blind:
+            issuer = next(iter(security.chf_credentials().values())).certificate.issuer
+            app = BlindKeyServerApp(node.app, next(iter(blind)), issuer)
+        security.attach_chf(app, node.profile.endpoint, clock, events.append)
+        context = security.chf_context
+        node.server.awaits_link_key = lambda ieee: context.link_key(ieee) is None
 
 
 class ZigpyTarget(ServerTarget):

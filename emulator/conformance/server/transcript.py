@@ -53,6 +53,29 @@ class Claims:
     minimum_block_period: int | None = None
     max_concurrent_downloads: int | None = None
     activation: ActivationTime | None = None
+    # Smart Energy security (ZSE 07-5356 §5.4): a Key Establishment server, and OTA APS-encrypted once a device
+    # holds a link key.
+    se_security: bool = False
+
+
+@dataclass(frozen=True)
+class OtaAttempt:
+    """An OTA request of a security scenario and whether the probe sent it APS-encrypted under its link key."""
+
+    exchange: Exchange
+    encrypted: bool
+
+
+@dataclass
+class KeyRecord:
+    """What a security scenario learnt about the server's key establishment: each Initiate attempt by the
+    certificate the probe presented, whether the probe ended up holding a CBKE link key, and the OTA requests it
+    sent in the clear and encrypted."""
+
+    attempts: dict[str, list[Exchange]] = field(default_factory=dict)
+    link_key: bool = False
+    outcome: str = ""
+    requests: list[OtaAttempt] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +93,7 @@ class Transcript:
     sessions: list[str] = field(default_factory=list)
     unsupported: str = ""
     duration: float = 0.0
+    keys: KeyRecord | None = None
 
     def add(self, exchange: Exchange) -> Exchange:
         self.exchanges.append(exchange)
@@ -80,5 +104,6 @@ class Transcript:
 
     @property
     def frames(self) -> list[FrameRecord]:
-        """Every frame of the run: the exchanges and what arrived while nothing was listening."""
-        return sorted([*(f for e in self.exchanges for f in e.frames), *self.stray], key=lambda f: f.at)
+        """Every frame of the run: the exchanges, key establishment and what arrived while nothing was listening."""
+        keyed = [f for attempt in self.keys.attempts.values() for e in attempt for f in e.frames] if self.keys else []
+        return sorted([*(f for e in self.exchanges for f in e.frames), *keyed, *self.stray], key=lambda f: f.at)

@@ -1,6 +1,7 @@
-"""Server-side conformance checks S-01…S-18: scripted probes against our CHF and against zigpy's own OTA server,
-on virtual time. Every check is shown to fail somewhere — on zigpy, on a deliberately misconfigured CHF, or on
-recorded frames altered byte by byte — so a pass means something."""
+"""Server-side conformance checks S-01…S-18 (S-19…S-21, Smart Energy security: test_conformance_server_security.py):
+scripted probes against our CHF and against zigpy's own OTA server, on virtual time. Every check is shown to fail
+somewhere — on zigpy, on a deliberately misconfigured CHF, or on recorded frames altered byte by byte — so a pass
+means something."""
 
 from __future__ import annotations
 
@@ -77,12 +78,13 @@ def with_answers(transcript: Transcript, index: int, answers: list) -> Transcrip
 # -- the catalogue and bad input ------------------------------------------------------------------------------
 
 
-def test_catalogue_covers_s01_to_s18_each_with_level_reference_and_scenario():
-    numbered = {f"S-{n:02d}" for n in range(1, 19)}
+def test_catalogue_covers_s01_to_s21_each_with_level_reference_and_scenario():
+    numbered = {f"S-{n:02d}" for n in range(1, 22)}
     assert numbered <= CHECKS.keys()
     assert {c.split(".")[0] for c in CHECKS} == numbered
     for check in CHECKS.values():
-        assert check.reference.startswith(("ZCL r7 §", "DUIS ", "GBCS ")) and check.scenario and check.title
+        assert check.reference.startswith(("ZCL r7 §", "DUIS ", "GBCS ", "SE 07-5356 §")) and check.scenario
+        assert check.title
         assert "SPEC.md" not in check.reference and "UNCONFIRMED" not in check.scenario
         assert check.level in (Level.MUST, Level.SHOULD)
     assert CHECKS["S-18"].applies_to == ("ours",)
@@ -165,7 +167,8 @@ def test_zigpy_deviations_are_reported(zigpy_report):
     assert {c for c, v in got.items() if v == Verdict.FAIL} == {
         "S-02", "S-03", "S-07", "S-08.FORM", "S-13", "S-13.DR", "S-15", "S-16",
     }  # fmt: skip
-    assert {c for c, v in got.items() if v == Verdict.NOT_APPLICABLE} == {"S-09", "S-14", "S-18"}
+    not_applicable = {"S-09", "S-14", "S-18", "S-19", "S-20", "S-21"}  # S-19…S-21: no Key Establishment server
+    assert {c for c, v in got.items() if v == Verdict.NOT_APPLICABLE} == not_applicable
     assert not zigpy_report.passed
     # A 50-byte block for MaximumDataSize 64 is within the rule: not a deviation.
     assert got["S-06"] == Verdict.PASS and "at most 50 B" in result(zigpy_report, "S-06").reason

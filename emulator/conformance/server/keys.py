@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import enum
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import zigpy.types as t
@@ -42,6 +42,7 @@ TO_CLIENT = 0x08
 DISABLE_DEFAULT_RESPONSE = 0x10
 READ_ATTRIBUTES = 0x00
 READ_ATTRIBUTES_RESPONSE = 0x01
+DEFAULT_RESPONSE = 0x0B
 # The issuer of the certificates of a CA no server on the bench knows ("TEST-CA2").
 FOREIGN_ISSUER = b"TEST-CA2"
 
@@ -152,6 +153,7 @@ class KeyProbe:
         loop = asyncio.get_running_loop()
         step = initiator.start(loop.time(), suites)
         exchanges: list[Exchange] = []
+        answer: FrameRecord | None = None
         while step.outbound:
             message = step.outbound[0]
             data = bytes([CLUSTER_SPECIFIC | DISABLE_DEFAULT_RESPONSE, self.probe.next_tsn(), message.COMMAND_ID])
@@ -165,8 +167,14 @@ class KeyProbe:
             raw = bytes.fromhex(answer.hex)
             step = initiator.receive_payload(raw[2], raw[3:], loop.time())
         outcome = step.outcome
-        if isinstance(outcome, ke.Established) and isinstance(self.probe.air, SecureRadio):
-            self.probe.air.context.set_link_key(self.server_ieee, outcome.key_data, KeyOrigin.CBKE)
+        if isinstance(outcome, ke.Established):
+            # The initiator acknowledges the Confirm Key Data Response with a Default Response (Annex C.4.2.2.4).
+            confirm = b"" if answer is None else bytes.fromhex(answer.hex)
+            if confirm and not confirm[0] & DISABLE_DEFAULT_RESPONSE:
+                acknowledged = bytes([DISABLE_DEFAULT_RESPONSE, confirm[1], DEFAULT_RESPONSE, confirm[2], 0x00])
+                exchanges.append(await self.ask(f"{label}: Default Response SUCCESS", acknowledged, wait=False))
+            if isinstance(self.probe.air, SecureRadio):
+                self.probe.air.context.set_link_key(self.server_ieee, outcome.key_data, KeyOrigin.CBKE)
         return exchanges, outcome
 
 
@@ -194,9 +202,9 @@ class BlindKeyServerApp:
     certificate in an Initiate Key Establishment Request arrives with the issuer (or the subject) the server
     expects, so the server goes on as one that never checks it would."""
 
-    def __init__(self, app: Any, fault: ServerFault, issuer: bytes) -> None:
+    def __init__(self, app: Any, faults: Iterable[ServerFault], issuer: bytes) -> None:
         self.app = app
-        self.fault = fault
+        self.faults = frozenset(faults)
         self.issuer = issuer
 
     @property
@@ -229,8 +237,8 @@ class BlindKeyServerApp:
             sender = self.app.get_device(nwk=packet.src.address).ieee
         except (CertificateError, KeyError):
             return packet
-        if self.fault is ServerFault.IGNORE_ISSUER:
+        if ServerFault.IGNORE_ISSUER in self.faults:
             certificate = dataclasses.replace(certificate, issuer=self.issuer)
-        else:
+        if ServerFault.IGNORE_SUBJECT in self.faults:
             certificate = dataclasses.replace(certificate, subject=bytes(sender)[::-1])
         return packet.replace(data=t.SerializableBytes(data[:7] + certificate.to_bytes()))

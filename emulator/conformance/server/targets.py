@@ -171,7 +171,7 @@ class Bench:
         """A certificate of the server's CA for `ieee`; for a server without one, of a CA of the bench's own
         (the best a probe can present to it)."""
         if self.security is None:
-            self.security = HanSecurity(ChfProfile(), [])
+            self.security = HanSecurity(ChfProfile(security="none"), [])  # a CA only: no trust centre, no APS layer
         return self.security.issue(ieee, suite)
 
     @contextlib.asynccontextmanager
@@ -387,7 +387,7 @@ class OursTarget(ServerTarget):
         blind = self.faults & {ServerFault.IGNORE_ISSUER, ServerFault.IGNORE_SUBJECT}
         if blind:
             issuer = next(iter(security.chf_credentials().values())).certificate.issuer
-            app = BlindKeyServerApp(node.app, next(iter(blind)), issuer)
+            app = BlindKeyServerApp(node.app, blind, issuer)
         security.attach_chf(app, node.profile.endpoint, clock, events.append)
         context = security.chf_context
         node.server.awaits_link_key = lambda ieee: context.link_key(ieee) is None

@@ -29,6 +29,7 @@ from emulator.device import attributes, zdo
 from emulator.ota import frames
 from emulator.ota.frames import OtaCommand, Status
 from emulator.radio.air import COORDINATOR_NWK, Air
+from emulator.radio.secure import SecureRadio
 
 # How long the probe waits for an answer before it calls the server silent, and how long it keeps listening
 # after the answers it expected (a second answer to one request is itself a finding). Protocol seconds: on
@@ -120,7 +121,9 @@ class Probe:
 
     rx_on_when_idle = True
 
-    def __init__(self, air: Air | Any, clock: Clock, identity: ProbeIdentity, *, server_endpoint: int = 1) -> None:
+    def __init__(
+        self, air: Air | SecureRadio, clock: Clock, identity: ProbeIdentity, *, server_endpoint: int = 1
+    ) -> None:
         # The air itself, or a `radio.secure.SecureRadio` over it when the bench speaks Smart Energy security.
         self.air = air
         self.clock = clock

@@ -78,7 +78,7 @@ def judge_clear_ota(tr: Transcript) -> Judgement:
     if not keys.link_key:
         if not tr.claims.se_security:
             note = _clear_note(keys)
-            return Judgement(Verdict.NOT_APPLICABLE, f"{note} ({keys.outcome})", note=note)
+            return Judgement(Verdict.NOT_APPLICABLE, note, note=note)
         return Judgement(
             Verdict.FAIL,
             f"declares Smart Energy security, but key establishment with a genuine certificate gave no link key "

@@ -105,14 +105,16 @@ def test_on_real_time_progress_says_what_the_check_waits_for() -> None:
     steps: list[Step] = []
     report = run_device_checks(
         DeviceTarget(profile=load_device(bundled("ppmid")), radio="ezsp", real_time=True),
-        ["C-01"],
+        ["C-04"],
         progress=steps.append,
     )
     assert [r.verdict for r in report.results] == [Verdict.PASS]
     waits = [(s.waiting, s.wait) for s in steps if s.waiting is not None]
-    assert waits and all(s.check.id == "C-01" and s.result is None for s in steps if s.waiting)
-    # C-01 sends a unicast Image Notify and waits up to 30 s for the query it must draw (OTA §11.13.3).
+    assert waits and all(s.check.id == "C-04" and s.result is None for s in steps if s.waiting)
+    # C-04 waits for the DUT's Query Next Image Request (its own, else one a unicast Image Notify draws, up to
+    # 30 s), then for the CHF's answer.
     assert "query_next_image from the DUT" in {what for what, _ in waits}
+    assert "query_next_image_response from the CHF" in {what for what, _ in waits}
     assert all(0 < seconds <= 30.0 for what, seconds in waits if what == "query_next_image from the DUT")
     # Virtual-time runs are over in moments: no waits are reported.
     virtual: list[Step] = []

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import TEST_IMAGE_KEY, assert_one_line_error
+from emulator.chf import node as chf_node
 from emulator.cli import main
 
 RUN_TIMEOUT = 30
@@ -146,10 +147,15 @@ def test_a_port_another_program_holds_is_busy(ppmid_image: Path) -> None:
     assert_one_line_error(result, path, "busy")
 
 
-def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path) -> None:
+@pytest.mark.realtime
+def test_a_port_where_nothing_speaks_ezsp(ppmid_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10 s in use (bellows itself gives up after three ASH resets of 2.5 s); the message is what is checked.
+    monkeypatch.setattr(chf_node, "EZSP_CONNECT_TIMEOUT", 0.5)
     with pseudo_terminal() as path:
         result = run("chf", "--port", path, "--baudrate", "460800", "--image", ppmid_image, "--target", PPMID)
-    assert_one_line_error(result, path, "no EZSP answer", "460800 baud", "flow control software", "Silicon Labs NCP")
+    assert_one_line_error(
+        result, path, "no EZSP answer within 0.5 s", "460800 baud", "flow control software", "Silicon Labs NCP"
+    )
 
 
 @pytest.mark.parametrize(

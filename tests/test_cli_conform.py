@@ -178,12 +178,12 @@ def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
     with NcpThread() as url:
         result = run(
             "device", "--radio", "ezsp", "--port", url, "--target", "00:db:12:34:56:78:90:a4",
-            "--join-timeout", "2", "--checks", "C-01,C-13,C-23b",
+            "--join-timeout", "1", "--checks", "C-01,C-13,C-23b",
         )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert table(result.stdout) == dict.fromkeys(["C-01", "C-13", "C-23b"], "inconclusive")
-    assert result.stdout.count("did not join within 2 s") == 3
-    assert "Joining is open for 2 s: power on device 00:db:12:34:56:78:90:a4" in result.stderr
+    assert result.stdout.count("did not join within 1 s") == 3
+    assert "Joining is open for 1 s: power on device 00:db:12:34:56:78:90:a4" in result.stderr
     assert "could not be decided" in result.stdout and "Traceback" not in result.output
     # No device, nothing read: the report says so rather than leaving the identity out.
     assert "DUT EUI-64: 00:db:12:34:56:78:90:a4" in result.stdout
@@ -193,14 +193,16 @@ def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
 
 @pytest.mark.realtime
 def test_a_device_on_the_coordinator_network_is_checked_through_bellows():
+    """Two checks in sequence on the one CHF a real-device run keeps (the quickest on real time: the checks'
+    own logic is proven on virtual time by the other tests)."""
     profile = load_device(bundled("ppmid"))
     with NcpThread(profile) as url:
         result = run(
             "device", "--radio", "ezsp", "--port", url, "--target", str(profile.ieee), "--kind", "ppmid",
-            "--join-timeout", "30", "--checks", "C-01,C-22a",
+            "--join-timeout", "30", "--checks", "C-04,C-13",
         )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert table(result.stdout) == {"C-01": "pass", "C-22a": "pass"}
+    assert table(result.stdout) == {"C-04": "pass", "C-13": "pass"}
     assert "is on the network; running the checks" in result.stderr
 
 
@@ -297,28 +299,28 @@ def test_ctrl_c_writes_the_report_of_the_checks_decided_and_resume_finishes_the_
     report keeps the run's settings)."""
     reports = tmp_path / "reports"
     command = [sys.executable, "-m", "emulator", "conform", "device", "--dut", PPMID, "--radio", "ezsp",
-               "--real-time", "--checks", "C-01,C-04", "--report-dir", str(reports)]  # fmt: skip
+               "--real-time", "--checks", "C-04,C-13", "--report-dir", str(reports)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         assert process.stderr is not None
         lines = []
         for line in process.stderr:
             lines.append(line)
-            if line.startswith("[1/2] C-01 pass"):
+            if line.startswith("[1/2] C-04 pass"):
                 process.send_signal(signal.SIGINT)
                 break
         out, err = process.communicate(timeout=60)
     assert process.returncode == 130, "".join(lines) + err
-    assert lines[0].startswith("[1/2] C-01 Unicast Image Notify always draws a query (expected 10.0 s")
+    assert lines[0].startswith("[1/2] C-04 Query Next Image Request carries the hardware version (expected 10.0 s")
     assert f"Interrupted: 1 of 2 checks decided; continue with: ota-emu conform --resume {reports}" in out
     data = json.loads((reports / "report.json").read_text())
-    assert data["interrupted"] is True and data["not_run"] == ["C-04"]
-    assert [(r["check"]["id"], r["verdict"]) for r in data["results"]] == [("C-01", "pass")]
+    assert data["interrupted"] is True and data["not_run"] == ["C-13"]
+    assert [(r["check"]["id"], r["verdict"]) for r in data["results"]] == [("C-04", "pass")]
     assert "INTERRUPTED" in (reports / "report.html").read_text()
 
     resumed = run("--resume", str(reports))
     assert resumed.exit_code == 0, resumed.output
-    assert table(resumed.stdout) == {"C-01": "pass", "C-04": "pass"}
+    assert table(resumed.stdout) == {"C-04": "pass", "C-13": "pass"}
     data = json.loads((reports / "report.json").read_text())
     assert data["interrupted"] is False and data["not_run"] == [] and data["run"]["resumed"] == 1
-    assert [r["check"]["id"] for r in data["results"]] == ["C-01", "C-04"]
+    assert [r["check"]["id"] for r in data["results"]] == ["C-04", "C-13"]

@@ -321,6 +321,35 @@ async def test_a_failed_delivery_is_rerequested_and_counted(caplog: pytest.LogCa
     assert repeated == [failed_at[0]]
 
 
+async def test_sent_returns_once_the_last_answer_has_left_the_stick() -> None:
+    """What `ota-emu chf` waits for after the last outcome: the Upgrade End Response the server hands bellows as it
+    reports the outcome is on the air when `sent` returns, well before the bound it was given."""
+    loop = asyncio.get_running_loop()
+    responses: list[float] = []  # when Upgrade End Responses went on the air
+    # (responses on the air before, all sent, protocol seconds waited, responses on the air after)
+    waited: list[tuple[int, bool, float, int]] = []
+    waits: list[asyncio.Task[None]] = []
+
+    def tap(packet: t.ZigbeePacket, when: float) -> None:
+        data = packet.data.serialize()
+        if packet.cluster_id == CLUSTER_ID and len(data) > 2 and data[0] & 0x08 and data[2] == 0x07:
+            responses.append(when)
+
+    async def wait_for_sends(han: Han) -> None:
+        start, before = loop.time(), len(responses)
+        done = await han.chf.app.sent(within=5.0)
+        waited.append((before, done, loop.time() - start, len(responses)))
+
+    def on_event(han: Han, event: Event) -> None:
+        if isinstance(event, server_events.TransferOutcome):
+            waits.append(loop.create_task(wait_for_sends(han)))
+
+    await upgrade_one(ppmid(), started=lambda han: han.air.add_tap(tap), listener=on_event)
+    await asyncio.gather(*waits)
+    [(before, done, seconds, after)] = waited
+    assert (before, done, after) == (0, True, 1) and seconds < 5.0
+
+
 # -- the commands on the bellows path -----------------------------------------------------------------------------
 
 

@@ -1,6 +1,8 @@
-"""Smart Energy security on the EZSP path, in one process: the CHF on bellows' own app over tcp:// to the virtual NCP
-(real time), a PPMID inside the NCP's air joining with its install code, CBKE on the CHF's host with the key then
-stored in the NCP, and the OTA upgrade APS-encrypted by the NCP's stack and by the device.
+"""Smart Energy security on the EZSP path, in one process: the CHF on bellows' own app over the virtual NCP's
+in-process serial link (virtual time: bellows, the NCP and the devices on one clock), a PPMID inside the NCP's air
+joining with its install code, CBKE on the CHF's host with the key then stored in the NCP, and the OTA upgrade
+APS-encrypted by the NCP's stack and by the device. (`test_ezsp_security_cli` runs the same over TCP between
+processes, on real time.)
 
 The witnesses we did not write: bellows (every EZSP command and callback), and tshark, which opens a capture of the
 NCP's air — the very frames the NCP and the device secured — given the network key, the install-code key and the
@@ -169,7 +171,7 @@ async def upgrade(version: int, pcap: Path, cbke: str = ezsp_security.HOST) -> R
 def se_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     version, cbke = request.param
     pcap = tmp_path_factory.mktemp(f"ezsp-se-{version}-{cbke}") / "air.pcap"
-    return clock.run(lambda: upgrade(version, pcap, cbke), virtual=False), pcap
+    return clock.run(lambda: upgrade(version, pcap, cbke), virtual=True), pcap
 
 
 def of_type(run: Run, kind: type) -> list:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from test_cli_chf import PPMID, PROFILES, chf, ppmid_image, run, stop, virtual_dongle  # noqa: F401 (a fixture)
 from test_han_security import OTA_FIELDS, needs_tshark
 
@@ -28,6 +29,7 @@ def none_profiles(tmp_path: Path) -> tuple[Path, Path]:
     return chf_profile, device
 
 
+@pytest.mark.realtime
 @needs_tshark
 def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys(
     ppmid_image: Path,  # noqa: F811
@@ -64,6 +66,7 @@ def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys
     assert subprocess.run(network_only, check=True, capture_output=True, text=True, timeout=60).stdout == ""
 
 
+@pytest.mark.realtime
 def test_network_key_only_when_both_profiles_say_none(ppmid_image: Path, tmp_path: Path) -> None:  # noqa: F811
     chf_profile, device = none_profiles(tmp_path)
     with virtual_dongle(device) as (url, ncp):
@@ -76,6 +79,7 @@ def test_network_key_only_when_both_profiles_say_none(ppmid_image: Path, tmp_pat
     assert f"Device {PPMID.lower()} now runs 0x00000002" in dongle.splitlines()
 
 
+@pytest.mark.realtime
 def test_cbke_in_the_ncps_library(ppmid_image: Path) -> None:  # noqa: F811
     """`--cbke ncp`: the stick's CBKE library (the virtual NCP's, with its own test-CA certificate) does the math."""
     with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):

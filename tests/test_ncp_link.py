@@ -1,5 +1,9 @@
-"""The virtual NCP at the byte level, driven by a raw TCP client that speaks ASH itself: resets, the version
-handshake, sequence numbers, retransmission, NAKs, not-ready, ERROR, bad input, and connection handling."""
+"""The virtual NCP at the byte level, driven by a raw client that speaks ASH itself: resets, the version
+handshake, sequence numbers, retransmission, NAKs, not-ready, ERROR, bad input, and connection handling.
+
+The client reaches the NCP over its in-process serial link on virtual time, so the ASH timers and the waits for
+what does not come (QUIET) cost no wall clock; what only a socket has (a half-close, a second connection) is
+tested over TCP on real time."""
 
 from __future__ import annotations
 
@@ -9,21 +13,19 @@ from pathlib import Path
 import bellows.types as bt
 import bellows.zigbee.application
 import pytest
+import serialx
 import zigpy.types as zt
 
-from emulator.ncp import ash
+from emulator.ncp import ash, inprocess
 from emulator.ncp.ash_protocol import AshTiming
 from emulator.ncp.faults import Faults
 from emulator.ncp.server import VirtualNcp
 from emulator.ncp.state import NetworkState
 from emulator.radio.air import Air
 
-# Bytes over a real TCP socket, and waits for what does not come (QUIET), on the wall clock.
-pytestmark = pytest.mark.realtime
-
 H = bytes.fromhex
 RECV_TIMEOUT = 5.0
-QUIET = 0.3  # long enough for a frame the NCP has already decided to send to arrive over loopback
+QUIET = 0.3  # long enough for a frame the NCP has already decided to send to arrive (over loopback, on real time)
 FAST = AshTiming(t_rx_ack_init=0.05, t_rx_ack_min=0.05, t_rx_ack_max=0.2)
 
 
@@ -41,8 +43,15 @@ class RawHost:
 
     @classmethod
     async def connect(cls, url: str) -> RawHost:
-        host, port = url.removeprefix("tcp://").split(":")
-        return cls(*await asyncio.open_connection(host, int(port)))
+        """Over TCP (`tcp://HOST:PORT`) or the in-process link (`virtual-ncp://NAME`)."""
+        if not url.startswith(inprocess.SCHEME):
+            host, port = url.removeprefix("tcp://").split(":")
+            return cls(*await asyncio.open_connection(host, int(port)))
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await serialx.create_serial_connection(loop, lambda: protocol, url, baudrate=115200)
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def write(self, data: bytes) -> None:
         self.writer.write(data)
@@ -133,6 +142,7 @@ def formed_state(path: Path) -> Path:
     return path
 
 
+@pytest.mark.virtual_time
 async def test_reset_then_version_handshake_bytes() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -150,6 +160,7 @@ async def test_reset_then_version_handshake_bytes() -> None:
         await host.close()
 
 
+@pytest.mark.virtual_time
 async def test_commands_before_version_and_unknown_frames_get_invalid_command() -> None:
     async with VirtualNcp(ezsp_version=13) as ncp:
         host = await RawHost.connect(ncp.url)
@@ -163,6 +174,7 @@ async def test_commands_before_version_and_unknown_frames_get_invalid_command() 
         await assert_bellows_starts(ncp)
 
 
+@pytest.mark.virtual_time
 async def test_bad_crc_gets_one_nak_and_the_link_recovers(tmp_path: Path) -> None:
     state = formed_state(tmp_path / "ncp.json")
     async with VirtualNcp(state_path=state) as ncp:
@@ -182,6 +194,7 @@ async def test_bad_crc_gets_one_nak_and_the_link_recovers(tmp_path: Path) -> Non
         await assert_bellows_starts(ncp)
 
 
+@pytest.mark.virtual_time
 async def test_garbage_on_the_line_is_ignored_or_rejected_then_commands_work() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -195,6 +208,7 @@ async def test_garbage_on_the_line_is_ignored_or_rejected_then_commands_work() -
         await assert_bellows_starts(ncp)
 
 
+@pytest.mark.virtual_time
 async def test_delayed_frames_keep_their_order(tmp_path: Path) -> None:
     state = formed_state(tmp_path / "ncp.json")
     async with VirtualNcp(state_path=state, faults=Faults(delay_to_host=0.005)) as ncp:
@@ -207,6 +221,7 @@ async def test_delayed_frames_keep_their_order(tmp_path: Path) -> None:
         await assert_bellows_starts(ncp)
 
 
+@pytest.mark.virtual_time
 async def test_out_of_sequence_is_rejected_and_a_retransmission_is_acked_not_executed() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -223,6 +238,7 @@ async def test_out_of_sequence_is_rejected_and_a_retransmission_is_acked_not_exe
         await host.close()
 
 
+@pytest.mark.virtual_time
 async def test_ncp_retransmits_unacknowledged_data_then_fails_with_error() -> None:
     async with VirtualNcp(timing=FAST) as ncp:
         host = await RawHost.connect(ncp.url)
@@ -242,6 +258,7 @@ async def test_ncp_retransmits_unacknowledged_data_then_fails_with_error() -> No
         await host.close()
 
 
+@pytest.mark.virtual_time
 async def test_nak_from_the_host_gets_an_immediate_retransmission() -> None:
     async with VirtualNcp() as ncp:
         host = await RawHost.connect(ncp.url)
@@ -255,6 +272,7 @@ async def test_nak_from_the_host_gets_an_immediate_retransmission() -> None:
         assert ncp.counters.ash_tx["retransmitted"] == 1
 
 
+@pytest.mark.virtual_time
 async def test_callbacks_carry_the_last_answered_sequence_and_wait_while_the_host_is_not_ready(tmp_path: Path) -> None:
     air = Air(seed=1)
     async with VirtualNcp(air, state_path=formed_state(tmp_path / "ncp.json")) as ncp:
@@ -276,8 +294,9 @@ async def test_callbacks_carry_the_last_answered_sequence_and_wait_while_the_hos
         await host.close()
 
 
+@pytest.mark.realtime
 async def test_half_closed_connection_resets_the_link_and_the_next_host_is_served() -> None:
-    async with VirtualNcp() as ncp:
+    async with VirtualNcp(listen="tcp://127.0.0.1:0") as ncp:
         first = await RawHost.connect(ncp.url)
         await first.reset()
         await first.handshake()
@@ -293,10 +312,11 @@ async def test_half_closed_connection_resets_the_link_and_the_next_host_is_serve
         await assert_bellows_starts(ncp)
 
 
+@pytest.mark.realtime
 async def test_a_second_host_is_refused_while_one_is_connected() -> None:
     """Like a serial port open in another program: the second host's connection is closed at once and the first
     keeps its link."""
-    async with VirtualNcp() as ncp:
+    async with VirtualNcp(listen="tcp://127.0.0.1:0") as ncp:
         first = await RawHost.connect(ncp.url)
         await first.reset()
         await first.handshake()
@@ -309,6 +329,7 @@ async def test_a_second_host_is_refused_while_one_is_connected() -> None:
         await first.close()
 
 
+@pytest.mark.virtual_time
 @pytest.mark.parametrize(("kind", "frame"), [("rstack", ash.RstAck(reset_code=0x03)), ("error", ash.Error(code=0x51))])
 async def test_unsolicited_reset_after_n_frames(kind: str, frame: ash.Frame) -> None:
     async with VirtualNcp(faults=Faults(reset_after_frames=3, reset_kind=kind)) as ncp:  # type: ignore[arg-type]
@@ -320,6 +341,7 @@ async def test_unsolicited_reset_after_n_frames(kind: str, frame: ash.Frame) -> 
         await host.close()
 
 
+@pytest.mark.virtual_time
 async def test_unsolicited_reset_at_a_time_after_the_host_connects() -> None:
     async with VirtualNcp(faults=Faults(reset_at=0.05)) as ncp:
         host = await RawHost.connect(ncp.url)

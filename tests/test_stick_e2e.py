@@ -163,6 +163,37 @@ async def test_an_hcalcs_holds_its_image_then_activates_when_told(tmp_path: Path
     assert [int(o.response) for o in b.outcomes()] == [0]
 
 
+@pytest.mark.virtual_time
+async def test_sent_returns_once_the_frames_handed_to_the_stick_are_on_the_air(tmp_path: Path) -> None:
+    """What `ota-emu device` waits for after its outcome: the frames the device has handed its radio are on the
+    air when `sent` returns, well before the bound it was given."""
+    async with bench(build_image(tmp_path, "0x0084", PAYLOAD[:64])) as b:
+        radio = stick_radio.StickRadio(b.stick.url or "", JoinPlan(Role.END_DEVICE, join_timeout=10))
+        endpoint = stick_radio.Endpoint(1, 0x0109, 0x0501, (0x0000,), (0x0019,), 0x121D)
+        joined = await radio.open(endpoint)
+        heard: list[zt.ZigbeePacket] = []
+        b.air.add_tap(lambda packet, _: heard.append(packet) if packet.cluster_id == 0x0000 else None)
+        for tsn in range(3):
+            radio.send(
+                zt.ZigbeePacket(
+                    src=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=joined.nwk),
+                    src_ep=1,
+                    dst=zt.AddrModeAddress(addr_mode=zt.AddrMode.NWK, address=0x0000),
+                    dst_ep=1,
+                    tsn=tsn,
+                    profile_id=0x0109,
+                    cluster_id=0x0000,
+                    data=zt.SerializableBytes(bytes([0x18, tsn, 0x0A])),  # a ZCL Report Attributes, no records
+                )
+            )
+        loop = asyncio.get_running_loop()
+        start, before = loop.time(), len(heard)
+        done = await radio.sent(within=5.0)
+        seconds, after = loop.time() - start, len(heard)
+        await radio.close()
+    assert (before, done, after) == (0, True, 3) and seconds < 5.0
+
+
 @pytest.mark.realtime
 async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)  # 12 KiB: the device saves at 8 KiB
@@ -351,7 +382,7 @@ def test_a_port_another_program_holds_is_busy() -> None:
 
 @pytest.mark.realtime
 def test_a_port_where_nothing_speaks_ezsp(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stick_radio, "CONNECT_TIMEOUT", 2.0)  # 10 s in use; the message is what is checked
+    monkeypatch.setattr(stick_radio, "CONNECT_TIMEOUT", 0.5)  # 10 s in use; the message is what is checked
     with pseudo_terminal() as path:
         result = cli("device", "--port", path, "--device", PROFILES / "ppmid.toml", "--baudrate", "460800")
-    assert_one_line_error(result, path, "no EZSP answer within 2 s", "460800 baud", "Silicon Labs NCP")
+    assert_one_line_error(result, path, "no EZSP answer within 0.5 s", "460800 baud", "Silicon Labs NCP")

@@ -50,7 +50,8 @@ from emulator.radio.kind import RadioKind
 LOGGER = logging.getLogger(__name__)
 
 MAX_PERMIT = 254  # the longest Mgmt_Permit_Joining_req duration; 255 would mean "forever"
-# After the last outcome, the Upgrade End Response that follows it is still on its way to the stick.
+# After the last outcome, the longest wait for the frames still on their way to the stick (the Upgrade End
+# Response that follows it): the run ends as soon as they have left.
 FINAL_SEND_GRACE = 1.0
 PERMIT_RETRY = 2.0
 MAX_BARS = 12
@@ -424,7 +425,8 @@ async def _until_done(watch: Watch, interruption: Interruption, until: float | N
         for task in waits:
             task.cancel()
     if watch.all_done.is_set():
-        await asyncio.sleep(FINAL_SEND_GRACE)
+        if watch.node is not None:
+            await watch.node.app.sent(within=FINAL_SEND_GRACE)  # the last Upgrade End Response leaves the stick
         return StopReason.OUTCOMES
     return StopReason.SIGNAL if interruption.event.is_set() else StopReason.UNTIL
 

@@ -34,7 +34,8 @@ from emulator.radio.ezsp import FLOW_CONTROL
 from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, Joined, JoinPlan, Role, StickRadio
 
-# How long the last frames (an Upgrade End, a Default Response) get to leave the stick after the outcome.
+# The longest wait after the outcome for the last frames (an Upgrade End, a Default Response) to leave the stick:
+# the run ends as soon as they have.
 FINAL_SEND_GRACE = 0.5
 #: What a device whose profile asks for Smart Energy security (security = "se", the default) is told on a stick.
 STICK_SECURITY_NOTE = (
@@ -132,7 +133,7 @@ async def run_device(
             watch = DeviceWatch(summary, device, run, progress)
             device.add_listener(watch)
             await device.start()
-            stopped = await _until_done(watch, run, stop)
+            stopped = await _until_done(watch, run, stop, radio)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -175,7 +176,7 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined]:
     return radio, profile, joined
 
 
-async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event) -> StopReason:
+async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event, radio: StickRadio) -> StopReason:
     """Wait for the outcome (unless `run.stay`), `run.until` seconds, or `stop`; say which came first."""
     loop = asyncio.get_running_loop()
     waits = [loop.create_task(stop.wait())]
@@ -185,7 +186,7 @@ async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event) -
     for task in waits:
         task.cancel()
     if watch.done.is_set() and not run.stay:
-        await asyncio.sleep(FINAL_SEND_GRACE)
+        await radio.sent(within=FINAL_SEND_GRACE)
         return StopReason.OUTCOME
     return StopReason.SIGNAL if stop.is_set() else StopReason.UNTIL
 

@@ -96,8 +96,22 @@ class HostMixin:
     def transmit(self, packet: t.ZigbeePacket) -> None:
         """Send without waiting: the CHF answers from a synchronous ingress handler. A delivery failure is
         logged, not raised — the OTA client owns retries (it re-requests what it did not get)."""
+        if not hasattr(self, "_sending"):
+            self._sending: set[asyncio.Task[None]] = set()
         task = asyncio.get_running_loop().create_task(self.send_packet(packet))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
         task.add_done_callback(_log_delivery_failure)
+
+    async def sent(self, within: float) -> bool:
+        """Wait until every frame handed to `transmit` so far has left the radio (delivered or failed), for at
+        most `within` seconds: a run that ends on an outcome lets its last answer go out, and no longer than
+        that takes. True when all did."""
+        pending = set(getattr(self, "_sending", ()))
+        if not pending:
+            return True
+        _, late = await asyncio.wait(pending, timeout=within)
+        return not late
 
     def packet_received(self, packet: t.ZigbeePacket) -> None:
         self._tap(packet)

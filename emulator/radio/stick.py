@@ -149,6 +149,8 @@ class StickRadio:
         self._taps: list[Tap] = []
         self._listeners: list[Listener] = []
         self._queue: asyncio.Queue[t.ZigbeePacket | None] = asyncio.Queue()
+        self._queued = self._handled = 0  # frames (and polls) handed to the send loop, and those it is done with
+        self._handled_one = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
@@ -205,13 +207,29 @@ class StickRadio:
             self._node = None
 
     def send(self, packet: t.ZigbeePacket) -> bool:
+        self._queued += 1
         self._queue.put_nowait(packet)
         return True
 
     def poll(self, nwk: int) -> int:
         if self.plan.role == Role.SLEEPY and not self._closing:
+            self._queued += 1
             self._queue.put_nowait(_POLL)
         return 0
+
+    async def sent(self, within: float) -> bool:
+        """Wait until everything handed to `send` so far has gone to the stick (sent or failed), for at most
+        `within` seconds: a run that ends on its outcome lets its last frames go out, and no longer than that
+        takes. True when all did."""
+        target = self._queued
+        try:
+            async with asyncio.timeout(within):
+                while self._handled < target:
+                    self._handled_one.clear()
+                    await self._handled_one.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def node(self, nwk: int) -> Node | None:
         node = self._node
@@ -441,17 +459,24 @@ class StickRadio:
             item = await self._queue.get()
             if item is None:
                 return
-            if self._ezsp is None or not self._ezsp.is_ezsp_running or self._reconnecting_now():
-                self.stats["send_failures"] += 1
-                continue  # the stick is away: the frame is lost, as on a link that drops it
             try:
-                if item is _POLL:
-                    await self._poll_once()
-                else:
-                    await self._send_one(item)
-            except (TimeoutError, bellows.ezsp.EzspError, zigpy.exceptions.ZigbeeException) as exc:
-                self.stats["send_failures"] += 1
-                LOGGER.debug("stick %s: send failed (%s)", self.port, exc)
+                await self._handle(item)
+            finally:
+                self._handled += 1
+                self._handled_one.set()
+
+    async def _handle(self, item: t.ZigbeePacket) -> None:
+        if self._ezsp is None or not self._ezsp.is_ezsp_running or self._reconnecting_now():
+            self.stats["send_failures"] += 1
+            return  # the stick is away: the frame is lost, as on a link that drops it
+        try:
+            if item is _POLL:
+                await self._poll_once()
+            else:
+                await self._send_one(item)
+        except (TimeoutError, bellows.ezsp.EzspError, zigpy.exceptions.ZigbeeException) as exc:
+            self.stats["send_failures"] += 1
+            LOGGER.debug("stick %s: send failed (%s)", self.port, exc)
 
     def _reconnecting_now(self) -> bool:
         return self._reconnecting is not None and not self._reconnecting.done()

@@ -1,4 +1,8 @@
-"""`ota-emu run`: emulated PPMIDs/HCALCSs upgrading from the in-process CHF."""
+"""`ota-emu run`: emulated PPMIDs/HCALCSs upgrading from the in-process CHF.
+
+The HAN (zigpy, the devices, the CHF) is imported when a run starts, not with the command: `ota-emu run --help`
+and a refused option cost no more than click.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,18 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from emulator import clock
-from emulator.chf.store import load_images
-from emulator.cli.display import RunProgress, print_outcome
 from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han.alert_log import check_log_path
-from emulator.han.gbcs import HanGbcs
-from emulator.han.network import Han, HanOptions, expand
-from emulator.han.security import attach_capture
-from emulator.profiles import bundled, load_chf, load_device
-from emulator.radio.air import LinkModel
-from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.kind import RadioKind
+
+if TYPE_CHECKING:
+    from emulator.han.network import Han
+    from emulator.radio.capture import PcapWriter
 
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
@@ -106,6 +105,13 @@ def command(
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
     end with a table of outcomes (protocol time and wall time). Exit 0 when every device ended upgraded,
     held (an HCALCS waiting for Activate Firmware) or had no image meant for it; 1 otherwise."""
+    from emulator.chf.store import load_images
+    from emulator.han.alert_log import check_log_path
+    from emulator.han.gbcs import HanGbcs
+    from emulator.han.network import Han, HanOptions, expand
+    from emulator.profiles import bundled, load_chf, load_device
+    from emulator.radio.air import LinkModel
+
     inputs = [*image_paths, *device_paths, chf_path]
     if pcap is not None:
         check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
@@ -194,6 +200,11 @@ async def settle_or_interrupt(han: Han, limit: float, interruption: Interruption
 def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:
     """Start `han`, wait until it settles (or `limit` protocol seconds, or a signal), print outcomes; the exit
     code (128 + the signal number when interrupted)."""
+    from emulator import clock
+    from emulator.cli.display import RunProgress, print_outcome
+    from emulator.han.security import attach_capture
+    from emulator.radio.capture import PcapWriter, parse_network_key
+
     chf = han.chf_profile
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)

@@ -100,9 +100,20 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> Upgrade:
     return _run_upgrade(tmp_path_factory.mktemp("capture"))
 
 
-def tshark(pcap: Path, key: bytes | None = None) -> tuple[Frame, ...]:
-    """The capture as tshark dissects it, given `key` as the network key."""
-    return dissect(pcap, [] if key is None else ["-o", f'uat:zigbee_pc_keys:"{key.hex(":")}","Normal","net"'])
+def key_options(key: bytes | None) -> list[str]:
+    return [] if key is None else ["-o", f'uat:zigbee_pc_keys:"{key.hex(":")}","Normal","net"']
+
+
+def tshark(pcap: Path, *args: str, key: bytes | None = None) -> list[list[str]]:
+    """One tshark run over `pcap` with `args`, given `key` as the network key (for captures read once)."""
+    command = ["tshark", "-r", str(pcap), *key_options(key), *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def dissected(pcap: Path, key: bytes | None = None) -> tuple[Frame, ...]:
+    """The capture as tshark dissects it, given `key` as the network key (one tshark run per capture and key)."""
+    return dissect(pcap, key_options(key))
 
 
 def served_blocks(upgrade: Upgrade) -> list[int]:
@@ -115,6 +126,14 @@ def served_blocks(upgrade: Upgrade) -> list[int]:
         if frame.name == "image_block_response" and frame.command.status == frames.Status.SUCCESS:
             offsets.append(frame.command.file_offset)
     return offsets
+
+
+OTA_COMMANDS = "zbee_zcl_general.ota.cmd.srv_rx.id || zbee_zcl_general.ota.cmd.srv_tx.id"
+OTA_FIELDS = (
+    "-Y", OTA_COMMANDS, "-T", "fields",
+    "-e", "zbee_zcl_general.ota.cmd.srv_rx.id", "-e", "zbee_zcl_general.ota.cmd.srv_tx.id",
+    "-e", "zbee_zcl_general.ota.file.offset",
+)  # fmt: skip
 
 
 def ota_commands(upgrade: Upgrade) -> list[tuple[str, str]]:
@@ -138,7 +157,7 @@ def block_offsets(rows: list[list[str]]) -> list[int]:
 
 @needs_tshark
 def test_encrypted_capture_decodes_every_ota_frame_with_the_network_key(upgrade: Upgrade) -> None:
-    frames = tshark(upgrade.encrypted, key=upgrade.key)
+    frames = dissected(upgrade.encrypted, key=upgrade.key)
     assert where(frames, Frame.troubled) == []
     rows = where(frames, all_frames, "wpan.fcs_ok", "zbee_nwk.security")
     assert len(rows) == upgrade.written == len(upgrade.tapped)
@@ -156,15 +175,15 @@ def test_encrypted_capture_decodes_every_ota_frame_with_the_network_key(upgrade:
 
 @needs_tshark
 def test_encrypted_capture_stays_closed_without_the_key(upgrade: Upgrade) -> None:
-    frames = tshark(upgrade.encrypted)
+    frames = dissected(upgrade.encrypted)
     assert where(frames, lambda frame: frame.has("zbee_zcl") or frame.has("zbee_zdp")) == []
     assert len(where(frames, lambda frame: frame.equals("zbee_nwk.security", 1))) == upgrade.written
-    assert where(tshark(upgrade.encrypted, key=OTHER_KEY), lambda frame: frame.has("zbee_zcl")) == []
+    assert where(dissected(upgrade.encrypted, key=OTHER_KEY), lambda frame: frame.has("zbee_zcl")) == []
 
 
 @needs_tshark
 def test_unencrypted_capture_decodes(upgrade: Upgrade) -> None:
-    frames = tshark(upgrade.plain)
+    frames = dissected(upgrade.plain)
     assert where(frames, Frame.troubled) == []
     assert where(frames, lambda frame: frame.equals("zbee_nwk.security", 1)) == []
     ota = ota_rows(frames)
@@ -174,7 +193,7 @@ def test_unencrypted_capture_decodes(upgrade: Upgrade) -> None:
 
 @needs_tshark
 def test_timestamps_are_protocol_time_on_the_runs_utc(upgrade: Upgrade) -> None:
-    rows = where(tshark(upgrade.plain), all_frames, "frame.time_epoch")
+    rows = where(dissected(upgrade.plain), all_frames, "frame.time_epoch")
     expected = [START.timestamp() + (at - upgrade.origin) for _, at in upgrade.tapped]
     assert len(rows) == len(expected)
     for (stamp,), want in zip(rows, expected, strict=True):
@@ -184,7 +203,7 @@ def test_timestamps_are_protocol_time_on_the_runs_utc(upgrade: Upgrade) -> None:
 @needs_tshark
 def test_addresses_and_counters_on_the_air(upgrade: Upgrade) -> None:
     rows = where(
-        tshark(upgrade.plain),
+        dissected(upgrade.plain),
         all_frames,
         "wpan.dst16", "wpan.src16", "wpan.dst_pan", "wpan.seq_no",
         "zbee_nwk.dst", "zbee_nwk.src", "zbee_nwk.seqno",

@@ -112,13 +112,7 @@ def command(
     from emulator.profiles import bundled, load_chf, load_device
     from emulator.radio.air import LinkModel
 
-    inputs = [*image_paths, *device_paths, chf_path]
-    if pcap is not None:
-        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
-    if alert_log is not None:
-        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
-    if state_dir is not None:
-        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
+    _check_outputs([*image_paths, *device_paths, chf_path], pcap=pcap, alert_log=alert_log, state_dir=state_dir)
     chf = load_chf(chf_path or bundled("chf"))
     profiles = [load_device(p) for p in device_paths] or [load_device(bundled(n)) for n in ("ppmid", "hcalcs")]
     try:
@@ -146,6 +140,18 @@ def command(
         gbcs.alert_log.write(alert_log)
         click.echo(f"{gbcs.alert_log.summary()} written to {alert_log}", err=True)
     return code
+
+
+def _check_outputs(
+    inputs: list[Path | None], *, pcap: Path | None, alert_log: Path | None, state_dir: Path | None
+) -> None:
+    """Refuse, before any work, an output path that names an input or another output."""
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
+    if alert_log is not None:
+        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
+    if state_dir is not None:
+        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
 
 
 class Interruption:

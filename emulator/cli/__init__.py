@@ -96,6 +96,7 @@ class _LazyMain(_Main):
 
 
 def _short_help(group: click.Group, name: str) -> str:
+    """From the table; a command attached some other way (`add_command`) is already loaded and says it itself."""
     if name in COMMANDS:
         return COMMANDS[name]
     return group.commands[name].get_short_help_str(10**6)

@@ -43,6 +43,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from emulator.errors import RunFailure
+
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
@@ -63,7 +65,7 @@ THREAD_POLL = 0.05
 FAR_TIMER_SECONDS = 1.0
 
 
-class Stalled(RuntimeError):
+class Stalled(RunFailure, RuntimeError):
     """The virtual clock stopped: callbacks keep running at one instant and time never moves on."""
 
 

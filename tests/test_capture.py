@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import zigpy.types as t
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from dissection import Frame, dissect, ota_rows, where
 from scapy.config import conf as scapy_conf
 from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS
 from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
@@ -99,12 +100,20 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> Upgrade:
     return _run_upgrade(tmp_path_factory.mktemp("capture"))
 
 
+def key_options(key: bytes | None) -> list[str]:
+    return [] if key is None else ["-o", f'uat:zigbee_pc_keys:"{key.hex(":")}","Normal","net"']
+
+
 def tshark(pcap: Path, *args: str, key: bytes | None = None) -> list[list[str]]:
-    command = ["tshark", "-r", str(pcap)]
-    if key is not None:
-        command += ["-o", f'uat:zigbee_pc_keys:"{key.hex(":")}","Normal","net"']
-    done = subprocess.run([*command, *args], capture_output=True, text=True, check=True, timeout=60)
+    """One tshark run over `pcap` with `args`, given `key` as the network key (for captures read once)."""
+    command = ["tshark", "-r", str(pcap), *key_options(key), *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
     return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def dissected(pcap: Path, key: bytes | None = None) -> tuple[Frame, ...]:
+    """The capture as tshark dissects it, given `key` as the network key (one tshark run per capture and key)."""
+    return dissect(pcap, key_options(key))
 
 
 def served_blocks(upgrade: Upgrade) -> list[int]:
@@ -138,48 +147,53 @@ def ota_commands(upgrade: Upgrade) -> list[tuple[str, str]]:
     return commands
 
 
+def all_frames(frame: Frame) -> bool:
+    return True
+
+
 def block_offsets(rows: list[list[str]]) -> list[int]:
     return [int(offset) for _, to_client, offset in rows if to_client == "0x05"]
 
 
 @needs_tshark
 def test_encrypted_capture_decodes_every_ota_frame_with_the_network_key(upgrade: Upgrade) -> None:
-    assert tshark(upgrade.encrypted, "-Y", "_ws.malformed || _ws.expert.severity >= warning", key=upgrade.key) == []
-    rows = tshark(upgrade.encrypted, "-T", "fields", "-e", "wpan.fcs_ok", "-e", "zbee_nwk.security", key=upgrade.key)
+    frames = dissected(upgrade.encrypted, key=upgrade.key)
+    assert where(frames, Frame.troubled) == []
+    rows = where(frames, all_frames, "wpan.fcs_ok", "zbee_nwk.security")
     assert len(rows) == upgrade.written == len(upgrade.tapped)
     assert {tuple(r) for r in rows} == {("1", "1")}
 
-    ota_rows = tshark(upgrade.encrypted, *OTA_FIELDS, key=upgrade.key)
-    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
+    ota = ota_rows(frames)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota] == ota_commands(upgrade)
     blocks = served_blocks(upgrade)
     assert len(blocks) > 30
-    assert block_offsets(ota_rows) == blocks
+    assert block_offsets(ota) == blocks
     # Every frame the capture holds is a ZCL or ZDP frame tshark could open.
-    zcl_or_zdp = tshark(
-        upgrade.encrypted, "-Y", "zbee_zcl || zbee_zdp", "-T", "fields", "-e", "frame.number", key=upgrade.key
-    )
+    zcl_or_zdp = where(frames, lambda frame: frame.has("zbee_zcl") or frame.has("zbee_zdp"), "frame.number")
     assert len(zcl_or_zdp) == upgrade.written
 
 
 @needs_tshark
 def test_encrypted_capture_stays_closed_without_the_key(upgrade: Upgrade) -> None:
-    assert tshark(upgrade.encrypted, "-Y", "zbee_zcl || zbee_zdp") == []
-    assert len(tshark(upgrade.encrypted, "-Y", "zbee_nwk.security == 1")) == upgrade.written
-    assert tshark(upgrade.encrypted, "-Y", "zbee_zcl", key=OTHER_KEY) == []
+    frames = dissected(upgrade.encrypted)
+    assert where(frames, lambda frame: frame.has("zbee_zcl") or frame.has("zbee_zdp")) == []
+    assert len(where(frames, lambda frame: frame.equals("zbee_nwk.security", 1))) == upgrade.written
+    assert where(dissected(upgrade.encrypted, key=OTHER_KEY), lambda frame: frame.has("zbee_zcl")) == []
 
 
 @needs_tshark
 def test_unencrypted_capture_decodes(upgrade: Upgrade) -> None:
-    assert tshark(upgrade.plain, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
-    assert tshark(upgrade.plain, "-Y", "zbee_nwk.security == 1") == []
-    ota_rows = tshark(upgrade.plain, *OTA_FIELDS)
-    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
-    assert block_offsets(ota_rows) == served_blocks(upgrade)
+    frames = dissected(upgrade.plain)
+    assert where(frames, Frame.troubled) == []
+    assert where(frames, lambda frame: frame.equals("zbee_nwk.security", 1)) == []
+    ota = ota_rows(frames)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota] == ota_commands(upgrade)
+    assert block_offsets(ota) == served_blocks(upgrade)
 
 
 @needs_tshark
 def test_timestamps_are_protocol_time_on_the_runs_utc(upgrade: Upgrade) -> None:
-    rows = tshark(upgrade.plain, "-T", "fields", "-e", "frame.time_epoch")
+    rows = where(dissected(upgrade.plain), all_frames, "frame.time_epoch")
     expected = [START.timestamp() + (at - upgrade.origin) for _, at in upgrade.tapped]
     assert len(rows) == len(expected)
     for (stamp,), want in zip(rows, expected, strict=True):
@@ -188,13 +202,13 @@ def test_timestamps_are_protocol_time_on_the_runs_utc(upgrade: Upgrade) -> None:
 
 @needs_tshark
 def test_addresses_and_counters_on_the_air(upgrade: Upgrade) -> None:
-    rows = tshark(
-        upgrade.plain,
-        "-T", "fields",
-        "-e", "wpan.dst16", "-e", "wpan.src16", "-e", "wpan.dst_pan", "-e", "wpan.seq_no",
-        "-e", "zbee_nwk.dst", "-e", "zbee_nwk.src", "-e", "zbee_nwk.seqno",
-        "-e", "zbee_aps.cluster", "-e", "zbee_aps.zdp_cluster", "-e", "zbee_aps.profile",
-        "-e", "zbee_aps.dst", "-e", "zbee_aps.src",
+    rows = where(
+        dissected(upgrade.plain),
+        all_frames,
+        "wpan.dst16", "wpan.src16", "wpan.dst_pan", "wpan.seq_no",
+        "zbee_nwk.dst", "zbee_nwk.src", "zbee_nwk.seqno",
+        "zbee_aps.cluster", "zbee_aps.zdp_cluster", "zbee_aps.profile",
+        "zbee_aps.dst", "zbee_aps.src",
     )  # fmt: skip
     seen: dict[str, int] = {}
     for row, (packet, _) in zip(rows, upgrade.tapped, strict=True):
@@ -463,13 +477,6 @@ def aps_capture(upgrade: Upgrade, tmp_path_factory: pytest.TempPathFactory) -> A
     return ApsCapture(directory / "aps.pcap", directory / "aps-plain-nwk.pcap", writer, install_key, encrypted)
 
 
-def tshark_with(pcap: Path, options: list[str], *args: str) -> list[list[str]]:
-    command = ["tshark", "-r", str(pcap), *options, *args]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return [line.split("\t") for line in done.stdout.splitlines()]
-
-
 def test_the_se_rule_secures_the_ota_exchange(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
     ota = [packet.cluster_id == OTA for packet, _ in upgrade.tapped]
     assert aps_capture.encrypted == ota and sum(ota) > 30
@@ -478,28 +485,28 @@ def test_the_se_rule_secures_the_ota_exchange(upgrade: Upgrade, aps_capture: Aps
 
 @needs_tshark
 def test_aps_encrypted_capture_decodes_with_network_and_link_keys(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
-    options = aps_capture.writer.tshark_options()
-    assert tshark_with(aps_capture.path, options, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
-    rows = tshark_with(aps_capture.path, options, "-T", "fields", "-e", "zbee_aps.security", "-e", "zbee.sec.key_id")
+    frames = dissect(aps_capture.path, aps_capture.writer.tshark_options())
+    assert where(frames, Frame.troubled) == []
+    rows = where(frames, all_frames, "zbee_aps.security", "zbee.sec.key_id")
     assert len(rows) == 1 + len(upgrade.tapped)
     # The Transport-Key: APS security with the key-transport key, NWK header in clear.
     assert rows[0] == ["1", "0x02"]
     for (aps_secured, key_ids), secured in zip(rows[1:], aps_capture.encrypted, strict=True):
         # NWK security (network key) always; APS security (data key) on the frames the SE rule names.
         assert (aps_secured, key_ids) == (("1", "0x01,0x00") if secured else ("0", "0x01"))
-    ota_rows = tshark_with(aps_capture.path, options, *OTA_FIELDS)
-    assert [(to_server, to_client) for to_server, to_client, _ in ota_rows] == ota_commands(upgrade)
-    assert block_offsets(ota_rows) == served_blocks(upgrade)
+    ota = ota_rows(frames)
+    assert [(to_server, to_client) for to_server, to_client, _ in ota] == ota_commands(upgrade)
+    assert block_offsets(ota) == served_blocks(upgrade)
 
 
 @needs_tshark
 def test_without_the_link_key_the_ota_payload_stays_closed(upgrade: Upgrade, aps_capture: ApsCapture) -> None:
-    network_only = tshark_key_options([CaptureKey(upgrade.key, "net")])
-    assert tshark_with(aps_capture.path, network_only, "-Y", SE_OTA) == []
+    frames = dissect(aps_capture.path, tshark_key_options([CaptureKey(upgrade.key, "net")]))
+    assert where(frames, lambda frame: frame.has(SE_OTA)) == []
     # Everything else opens: the ZDO traffic and the APS headers of the secured frames.
-    secured = tshark_with(aps_capture.path, network_only, "-Y", "zbee_aps.security == 1 && zbee_nwk")
+    secured = where(frames, lambda frame: frame.equals("zbee_aps.security", 1) and frame.has("zbee_nwk"))
     assert len(secured) == 1 + sum(aps_capture.encrypted)
-    zdp = tshark_with(aps_capture.path, network_only, "-Y", "zbee_zdp")
+    zdp = where(frames, lambda frame: frame.has("zbee_zdp"))
     assert len(zdp) == sum(1 for packet, _ in upgrade.tapped if packet.profile_id == 0) > 0
 
 
@@ -508,19 +515,19 @@ def test_install_code_key_opens_the_transport_key_and_wireshark_learns_the_netwo
     upgrade: Upgrade, aps_capture: ApsCapture
 ) -> None:
     install_only = tshark_key_options([CaptureKey(aps_capture.install_key, "ic")])
-    [row] = tshark_with(
-        aps_capture.path, install_only, "-Y", "zbee_aps.cmd.id == 0x05", "-T", "fields",
-        "-e", "frame.number", "-e", "zbee_aps.cmd.key_type", "-e", "zbee_aps.cmd.key", "-e", "zbee_aps.cmd.seqno",
+    frames = dissect(aps_capture.path, install_only)
+    [row] = where(
+        frames, lambda frame: frame.equals("zbee_aps.cmd.id", 0x05),
+        "frame.number", "zbee_aps.cmd.key_type", "zbee_aps.cmd.key", "zbee_aps.cmd.seqno",
     )  # fmt: skip
     assert row[0] == "1" and row[1] == "0x01" and bytes.fromhex(row[2].replace(":", "")) == upgrade.key
     # With the network key learnt from frame 1, the NWK layer of every later frame opens: ZDO decodes...
-    zdp = tshark_with(aps_capture.path, install_only, "-Y", "zbee_zdp")
+    zdp = where(frames, lambda frame: frame.has("zbee_zdp"))
     assert len(zdp) == sum(1 for packet, _ in upgrade.tapped if packet.profile_id == 0) > 0
     # ...and OTA as soon as the CBKE link key is known too.
     with_link_key = install_only + tshark_key_options([CaptureKey(CBKE_KEY, "cbke")])
-    ota_rows = tshark_with(aps_capture.path, with_link_key, *OTA_FIELDS)
-    assert block_offsets(ota_rows) == served_blocks(upgrade)
-    assert tshark_with(aps_capture.path, install_only, "-Y", SE_OTA) == []
+    assert block_offsets(ota_rows(dissect(aps_capture.path, with_link_key))) == served_blocks(upgrade)
+    assert where(frames, lambda frame: frame.has(SE_OTA)) == []
 
 
 @needs_tshark
@@ -535,7 +542,7 @@ def test_keys_file_beside_the_capture(aps_capture: ApsCapture, upgrade: Upgrade)
     ]
     # The rows load into tshark as they stand (one UAT option holding them all, as zigpy-cli passes its keys).
     options = ["-o", "uat:zigbee_pc_keys:" + "\n".join(rows)]
-    assert block_offsets(tshark_with(aps_capture.path, options, *OTA_FIELDS)) == served_blocks(upgrade)
+    assert block_offsets(ota_rows(dissect(aps_capture.path, options))) == served_blocks(upgrade)
 
 
 @needs_tshark
@@ -575,15 +582,13 @@ def test_every_transport_key_type_opens_in_tshark(tmp_path: Path) -> None:
     for number, (command, _, _) in enumerate(commands):
         writer.write_transport_key(0x0000, 0x1001, command, link_key, float(number))
     writer.close()
-    rows = tshark_with(
-        writer.path, writer.tshark_options(), "-T", "fields", "-e", "zbee.sec.key_id",
-        "-e", "zbee_aps.cmd.key_type", "-e", "zbee_aps.cmd.key", "-e", "_ws.malformed",
-    )  # fmt: skip
-    assert [(key_id, key_type, bytes.fromhex(key.replace(":", ""))) for key_id, key_type, key, _ in rows] == [
+    frames = dissect(writer.path, writer.tshark_options())
+    rows = where(frames, all_frames, "zbee.sec.key_id", "zbee_aps.cmd.key_type", "zbee_aps.cmd.key")
+    assert [(key_id, key_type, bytes.fromhex(key.replace(":", ""))) for key_id, key_type, key in rows] == [
         (key_id, key_type, command.key) for command, key_id, key_type in commands
     ]
-    assert {malformed for *_, malformed in rows} == {""}
-    assert tshark_with(writer.path, [], "-Y", "zbee_aps.cmd.key") == []
+    assert where(frames, Frame.troubled) == []
+    assert where(dissect(writer.path), lambda frame: frame.carries("zbee_aps.cmd.key")) == []
 
 
 def test_scapy_reads_the_aps_security_header(

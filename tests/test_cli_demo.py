@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from emulator.cli import main
 
 
-def test_demo_steps_are_numbered_once_each_and_show_the_hcalcs_holding(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)], prog_name="ota-emu")
+def test_demo_steps_are_numbered_once_each_and_show_the_hcalcs_holding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # --out relative to the working folder, as in the command's example
+    result = CliRunner().invoke(main, ["demo", "--out", "demo/"], prog_name="ota-emu")
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo" / "demo-supplier.pub.pem").is_file()
     lines = result.stderr.splitlines()
     steps = [int(m.group(1)) for line in lines if (m := re.match(r"(\d+)\. ", line))]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 5, steps

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import emulator.cli.run as run_command
 from conftest import image_file
 from emulator.chf import events as server_events
-from emulator.cli import main
+from emulator.cli import display, main
 from emulator.han.network import Event
 from emulator.profiles import bundled, load_device
 
@@ -32,14 +31,14 @@ def interrupt_at_first_outcome(monkeypatch: pytest.MonkeyPatch, signum: signal.S
     """Send `signum` to this process when the CHF reports its first transfer outcome; the EUI-64s it was for."""
     seen: list[str] = []
 
-    class Interrupting(run_command.RunProgress):
+    class Interrupting(display.RunProgress):
         def __call__(self, event: Event) -> None:
             super().__call__(event)
             if isinstance(event, server_events.TransferOutcome) and not seen:
                 seen.append(str(event.ieee))
                 signal.raise_signal(signum)
 
-    monkeypatch.setattr(run_command, "RunProgress", Interrupting)
+    monkeypatch.setattr(display, "RunProgress", Interrupting)  # `ota-emu run` takes it from there when it runs
     return seen
 
 

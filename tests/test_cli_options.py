@@ -26,12 +26,14 @@ def run(*args: object) -> Result:
 def commands() -> list[list[str]]:
     """Every command line path of ours: `[]` (the main group), `["image"]`, `["image", "build"]`, ..."""
     paths: list[list[str]] = [[]]
-    for name, command in main.commands.items():
+    ctx = click.Context(main)
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
         if name in OTHERS:
             continue
         paths.append([name])
         if isinstance(command, click.Group):
-            paths.extend([name, sub] for sub in command.commands)
+            paths.extend([name, sub] for sub in command.list_commands(ctx))
     return paths
 
 

@@ -10,13 +10,17 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import vendor_dut  # noqa: F401  (see below)
 from click.testing import CliRunner
 
 from conftest import assert_one_line_error
 from emulator.cli import main
-from emulator.conformance import pytest_plugin
+from emulator.conformance import pytest_items, pytest_plugin  # noqa: F401  (see below)
 from emulator.conformance.interface import PluginError, load_plugin
 
+# pytester's in-process runs drop every module first imported during a run, to import it again in the next: the
+# bench (`pytest_items`: zigpy, bellows, the emulated HAN) and the vendor's DUT module are imported here once, for
+# every run below.
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +38,8 @@ PLUGIN = [
     "no:cacheprovider",
     "-p",
     "no:benchmark",
+    "-p",
+    "no:hypothesispytest",  # its summary imports hypothesis, afresh in every run (see above)
     "-o",
     "asyncio_default_fixture_loop_scope=function",
 ]
@@ -117,7 +123,9 @@ def test_pytest_failure_carries_the_reason_and_the_frames(pytester: pytest.Pytes
 
 def test_pytest_run_on_a_bundled_profile(pytester: pytest.Pytester):
     profile = ROOT / "profiles" / "faults" / "zcl-wrong-direction.toml"
-    result = pytester.runpytest(*PLUGIN, "--ota-emu-dut", str(profile), "--ota-emu-checks", "Z-02,Z-03")
+    # One argument: pytest takes a bare existing path among its arguments as a place to look for its
+    # configuration, and would find this project's (whose addopts start pytest-xdist workers).
+    result = pytester.runpytest(*PLUGIN, f"--ota-emu-dut={profile}", "--ota-emu-checks", "Z-02,Z-03")
     result.assert_outcomes(passed=1, failed=1)
 
 

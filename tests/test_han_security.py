@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import zigpy.types as t
 from click.testing import CliRunner
+from dissection import Frame, dissect, ota_rows, where
 
 from conftest import TEST_KEYS, assert_one_line_error, held_image
 from emulator import clock
@@ -205,21 +206,31 @@ def test_tshark_opens_the_capture_with_the_network_and_link_keys_only(captured: 
     known = result.capture.keys()
     labels = [key.label for key in known]
     assert labels[0] == "network key" and any(label.startswith("CBKE link key") for label in labels)
-    assert tshark(pcap, options, "-Y", "_ws.malformed || _ws.expert.severity >= warning") == []
+    frames = dissect(pcap, options)  # one tshark run answers every question below (tests/dissection.py)
+    assert where(frames, Frame.troubled) == []
     # The Transport-Key opens under the install-code key and carries the network key.
-    [row] = tshark(pcap, options, "-Y", "zbee_aps.cmd.id == 0x05", "-T", "fields", "-e", "zbee_aps.cmd.key")
+    [row] = where(frames, lambda frame: frame.equals("zbee_aps.cmd.id", 0x05), "zbee_aps.cmd.key")
     assert bytes.fromhex(row[0].replace(":", "")) == parse_network_key(result.han.chf_profile.network_key)
-    offsets = [int(offset) for [offset] in tshark(pcap, options, *OTA_FIELDS)]
+    block_responses = where(
+        frames,
+        lambda frame: frame.equals("zbee_zcl_general.ota.cmd.srv_tx.id", 0x05),
+        "zbee_zcl_general.ota.file.offset",
+    )
+    offsets = [int(offset) for [offset] in block_responses]
     assert offsets[0] == 0 and offsets == sorted(offsets) and len(offsets) == len(set(offsets)) > 30
     # The APS-secured frames are the OTA unicasts, each with the data key.
-    secured = tshark(pcap, options, "-Y", "zbee_aps.security == 1 && zbee_aps.cluster == 0x0019")
+    secured = where(
+        frames, lambda frame: frame.equals("zbee_aps.security", 1) and frame.equals("zbee_aps.cluster", OTA)
+    )
     assert len(secured) == sum(
         1 for p in result.tapped if p.cluster_id == OTA and isinstance(p.data, SecuredApsFrame)
     )  # fmt: skip
     network_only = tshark_key_options([CaptureKey(parse_network_key(result.han.chf_profile.network_key), "net")])
-    assert tshark(pcap, network_only, *OTA_FIELDS) == []
+    frames = dissect(pcap, network_only)
+    assert ota_rows(frames) == []
     # ...while ZDO and Key Establishment (NWK security only) still open with the network key alone.
-    assert len(tshark(pcap, network_only, "-Y", "zbee_zcl_se.ke.cmd.srv_rx.id || zbee_zcl_se.ke.cmd.srv_tx.id")) == 6
+    key_establishment = ("zbee_zcl_se.ke.cmd.srv_rx.id", "zbee_zcl_se.ke.cmd.srv_tx.id")
+    assert len(where(frames, lambda frame: any(frame.carries(field) for field in key_establishment))) == 6
 
 
 @needs_tshark

@@ -75,7 +75,7 @@ def command(out: Path | None, as_json: bool) -> int:
         check_output_dir(out, "a folder for the demo key, images and alert log")
     console = Console(stderr=True, quiet=as_json, soft_wrap=True)
     with tempfile.TemporaryDirectory(prefix="ota-emu-demo-") as scratch:
-        folder = out or Path(scratch)
+        folder = (out or Path(scratch)).resolve()  # absolute: a profile reads paths relative to its own file
         folder.mkdir(parents=True, exist_ok=True)
         key = keys.generate_private_key()
         write_atomic(folder / "demo-signer.key.pem", keys.private_key_pem(key), mode=0o600)

@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import zigpy.types as t
 
 from emulator.numbers import parse_unsigned
-from emulator.profiles import ProfileError, parse_eui64, resolve_profile
+
+# zigpy and the profile loader (which imports zigpy's ZCL clusters) are imported when a value is converted, not
+# here: every command imports this module, most never read a profile or an EUI-64.
 
 if TYPE_CHECKING:  # click's ParamType is generic in recent releases only; at run time any 8.x will do
+    import zigpy.types as t
+
     IntParamType = click.ParamType[int]
     PathParamType = click.ParamType[Path]
     StrParamType = click.ParamType[str]
@@ -66,6 +69,10 @@ class Eui64Param(Eui64ParamType):
     name = "EUI64"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> t.EUI64:
+        import zigpy.types as t
+
+        from emulator.profiles import parse_eui64
+
         if isinstance(value, t.EUI64):
             return value
         try:
@@ -92,6 +99,8 @@ class ProfileParam(PathParamType):
     name = "profile"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        from emulator.profiles import ProfileError, resolve_profile
+
         if isinstance(value, Path):
             return value
         try:

@@ -1,4 +1,8 @@
-"""`ota-emu run`: emulated PPMIDs/HCALCSs upgrading from the in-process CHF."""
+"""`ota-emu run`: emulated PPMIDs/HCALCSs upgrading from the in-process CHF.
+
+The HAN (zigpy, the devices, the CHF) is imported when a run starts, not with the command: `ota-emu run --help`
+and a refused option cost no more than click.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,18 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from emulator import clock
-from emulator.chf.store import load_images
-from emulator.cli.display import RunProgress, print_outcome
 from emulator.cli.params import FiniteFloat, ProfileParam, example
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han.alert_log import check_log_path
-from emulator.han.gbcs import HanGbcs
-from emulator.han.network import Han, HanOptions, expand
-from emulator.han.security import attach_capture
-from emulator.profiles import bundled, load_chf, load_device
-from emulator.radio.air import LinkModel
-from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.kind import RadioKind
+
+if TYPE_CHECKING:
+    from emulator.han.network import Han
+    from emulator.radio.capture import PcapWriter
 
 DEFAULT_LIMIT_VIRTUAL = 7 * 86400.0
 DEFAULT_LIMIT_REAL = 600.0
@@ -106,13 +105,14 @@ def command(
     """Run emulated PPMIDs and HCALCSs against the CHF OTA server in this process, show each transfer and
     end with a table of outcomes (protocol time and wall time). Exit 0 when every device ended upgraded,
     held (an HCALCS waiting for Activate Firmware) or had no image meant for it; 1 otherwise."""
-    inputs = [*image_paths, *device_paths, chf_path]
-    if pcap is not None:
-        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
-    if alert_log is not None:
-        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
-    if state_dir is not None:
-        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
+    from emulator.chf.store import load_images
+    from emulator.han.alert_log import check_log_path
+    from emulator.han.gbcs import HanGbcs
+    from emulator.han.network import Han, HanOptions, expand
+    from emulator.profiles import bundled, load_chf, load_device
+    from emulator.radio.air import LinkModel
+
+    _check_outputs([*image_paths, *device_paths, chf_path], pcap=pcap, alert_log=alert_log, state_dir=state_dir)
     chf = load_chf(chf_path or bundled("chf"))
     profiles = [load_device(p) for p in device_paths] or [load_device(bundled(n)) for n in ("ppmid", "hcalcs")]
     try:
@@ -140,6 +140,18 @@ def command(
         gbcs.alert_log.write(alert_log)
         click.echo(f"{gbcs.alert_log.summary()} written to {alert_log}", err=True)
     return code
+
+
+def _check_outputs(
+    inputs: list[Path | None], *, pcap: Path | None, alert_log: Path | None, state_dir: Path | None
+) -> None:
+    """Refuse, before any work, an output path that names an input or another output."""
+    if pcap is not None:
+        check_output_file(pcap, "the pcap file to write", inputs=[*inputs, alert_log])
+    if alert_log is not None:
+        check_output_file(alert_log, "the alert log file to write", inputs=[*inputs, pcap], create_parents=True)
+    if state_dir is not None:
+        check_output_dir(state_dir, "a folder for the devices' state", inputs=[*inputs, pcap, alert_log])
 
 
 class Interruption:
@@ -194,6 +206,11 @@ async def settle_or_interrupt(han: Han, limit: float, interruption: Interruption
 def run_han(han: Han, *, limit: float, virtual: bool, as_json: bool, pcap: Path | None = None) -> int:
     """Start `han`, wait until it settles (or `limit` protocol seconds, or a signal), print outcomes; the exit
     code (128 + the signal number when interrupted)."""
+    from emulator import clock
+    from emulator.cli.display import RunProgress, print_outcome
+    from emulator.han.security import attach_capture
+    from emulator.radio.capture import PcapWriter, parse_network_key
+
     chf = han.chf_profile
     capture = (
         PcapWriter(pcap, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
@@ -194,6 +195,8 @@ class Trial:
         self.first_query: FrameRecord | None = None
         # The run's capture (a pcap), for a play step that brings up a CHF radio of its own (the security checks).
         self.capture: Callable[[TestChf], None] | None = None
+        # The run's test CA and the certificates it issued (`han.security.RunCertificates`), for the same.
+        self.certificates: Any = None
 
     # -- getting the DUT to talk ----------------------------------------------------------------------
 

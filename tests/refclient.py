@@ -162,6 +162,47 @@ def _command_bytes(name: str, fields: tuple[tuple[str, Any], ...]) -> bytes:
     return bytes(SERVER_CMDS[name].schema(**dict(fields)).serialize())
 
 
+@functools.lru_cache(maxsize=64)
+def _zdo_payload(cluster: int, own_nwk: int, manufacturer_code: int, kind: str | None) -> bytes:
+    """The payload of our answer to a ZDO request (after its TSN)."""
+    nwk = t.NWK(own_nwk)
+    if cluster == zdo_t.ZDOCmd.Node_Desc_req:
+        descriptor = zdo_t.NodeDescriptor(
+            logical_type=zdo_t.LogicalType.EndDevice,
+            complex_descriptor_available=0,
+            user_descriptor_available=0,
+            reserved=0,
+            aps_flags=0,
+            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+            mac_capability_flags=zdo_t.MACCapabilityFlags.AllocateAddress
+            | zdo_t.MACCapabilityFlags.RxOnWhenIdle
+            | zdo_t.MACCapabilityFlags.MainsPowered,
+            manufacturer_code=manufacturer_code,
+            maximum_buffer_size=82,
+            maximum_incoming_transfer_size=82,
+            server_mask=0,
+            maximum_outgoing_transfer_size=82,
+            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
+        )
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
+    elif cluster == zdo_t.ZDOCmd.Active_EP_req:
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + bytes([1, ENDPOINT])
+    elif cluster == zdo_t.ZDOCmd.Simple_Desc_req:
+        device_id = 0x0504 if kind == "hcalcs" else 0x0506
+        descriptor = zdo_t.SizePrefixedSimpleDescriptor(
+            endpoint=ENDPOINT,
+            profile=SE_PROFILE,
+            device_type=device_id,
+            device_version=0,
+            input_clusters=[],
+            output_clusters=[OTA],
+        )
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
+    else:
+        payload = bytes([zdo_t.Status.NOT_SUPPORTED])
+    return payload
+
+
 def _manufacturer_image(data: bytes) -> bytes:
     """The Manufacturer Image of a GB Upgrade Image: what follows the OTA header, less the signature trailer
     (the 2-byte big-endian length 0x0040 and the 64-byte ECDSA signature) when the file carries one. The hash
@@ -294,41 +335,7 @@ class RefClient(DeviceUnderTest):
         if not data or self._broadcast(packet):
             return
         tsn = data[0]
-        nwk = t.NWK(self.nwk)
-        if cluster == zdo_t.ZDOCmd.Node_Desc_req:
-            descriptor = zdo_t.NodeDescriptor(
-                logical_type=zdo_t.LogicalType.EndDevice,
-                complex_descriptor_available=0,
-                user_descriptor_available=0,
-                reserved=0,
-                aps_flags=0,
-                frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
-                mac_capability_flags=zdo_t.MACCapabilityFlags.AllocateAddress
-                | zdo_t.MACCapabilityFlags.RxOnWhenIdle
-                | zdo_t.MACCapabilityFlags.MainsPowered,
-                manufacturer_code=self.config.manufacturer_code,
-                maximum_buffer_size=82,
-                maximum_incoming_transfer_size=82,
-                server_mask=0,
-                maximum_outgoing_transfer_size=82,
-                descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
-            )
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
-        elif cluster == zdo_t.ZDOCmd.Active_EP_req:
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + bytes([1, ENDPOINT])
-        elif cluster == zdo_t.ZDOCmd.Simple_Desc_req:
-            device_id = 0x0504 if self.kind == "hcalcs" else 0x0506
-            descriptor = zdo_t.SizePrefixedSimpleDescriptor(
-                endpoint=ENDPOINT,
-                profile=SE_PROFILE,
-                device_type=device_id,
-                device_version=0,
-                input_clusters=[],
-                output_clusters=[OTA],
-            )
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
-        else:
-            payload = bytes([zdo_t.Status.NOT_SUPPORTED])
+        payload = _zdo_payload(cluster, self.nwk, self.config.manufacturer_code, self.kind)
         self._send_zdo(packet.src.address, cluster | 0x8000, bytes([tsn]) + payload)
 
     def _on_zcl(self, packet: t.ZigbeePacket, data: bytes) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 from dataclasses import dataclass, field, replace
@@ -129,6 +130,77 @@ class _Memory:
     held_ids: tuple[int, int, int] | None = None
     min_block_period: int = 0
     image_type_id: int = 0xFFFF
+
+
+# The ZCL codec, as pure functions of their inputs. Every check restarts the client from the same state, so the
+# same frames recur across checks and runs; zigpy's structs take ~100 µs a frame, so each answer is kept. The
+# parsed values are only read, never changed.
+@functools.lru_cache(maxsize=1024, typed=True)
+def _header_bytes(
+    tsn: int, command_id: int, general: bool, direction: foundation.Direction, manufacturer: int | None
+) -> bytes:
+    build = foundation.ZCLHeader.general if general else foundation.ZCLHeader.cluster
+    header = build(tsn, command_id, manufacturer, direction)
+    if general:  # our general commands are all answers: nothing may answer them
+        header.frame_control = header.frame_control.replace(disable_default_response=True)
+    return bytes(header.serialize())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header(data: bytes) -> tuple[foundation.ZCLHeader, bytes]:
+    header, payload = foundation.ZCLHeader.deserialize(data)
+    return header, bytes(payload)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_command(command_id: int, payload: bytes) -> Any:
+    return CLIENT_CMDS[command_id].schema.deserialize(payload)[0]
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _command_bytes(name: str, fields: tuple[tuple[str, Any], ...]) -> bytes:
+    return bytes(SERVER_CMDS[name].schema(**dict(fields)).serialize())
+
+
+@functools.lru_cache(maxsize=64)
+def _zdo_payload(cluster: int, own_nwk: int, manufacturer_code: int, kind: str | None) -> bytes:
+    """The payload of our answer to a ZDO request (after its TSN)."""
+    nwk = t.NWK(own_nwk)
+    if cluster == zdo_t.ZDOCmd.Node_Desc_req:
+        descriptor = zdo_t.NodeDescriptor(
+            logical_type=zdo_t.LogicalType.EndDevice,
+            complex_descriptor_available=0,
+            user_descriptor_available=0,
+            reserved=0,
+            aps_flags=0,
+            frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
+            mac_capability_flags=zdo_t.MACCapabilityFlags.AllocateAddress
+            | zdo_t.MACCapabilityFlags.RxOnWhenIdle
+            | zdo_t.MACCapabilityFlags.MainsPowered,
+            manufacturer_code=manufacturer_code,
+            maximum_buffer_size=82,
+            maximum_incoming_transfer_size=82,
+            server_mask=0,
+            maximum_outgoing_transfer_size=82,
+            descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
+        )
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
+    elif cluster == zdo_t.ZDOCmd.Active_EP_req:
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + bytes([1, ENDPOINT])
+    elif cluster == zdo_t.ZDOCmd.Simple_Desc_req:
+        device_id = 0x0504 if kind == "hcalcs" else 0x0506
+        descriptor = zdo_t.SizePrefixedSimpleDescriptor(
+            endpoint=ENDPOINT,
+            profile=SE_PROFILE,
+            device_type=device_id,
+            device_version=0,
+            input_clusters=[],
+            output_clusters=[OTA],
+        )
+        payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
+    else:
+        payload = bytes([zdo_t.Status.NOT_SUPPORTED])
+    return payload
 
 
 def _manufacturer_image(data: bytes) -> bytes:
@@ -263,46 +335,12 @@ class RefClient(DeviceUnderTest):
         if not data or self._broadcast(packet):
             return
         tsn = data[0]
-        nwk = t.NWK(self.nwk)
-        if cluster == zdo_t.ZDOCmd.Node_Desc_req:
-            descriptor = zdo_t.NodeDescriptor(
-                logical_type=zdo_t.LogicalType.EndDevice,
-                complex_descriptor_available=0,
-                user_descriptor_available=0,
-                reserved=0,
-                aps_flags=0,
-                frequency_band=zdo_t.NodeDescriptor.FrequencyBand.Freq2400MHz,
-                mac_capability_flags=zdo_t.MACCapabilityFlags.AllocateAddress
-                | zdo_t.MACCapabilityFlags.RxOnWhenIdle
-                | zdo_t.MACCapabilityFlags.MainsPowered,
-                manufacturer_code=self.config.manufacturer_code,
-                maximum_buffer_size=82,
-                maximum_incoming_transfer_size=82,
-                server_mask=0,
-                maximum_outgoing_transfer_size=82,
-                descriptor_capability_field=zdo_t.NodeDescriptor.DescriptorCapability.NONE,
-            )
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
-        elif cluster == zdo_t.ZDOCmd.Active_EP_req:
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + bytes([1, ENDPOINT])
-        elif cluster == zdo_t.ZDOCmd.Simple_Desc_req:
-            device_id = 0x0504 if self.kind == "hcalcs" else 0x0506
-            descriptor = zdo_t.SizePrefixedSimpleDescriptor(
-                endpoint=ENDPOINT,
-                profile=SE_PROFILE,
-                device_type=device_id,
-                device_version=0,
-                input_clusters=[],
-                output_clusters=[OTA],
-            )
-            payload = Status.SUCCESS.serialize() + nwk.serialize() + descriptor.serialize()
-        else:
-            payload = bytes([zdo_t.Status.NOT_SUPPORTED])
+        payload = _zdo_payload(cluster, self.nwk, self.config.manufacturer_code, self.kind)
         self._send_zdo(packet.src.address, cluster | 0x8000, bytes([tsn]) + payload)
 
     def _on_zcl(self, packet: t.ZigbeePacket, data: bytes) -> None:
         try:
-            header, payload = foundation.ZCLHeader.deserialize(data)
+            header, payload = _parse_header(data)
         except (ValueError, IndexError):
             return
         general = header.frame_control.frame_type == foundation.FrameType.GLOBAL_COMMAND
@@ -317,7 +355,7 @@ class RefClient(DeviceUnderTest):
             return
         definition = CLIENT_CMDS[header.command_id]
         try:
-            command: Any = definition.schema.deserialize(payload)[0]
+            command: Any = _parse_command(header.command_id, payload)
         except (ValueError, KeyError, IndexError):
             command = _short_wait_for_data(definition.name, payload)
             if command is None:
@@ -371,11 +409,7 @@ class RefClient(DeviceUnderTest):
         if Fault.WRONG_DIRECTION in faults:
             direction = S2C if direction == C2S else C2S
         manufacturer = self.config.manufacturer_code if Fault.MANUFACTURER_SPECIFIC_FLAG in faults else None
-        build = foundation.ZCLHeader.general if general else foundation.ZCLHeader.cluster
-        header = build(tsn, command_id, manufacturer, direction)
-        if general:  # our general commands are all answers: nothing may answer them
-            header.frame_control = header.frame_control.replace(disable_default_response=True)
-        return header.serialize()
+        return _header_bytes(tsn, command_id, general, direction, manufacturer)
 
     def _reply(
         self, packet: t.ZigbeePacket, request: foundation.ZCLHeader, command_id: int, payload: bytes, *, general: bool
@@ -407,7 +441,7 @@ class RefClient(DeviceUnderTest):
         assert self._server is not None
         tsn = self._next_tsn()
         definition = SERVER_CMDS[name]
-        payload = definition.schema(**fields).serialize()
+        payload = _command_bytes(name, tuple(fields.items()))
         data = self._header(tsn, definition.id, general=False, direction=C2S) + payload
         self._transmit(self._server[0], self._server[1], SE_PROFILE, OTA, data)
         return tsn

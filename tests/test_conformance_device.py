@@ -84,6 +84,10 @@ def verdicts(report: Report) -> dict[str, Verdict]:
     return {r.check.id: r.verdict for r in report.results}
 
 
+# The tests that read the two full runs below share one worker under pytest-xdist, so each run is made once.
+SHARES_REPORTS = pytest.mark.xdist_group("bundled_device_reports")
+
+
 @pytest.fixture(scope="module")
 def ppmid_report() -> Report:
     return run_device_checks(DeviceTarget(profile=load_device(bundled("ppmid"))))
@@ -110,6 +114,7 @@ def test_fault_profile_says_which_checks_it_fails(name):
     assert tuple(parse_ids(named.group(1))) == FAULT_TABLE[name]
 
 
+@SHARES_REPORTS
 @pytest.mark.parametrize(("kind", "fixture"), [("ppmid", "ppmid_report"), ("hcalcs", "hcalcs_report")])
 def test_bundled_profile_passes_every_applicable_check(kind, fixture, request):
     report: Report = request.getfixturevalue(fixture)
@@ -124,6 +129,7 @@ def test_bundled_profile_passes_every_applicable_check(kind, fixture, request):
             assert result.evidence, result.check.id  # every pass cites the frames that decided it
 
 
+@SHARES_REPORTS
 def test_not_applicable_says_why(ppmid_report, hcalcs_report):
     reasons = {r.check.id: r.reason for r in ppmid_report.results}
     assert "applies to HCALCS only" in reasons["C-23a"]
@@ -171,6 +177,7 @@ def test_sleepy_device_that_hears_no_broadcast_is_inconclusive_not_failed():
     assert "ignored even a matching broadcast" in result.reason
 
 
+@SHARES_REPORTS
 def test_evidence_and_timeline_are_the_recorded_frames(ppmid_report):
     results = {r.check.id: r for r in ppmid_report.results}
     wait = results["C-08a"]
@@ -193,6 +200,7 @@ def test_evidence_and_timeline_are_the_recorded_frames(ppmid_report):
     assert results["C-22b"].reason.endswith("(device event standing in for the GBCS CS09 alert)")
 
 
+@SHARES_REPORTS
 def test_references_and_reasons_cite_public_clauses(ppmid_report, hcalcs_report):
     """Users do not have the project's private digests: every reference and every reason cites a public clause."""
     for check in CHECKS.values():

@@ -7,6 +7,7 @@ same OTA decoder the server uses, so the evidence names commands and fields exac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,14 @@ _DISABLE_DEFAULT_RESPONSE = 0x10
 
 def ota_fields(data: bytes) -> tuple[str, dict[str, Any]]:
     """(command name, fields) of an OTA-cluster frame, decoded with the OTA decoder the server uses."""
+    name, fields = _decoded_ota_fields(data)
+    return name, dict(fields)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded_ota_fields(data: bytes) -> tuple[str, dict[str, Any]]:
+    """`ota_fields`, kept per frame: a pure function of the bytes, and every check restarts the device from the
+    same state, so the same queries, notifies and answers recur in every check of a run (the caller copies)."""
     try:
         frame = frames.decode(data)
     except frames.UnsupportedCommand as exc:
@@ -122,6 +131,7 @@ def is_broadcast(address: t.AddrModeAddress | None) -> bool:
 def record(packet: t.ZigbeePacket, at: float) -> FrameRecord:
     name, fields = describe(packet)
     src, dst = short_address(packet.src), short_address(packet.dst)
+    data = packet.data.serialize()
     return FrameRecord(
         at=round(at, 6),
         src=0 if src is None else src,
@@ -132,7 +142,7 @@ def record(packet: t.ZigbeePacket, at: float) -> FrameRecord:
         cluster_id=int(packet.cluster_id),
         name=name,
         fields=fields,
-        hex=packet.data.serialize().hex(),
+        hex=data.hex(),
     )
 
 

@@ -11,7 +11,7 @@
 * Both ends get a `SecureRadio`: OTA frames between a device and the CHF are APS-encrypted once they share a
   link key, and frames that should have been are dropped and reported.
 * CBKE credentials come from the profiles' `cbke_credentials` files (`ota-emu certs issue`); a node without one
-  gets a certificate from a test CA made for the run (one per suite), issued when the node starts.
+  gets a certificate from a test CA made for the run (one per suite), issued when the node first starts.
 
 Listeners (a capture) learn of every Transport-Key sent and every link key established.
 """
@@ -107,10 +107,36 @@ def drop_reporter(device: Any) -> Callable[[DroppedFrame], None]:
     return dropped
 
 
-class HanSecurity:
-    """The security of one HAN run; `enabled` is False when no profile asks for Smart Energy security."""
+class RunCertificates:
+    """The test CA of a run (one per suite) and the certificates it issued: each node gets its certificate once,
+    as a real node carries one for life. What is shared is only that: every key establishment still draws its own
+    ephemeral keys, so no two CBKEs agree the same link key."""
 
-    def __init__(self, chf: ChfProfile, devices: Iterable[DeviceProfile]) -> None:
+    def __init__(self) -> None:
+        self._authorities: dict[CryptoSuite, CertificateAuthority] = {}
+        self._issued: dict[tuple[CryptoSuite, t.EUI64], DeviceCredentials] = {}
+
+    def issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
+        """The credentials of `ieee` for each of `suites`, issued on first asking."""
+        issued = {}
+        for suite in suites:
+            credentials = self._issued.get((suite, ieee))
+            if credentials is None:
+                authority = self._authorities.get(suite)
+                if authority is None:
+                    authority = self._authorities[suite] = CertificateAuthority.generate(suite)
+                credentials = self._issued[suite, ieee] = authority.issue(bytes(ieee)[::-1])
+            issued[suite] = credentials
+        return issued
+
+
+class HanSecurity:
+    """The security of one HAN run; `enabled` is False when no profile asks for Smart Energy security.
+    `certificates` is the run's test CA, for a run of several HANs (the conformance bench's, one per check)."""
+
+    def __init__(
+        self, chf: ChfProfile, devices: Iterable[DeviceProfile], certificates: RunCertificates | None = None
+    ) -> None:
         self.chf_profile = chf
         self.device_profiles = list(devices)
         self.chf_se = chf.security == SE
@@ -118,7 +144,7 @@ class HanSecurity:
         self.chf_context = SecurityContext(chf.ieee)
         self.device_contexts: dict[t.EUI64, SecurityContext] = {}
         self.listeners: list[NoticeListener] = []
-        self._authorities: dict[CryptoSuite, CertificateAuthority] = {}
+        self.certificates = certificates if certificates is not None else RunCertificates()
         self._chf_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
         self.key_server: KeyEstablishmentServer | None = None
         self.trust_centre: TrustCentre | None = None
@@ -148,13 +174,7 @@ class HanSecurity:
     # -- credentials --------------------------------------------------------------------------------------
 
     def _issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
-        issued = {}
-        for suite in suites:
-            authority = self._authorities.get(suite)
-            if authority is None:
-                authority = self._authorities[suite] = CertificateAuthority.generate(suite)
-            issued[suite] = authority.issue(bytes(ieee)[::-1])
-        return issued
+        return self.certificates.issue(ieee, suites)
 
     def issue(self, ieee: t.EUI64, suite: CryptoSuite) -> DeviceCredentials:
         """Credentials of the run's test CA for `ieee`: what a conformance bench presents as a CHF that is not the

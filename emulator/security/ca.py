@@ -39,6 +39,8 @@ class CertificateAuthority:
     suite: CryptoSuite
     private_key: PrivateKey = field(repr=False)
     issuer: bytes = DEFAULT_ISSUER
+    # Q_CA = d_CA·G, worked out once: every certificate issued needs it.
+    _public_key: PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.issuer) != 8:
@@ -48,6 +50,7 @@ class CertificateAuthority:
                 f"CA key is on {self.private_key.curve.name} (expected {self.suite.curve.name} for suite "
                 f"{self.suite.value})"
             )
+        object.__setattr__(self, "_public_key", self.private_key.public_key())
 
     @classmethod
     def generate(cls, suite: CryptoSuite, issuer: bytes = DEFAULT_ISSUER) -> CertificateAuthority:
@@ -55,7 +58,7 @@ class CertificateAuthority:
 
     @property
     def public_key(self) -> PublicKey:
-        return self.private_key.public_key()
+        return self._public_key
 
     def issue(
         self,

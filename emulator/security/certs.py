@@ -20,10 +20,11 @@ certificate; zigpy's `EUI64` holds the same bytes in the reverse order.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from emulator.errors import InputError
-from emulator.security.koblitz import SECT163K1, SECT283K1, Curve, PointError, PrivateKey, PublicKey
+from emulator.security.koblitz import SECT163K1, SECT283K1, Curve, Point, PointError, PrivateKey, PublicKey
 from emulator.security.mmo import mmo_hash
 
 EUI64_LENGTH = 8
@@ -235,14 +236,23 @@ def reconstruct_public_key(certificate: Certificate, ca_public_key: PublicKey) -
             f"CA public key is on {ca_public_key.curve.name} (expected {curve.name} for a suite-"
             f"{certificate.suite.value} certificate)"
         )
+    return PublicKey(
+        curve, _extracted(curve, certificate.to_bytes(), certificate.reconstruction_point, ca_public_key.point)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _extracted(curve: Curve, encoded: bytes, reconstruction_point: bytes, ca_point: Point) -> Point:
+    """Q_U of `reconstruct_public_key`, kept per certificate and CA: a pure function of public values, which every
+    key establishment with the same partner would otherwise work out again (a scalar multiplication)."""
     try:
-        p_u = curve.decompress(certificate.reconstruction_point, "certificate reconstruction point")
+        p_u = curve.decompress(reconstruction_point, "certificate reconstruction point")
     except PointError as exc:
         raise CertificateError(str(exc)) from None
-    q_u = curve.add(curve.multiply(certificate_hash(certificate), p_u), ca_public_key.point)
+    q_u = curve.add(curve.multiply(int.from_bytes(mmo_hash(encoded), "big"), p_u), ca_point)
     if q_u.infinity:
         raise CertificateError("certificate: the reconstructed public key is the point at infinity")
-    return PublicKey(curve, q_u)
+    return q_u
 
 
 def reconstruct_private_key(certificate: Certificate, request_secret: int, reconstruction_data: int) -> PrivateKey:

@@ -10,7 +10,8 @@ Two implementations of the public DUT interface (`interface.DeviceUnderTest`) sh
 And two worlds run the checks on a DUT:
 
 * `EmulatedWorld`: any DUT that joins the bench's virtual air. Every check gets a fresh HAN — a new air, CHF
-  and a restarted DUT with empty state — so no verdict depends on an earlier check. On the loopback radio this
+  and a restarted DUT with empty state — so no verdict depends on an earlier check (what the run keeps is the
+  certificates of its test CA, which a real node carries for life too). On the loopback radio this
   runs on virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP in process, on
   virtual time too (or both on real time, when the bench runs on a real-time loop).
 * `RadioWorld`: a DUT behind a coordinator `port`. The bench opens joining and waits for it; checks then run
@@ -42,6 +43,7 @@ from emulator.conformance.verdict import Inconclusive
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.han.network import FIRST_DEVICE_NWK
+from emulator.han.security import RunCertificates
 from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DEFAULT_DEVICE_IDS, DeviceProfile
 from emulator.radio.air import Air
@@ -189,6 +191,9 @@ class EmulatedWorld:
         self.timing: Timing = VIRTUAL_TIMING  # set for each session by the clock it runs on
         self.absent: str | None = None
         self.shared = False
+        # One test CA for the run: the DUT and the CHF keep their certificates from check to check, as real
+        # nodes do; every check still joins and runs CBKE afresh.
+        self.certificates = RunCertificates()
 
     @property
     def kind(self) -> str | None:
@@ -229,6 +234,7 @@ class EmulatedWorld:
             await dut.start(Link(air, clock, FIRST_DEVICE_NWK, Path(state.name)))
             trial = Trial(chf, dut, clock, self.timing, self.image)
             trial.capture = self.capture
+            trial.certificates = self.certificates
             yield trial
         finally:
             if dut_started:

@@ -9,6 +9,7 @@ Upgrade Image; the bad ones are that image with one byte changed, or with a hard
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from dataclasses import dataclass
 
@@ -60,6 +61,16 @@ def synthetic(identity: DutIdentity, version: int, *, hardware: tuple[int, int] 
     unless given."""
     if hardware is None and identity.hardware_version is not None:
         hardware = (identity.hardware_version, identity.hardware_version)
+    image, data = _synthetic_file(identity, version, hardware)
+    return HeldImage(image, data, source="<synthetic>")
+
+
+@functools.lru_cache(maxsize=256)
+def _synthetic_file(
+    identity: DutIdentity, version: int, hardware: tuple[int, int] | None
+) -> tuple[ota_image.UpgradeImage, bytes]:
+    """The file `synthetic` holds, built once per process: its payload is seeded by the arguments, so only the
+    ECDSA signature would differ from one build to the next, and any valid signature serves every check alike."""
     payload = random.Random(f"{identity.manufacturer_code}:{identity.image_type}:{version}").randbytes(SYNTHETIC_SIZE)
     image = ota_image.build_gb(
         identity.manufacturer_code,
@@ -72,7 +83,7 @@ def synthetic(identity: DutIdentity, version: int, *, hardware: tuple[int, int] 
     )
     # Signed with the test-only manufacturer key the bundled and fault profiles trust (profiles/keys/README.md).
     image = signing.sign_image(image, keys.load_private_key(bundled_key("test-image-signer.key.pem")))
-    return HeldImage(image, image.serialize(), source="<synthetic>")
+    return image, image.serialize()
 
 
 def for_device(held: HeldImage, ieee: t.EUI64, activation: str | None = None) -> HeldImage:

@@ -228,7 +228,7 @@ async def secure_session(
     dut, clock = trial.dut, trial.clock
     log = () if install_code is None else (DeviceLogEntry(profile.ieee, install_code),)
     chf_profile = TEST_CHF.replace(security="se", device_log=log)
-    security = HanSecurity(chf_profile, [profile])
+    security = HanSecurity(chf_profile, [profile], trial.certificates)
     chf = TestChf(clock, dut.ieee, FIRST_DEVICE_NWK)
     chf.on_wait = trial.chf.on_wait
     node = ChfNode(chf_profile, chf.store, clock, observers=[chf.intercept])

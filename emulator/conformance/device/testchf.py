@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,13 @@ def dut_sent(*names: str) -> Predicate:
 
 def chf_sent(*names: str) -> Predicate:
     return _waits_for(lambda f: f.src == CHF_NWK and f.name in names, f"{' or '.join(names)} from the CHF")
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(data: bytes) -> frames.Frame:
+    """`frames.decode`, kept per frame for the rules (which only read it): every check restarts the DUT from the
+    same state, so the same requests recur in every check of a run."""
+    return frames.decode(data)
 
 
 class FrameLog(Recorder):
@@ -183,7 +191,7 @@ class TestChf:
         if self.nwk is None or packet.src.address != self.nwk:
             return False
         try:
-            frame = frames.decode(packet.data.serialize())
+            frame = _decoded(packet.data.serialize())
         except (frames.MalformedFrame, frames.UnsupportedCommand):
             return False
         return any(rule(packet, frame) for rule in list(self.rules))

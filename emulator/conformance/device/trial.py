@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
@@ -23,6 +24,9 @@ from emulator.conformance.device.testchf import Predicate, TestChf, chf_sent, du
 from emulator.conformance.interface import DeviceUnderTest
 from emulator.conformance.verdict import FrameRecord, Inconclusive, TimelinePoint, evidence
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
+
+if TYPE_CHECKING:
+    from emulator.han.security import RunCertificates
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
 CURRENT_FILE_VERSION = 0x0002
@@ -194,6 +198,8 @@ class Trial:
         self.first_query: FrameRecord | None = None
         # The run's capture (a pcap), for a play step that brings up a CHF radio of its own (the security checks).
         self.capture: Callable[[TestChf], None] | None = None
+        # The run's test CA and the certificates it issued, for the same.
+        self.certificates: RunCertificates | None = None
 
     # -- getting the DUT to talk ----------------------------------------------------------------------
 

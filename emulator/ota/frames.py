@@ -16,6 +16,7 @@ import zigpy.types as t
 from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Ota
 
+from emulator.ota import headers
 from emulator.structs import replaced
 
 CLUSTER_ID = Ota.cluster_id
@@ -30,6 +31,7 @@ S2C = foundation.Direction.Server_to_Client
 SERVER_COMMANDS = {cmd.id: cmd for cmd in Ota.ServerCommandDefs}
 CLIENT_COMMANDS = {cmd.id: cmd for cmd in Ota.ClientCommandDefs}
 COMMAND_IDS = {cmd.name: cmd.id for cmd in (*Ota.ServerCommandDefs, *Ota.ClientCommandDefs)}
+_SERVER_COMMAND_NAMES = frozenset(cmd.name for cmd in Ota.ServerCommandDefs)
 
 
 class OtaCommand(IntEnum):
@@ -94,7 +96,7 @@ def decode(data: bytes) -> Frame:
     """Decode an OTA-cluster ZCL frame. Raises `MalformedFrame` for a frame that is short, long or unknown;
     `KeyError` is never raised: an unknown cluster command id raises `UnsupportedCommand`."""
     try:
-        header, rest = foundation.ZCLHeader.deserialize(data)
+        header, rest = headers.parse(data)
     except (ValueError, IndexError) as exc:
         raise MalformedFrame(f"ZCL header: {exc}") from None
     if header.frame_control.frame_type == foundation.FrameType.GLOBAL_COMMAND:
@@ -145,10 +147,8 @@ def encode(
     C2S); default responses are disabled for S2C frames, as zigpy and Silicon Labs do (FC 0x19)."""
     command_id = COMMAND_IDS[name]
     if direction is None:
-        direction = C2S if name in {c.name for c in Ota.ServerCommandDefs} else S2C
-    header = foundation.ZCLHeader.cluster(tsn=tsn, command_id=command_id, direction=direction)
-    if disable_default_response is not None:
-        header.frame_control = replaced(header.frame_control, disable_default_response=disable_default_response)
+        direction = C2S if name in _SERVER_COMMAND_NAMES else S2C
+    header = headers.cluster_bytes(tsn, command_id, direction, disable_default_response)
     _, schema = _schema(command_id, direction)
     if (
         name == "image_block_response"
@@ -156,18 +156,15 @@ def encode(
         and (fields.get("minimum_block_period") is None)
     ):
         fields["minimum_block_period"] = 0
-        return header.serialize() + schema(**fields).serialize()[:WAIT_FOR_DATA_SHORT_LENGTH]
-    return header.serialize() + schema(**fields).serialize()
+        return header + schema(**fields).serialize()[:WAIT_FOR_DATA_SHORT_LENGTH]
+    return header + schema(**fields).serialize()
 
 
 def default_response(*, tsn: int, command_id: int, status: foundation.Status, direction: foundation.Direction) -> bytes:
     """A ZCL Default Response to a command that travelled in the opposite `direction`."""
-    header = foundation.ZCLHeader.general(
-        tsn=tsn, command_id=foundation.GeneralCommand.Default_Response, direction=direction
-    )
-    header.frame_control = replaced(header.frame_control, disable_default_response=True)
+    header = headers.general_bytes(tsn, foundation.GeneralCommand.Default_Response, direction, True)
     schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
-    return header.serialize() + schema(command_id=command_id, status=status).serialize()
+    return header + schema(command_id=command_id, status=status).serialize()
 
 
 def wants_default_response(header: foundation.ZCLHeader) -> bool:

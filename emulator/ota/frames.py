@@ -16,7 +16,7 @@ import zigpy.types as t
 from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Ota
 
-from emulator.ota import headers
+from emulator.ota import control, headers
 from emulator.structs import replaced
 
 CLUSTER_ID = Ota.cluster_id
@@ -32,6 +32,7 @@ SERVER_COMMANDS = {cmd.id: cmd for cmd in Ota.ServerCommandDefs}
 CLIENT_COMMANDS = {cmd.id: cmd for cmd in Ota.ClientCommandDefs}
 COMMAND_IDS = {cmd.name: cmd.id for cmd in (*Ota.ServerCommandDefs, *Ota.ClientCommandDefs)}
 _SERVER_COMMAND_NAMES = frozenset(cmd.name for cmd in Ota.ServerCommandDefs)
+_DEFAULT_DIRECTION = {name: C2S if name in _SERVER_COMMAND_NAMES else S2C for name in COMMAND_IDS}
 
 
 class OtaCommand(IntEnum):
@@ -149,6 +150,9 @@ def encode(
     if direction is None:
         direction = C2S if name in _SERVER_COMMAND_NAMES else S2C
     header = headers.cluster_bytes(tsn, command_id, direction, disable_default_response)
+    packed = control.pack(name, fields)
+    if packed is not None and _DEFAULT_DIRECTION[name] == direction:
+        return header + packed
     _, schema = _schema(command_id, direction)
     if (
         name == "image_block_response"
@@ -163,8 +167,7 @@ def encode(
 def default_response(*, tsn: int, command_id: int, status: foundation.Status, direction: foundation.Direction) -> bytes:
     """A ZCL Default Response to a command that travelled in the opposite `direction`."""
     header = headers.general_bytes(tsn, foundation.GeneralCommand.Default_Response, direction, True)
-    schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
-    return header + schema(command_id=command_id, status=status).serialize()
+    return header + bytes((command_id, status))  # ZCL r7 §2.5.12: the command's id and a status, a byte each
 
 
 def wants_default_response(header: foundation.ZCLHeader) -> bool:

@@ -3,12 +3,14 @@ field values; whatever the packer does not fit goes to zigpy and fares as zigpy 
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from zigpy.zcl import foundation
 
-from emulator.ota import control, frames
+from emulator.ota import blocks, control, frames
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
@@ -17,6 +19,7 @@ statuses = st.sampled_from(list(foundation.Status))
 no_default_response = st.none() | st.booleans()
 
 _DEFINITIONS = {d.name: d for d in (*frames.SERVER_COMMANDS.values(), *frames.CLIENT_COMMANDS.values())}
+_DEFAULT_RESPONSE = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response]
 
 
 def _zigpy(name: str, tsn: int, ddr: bool | None, **fields: object) -> bytes:
@@ -112,3 +115,65 @@ def test_what_the_packer_does_not_fit_is_left_to_zigpy(name, fields):
     else:
         with pytest.raises(expected):
             frames.encode(name, tsn=7, **fields)
+
+
+@given(u8, u32, u32, st.none() | u16)
+def test_wait_for_data_decodes_to_zigpys_fields_in_either_form(tsn, now, when, period):
+    """The 9-byte form (no MinimumBlockPeriod, SPEC.md §2.6) reads as zigpy's command with the period None."""
+    data = blocks.encode_wait_for_data(tsn, now, when, period)
+    frame = frames.decode(data)
+    schema = _DEFINITIONS["image_block_response"].schema
+    expected = schema(
+        status=foundation.Status.WAIT_FOR_DATA, current_time=now, request_time=when, minimum_block_period=period
+    )
+    assert frame.command == expected
+    assert [(f.name, getattr(frame.command, f.name)) for f in schema.fields] == [
+        (f.name, getattr(expected, f.name)) for f in schema.fields
+    ]
+    assert frames.encode("image_block_response", tsn=tsn, **expected.as_dict(skip_missing=True)) == data
+
+
+def _zigpy_decode(name: str, payload: bytes) -> object | None:
+    """What zigpy's schema reads from exactly `payload` (None when it fails or leaves bytes over); the 9-byte
+    WAIT_FOR_DATA is read as the 11-byte form with MinimumBlockPeriod None."""
+    schema = (_DEFINITIONS[name] if name in _DEFINITIONS else _DEFAULT_RESPONSE).schema
+    short_wait = name == "image_block_response" and len(payload) == 9 and payload[0] == 0x97
+    try:
+        command, extra = schema.deserialize(payload + b"\x00\x00" if short_wait else payload)
+    except (ValueError, IndexError, KeyError):
+        return None
+    if short_wait:
+        command = command.replace(minimum_block_period=None)
+    return None if extra else command
+
+
+def _typed(command: object) -> list[tuple[str, type, object]]:
+    return [(name, type(value), value) for name, value in vars(command).items()]
+
+
+_UNPACKED = sorted(control._BY_SIZE)
+_SIZES = sorted({size for layouts in control._BY_SIZE.values() for size in layouts})
+
+
+@given(st.sampled_from(_UNPACKED), st.sampled_from(_SIZES).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
+def test_unpack_is_zigpys_deserialize_on_any_bytes(name, payload):
+    ours = control.unpack(name, payload)
+    if ours is None:
+        return  # zigpy's path reads it, whatever it is
+    expected = _zigpy_decode(name, payload)
+    assert expected is not None
+    assert ours == expected
+    assert _typed(ours) == _typed(expected)
+    assert type(ours) is type(expected)
+
+
+@given(st.sampled_from(_UNPACKED), st.data())
+def test_unpack_takes_every_layout_it_packs(name, data):
+    """Every shape `pack` writes, `unpack` reads back as zigpy would (so the fast path is the common path)."""
+    layout = data.draw(st.sampled_from(control._ALL[name]))
+    leading = data.draw(st.integers(0, 0xFF).filter(layout.accepts))
+    rest = [data.draw(st.integers(0, (1 << (8 * struct.calcsize("<" + f))) - 1)) for f in layout.packer.format[2:]]
+    payload = layout.packer.pack(leading, *rest)
+    ours = control.unpack(name, payload)
+    assert ours is not None
+    assert _typed(ours) == _typed(_zigpy_decode(name, payload))

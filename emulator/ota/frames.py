@@ -17,7 +17,6 @@ from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Ota
 
 from emulator.ota import control, headers
-from emulator.structs import replaced
 
 CLUSTER_ID = Ota.cluster_id
 
@@ -103,6 +102,9 @@ def decode(data: bytes) -> Frame:
     if header.frame_control.frame_type == foundation.FrameType.GLOBAL_COMMAND:
         try:
             general = foundation.GeneralCommand(header.command_id)
+            fast = control.unpack(general.name, rest)
+            if fast is not None:
+                return Frame(header, general.name, fast)
             schema = foundation.GENERAL_COMMANDS[general].schema
             command, _ = schema.deserialize(rest)
         except (ValueError, KeyError, IndexError) as exc:
@@ -114,10 +116,12 @@ def decode(data: bytes) -> Frame:
         name, schema = _schema(header.command_id, header.direction)
     except KeyError:
         raise UnsupportedCommand(header) from None
+    fast = control.unpack(name, rest)
+    if fast is not None:
+        return Frame(header, name, fast)
     if name == "image_block_response" and len(rest) == WAIT_FOR_DATA_SHORT_LENGTH and rest[0] == Status.WAIT_FOR_DATA:
-        rest = rest + b"\x00\x00"
-        command, extra = schema.deserialize(rest)
-        command = replaced(command, minimum_block_period=None)
+        command, extra = schema.deserialize(rest + b"\x00\x00")
+        command.minimum_block_period = None  # a new object of ours: set in place, not copied by `replaced`
     else:
         try:
             command, extra = schema.deserialize(rest)

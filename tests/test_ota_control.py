@@ -136,7 +136,7 @@ def test_wait_for_data_decodes_to_zigpys_fields_in_either_form(tsn, now, when, p
 def _zigpy_decode(name: str, payload: bytes) -> object | None:
     """What zigpy's schema reads from exactly `payload` (None when it fails or leaves bytes over); the 9-byte
     WAIT_FOR_DATA is read as the 11-byte form with MinimumBlockPeriod None."""
-    schema = (_DEFINITIONS[name] if name in _DEFINITIONS else _DEFAULT_RESPONSE).schema
+    schema = _DEFINITIONS.get(name, _DEFAULT_RESPONSE).schema
     short_wait = name == "image_block_response" and len(payload) == 9 and payload[0] == 0x97
     try:
         command, extra = schema.deserialize(payload + b"\x00\x00" if short_wait else payload)

@@ -120,8 +120,9 @@ def pack(name: str, fields: Mapping[str, Any]) -> bytes | None:
 
 
 def unpack(name: str, payload: bytes) -> foundation.CommandSchema | None:
-    """zigpy's command object for the payload of OTA command (or Default Response) `name`, as its schema's `deserialize` makes it
-    from exactly these bytes; None when no layout here is for this length and leading field."""
+    """zigpy's command object for the payload of OTA command (or Default Response) `name`, as its schema's
+    `deserialize` makes it from exactly these bytes; None when no layout here is for this length and leading
+    field."""
     layouts = _BY_SIZE.get(name)
     layout = layouts.get(len(payload)) if layouts is not None else None
     if layout is None:

@@ -156,8 +156,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.TimerHandle:
-        when = self._deadline(when)
-        if not math.isfinite(when) or when - self.time() <= FAR_TIMER_SECONDS:
+        ticks = self._ticks
+        now = ticks / TICKS_PER_SECOND
+        # `when` rounded up to a tick; a deadline after now is at least one tick after now. One already passed is
+        # kept as it is (it runs at once, in deadline order), as is an infinite one. Inline: this runs per frame.
+        if not now < when < math.inf:
+            return super().call_at(when, callback, *args, context=context)
+        when = max(math.ceil(when * TICKS_PER_SECOND - TICK_TOLERANCE), ticks + 1) / TICKS_PER_SECOND
+        if when - now <= FAR_TIMER_SECONDS:
             return super().call_at(when, callback, *args, context=context)
         if self.is_closed():
             raise RuntimeError("Event loop is closed")
@@ -204,14 +210,6 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def close(self) -> None:
         self._far.clear()
         super().close()
-
-    def _deadline(self, when: float) -> float:
-        """`when` rounded up to a tick; a deadline after now is at least one tick after now. A deadline already
-        passed is kept as it is (it runs at once, in deadline order)."""
-        if not math.isfinite(when) or when <= self.time():
-            return when
-        ticks = math.ceil(when * TICKS_PER_SECOND - TICK_TOLERANCE)
-        return max(ticks, self._ticks + 1) / TICKS_PER_SECOND
 
     def run_in_executor(  # type: ignore[override]  # the same call, without typeshed's TypeVarTuple
         self, executor: Any, func: Callable[..., T], *args: Any

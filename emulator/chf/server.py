@@ -51,7 +51,7 @@ from emulator.chf.transfers import Transfer, TransferTable
 from emulator.clock import Clock
 from emulator.eui64 import Eui64Key, eui64_key
 from emulator.gb.codes import TransferResponse
-from emulator.ota import frames
+from emulator.ota import frames, headers
 from emulator.ota.blocks import decode_block_request, encode_block_response, encode_wait_for_data
 from emulator.ota.frames import CLUSTER_ID, OtaCommand, Status
 from emulator.profiles import HOME_AUTOMATION_PROFILE, SMART_ENERGY_PROFILE, ActivationTime, ChfProfile
@@ -709,7 +709,7 @@ def _with_trailing_bytes(data: bytes) -> frames.Frame | None:
     ZCL lets a later revision of a cluster append fields to a command, and a receiver of an older revision reads
     the ones it knows (zigpy does the same: it ignores data left after a command's schema)."""
     try:
-        header, rest = foundation.ZCLHeader.deserialize(data)
+        header, rest = headers.parse(data)
     except (ValueError, IndexError):
         return None
     definition = frames.SERVER_COMMANDS.get(header.command_id)

@@ -14,6 +14,8 @@ import zigpy.types as t
 from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Basic, Ota
 
+from emulator.ota import headers
+
 GeneralCommand = foundation.GeneralCommand
 Status = foundation.Status
 
@@ -105,18 +107,9 @@ def _type_value(kind: type, value: Any) -> foundation.TypeValue:
     return foundation.TypeValue(type=data_type.type_id, value=kind(value))
 
 
-def _header(request: foundation.ZCLHeader, command: GeneralCommand) -> foundation.ZCLHeader:
+def _header(request: foundation.ZCLHeader, command: GeneralCommand) -> bytes:
     """Response header: same TSN and manufacturer code, opposite direction, no default response wanted."""
-    frame_control = foundation.FrameControl(
-        frame_type=foundation.FrameType.GLOBAL_COMMAND,
-        is_manufacturer_specific=request.manufacturer is not None,
-        direction=request.direction.flip(),
-        disable_default_response=True,
-        reserved=0,
-    )
-    return foundation.ZCLHeader(
-        frame_control=frame_control, manufacturer=request.manufacturer, tsn=request.tsn, command_id=command
-    )
+    return headers.general_bytes(request.tsn, command, request.direction.flip(), True, request.manufacturer)
 
 
 def _schema(command: GeneralCommand) -> Any:
@@ -126,7 +119,7 @@ def _schema(command: GeneralCommand) -> Any:
 def _response(request: foundation.ZCLHeader, command: GeneralCommand, **fields: Any) -> bytes:
     """The frame of general response `command` to `request`, with the payload `fields`."""
     payload: bytes = _schema(command)(**fields).serialize()
-    return _header(request, command).serialize() + payload
+    return _header(request, command) + payload
 
 
 def answer_general(header: foundation.ZCLHeader, command: Any, table: AttributeTable) -> bytes | Status | None:

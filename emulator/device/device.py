@@ -38,7 +38,7 @@ from emulator.device.faults import DeviceFault
 from emulator.device.inbound import BlockIn, OtaIn, ZdoIn
 from emulator.device.radio import DeviceRadio
 from emulator.device.state import DeviceState, StateStore
-from emulator.ota import frames
+from emulator.ota import frames, headers
 from emulator.ota.blocks import decode_block_success
 from emulator.ota.frames import OtaCommand
 from emulator.profiles import DeviceProfile
@@ -310,7 +310,7 @@ class EmulatedDevice:
 
     def _on_zcl(self, packet: t.ZigbeePacket, data: bytes, broadcast: bool) -> None:
         try:
-            header, rest = foundation.ZCLHeader.deserialize(data)
+            header, rest = headers.parse(data)
         except (ValueError, IndexError):
             self.emit(
                 events.FrameRejected,

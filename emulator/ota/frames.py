@@ -16,7 +16,7 @@ import zigpy.types as t
 from zigpy.zcl import foundation
 from zigpy.zcl.clusters.general import Ota
 
-from emulator.structs import replaced
+from emulator.ota import control, headers
 
 CLUSTER_ID = Ota.cluster_id
 
@@ -30,6 +30,8 @@ S2C = foundation.Direction.Server_to_Client
 SERVER_COMMANDS = {cmd.id: cmd for cmd in Ota.ServerCommandDefs}
 CLIENT_COMMANDS = {cmd.id: cmd for cmd in Ota.ClientCommandDefs}
 COMMAND_IDS = {cmd.name: cmd.id for cmd in (*Ota.ServerCommandDefs, *Ota.ClientCommandDefs)}
+_SERVER_COMMAND_NAMES = frozenset(cmd.name for cmd in Ota.ServerCommandDefs)
+_DEFAULT_DIRECTION = {name: C2S if name in _SERVER_COMMAND_NAMES else S2C for name in COMMAND_IDS}
 
 
 class OtaCommand(IntEnum):
@@ -94,12 +96,15 @@ def decode(data: bytes) -> Frame:
     """Decode an OTA-cluster ZCL frame. Raises `MalformedFrame` for a frame that is short, long or unknown;
     `KeyError` is never raised: an unknown cluster command id raises `UnsupportedCommand`."""
     try:
-        header, rest = foundation.ZCLHeader.deserialize(data)
+        header, rest = headers.parse(data)
     except (ValueError, IndexError) as exc:
         raise MalformedFrame(f"ZCL header: {exc}") from None
     if header.frame_control.frame_type == foundation.FrameType.GLOBAL_COMMAND:
         try:
             general = foundation.GeneralCommand(header.command_id)
+            fast = control.unpack(general.name, rest)
+            if fast is not None:
+                return Frame(header, general.name, fast)
             schema = foundation.GENERAL_COMMANDS[general].schema
             command, _ = schema.deserialize(rest)
         except (ValueError, KeyError, IndexError) as exc:
@@ -111,10 +116,12 @@ def decode(data: bytes) -> Frame:
         name, schema = _schema(header.command_id, header.direction)
     except KeyError:
         raise UnsupportedCommand(header) from None
+    fast = control.unpack(name, rest)
+    if fast is not None:
+        return Frame(header, name, fast)
     if name == "image_block_response" and len(rest) == WAIT_FOR_DATA_SHORT_LENGTH and rest[0] == Status.WAIT_FOR_DATA:
-        rest = rest + b"\x00\x00"
-        command, extra = schema.deserialize(rest)
-        command = replaced(command, minimum_block_period=None)
+        command, extra = schema.deserialize(rest + b"\x00\x00")
+        command.minimum_block_period = None  # a new object of ours: set in place, not copied by `replaced`
     else:
         try:
             command, extra = schema.deserialize(rest)
@@ -145,10 +152,11 @@ def encode(
     C2S); default responses are disabled for S2C frames, as zigpy and Silicon Labs do (FC 0x19)."""
     command_id = COMMAND_IDS[name]
     if direction is None:
-        direction = C2S if name in {c.name for c in Ota.ServerCommandDefs} else S2C
-    header = foundation.ZCLHeader.cluster(tsn=tsn, command_id=command_id, direction=direction)
-    if disable_default_response is not None:
-        header.frame_control = replaced(header.frame_control, disable_default_response=disable_default_response)
+        direction = C2S if name in _SERVER_COMMAND_NAMES else S2C
+    header = headers.cluster_bytes(tsn, command_id, direction, disable_default_response)
+    packed = control.pack(name, fields)
+    if packed is not None and _DEFAULT_DIRECTION[name] == direction:
+        return header + packed
     _, schema = _schema(command_id, direction)
     if (
         name == "image_block_response"
@@ -156,18 +164,14 @@ def encode(
         and (fields.get("minimum_block_period") is None)
     ):
         fields["minimum_block_period"] = 0
-        return header.serialize() + schema(**fields).serialize()[:WAIT_FOR_DATA_SHORT_LENGTH]
-    return header.serialize() + schema(**fields).serialize()
+        return header + schema(**fields).serialize()[:WAIT_FOR_DATA_SHORT_LENGTH]
+    return header + schema(**fields).serialize()
 
 
 def default_response(*, tsn: int, command_id: int, status: foundation.Status, direction: foundation.Direction) -> bytes:
     """A ZCL Default Response to a command that travelled in the opposite `direction`."""
-    header = foundation.ZCLHeader.general(
-        tsn=tsn, command_id=foundation.GeneralCommand.Default_Response, direction=direction
-    )
-    header.frame_control = replaced(header.frame_control, disable_default_response=True)
-    schema = foundation.GENERAL_COMMANDS[foundation.GeneralCommand.Default_Response].schema
-    return header.serialize() + schema(command_id=command_id, status=status).serialize()
+    header = headers.general_bytes(tsn, foundation.GeneralCommand.Default_Response, direction, True)
+    return header + bytes((command_id, status))  # ZCL r7 §2.5.12: the command's id and a status, a byte each
 
 
 def wants_default_response(header: foundation.ZCLHeader) -> bool:

@@ -39,6 +39,9 @@ from emulator.radio.capture import (
 from emulator.security.aps import ApplicationLinkKeyTransport, NetworkKeyTransport, TrustCenterLinkKeyTransport
 from emulator.security.keystore import requires_aps_encryption
 
+# One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
+pytestmark = pytest.mark.xdist_group("test_capture")
+
 START = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 # Not one of the keys zigpy-cli tries by itself, so only --add-network-key can open this capture.
 OTHER_KEY = bytes.fromhex("8f3a55c2d1e07b96a4f10c3e5d7b2a19")

@@ -31,6 +31,9 @@ from emulator.ota.blocks import encode_block_response
 from emulator.ota.frames import Status
 from emulator.profiles import ChfProfile
 
+# One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
+pytestmark = pytest.mark.xdist_group("test_conformance_server")
+
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt: tshark)")
 
 PROBE_NWK = 0x2001

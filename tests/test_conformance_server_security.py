@@ -22,6 +22,9 @@ from emulator.ota import frames
 from emulator.profiles import ChfProfile
 from emulator.security import key_establishment as ke
 
+# One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
+pytestmark = pytest.mark.xdist_group("test_conformance_server_security")
+
 SECURITY_CHECKS = ["S-19", "S-20", "S-21"]
 NO_KEY_SERVER = "no Key Establishment server: no link key can be established"
 PROBE_NWK = 0x2001

@@ -31,7 +31,8 @@ from emulator.ota.blocks import decode_block_request
 from emulator.ota.frames import CLUSTER_ID, UPGRADE_TIME_WAIT
 from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 
-pytestmark = pytest.mark.virtual_time
+# One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
+pytestmark = [pytest.mark.virtual_time, pytest.mark.xdist_group("test_ezsp_e2e")]
 
 NEW = 0x00000002
 SETTLE = 2 * 86400.0

@@ -45,6 +45,9 @@ from emulator.radio.secure import SecuredApsFrame, unicast
 from emulator.security import credentials as credential_files
 from emulator.security.certs import CryptoSuite
 
+# One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
+pytestmark = pytest.mark.xdist_group("test_ezsp_security")
+
 NEW = 0x00000002
 OTA = 0x0019
 KEY_ESTABLISHMENT = 0x0800

@@ -16,6 +16,7 @@ import enum
 import hashlib
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ SMART_ENERGY_PROFILE = 0x0109
 HOME_AUTOMATION_PROFILE = 0x0104
 
 # Device IDs: SE "Prepayment Terminal" and "Load Control Device" (SPEC.md §7: mapping UNCONFIRMED).
+# The NWK address of the first emulated device of a HAN when its profile names none; the next count up.
+FIRST_DEVICE_NWK = 0x1001
 DEFAULT_DEVICE_IDS = {"ppmid": 0x0506, "hcalcs": 0x0504}
 
 # The OTA client's policy attributes (SE 1.2b 15-0324-02 §11.10.12, §11.10.13) are zigpy's enums
@@ -591,6 +594,32 @@ def load_device(path: str | os.PathLike[str]) -> DeviceProfile:
     if extra:
         raise ProfileError(f"{source}: unknown table '{sorted(extra)[0]}' (a device profile has only [device])")
     return device_from_dict(data, source)
+
+
+def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
+    """`count` devices per profile; copies get consecutive EUI-64s (the last bytes count up)."""
+    devices = []
+    made_by: dict[t.EUI64, str] = {}
+    for profile in profiles:
+        base = int.from_bytes(bytes(profile.ieee), "little")
+        for index in range(count):
+            ieee = t.EUI64(((base + index) & (1 << 64) - 1).to_bytes(8, "little"))
+            devices.append(profile if index == 0 else profile.replace(ieee=ieee, nwk=None))
+            origin = _origin(profile, index)
+            if ieee in made_by:
+                fix = "change the ieee of one profile" + (", or use a smaller --count" if count > 1 else "")
+                raise ValueError(
+                    f"{made_by[ieee]} and {origin} would both be {ieee}, and a HAN needs one EUI-64 per device ({fix})"
+                )
+            made_by[ieee] = origin
+    return devices
+
+
+def _origin(profile: DeviceProfile, index: int) -> str:
+    """Where a device of `expand` comes from, in words: the profile, or which copy of it."""
+    if index == 0:
+        return f"the {profile.kind.upper()} of {profile.source}"
+    return f"{profile.kind.upper()} copy {index + 1} of {profile.source} (--count counts up from {profile.ieee})"
 
 
 def chf_from_dict(data: dict[str, Any], source: str = "<built-in>") -> ChfProfile:

@@ -1,7 +1,8 @@
 """The two-terminal recipe under Smart Energy security: `ota-emu ncp --device profiles/ppmid.toml` in one process,
 `ota-emu chf --pcap` on its URL in another. The PPMID joins with its install code, runs CBKE with the CHF's host
 through bellows, and upgrades APS-encrypted; tshark, run as the CHF prints it, opens the capture with the keys it
-printed. With `security = "none"` in both profiles the same recipe runs with the network key only."""
+printed. With `security = "none"` in both profiles the same recipe runs with the network key only. The CHF runs in
+the test's process here (what it decides is the same there); test_cli_chf runs both ends as processes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli_chf import PPMID, PROFILES, chf, ppmid_image, run, stop, virtual_dongle  # noqa: F401 (a fixture)
+from test_cli_chf import PPMID, PROFILES, chf_here, lines_until, ppmid_image, run, stop, virtual_dongle  # noqa: F401 (a fixture)
 from test_han_security import OTA_FIELDS, needs_tshark
 
 from conftest import assert_one_line_error
@@ -37,9 +38,9 @@ def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys
 ) -> None:
     pcap = tmp_path / "chf.pcap"
     with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
-        done = chf(url, "--image", ppmid_image, "--target", PPMID, "--json", "--pcap", pcap)
+        done = chf_here(url, "--image", ppmid_image, "--target", PPMID, "--json", "--pcap", pcap)
         dongle = stop(ncp)
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     [target] = report["devices"]
     assert (target["outcome"], target["cbke_suite"]) == ("success", 2)
@@ -70,22 +71,22 @@ def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys
 def test_network_key_only_when_both_profiles_say_none(ppmid_image: Path, tmp_path: Path) -> None:  # noqa: F811
     chf_profile, device = none_profiles(tmp_path)
     with virtual_dongle(device) as (url, ncp):
-        done = chf(url, "--chf", chf_profile, "--image", ppmid_image, "--target", PPMID, "--json")
-        dongle = stop(ncp)
-    assert done.returncode == 0, done.stderr
+        done = chf_here(url, "--chf", chf_profile, "--image", ppmid_image, "--target", PPMID, "--json")
+        dongle = lines_until(ncp, "now runs") + stop(ncp).splitlines()
+    assert done.exit_code == 0, done.output
     [target] = json.loads(done.stdout)["devices"]
     assert (target["outcome"], target["cbke_suite"], target["offset"]) == ("success", None, ppmid_image.stat().st_size)
-    assert "established a link key" not in dongle
-    assert f"Device {PPMID.lower()} now runs 0x00000002" in dongle.splitlines()
+    assert not any("established a link key" in line for line in dongle)
+    assert f"Device {PPMID.lower()} now runs 0x00000002" in dongle
 
 
 @pytest.mark.realtime
 def test_cbke_in_the_ncps_library(ppmid_image: Path) -> None:  # noqa: F811
     """`--cbke ncp`: the stick's CBKE library (the virtual NCP's, with its own test-CA certificate) does the math."""
     with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
-        done = chf(url, "--cbke", "ncp", "--image", ppmid_image, "--target", PPMID, "--json")
+        done = chf_here(url, "--cbke", "ncp", "--image", ppmid_image, "--target", PPMID, "--json")
         dongle = stop(ncp)
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     [target] = json.loads(done.stdout)["devices"]
     assert (target["outcome"], target["cbke_suite"]) == ("success", 2)
     assert "established a link key" in dongle

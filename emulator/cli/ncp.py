@@ -18,11 +18,10 @@ from emulator.device import security_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
 from emulator.files import check_output_dir, check_output_file
-from emulator.han.network import FIRST_DEVICE_NWK, expand
 from emulator.ncp.devices import NcpDeviceSecurity
 from emulator.ncp.ezsp import SUPPORTED_VERSIONS
 from emulator.ncp.server import DEFAULT_TCP, PTY, ListenError, VirtualNcp
-from emulator.profiles import DeviceProfile, load_device
+from emulator.profiles import FIRST_DEVICE_NWK, DeviceProfile, expand, load_device
 from emulator.radio.air import Air
 
 STATE_FILE = "ncp.json"  # the NCP's network state inside --state-dir

@@ -32,12 +32,13 @@ from emulator.han.security import HanSecurity
 from emulator.ncp.faults import Faults
 from emulator.ncp.server import VirtualNcp
 from emulator.ota.signing import manufacturer_image_hash
+from emulator.profiles import FIRST_DEVICE_NWK as FIRST_DEVICE_NWK  # noqa: PLC0414 - still importable from here
 from emulator.profiles import ChfProfile, DeviceProfile
+from emulator.profiles import expand as expand  # noqa: PLC0414 - still importable from here
 from emulator.radio.air import Air, LinkModel
 from emulator.radio.kind import RadioKind
 from emulator.radio.loopback import LoopbackApp
 
-FIRST_DEVICE_NWK = 0x1001
 # CCS08 outcomes after which a device cannot get this image: a failed transfer is retried by the device.
 FINAL_FAILURES = frozenset({TransferResponse.IMAGE_DISCARDED, TransferResponse.HARDWARE_VERSION_MISMATCH})
 
@@ -135,32 +136,6 @@ class HanOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radio", RadioKind(self.radio))  # "ezsp" as written, or a bad name refused
-
-
-def expand(profiles: Iterable[DeviceProfile], count: int) -> list[DeviceProfile]:
-    """`count` devices per profile; copies get consecutive EUI-64s (the last bytes count up)."""
-    devices = []
-    made_by: dict[t.EUI64, str] = {}
-    for profile in profiles:
-        base = int.from_bytes(bytes(profile.ieee), "little")
-        for index in range(count):
-            ieee = t.EUI64(((base + index) & (1 << 64) - 1).to_bytes(8, "little"))
-            devices.append(profile if index == 0 else profile.replace(ieee=ieee, nwk=None))
-            origin = _origin(profile, index)
-            if ieee in made_by:
-                fix = "change the ieee of one profile" + (", or use a smaller --count" if count > 1 else "")
-                raise ValueError(
-                    f"{made_by[ieee]} and {origin} would both be {ieee}, and a HAN needs one EUI-64 per device ({fix})"
-                )
-            made_by[ieee] = origin
-    return devices
-
-
-def _origin(profile: DeviceProfile, index: int) -> str:
-    """Where a device of `expand` comes from, in words: the profile, or which copy of it."""
-    if index == 0:
-        return f"the {profile.kind.upper()} of {profile.source}"
-    return f"{profile.kind.upper()} copy {index + 1} of {profile.source} (--count counts up from {profile.ieee})"
 
 
 class Han:

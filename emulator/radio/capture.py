@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import zigpy.types as t
-from zigpy.application import ControllerApplication
 
 from emulator.clock import Clock
 from emulator.errors import InputError
@@ -58,6 +58,9 @@ from emulator.radio.secure import SecuredApsFrame
 from emulator.security import aps as aps_security
 from emulator.security import ccm
 from emulator.security.ccm import AuxHeader, KeyId
+
+if TYPE_CHECKING:
+    from zigpy.application import ControllerApplication
 
 LINKTYPE_IEEE802_15_4_WITHFCS = 195
 PCAP_MAGIC = 0xA1B2C3D4

@@ -146,10 +146,21 @@ def _header_bytes(
     return bytes(header.serialize())
 
 
-@functools.lru_cache(maxsize=4096)
+_MANUFACTURER_SPECIFIC = 0x04  # frame control bit 2
+
+
 def _parse_header(data: bytes) -> tuple[foundation.ZCLHeader, bytes]:
-    header, payload = foundation.ZCLHeader.deserialize(data)
-    return header, bytes(payload)
+    """The ZCL header (kept by its own bytes: an Image Block Response's payload is new in every frame, its header
+    is not) and the payload after it."""
+    size = 5 if data and data[0] & _MANUFACTURER_SPECIFIC else 3  # ZCL r7 §2.4.1: the manufacturer code is 2 bytes
+    return _parse_header_bytes(data[:size]), data[size:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header_bytes(data: bytes) -> foundation.ZCLHeader:
+    header, rest = foundation.ZCLHeader.deserialize(data)
+    assert not rest
+    return header
 
 
 @functools.lru_cache(maxsize=4096)

@@ -4,6 +4,7 @@ Smart Energy dissector."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import replace
@@ -116,11 +117,17 @@ def _pair(
     suites_u: tuple[CryptoSuite, ...] = (CryptoSuite.SUITE_1, CryptoSuite.SUITE_2),
     suites_v: tuple[CryptoSuite, ...] = (CryptoSuite.SUITE_1, CryptoSuite.SUITE_2),
 ) -> tuple[dict[CryptoSuite, DeviceCredentials], dict[CryptoSuite, DeviceCredentials]]:
-    cas = {suite: _CAS[suite] for suite in set(suites_u) | set(suites_v)}
-    return ({s: cas[s].issue(DEVICE) for s in suites_u}, {s: cas[s].issue(CHF) for s in suites_v})
+    return ({s: _issued(s, DEVICE) for s in suites_u}, {s: _issued(s, CHF) for s in suites_v})
 
 
 _CAS = {suite: CertificateAuthority.generate(suite) for suite in CryptoSuite}
+
+
+@functools.cache
+def _issued(suite: CryptoSuite, subject: bytes) -> DeviceCredentials:
+    """One certificate per node and suite, as a real node carries one for life: every exchange still draws its own
+    ephemeral keys and runs the whole key agreement."""
+    return _CAS[suite].issue(subject)
 
 
 @pytest.mark.parametrize(

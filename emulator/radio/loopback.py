@@ -10,6 +10,7 @@ through `packet_received` (where `HostMixin` offers them to the CHF first), and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import zigpy.application
@@ -74,9 +75,58 @@ def loopback_config(
     return config
 
 
+def _frozen(value: Any) -> Hashable:
+    """A config as a key that tells apart any two configs zigpy's schema could treat differently (types and all);
+    TypeError for one holding something unhashable."""
+    if type(value) is dict:
+        return (dict, tuple((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):  # zigpy's EUI64, KeyData, ExtendedPanId are lists too
+        return (type(value), tuple(_frozen(item) for item in value))
+    key = (type(value), value)
+    hash(key)
+    return key
+
+
+def _copied(value: Any) -> Any:
+    """A validated config with fresh dicts and lists (its leaves are immutable values or zigpy types)."""
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    return value
+
+
+# Distinct configs a process keeps validated (a run uses one; tests a few dozen).
+_MAX_CONFIGS = 64
+
+
+class _ValidatedOnce:
+    """zigpy's config schema, run once per distinct config: a conformance run starts a loopback app for every
+    check, with the same config each time, and validating it cost more than the rest of starting the app. Each
+    app still gets a config of its own."""
+
+    def __init__(self, schema: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._schema = schema
+        self._validated: dict[Hashable, dict[str, Any]] = {}
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        try:
+            key = _frozen(config)
+        except TypeError:
+            return self._schema(config)
+        validated = self._validated.get(key)
+        if validated is None:
+            if len(self._validated) >= _MAX_CONFIGS:
+                self._validated.clear()
+            validated = self._validated[key] = self._schema(config)
+        copy: dict[str, Any] = _copied(validated)
+        return copy
+
+
 class LoopbackApp(HostMixin, zigpy.application.ControllerApplication):
     """A zigpy coordinator on the virtual air."""
 
+    SCHEMA = _ValidatedOnce(zigpy.config.CONFIG_SCHEMA)  # type: ignore[assignment]  # zigpy only calls it
     rx_on_when_idle = True
     router = True
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -194,6 +196,9 @@ class EmulatedWorld:
         # One test CA for the run: the DUT and the CHF keep their certificates from check to check, as real
         # nodes do; every check still joins and runs CBKE afresh.
         self.certificates = RunCertificates()
+        # The DUT's state directory: one for the run, emptied after every check, so each check starts with none
+        # (making and removing a directory per check cost more than many a check's protocol work).
+        self._state: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def kind(self) -> str | None:
@@ -203,7 +208,14 @@ class EmulatedWorld:
         return None
 
     async def stop(self) -> None:
-        return None
+        state, self._state = self._state, None
+        if state is not None:
+            state.cleanup()
+
+    def _state_dir(self) -> Path:
+        if self._state is None:
+            self._state = tempfile.TemporaryDirectory(prefix="ota-emu-conform-")
+        return Path(self._state.name)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Trial]:
@@ -214,7 +226,7 @@ class EmulatedWorld:
         chf = TestChf(clock, dut.ieee, FIRST_DEVICE_NWK)
         node = ChfNode(TEST_CHF, chf.store, clock, observers=[chf.intercept])
         ncp: VirtualNcp | None = None
-        state = tempfile.TemporaryDirectory(prefix="ota-emu-conform-")
+        state = self._state_dir()
         started = dut_started = False
         try:
             if self.radio == "ezsp":
@@ -231,7 +243,7 @@ class EmulatedWorld:
                 self.capture(chf)
             dut.alerts.clear()
             dut_started = True
-            await dut.start(Link(air, clock, FIRST_DEVICE_NWK, Path(state.name)))
+            await dut.start(Link(air, clock, FIRST_DEVICE_NWK, state))
             trial = Trial(chf, dut, clock, self.timing, self.image)
             trial.capture = self.capture
             trial.certificates = self.certificates
@@ -246,7 +258,17 @@ class EmulatedWorld:
                 await node.stop()
             if ncp is not None:
                 await ncp.stop()
-            state.cleanup()
+            _empty(state)
+
+
+def _empty(directory: Path) -> None:
+    """Remove everything in `directory`, keeping it."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 class _JoinWatch:

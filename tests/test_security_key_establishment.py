@@ -120,14 +120,17 @@ def _pair(
     return ({s: _issued(s, DEVICE) for s in suites_u}, {s: _issued(s, CHF) for s in suites_v})
 
 
-_CAS = {suite: CertificateAuthority.generate(suite) for suite in CryptoSuite}
+@functools.cache
+def _ca(suite: CryptoSuite) -> CertificateAuthority:
+    """One test CA per suite for the module, made when a test first needs it (not while pytest collects)."""
+    return CertificateAuthority.generate(suite)
 
 
 @functools.cache
 def _issued(suite: CryptoSuite, subject: bytes) -> DeviceCredentials:
     """One certificate per node and suite, as a real node carries one for life: every exchange still draws its own
     ephemeral keys and runs the whole key agreement."""
-    return _CAS[suite].issue(subject)
+    return _ca(suite).issue(subject)
 
 
 @pytest.mark.parametrize(
@@ -199,14 +202,14 @@ def test_responder_subject_is_not_the_partner() -> None:
 
 
 def test_responder_invalid_suite2_certificate() -> None:
-    no_agreement = _CAS[CryptoSuite.SUITE_2].issue(DEVICE, key_usage=0x80)
+    no_agreement = _ca(CryptoSuite.SUITE_2).issue(DEVICE, key_usage=0x80)
     _, cred_v = _pair()
     step = Responder(cred_v, DEVICE).receive_payload(0x00, _initiate(no_agreement), 0.0)
     _terminated(step, TerminateStatus.INVALID_CERTIFICATE, 0x0002)
 
 
 def test_responder_bad_point_in_suite1_certificate() -> None:
-    good = _CAS[CryptoSuite.SUITE_1].issue(DEVICE).certificate
+    good = _ca(CryptoSuite.SUITE_1).issue(DEVICE).certificate
     bad = replace(good, reconstruction_point=b"\x05" + good.reconstruction_point[1:])  # type: ignore[arg-type]
     _, cred_v = _pair()
     payload = InitiateKeyEstablishmentRequest(1, 2, 2, bad.to_bytes()).to_bytes()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import zigpy.exceptions
 import zigpy.types as t
@@ -49,11 +50,16 @@ ZIGPY_BASE_CONFIG = {
 class HostMixin:
     """Ingress hooks and the SE-profile fix for a zigpy `ControllerApplication` subclass."""
 
-    _ingress: list[IngressHandler]
     # The CHF's own endpoint. On a real stick the NCP answers Match_Desc_req itself from the endpoints the host
     # registered, so the CHF's Smart Energy endpoint (with the OTA server cluster) must be registered there: it
     # takes the place of the zigpy endpoint of the same number, or is added beside them.
     chf_endpoint: zdo_t.SimpleDescriptor | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._ingress: list[IngressHandler] = []
+        self._taps: list[Tap] = []
+        self._sending: set[asyncio.Task[None]] = set()  # frames handed to `transmit` and not yet sent
+        super().__init__(*args, **kwargs)
 
     async def add_endpoint(self, descriptor: zdo_t.SimpleDescriptor) -> None:
         chf = self.chf_endpoint
@@ -70,13 +76,11 @@ class HostMixin:
     def add_tap(self, tap: Tap) -> Callable[[], None]:
         """`tap(packet, loop_time)` sees every frame the CHF's radio sends or receives (a capture on a real stick,
         where there is no virtual air to listen to); returns a function that removes it."""
-        if not hasattr(self, "_taps"):
-            self._taps: list[Tap] = []
         self._taps.append(tap)
         return lambda: self._taps.remove(tap)
 
     def _tap(self, packet: t.ZigbeePacket) -> None:
-        taps = getattr(self, "_taps", None)
+        taps = self._taps
         if taps:
             now = asyncio.get_running_loop().time()
             for tap in taps:
@@ -88,16 +92,12 @@ class HostMixin:
 
     def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]:
         """Offer every received packet to `handler` before zigpy; returns a function that removes it."""
-        if not hasattr(self, "_ingress"):
-            self._ingress = []
         self._ingress.append(handler)
         return lambda: self._ingress.remove(handler)
 
     def transmit(self, packet: t.ZigbeePacket) -> None:
         """Send without waiting: the CHF answers from a synchronous ingress handler. A delivery failure is
         logged, not raised — the OTA client owns retries (it re-requests what it did not get)."""
-        if not hasattr(self, "_sending"):
-            self._sending: set[asyncio.Task[None]] = set()
         task = asyncio.get_running_loop().create_task(self.send_packet(packet))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -107,7 +107,7 @@ class HostMixin:
         """Wait until every frame handed to `transmit` so far has left the radio (delivered or failed), for at
         most `within` seconds: a run that ends on an outcome lets its last answer go out, and no longer than
         that takes. True when all did."""
-        pending = set(getattr(self, "_sending", ()))
+        pending = set(self._sending)
         if not pending:
             return True
         _, late = await asyncio.wait(pending, timeout=within)
@@ -115,7 +115,7 @@ class HostMixin:
 
     def packet_received(self, packet: t.ZigbeePacket) -> None:
         self._tap(packet)
-        for handler in getattr(self, "_ingress", ()):
+        for handler in self._ingress:
             if handler(packet):
                 return
         if packet.profile_id == SMART_ENERGY_PROFILE and packet.src_ep != 0 and packet.dst_ep != 0:

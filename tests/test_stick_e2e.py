@@ -3,6 +3,10 @@
 sticks listen in process and the run is on virtual time; the tests with separate `ota-emu` processes reach the
 sticks over TCP on real time.
 
+Both ends have Smart Energy security, the bundled profiles' default: the device's stick joins with its install-code
+key, the device runs CBKE with the CHF on its host, both hosts install the link key in their NCPs, and the OTA
+traffic is APS-encrypted by the NCPs (one test keeps a network-key-only run on both ends).
+
 The device's profiles here start querying within a second of joining (query_start_jitter = 1): the stick
 announces itself as it joins, so the CHF's first Image Notify can come before the device has found the OTA
 server, and the device then upgrades on its own first query, as a GB device does.
@@ -30,6 +34,8 @@ from test_ncp_joining import until
 
 from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.chf import events as server_events
+from emulator.chf import ezsp_security
+from emulator.chf.key_establishment import FrameDropped, KeyEstablished
 from emulator.chf.node import ChfNode
 from emulator.chf.store import ImageStore, load_images
 from emulator.cli import main
@@ -96,36 +102,54 @@ class Bench:
     stick: VirtualNcp
     node: ChfNode
     events: list[server_events.ServerEvent] = field(default_factory=list)
+    received: list[zt.ZigbeePacket] = field(default_factory=list)  # what bellows handed the CHF's host
 
     def outcomes(self) -> list[server_events.TransferOutcome]:
         return [e for e in self.events if isinstance(e, server_events.TransferOutcome)]
 
+    def of(self, kind: type[server_events.ServerEvent]) -> list[server_events.ServerEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
+
 
 @contextlib.asynccontextmanager
-async def bench(image: Path) -> AsyncIterator[Bench]:
+async def bench(image: Path, *, security: str = "se") -> AsyncIterator[Bench]:
+    """The CHF on one stick with the profile's Smart Energy security (its Device Log: the other stick's EUI-64 with
+    the install code derived from it, as `ota-emu chf --target` makes it), or with the network key only."""
     air = Air(seed=9)
     async with VirtualNcp(air, seed=0) as chf_ncp, VirtualNcp(air, seed=1) as stick:
         target = stick.stack.ieee  # the device takes its stick's EUI-64
-        chf = load_chf(bundled("chf"))
+        chf = load_chf(bundled("chf")).replace(security=security)
         node = ChfNode(chf, ImageStore.from_profile(chf, load_images([image], device_ids=[target])), Clock())
-        await node.start_ezsp(chf_ncp.url or "")
+        se = security == "se"
+        await node.start_ezsp(chf_ncp.url or "", ezsp_extra=ezsp_security.bellows_config() if se else None)
         here = Bench(air, chf_ncp, stick, node)
         node.server.add_listener(here.events.append)
-        await node.app.permit(60)
+        node.app.add_ingress_handler(lambda packet: here.received.append(packet) or False)
+        if se:
+            log = ezsp_security.device_log_of(chf, [target])
+            guard = await ezsp_security.start(node, log, listener=here.events.append)
+            await guard.permit(60)
+        else:
+            await node.app.permit(60)
         try:
             yield here
         finally:
             await node.stop()
 
 
-@pytest.mark.parametrize("role", [Role.END_DEVICE, Role.ROUTER])
+@pytest.mark.parametrize(
+    ("role", "security"), [(Role.END_DEVICE, "se"), (Role.ROUTER, "se"), (Role.END_DEVICE, "none")]
+)
 @pytest.mark.virtual_time
-async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_path: Path, role: Role) -> None:
+async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(
+    tmp_path: Path, role: Role, security: str
+) -> None:
     image = build_image(tmp_path, "0x0084")
-    async with bench(image) as b:
+    se = security == "se"
+    async with bench(image, security=security) as b:
         run = DeviceRun(
             port=b.stick.url or "",
-            profile=load_device(quick_profile(tmp_path, "ppmid")),
+            profile=load_device(quick_profile(tmp_path, "ppmid", f'security = "{security}"')),
             plan=JoinPlan(role, join_timeout=10),
             state_dir=tmp_path / "state",
             until=30,
@@ -140,11 +164,26 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(tmp_pa
     assert (summary.offset, summary.size) == (image.stat().st_size, image.stat().st_size)
     [outcome] = b.outcomes()
     assert (outcome.ieee, int(outcome.response), int(outcome.alert_code)) == (joined.ieee, 0, 0x8F8A)  # CCS08
+    # An APS-encrypted block carries less (the CHF sizes blocks for the APS security overhead).
+    block = b.node.server.profile.max_block_size
+    assert block == (48 if se else 63)
     # tshark reads the stick's capture: every Image Block Response the device received, in order.
     if shutil.which("tshark") is not None:
         served = block_offsets(tshark(tmp_path / "device.pcap", *OTA_FIELDS))
-        assert served == list(range(0, image.stat().st_size, 63))
-    assert b.stick.counters.commands["sendUnicast"] > 30  # every block request went through the stick
+        assert served == list(range(0, image.stat().st_size, block))
+    sends = b.stick.counters.commands["sendUnicast"]
+    assert sends > image.stat().st_size // block  # every block request went through the stick
+    # Security as the two NCPs saw it: the CBKE link key in both, every OTA frame APS-encrypted both ways.
+    assert (summary.joined, summary.cbke_suite, summary.link_key) == (
+        ("install code", 2, "CBKE") if se else ("", None, "")
+    )
+    assert [e.ieee for e in b.of(KeyEstablished)] == ([joined.ieee] if se else [])
+    assert b.of(FrameDropped) == []
+    ota_in = [p for p in b.received if p.cluster_id == 0x0019]
+    assert ota_in and all(bool(p.tx_options & zt.TransmitOptions.APS_Encryption) == se for p in ota_in)
+    # The stick's APS frame counter moves only for the frames it APS-encrypts: at least one per block request.
+    secured = b.stick.stack.state.aps_frame_counter
+    assert secured >= image.stat().st_size // block if se else secured == 0
 
 
 @pytest.mark.virtual_time
@@ -282,13 +321,10 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
         for _ in range(2):
             line = (await ncp.stdout.readline()).decode()  # type: ignore[union-attr]
             urls.append(line.rsplit(" ", 1)[-1].strip())
-        # A device on a stick joins with the network key only, so the CHF is a network-key-only one too: a Smart
-        # Energy CHF admits install-code joiners only.
-        chf_profile = tmp_path / "chf.toml"
-        chf_profile.write_text((PROFILES / "chf.toml").read_text().replace("[chf]\n", '[chf]\nsecurity = "none"\n'))
+        # Both ends with the bundled profiles' Smart Energy security: the CHF admits the target by the install code
+        # derived from its EUI-64, which is the one the device's stick joins with.
         chf = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "emulator", "chf", "--port", urls[0], "--image", str(image)),
-            *("--chf", str(chf_profile)),
             *("--target", stick_eui64, "--json"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -310,12 +346,14 @@ async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_othe
     assert chf.returncode == 0, chf_err.decode()
     assert b"Traceback" not in device_err + chf_err
     assert device_out.decode().startswith(f"PPMID {stick_eui64}: upgraded, runs 0x00000002 (was 0x00000001)")
-    assert f"Device PPMID {stick_eui64} joined PAN 0x1A62 on channel 15" in device_err.decode()
-    # The profile's default Smart Energy security is not there on a stick: the user is told it joined without it.
-    assert 'asks for Smart Energy security (security = "se")' in device_err.decode()
-    assert "joined with the network key only" in device_err.decode()
+    said = device_err.decode()
+    assert f"Device PPMID {stick_eui64} joined PAN 0x1A62 on channel 15" in said
+    assert f"Device {stick_eui64}: joining with install code " in said
+    assert f"Device {stick_eui64}: joined with its install-code key; trust centre " in said
+    assert f"Device {stick_eui64}: CBKE suite 2 done with trust centre" in said
     report = json.loads(chf_out)
     [target] = report["devices"]
+    assert target["cbke_suite"] == 2
     assert (target["ieee"], target["outcome"], target["response_code"], target["alert_code"]) == (
         stick_eui64,
         "success",

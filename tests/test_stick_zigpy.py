@@ -1,7 +1,8 @@
 """zigpy's own OTA path upgrades `ota-emu device` on a virtual stick: a plain bellows `ControllerApplication` on
 another stick of the same air interviews the device and runs `update_firmware()`. zigpy parses neither GB
 Upgrade Images nor Smart Energy frames (it serves OTA over HA), so the device speaks the HA profile here and gets
-a standard Zigbee OTA file."""
+a standard Zigbee OTA file; and it admits joiners by the Zigbee 3.0 well-known key, not by install code, so the
+device's security is "none"."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ async def test_zigpy_update_firmware_upgrades_the_device_on_the_other_stick(
     # Opt-out, named: zigpy serves a standard Zigbee OTA file (sub-elements), and the manufacturer signature trailer
     # the PPMID requires is defined for GB Upgrade Images only (`ota-emu image sign` refuses a Zigbee file), so no
     # image zigpy can serve would pass require_signature. The signature checks are tests/test_trust.py's.
-    profile = load_device(quick_profile(tmp_path, "ppmid", 'profile_id = "0x0104"', "require_signature = false"))
+    profile = load_device(
+        quick_profile(tmp_path, "ppmid", 'profile_id = "0x0104"', "require_signature = false", 'security = "none"')
+    )
     image = build_zigbee(0x121D, 0x0084, 2, payload=bytes(range(256)) * 4, hw_min=0x1111, hw_max=0x1211).serialize()
     firmware, _ = parse_ota_image(image)
     metadata = BaseOtaImageMetadata(file_version=2, manufacturer_id=0x121D, image_type=0x0084, file_size=len(image))

@@ -3,11 +3,18 @@
 The device is the same `EmulatedDevice` as in `ota-emu run`; its radio is a `StickRadio` instead of the virtual
 air. It joins through the stick (or resumes the network the stick already has), answers the interview, finds the
 OTA server and upgrades from it, and ends with one outcome line (or `--json`).
+
+With Smart Energy security (`security = "se"`, the profiles' default) the stick joins with the key derived from
+the device's install code (the profile's, or the one derived from the stick's EUI-64 as `ota-emu run` derives it),
+the device runs CBKE with the trust centre on the host (`KeyEstablishmentClient`, the same as in process), the
+host installs the resulting link key in the stick's NCP, and from then on its OTA frames travel APS-encrypted and
+OTA frames that arrive in the clear are dropped (`StickSecurity`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -21,27 +28,30 @@ import click
 import zigpy.types as t
 
 from emulator import clock
+from emulator.chf.node import RadioError
+from emulator.chf.se_credentials import credentials_for
 from emulator.cli.display import RunProgress, StopReason
 from emulator.cli.params import Eui64Param, Number, PortParam, ProfileParam, example
 from emulator.device import events as de
+from emulator.device import security_events as sev
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
+from emulator.device.key_establishment import KeyEstablishmentClient
 from emulator.errors import InputError
 from emulator.han.network import DeviceResult, DeviceSummary
+from emulator.han.security import SE, drop_reporter, install_code_of
 from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.capture import PcapWriter
 from emulator.radio.ezsp import FLOW_CONTROL
 from emulator.radio.kind import RadioKind
-from emulator.radio.stick import Endpoint, Joined, JoinPlan, Role, StickRadio
+from emulator.radio.stick import Endpoint, Joined, JoinKey, JoinPlan, Role, StickRadio
+from emulator.radio.stick_security import StickSecurity
+from emulator.security.certs import CryptoSuite, DeviceCredentials
+from emulator.security.keystore import SecurityContext
 
 # The longest wait after the outcome for the last frames (an Upgrade End, a Default Response) to leave the stick:
 # the run ends as soon as they have.
 FINAL_SEND_GRACE = 0.5
-#: What a device whose profile asks for Smart Energy security (security = "se", the default) is told on a stick.
-STICK_SECURITY_NOTE = (
-    'ota-emu: note: {source} asks for Smart Energy security (security = "se"), which the stick path does not do yet: '
-    'the device joined with the network key only (OTA unencrypted at APS); set security = "none" to silence this'
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,9 @@ class DeviceWatch:
         summary = self.summary
         if self.done.is_set():
             return  # the outcome stands (a query answered NO_IMAGE after an upgrade does not undo it)
+        if self._security(event):
+            self.progress(event)
+            return
         verdict = summary.follow(event)
         if verdict is not None:
             self._finish(*verdict)
@@ -91,6 +104,19 @@ class DeviceWatch:
         elif isinstance(event, de.QueryAnswered) and event.status is not None and summary.size == 0:
             summary.result, summary.reason = DeviceResult.NO_IMAGE, f"query answered 0x{event.status:02X}"
         self.progress(event)
+
+    def _security(self, event: de.DeviceEvent) -> bool:
+        """Joining and key establishment, as `ota-emu run` folds them; False for any other event."""
+        summary = self.summary
+        if isinstance(event, sev.Admitted):
+            summary.joined, summary.link_key = "install code", "install code"
+        elif isinstance(event, sev.KeyEstablished):
+            summary.cbke_suite, summary.link_key = event.suite, "CBKE"
+        elif isinstance(event, sev.KeyEstablishmentFailed):
+            self._finish(DeviceResult.FAILED, f"CBKE failed: {event.status} ({event.reason})")
+        else:
+            return False
+        return True
 
     def _finish(self, result: DeviceResult, reason: str) -> None:
         self.summary.result, self.summary.reason = result, reason
@@ -116,13 +142,15 @@ async def run_device(
     signal comes or `stop` is set; save its state and leave the stick. Returns the summary, why it stopped, the
     wall time and where it joined."""
     started = time.monotonic()
-    radio, profile, joined = await _join(run)
+    radio, profile, joined, keying = await _join(run)
     capture = _capture(run.pcap, joined) if run.pcap is not None else None
     if capture is not None:
         radio.add_tap(capture.write)
     if run.state_dir is not None:
         run.state_dir.mkdir(parents=True, exist_ok=True)
     device = EmulatedDevice(profile, radio, clock.Clock(), nwk=joined.nwk, state_dir=run.state_dir, seed=run.seed)
+    if keying is not None:
+        keying.attach(device, say=None if run.quiet else lambda text: click.echo(text, err=True))
     summary = DeviceSummary(joined.ieee, profile.kind, joined.nwk, device.running_version, device.running_version)
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,10 +172,79 @@ async def run_device(
     return summary, stopped, time.monotonic() - started, joined
 
 
-async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined]:
-    """Join through the stick (or resume its network) and say where; the device takes the stick's EUI-64."""
+class StickKeyEstablishment:
+    """Smart Energy security of the device on the stick after the join: CBKE with the trust centre on the host,
+    then the link key into the NCP, before the OTA client starts (as `ota-emu run` does it in process)."""
+
+    def __init__(
+        self,
+        radio: StickRadio,
+        security: StickSecurity,
+        trust_centre: t.EUI64,
+        credentials: dict[CryptoSuite, DeviceCredentials],
+    ) -> None:
+        self.radio = radio
+        self.security = security
+        self.trust_centre = trust_centre
+        self.credentials = credentials
+
+    def attach(self, device: EmulatedDevice, say: Any) -> None:
+        """Run key establishment for `device` before its OTA client; `say(text)` hears how it went."""
+        self.security.on_drop = drop_reporter(device)
+
+        async def before_ota() -> bool:
+            return await self.establish(device, say)
+
+        device.before_ota = before_ota
+
+    async def establish(self, device: EmulatedDevice, say: Any) -> bool:
+        """CBKE, then install the key: True when the device's OTA traffic can go APS-encrypted."""
+        security = self.security
+        security.application_ready = False  # no OTA frame is taken before the link key is there
+        device.emit(sev.Admitted, trust_centre=self.trust_centre)
+        context = SecurityContext(device.ieee)
+        client = KeyEstablishmentClient(device, self.radio, context, self.credentials, self.trust_centre)
+        outcome = await client.run()
+        key = context.link_key(self.trust_centre)
+        if not outcome.ok or key is None:
+            return False
+        try:
+            await self.radio.install_link_key(self.trust_centre, key.key)
+        except (RadioError, TimeoutError) as exc:
+            device.emit(sev.KeyEstablishmentFailed, status="NOT_INSTALLED", reason=str(exc))
+            return False
+        security.application_ready = True
+        if say is not None:
+            say(
+                f"Device {device.ieee}: CBKE suite {outcome.suite} done with trust centre {self.trust_centre}; "
+                "its link key is in the stick and OTA traffic is APS-encrypted"
+            )
+        return True
+
+
+def _join_key(profile: DeviceProfile, say: Any) -> JoinKey:
+    """The key a Smart Energy device's stick joins with: the key of its install code, the profile's or else the one
+    derived from the stick's EUI-64 (only the stick knows it). `say` hears the code, which the network's trust
+    centre must hold (a Communications Hub's Device Log entry)."""
+
+    def key(ieee: t.EUI64) -> bytes:
+        code = install_code_of(profile.replace(ieee=ieee))
+        if say is not None:
+            say(f"Device {ieee}: joining with install code {code.with_crc.hex().upper()} (code and CRC)")
+        return code.key
+
+    return key
+
+
+async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, StickKeyEstablishment | None]:
+    """Join through the stick (or resume its network) and say where; the device takes the stick's EUI-64. A
+    Smart Energy device gets what its key establishment needs (its trust centre, its CBKE credentials)."""
     profile = run.profile.replace(sleepy=run.plan.role == Role.SLEEPY)  # the device polls when the stick sleeps
-    radio = StickRadio(run.port, run.plan, baudrate=run.baudrate, flow_control=run.flow_control)
+    se = profile.security == SE
+    say = None if run.quiet else lambda text: click.echo(text, err=True)
+    plan = run.plan if not se else dataclasses.replace(run.plan, link_key=_join_key(profile, say))
+    security = StickSecurity() if se else None
+    radio = StickRadio(run.port, plan, baudrate=run.baudrate, flow_control=run.flow_control, security=security)
     if not run.quiet:
         radio.add_listener(lambda text: click.echo(text, err=True))
     endpoint = Endpoint(
@@ -168,12 +265,20 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined]:
             f"{joined.channel} as NWK 0x{joined.nwk:04X} ({run.plan.role.value}) through {run.port}",
             err=True,
         )
-    if profile.security == "se":
-        # Smart Energy security (install-code link key, CBKE, APS-encrypted OTA) is the profiles' default but not
-        # there yet on the stick path: the stick joined with the network key only, as a HAN whose CHF is on a stick
-        # does (README, "Smart Energy security"). Said once, after the join, so bad input stays one line.
-        click.echo(STICK_SECURITY_NOTE.format(source=profile.source), err=True)
-    return radio, profile, joined
+    if security is None:
+        return radio, profile, joined, None
+    try:
+        credentials = credentials_for(
+            joined.ieee, profile.cbke_suite, profile.cbke_credentials, profile.source, f"device {joined.ieee}"
+        )
+        trust_centre = await radio.trust_centre()
+    except BaseException:
+        await radio.close()
+        raise
+    security.trust_centre = trust_centre
+    if not run.quiet:
+        click.echo(f"Device {joined.ieee}: {how} with its install-code key; trust centre {trust_centre}", err=True)
+    return radio, profile, joined, StickKeyEstablishment(radio, security, trust_centre, credentials)
 
 
 async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event, radio: StickRadio) -> StopReason:
@@ -193,7 +298,8 @@ async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event, r
 
 def _capture(path: Path, joined: Joined) -> PcapWriter:
     """What the stick sent and received, as 802.15.4 frames. The network key is not read from the stick (not
-    every EmberZNet build lets the host export it), so the frames are written without NWK security."""
+    every EmberZNet build lets the host export it), so the frames are written without NWK security; APS security
+    is the NCP's too, so frames are written as the host handed them over and got them (in the clear)."""
     writer = PcapWriter(path, network_key=None, pan_id=joined.pan_id)
     writer.add_node(joined.nwk, joined.ieee)
     return writer
@@ -361,7 +467,7 @@ def _document(
         "port": run.port,
         "network": {"pan_id": f"0x{joined.pan_id:04X}", "channel": joined.channel, "resumed": joined.resumed},
         "role": run.plan.role.value,
-        "security": "network key",  # the stick path has no Smart Energy security yet (STICK_SECURITY_NOTE)
+        "security": "smart energy" if run.profile.security == SE else "network key",
         "stopped": stopped,
         "wall_time_s": round(wall, 3),
         "device": summary.as_dict(),

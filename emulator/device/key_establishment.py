@@ -6,8 +6,9 @@ strongest common suite, and runs the sans-IO `Initiator` over ZCL. KeyData becom
 with the trust centre (`SecurityContext`, origin CBKE); from then on its OTA frames are APS-encrypted. The frames
 travel with NWK security only (the cluster is not in the APS-encrypted list of ZSE §5.4.6).
 
-The client takes its frames from the device's radio (`SecureRadio` ingress) before the device sees them, and
-polls the parent while it waits, so a sleepy device gets its answers.
+The client takes its frames from the device's radio before the device sees them (the ingress handlers of a
+`SecureRadio` in process, or of a `StickRadio` on an EZSP stick), and polls the parent while it waits, so a sleepy
+device gets its answers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import asyncio
 import contextlib
 import dataclasses
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zigpy.types as t
 from zigpy.zdo.types import ZDOCmd
@@ -26,7 +27,7 @@ from zigpy.zdo.types import ZDOCmd
 from emulator.device import zdo
 from emulator.device.faults import DeviceFault
 from emulator.device.security_events import KeyEstablished, KeyEstablishmentFailed
-from emulator.radio.secure import SecureRadio, unicast
+from emulator.radio.secure import IngressHandler, unicast
 from emulator.security import key_establishment as ke
 from emulator.security.certs import CryptoSuite, DeviceCredentials
 from emulator.security.keystore import KeyOrigin, SecurityContext
@@ -47,6 +48,14 @@ RETRY_DELAY = 5.0
 RESEND_AFTER = 2.5
 
 
+class KeyEstablishmentRadio(Protocol):
+    """What the client needs of the device's radio: its frames first, and a way to send."""
+
+    def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]: ...
+
+    def send(self, packet: t.ZigbeePacket) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How key establishment ended for the device: `suite` on success, else the status name and why."""
@@ -63,7 +72,7 @@ class KeyEstablishmentClient:
     def __init__(
         self,
         device: Any,
-        radio: SecureRadio,
+        radio: KeyEstablishmentRadio,
         context: SecurityContext,
         credentials: Mapping[CryptoSuite, DeviceCredentials],
         server_ieee: t.EUI64,

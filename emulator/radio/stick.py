@@ -11,9 +11,10 @@ The stick answers Node_Desc and the address requests itself (as every EmberZNet 
 answers the endpoint requests (APP_HANDLES_ZDO_ENDPOINT_REQUESTS) and unsupported ones, with the same bytes as
 on the virtual air.
 
-Security: the stick joins with the Zigbee 3.0 well-known trust-centre link key. A Smart Energy network wants an
-install-code derived key and CBKE; `JoinPlan.link_key` is the seam where that key goes (the NCP's transient-key
-and key-table commands carry it), and nothing here does CBKE yet.
+Security: by default the stick joins with the Zigbee 3.0 well-known trust-centre link key. A Smart Energy device
+joins with the key derived from its install code instead (`JoinPlan.link_key`, given as a function of the stick's
+EUI-64 when the install code is derived from it); after its CBKE the host installs the new link key in the NCP
+(`install_link_key`), and `StickSecurity` decides which frames go APS-encrypted and which received ones are refused.
 
 One stick is one node (one EUI-64, one NWK address): it carries one emulated device.
 """
@@ -38,6 +39,8 @@ import zigpy.types as t
 from emulator.chf.node import RadioError, _check_port, _reason
 from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.radio.air import Node
+from emulator.radio.secure import IngressHandler
+from emulator.radio.stick_security import StickSecurity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ ZDO_FLAGS = _ZDO_FLAGS.APP_HANDLES_ZDO_ENDPOINT_REQUESTS | _ZDO_FLAGS.APP_HANDLE
 
 Tap = Callable[[t.ZigbeePacket, float], None]
 Listener = Callable[[str], None]
+#: The preconfigured link key the stick joins with: the key itself, or how to make it from the stick's EUI-64.
+JoinKey = bytes | Callable[[t.EUI64], bytes]
 
 
 class Role(enum.Enum):
@@ -80,7 +85,7 @@ class JoinPlan:
     pan_id: int | None = None
     extended_pan_id: t.EUI64 | None = None
     join_timeout: float = 60.0
-    link_key: bytes = WELL_KNOWN_LINK_KEY
+    link_key: JoinKey = WELL_KNOWN_LINK_KEY
 
     def parameters(self) -> bt.EmberNetworkParameters:
         channel = self.channel or 0
@@ -95,11 +100,17 @@ class JoinPlan:
             channels=bt.Channels.from_channel_list([channel] if channel else range(11, 27)),
         )
 
-    def security(self) -> bt.EmberInitialSecurityState:
+    def key_for(self, ieee: t.EUI64) -> bytes:
+        """The preconfigured link key of the stick whose EUI-64 is `ieee`."""
+        return self.link_key if isinstance(self.link_key, bytes) else self.link_key(ieee)
+
+    def security(self, ieee: t.EUI64) -> bt.EmberInitialSecurityState:
+        """The join's security (UG100 setInitialSecurityState): a preconfigured key, and the network key only under
+        it (a key sent in the clear is refused)."""
         bits = bt.EmberInitialSecurityBitmask
         return bt.EmberInitialSecurityState(
             bitmask=bits.HAVE_PRECONFIGURED_KEY | bits.REQUIRE_ENCRYPTED_KEY,
-            preconfiguredKey=bt.KeyData(self.link_key),
+            preconfiguredKey=bt.KeyData(self.key_for(ieee)),
             networkKey=bt.KeyData(bytes(16)),
             networkKeySequenceNumber=0,
             preconfiguredTrustCenterEui64=bt.EUI64.convert("00:00:00:00:00:00:00:00"),
@@ -136,9 +147,18 @@ def _ok(status: Any) -> bool:
 class StickRadio:
     """One emulated device's radio on an EZSP stick at `port` (a serial device or tcp://HOST:PORT)."""
 
-    def __init__(self, port: str, plan: JoinPlan, *, baudrate: int = 115200, flow_control: str = "software") -> None:
+    def __init__(
+        self,
+        port: str,
+        plan: JoinPlan,
+        *,
+        baudrate: int = 115200,
+        flow_control: str = "software",
+        security: StickSecurity | None = None,
+    ) -> None:
         self.port = port
         self.plan = plan
+        self.security = security
         self.baudrate = baudrate
         self.flow_control = flow_control
         self.joined: Joined | None = None
@@ -147,6 +167,7 @@ class StickRadio:
         self._endpoint: Endpoint | None = None
         self._node: Node | None = None
         self._taps: list[Tap] = []
+        self._ingress: list[IngressHandler] = []
         self._listeners: list[Listener] = []
         self._queue: asyncio.Queue[t.ZigbeePacket | None] = asyncio.Queue()
         self._queued = self._handled = 0  # frames (and polls) handed to the send loop, and those it is done with
@@ -196,6 +217,47 @@ class StickRadio:
     def add_tap(self, tap: Tap) -> None:
         """`tap(packet, loop_time)` sees every frame this radio sends and receives (for --pcap)."""
         self._taps.append(tap)
+
+    def add_ingress_handler(self, handler: IngressHandler) -> Callable[[], None]:
+        """Offer every accepted frame to `handler` before the device; True takes it (the Key Establishment client
+        takes its cluster there). Returns the remover."""
+        self._ingress.append(handler)
+        return lambda: self._ingress.remove(handler)
+
+    # -- Smart Energy security ------------------------------------------------------------------------------------
+
+    async def trust_centre(self) -> t.EUI64:
+        """The EUI-64 of the network's trust centre, as the NCP learnt it while joining (getCurrentSecurityState)."""
+        status, state = await self._command("getCurrentSecurityState")
+        if not _ok(status):
+            raise RadioError(f"{self.port}: the stick did not give its security state ({status!r})")
+        return t.EUI64(state.trustCenterLongAddress)
+
+    async def install_link_key(self, trust_centre: t.EUI64, key: bytes) -> None:
+        """Make `key` the link key the NCP uses with the trust centre: `addOrUpdateKeyTableEntry` where the EZSP
+        version has it (v4 to v12), else the security manager's `importKey` with the TC_LINK context (v13 on,
+        which dropped the key-table commands; bellows reads the TC link key back the same way). RadioError when
+        the NCP refuses it."""
+        assert self._ezsp is not None
+        if "addOrUpdateKeyTableEntry" in self._ezsp._protocol.COMMANDS:
+            (status,) = await self._command(
+                "addOrUpdateKeyTableEntry", address=trust_centre, linkKey=True, keyData=bt.KeyData(key)
+            )
+        else:
+            context = bt.SecurityManagerContextV13(
+                core_key_type=bt.SecurityManagerKeyType.TC_LINK,
+                key_index=0,
+                derived_type=bt.SecurityManagerDerivedKeyTypeV13.NONE,
+                eui64=trust_centre,
+                multi_network_index=0,
+                flags=bt.SecurityManagerContextFlags.EUI_IS_VALID,
+                psa_key_alg_permission=0,
+            )
+            status, *_ = await self._command("importKey", context=context, key=bt.KeyData(key))
+        if not _ok(status):
+            raise RadioError(f"{self.port}: the stick refused the trust centre's link key ({status!r})")
+        if self.security is not None:
+            self.security.link_key_in_use = True
 
     # -- DeviceRadio --------------------------------------------------------------------------------------------
 
@@ -322,13 +384,13 @@ class StickRadio:
 
     async def _bring_up(self, *, first: bool) -> Joined:
         await self._configure()
+        (ieee,) = await self._command("getEui64")
         resumed = await self._resume()
         if not resumed:
             if not first:
                 raise RadioError(f"{self.port}: the stick lost its network")
-            await self._join()
+            await self._join(t.EUI64(ieee))
         (nwk,) = await self._command("getNodeId")
-        (ieee,) = await self._command("getEui64")
         _, _, params = await self._command("getNetworkParameters")
         return Joined(nwk=nwk, ieee=t.EUI64(ieee), pan_id=params.panId, channel=params.radioChannel, resumed=resumed)
 
@@ -355,7 +417,7 @@ class StickRadio:
             await self._ezsp.leaveNetwork()
         return same
 
-    async def _join(self) -> None:
+    async def _join(self, ieee: t.EUI64) -> None:
         """setInitialSecurityState + joinNetwork until a network admits us or the join timeout passes."""
         assert self._ezsp is not None
         ezsp = self._ezsp
@@ -363,7 +425,7 @@ class StickRadio:
         deadline = loop.time() + self.plan.join_timeout
         last = "no answer"
         while loop.time() < deadline:
-            (status,) = await self._command("setInitialSecurityState", state=self.plan.security())
+            (status,) = await self._command("setInitialSecurityState", state=self.plan.security(ieee))
             if not _ok(status):
                 raise RadioError(f"{self.port}: the stick refused the join security settings ({status!r})")
             outcome: asyncio.Future[Any] = loop.create_future()
@@ -389,9 +451,14 @@ class StickRadio:
             finally:
                 ezsp.remove_callback(callback)
             await asyncio.sleep(min(JOIN_RETRY_DELAY, max(0.0, deadline - loop.time())))
+        hint = (
+            "the trust centre sent no network key under the stick's link key: give it the device's install code"
+            if "NETWORK_KEY" in last
+            else "permit joining on the network's coordinator, and check the channel / PAN ID options"
+        )
         raise RadioError(
             f"{self.port}: no network let the stick join within {self.plan.join_timeout:g} s (last answer: {last}; "
-            "permit joining on the network's coordinator, and check the channel / PAN ID options)"
+            f"{hint})"
         )
 
     def _tell(self, text: str) -> None:
@@ -428,6 +495,7 @@ class StickRadio:
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.Broadcast, address=t.BroadcastAddress.RX_ON_WHEN_IDLE)
         else:
             dst = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(me))
+        encrypted = bool(aps.options & bt.EmberApsOption.APS_OPTION_ENCRYPTION)
         packet = t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=sender),
             src_ep=aps.sourceEndpoint,
@@ -439,9 +507,15 @@ class StickRadio:
             data=t.SerializableBytes(message),
             lqi=lqi,
             rssi=rssi,
+            tx_options=t.TransmitOptions.APS_Encryption if encrypted else t.TransmitOptions.NONE,
         )
         self.stats["received"] += 1
         self._tap(packet)
+        if self.security is not None and not self.security.admit(packet, encrypted):
+            return
+        for handler in self._ingress:
+            if handler(packet):
+                return
         node = self._node
         if node is not None:
             try:
@@ -491,6 +565,8 @@ class StickRadio:
         options = bt.EmberApsOption.APS_OPTION_NONE
         if packet.tx_options & t.TransmitOptions.ACK:
             options |= bt.EmberApsOption.APS_OPTION_RETRY | bt.EmberApsOption.APS_OPTION_ENABLE_ROUTE_DISCOVERY
+        if self.security is not None and self.security.encrypt(packet):
+            options |= bt.EmberApsOption.APS_OPTION_ENCRYPTION
         dst = packet.dst
         assert dst is not None, "a device always addresses its frames"
         aps = bt.EmberApsFrame(

@@ -88,6 +88,8 @@ class Report:
     protocol_time: float = 0.0
     wall_time: float = 0.0
     pcap: str | None = None
+    #: The keys file beside the capture (Wireshark `zigbee_pc_keys` rows: network key, install-code and CBKE keys).
+    pcap_keys: str | None = None
     notes: list[str] = field(default_factory=list)
     run: RunInfo | None = None
     dut: DutInfo | None = None
@@ -135,6 +137,7 @@ class Report:
             "protocol_time_s": round(self.protocol_time, 3),
             "wall_time_s": round(self.wall_time, 3),
             "pcap": self.pcap,
+            "pcap_keys": self.pcap_keys,
             "notes": self.notes,
             "results": [
                 {
@@ -163,6 +166,7 @@ class Report:
             protocol_time=float(data["protocol_time_s"]),
             wall_time=float(data["wall_time_s"]),
             pcap=data.get("pcap"),
+            pcap_keys=data.get("pcap_keys"),
             notes=list(data.get("notes", [])),
             run=None if run is None else RunInfo(**run),
             dut=None if dut is None else DutInfo(**dut),

@@ -36,6 +36,7 @@ from emulator.conformance.results import CheckResult, DutInfo, Report
 from emulator.conformance.running import Played, Progress, Waiting, run_rules
 from emulator.conformance.selection import select
 from emulator.conformance.verdict import Inconclusive, Judgement, Unsettled, Verdict
+from emulator.han.security import HanSecurity, attach_capture
 from emulator.profiles import DeviceProfile
 from emulator.radio.capture import PcapWriter, parse_network_key
 
@@ -152,7 +153,8 @@ def expected_durations(checks: Sequence[Check], kind: str | None) -> dict[str, f
 
 
 class _Capture:
-    """One pcap for the whole run: every session's CHF radio writes into it."""
+    """One pcap for the whole run: every session's CHF radio writes into it, and the keys that open its frames go
+    into a keys file beside it (`<pcap>.keys`, Wireshark `zigbee_pc_keys` rows)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -162,7 +164,7 @@ class _Capture:
         if self.path is not None and self.writer is None:
             self.writer = PcapWriter(self.path, network_key=network_key, pan_id=pan_id)
 
-    def __call__(self, chf: TestChf) -> None:
+    def __call__(self, chf: TestChf, security: HanSecurity | None = None) -> None:
         if self.path is None:
             return
         if self.writer is None:
@@ -170,14 +172,18 @@ class _Capture:
             self.open(bytes(info.network_key.key), int(info.pan_id))
         assert self.writer is not None
         chf.capture(self.writer)
+        if security is not None:
+            attach_capture(security, self.writer)
 
-    def close(self, failed: bool = False) -> str | None:
+    def close(self, failed: bool = False) -> tuple[str, str] | None:
+        """The pcap and its keys file, both written; None when there was no capture (or the run failed)."""
         if self.writer is None:
             return None
         if failed:
             self.writer.discard()
             return None
-        return str(self.writer.close())
+        pcap = self.writer.close()
+        return str(pcap), str(self.writer.write_keys())
 
 
 def target_dut(target: DeviceTarget) -> DeviceUnderTest:
@@ -240,6 +246,7 @@ async def check_device(
         protocol_time=loop.time() - began,
         wall_time=time.monotonic() - wall,
         pcap=player.pcap,
+        pcap_keys=player.pcap_keys,
         notes=notes,
         dut=player.identity,
         interrupted=ran.interrupted,
@@ -256,6 +263,7 @@ class DevicePlayer:
         self.budget = VIRTUAL_BUDGET if target.virtual else REAL_BUDGET
         self.identity: DutInfo | None = None
         self.pcap: str | None = None
+        self.pcap_keys: str | None = None
 
     async def start(self) -> None:
         await self.world.start()
@@ -263,7 +271,8 @@ class DevicePlayer:
 
     async def stop(self, failed: bool) -> None:
         await self.world.stop()
-        self.pcap = self.capture.close(failed)
+        written = self.capture.close(failed)
+        self.pcap, self.pcap_keys = written if written is not None else (None, None)
 
     async def _identity(self) -> DutInfo:
         """Who the device says it is, read in a session of its own before the checks (nothing read from a

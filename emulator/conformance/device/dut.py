@@ -39,7 +39,7 @@ from emulator.chf.store import HeldImage
 from emulator.clock import Clock
 from emulator.conformance.device.catalogue import HCALCS, PPMID
 from emulator.conformance.device.testchf import TEST_CHF, TestChf
-from emulator.conformance.device.trial import REAL_TIMING, VIRTUAL_TIMING, Timing, Trial
+from emulator.conformance.device.trial import REAL_TIMING, VIRTUAL_TIMING, Capture, Timing, Trial
 from emulator.conformance.interface import Ability, ActivationReply, DeviceUnderTest, FirmwareAlert, Link
 from emulator.conformance.verdict import Inconclusive
 from emulator.device import events as device_events
@@ -50,7 +50,6 @@ from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DEFAULT_DEVICE_IDS, DeviceProfile
 from emulator.radio.air import Air
 
-Capture = Callable[[TestChf], None]
 Notice = Callable[[str], None]
 
 # zigpy accepts at most this many seconds per permit-joining call; longer windows are renewed.

@@ -240,7 +240,7 @@ async def secure_session(
         try:
             chf.attach(node)
             if trial.capture is not None:
-                trial.capture(chf)
+                trial.capture(chf, security)
             app: Any = node.app
             if lie is not None:
                 app = session.server_app = _KeServerApp(node.app, _liar(lie, security, chf_profile.ieee))

@@ -12,9 +12,8 @@ outcome travels in a GBCS message this bench cannot see, the DUT's harness may r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
@@ -26,7 +25,15 @@ from emulator.conformance.verdict import FrameRecord, Inconclusive, TimelinePoin
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 if TYPE_CHECKING:
-    from emulator.han.security import RunCertificates
+    from emulator.han.security import HanSecurity, RunCertificates
+
+
+class Capture(Protocol):
+    """The run's capture (a pcap): takes in a CHF's radio, and with a session's Smart Energy security the keys that
+    open its frames (the join's Transport-Keys, the CBKE link keys), so the keys file beside the pcap holds them."""
+
+    def __call__(self, chf: TestChf, security: HanSecurity | None = None) -> None: ...
+
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.
 CURRENT_FILE_VERSION = 0x0002
@@ -197,7 +204,7 @@ class Trial:
         self.identity: DutIdentity | None = None
         self.first_query: FrameRecord | None = None
         # The run's capture (a pcap), for a play step that brings up a CHF radio of its own (the security checks).
-        self.capture: Callable[[TestChf], None] | None = None
+        self.capture: Capture | None = None
         # The run's test CA and the certificates it issued, for the same.
         self.certificates: RunCertificates | None = None
 

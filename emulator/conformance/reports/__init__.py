@@ -81,7 +81,8 @@ def render_terminal(report: Report, console: Console) -> None:
         highlight=False,
     )
     if report.pcap:
-        console.print(f"capture: {report.pcap}", highlight=False)
+        keys = f" (keys to open it: {report.pcap_keys})" if report.pcap_keys else ""
+        console.print(f"capture: {report.pcap}{keys}", highlight=False)
     console.print(Text(outcome_text(report), style="bold green" if report.passed else "bold red"))
 
 

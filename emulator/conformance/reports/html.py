@@ -420,6 +420,8 @@ def report_html(report: Report) -> str:
     ]
     if report.pcap:
         facts.append(("Capture", report.pcap))
+    if report.pcap_keys:
+        facts.append(("Capture keys", report.pcap_keys))
     fact_rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -81,6 +81,7 @@ def _properties(report: Report) -> list[tuple[str, str]]:
         ("protocol_time_s", _seconds(report.protocol_time)),
         ("wall_time_s", _seconds(report.wall_time)),
         ("pcap", report.pcap or ""),
+        ("pcap_keys", report.pcap_keys or ""),
     ]
     if run is not None:
         properties += [

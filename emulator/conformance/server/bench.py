@@ -28,6 +28,7 @@ from emulator.conformance.server.targets import TARGETS, OursTarget, ScenarioErr
 from emulator.conformance.server.transcript import Claims, Transcript
 from emulator.conformance.verdict import Inconclusive, Judgement, Verdict
 from emulator.errors import InputError
+from emulator.han.security import HanSecurity, attach_capture
 from emulator.radio.air import Air
 from emulator.radio.capture import PcapWriter
 
@@ -47,6 +48,7 @@ class ServerPlayer:
         self.target = target
         self.clock = clock
         self.writer: PcapWriter | None = None
+        self.keys: Path | None = None  # the keys file written beside the capture
         if pcap is not None:
             network = target.network()
             self.writer = PcapWriter(
@@ -65,6 +67,7 @@ class ServerPlayer:
                 self.writer.discard()
             else:
                 self.writer.close()
+                self.keys = self.writer.write_keys()
 
     def ruled_out(self, rule: Rule[Any]) -> Judgement | None:
         check = rule.check
@@ -106,14 +109,16 @@ async def run_checks(
     does (the report then holds the checks decided so far)."""
     clock = Clock(START_UTC)
     rules = [RULES[check.id] for check in checks]
-    ran = await run_rules(ServerPlayer(target, clock, pcap), rules, progress=progress, signals=signals)
+    player = ServerPlayer(target, clock, pcap)
+    ran = await run_rules(player, rules, progress=progress, signals=signals)
     return Report(
         target=target.name,
         description=target.description,
         results=ran.results,
         protocol_time=clock.now(),
         wall_time=clock.wall_elapsed(),
-        pcap=str(pcap) if pcap is not None else None,
+        pcap=str(pcap) if pcap is not None and player.keys is not None else None,
+        pcap_keys=None if player.keys is None else str(player.keys),
         notes=ran.notes,
         interrupted=ran.interrupted,
     )
@@ -127,6 +132,8 @@ async def play(target: ServerTarget, scenario: str, clock: Clock, writer: PcapWr
     started = clock.now()
     bench = await target.bench(scenario, air, clock)
     if writer is not None:
+        if bench.security is not None:
+            _capture_keys(bench.security, writer)
         writer.add_node(bench.app.nwk, bench.app.ieee)
         for index in (*range(len(TARGET_IEEES)), -1):
             identity = bench.identity(index)
@@ -146,6 +153,17 @@ async def play(target: ServerTarget, scenario: str, clock: Clock, writer: PcapWr
             air.remove_tap(writer.write)
     transcript.duration = clock.now() - started
     return transcript
+
+
+def _capture_keys(security: HanSecurity, writer: PcapWriter) -> None:
+    """The keys that open the probes' frames: each CBKE link key as it is agreed, and the install-code keys of the
+    Device Log, which protect a probe's traffic until its CBKE (the probes are admitted off the air, so no
+    Transport-Key in the capture carries them)."""
+    attach_capture(security, writer)
+    centre = security.trust_centre
+    if centre is not None:
+        for ieee, code in centre.device_log.items():
+            writer.set_link_key(centre.context.eui, ieee, code.key, label=f"install-code link key {ieee}")
 
 
 def play_check(target: ServerTarget, check_id: str) -> Transcript:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import zigpy.types as zt
 from click.testing import CliRunner, Result
+from dissection import Frame, dissect, where
 from test_capture import OTA_FIELDS, block_offsets, tshark
 from test_cli_chf import pseudo_terminal
 from test_ncp_joining import until
@@ -47,6 +48,7 @@ from emulator.ncp.state import NetworkState
 from emulator.profiles import bundled, load_chf, load_device
 from emulator.radio import stick as stick_radio
 from emulator.radio.air import Air
+from emulator.radio.capture import PcapWriter, parse_network_key
 from emulator.radio.stick import JoinPlan, Role
 
 PROFILES = Path(__file__).parent.parent / "profiles"
@@ -103,6 +105,17 @@ class Bench:
     node: ChfNode
     events: list[server_events.ServerEvent] = field(default_factory=list)
     received: list[zt.ZigbeePacket] = field(default_factory=list)  # what bellows handed the CHF's host
+    guard: ezsp_security.EzspSmartEnergy | None = None  # the CHF's Smart Energy security
+
+    def capture_air(self, path: Path) -> PcapWriter:
+        """A capture of the air between the two sticks, as a sniffer would record it, given the network key and
+        (as the CHF agrees them) the CBKE link keys."""
+        chf = self.node.profile
+        writer = PcapWriter(path, network_key=parse_network_key(chf.network_key), pan_id=chf.pan_id)
+        writer.attach(self.air)
+        if self.guard is not None:
+            self.guard.notices.append(lambda n: writer.set_link_key(n.coordinator, n.device, n.key, label="CBKE"))
+        return writer
 
     def outcomes(self) -> list[server_events.TransferOutcome]:
         return [e for e in self.events if isinstance(e, server_events.TransferOutcome)]
@@ -127,8 +140,8 @@ async def bench(image: Path, *, security: str = "se") -> AsyncIterator[Bench]:
         node.app.add_ingress_handler(lambda packet: here.received.append(packet) or False)
         if se:
             log = ezsp_security.device_log_of(chf, [target])
-            guard = await ezsp_security.start(node, log, listener=here.events.append)
-            await guard.permit(60)
+            here.guard = await ezsp_security.start(node, log, listener=here.events.append)
+            await here.guard.permit(60)
         else:
             await node.app.permit(60)
         try:
@@ -147,6 +160,7 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(
     image = build_image(tmp_path, "0x0084")
     se = security == "se"
     async with bench(image, security=security) as b:
+        sniffer = b.capture_air(tmp_path / "air.pcap")
         run = DeviceRun(
             port=b.stick.url or "",
             profile=load_device(quick_profile(tmp_path, "ppmid", f'security = "{security}"')),
@@ -158,6 +172,7 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(
         )
         summary, stopped, _, joined = await run_device(run)
         await until(b.outcomes)
+        sniffer.close()
     assert (stopped, summary.result, summary.version) == ("outcome", "upgraded", 2)
     assert summary.ieee == b.stick.stack.ieee and not joined.resumed
     assert b.stick.stack.node_type == role.node_type and b.stick.stack.router == (role == Role.ROUTER)
@@ -184,6 +199,16 @@ async def test_a_ppmid_on_a_stick_is_upgraded_by_the_chf_on_another_stick(
     # The stick's APS frame counter moves only for the frames it APS-encrypts: at least one per block request.
     secured = b.stick.stack.state.aps_frame_counter
     assert secured >= image.stat().st_size // block if se else secured == 0
+    # tshark, given the network key and the CBKE key, reads the air between the sticks: every OTA frame there is
+    # APS-secured (or none is) and opens, and the Image Block Responses cover the image in order.
+    if shutil.which("tshark") is not None:
+        frames = dissect(tmp_path / "air.pcap", sniffer.tshark_options())
+        assert where(frames, Frame.troubled) == []
+        ota = [f for f in frames if f.equals("zbee_aps.cluster", 0x0019)]
+        assert ota and all(f.equals("zbee_aps.security", 1) == se and f.has("zbee_zcl") for f in ota)
+        responses = [f for f in ota if f.equals("zbee_zcl_general.ota.cmd.srv_tx.id", 0x05)]
+        offsets = sorted({int(f["zbee_zcl_general.ota.file.offset"]) for f in responses})
+        assert offsets == list(range(0, image.stat().st_size, block))
 
 
 @pytest.mark.virtual_time

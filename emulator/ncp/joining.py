@@ -272,6 +272,8 @@ class StackJoining:
         state.network_key = network_key.key
         state.network_key_seq = network_key.sequence
         state.tc_link_key = bytes(security.preconfiguredKey).hex()
+        state.tc_link_rx_counter = 0
+        state.trust_centre_eui64 = NetworkState.ieee_text(trust_centre.ieee)
         state.security_bitmask = int(security.bitmask)
         self.flush()
         self._take_role()

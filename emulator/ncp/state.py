@@ -64,6 +64,11 @@ class NetworkState:
     node_type: int = 1
     node_id: int = 0
     parent_nwk: int = 0
+    # A joined node: the EUI-64 of the trust centre that sent it the network key (None on the trust centre and in
+    # files written before joined nodes kept it), and the incoming APS frame counter of the TC link key it shares
+    # with it (`security`).
+    trust_centre_eui64: str | None = None
+    tc_link_rx_counter: int = 0
 
     @classmethod
     def new(cls, seed: int) -> NetworkState:
@@ -83,6 +88,12 @@ class NetworkState:
     @staticmethod
     def ieee_text(ieee: zt.EUI64) -> str:
         return bytes(ieee)[::-1].hex()
+
+    @property
+    def trust_centre(self) -> zt.EUI64 | None:
+        """A joined node's trust centre; None on the trust centre itself and before a join."""
+        text = self.trust_centre_eui64
+        return None if text is None else zt.EUI64(bytes.fromhex(text)[::-1])
 
     def forget_network(self, *, keep_frame_counters: bool = True) -> None:
         """Erase the network tokens, as tokenFactoryReset or leaving the network does."""
@@ -141,8 +152,10 @@ def _check(state: NetworkState) -> None:
     hex_bytes("tc_link_key", state.tc_link_key, 16)
     if state.custom_eui64 is not None:
         hex_bytes("custom_eui64", state.custom_eui64, 8)
+    if state.trust_centre_eui64 is not None:
+        hex_bytes("trust_centre_eui64", state.trust_centre_eui64, 8)
     limits = {"channel": 26, "pan_id": 0xFFFF, "nwk_update_id": 0xFF, "network_key_seq": 0xFF, "tx_power": 0xFF}
-    limits |= {"node_type": 4, "node_id": 0xFFF7, "parent_nwk": 0xFFF7}
+    limits |= {"node_type": 4, "node_id": 0xFFF7, "parent_nwk": 0xFFF7, "tc_link_rx_counter": 0xFFFFFFFF}
     for name, limit in limits.items():
         value = getattr(state, name)
         if not isinstance(value, int) or not 0 <= value <= limit:

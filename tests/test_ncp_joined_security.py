@@ -23,6 +23,9 @@ import pytest
 import zigpy.config
 import zigpy.types as zt
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from se_vectors import SUITE1, ephemeral_key_of
+from test_ncp_security import exchange, make_stack, status_ok
+from test_ncp_security_cbke import bellows_callback, callback, install
 
 from emulator.ncp.counters import NcpCounters
 from emulator.ncp.ezsp import EzspCodec
@@ -418,3 +421,119 @@ def test_state_files_without_a_trust_centre_still_load_and_new_ones_keep_it() ->
     assert again.tc_link_rx_counter == 5
     loaded.forget_network()
     assert loaded.trust_centre is None
+
+
+# -- CBKE on the NCPs: the joined node initiates, its trust centre responds --------------------------------
+
+
+async def tc_callback(seen: Callbacks, name: str) -> dict[str, Any]:
+    found = await until(lambda: [values for frame, values in seen if frame == name])
+    return dict(found[-1])
+
+
+@pytest.mark.parametrize("version", [8, 13, 14])
+@pytest.mark.parametrize("suffix", ["", "283k1"], ids=["suite1", "suite2"])
+async def test_ncp_cbke_initiated_by_the_joined_node_gives_both_sides_the_tc_link_key(
+    tmp_path: Path, version: int, suffix: str
+) -> None:
+    air = Air(seed=13)
+    async with (
+        VirtualNcp(air, seed=1) as coordinator,
+        VirtualNcp(air, seed=2, ezsp_version=version, state_path=tmp_path / "stick.json") as ncp,
+    ):
+        tc, joiner = coordinator.stack, ncp.stack.ieee
+        tc_seen = form_se_trust_centre(tc, joiner)
+        stick = await Stick.connect(ncp)
+        ezsp = stick.ezsp
+        try:
+            assert await stick.join(CODE_KEY) == bt.sl_Status.NETWORK_UP
+            (nwk,) = await ezsp.getNodeId()
+            # Each side makes its ephemeral key pair; the certificates are the NCPs' own (the bundled test CA's).
+            (status,) = await getattr(ezsp, f"generateCbkeKeys{suffix}")()
+            assert bt.sl_Status.from_ember_status(status) == OK
+            assert call(tc, f"generateCbkeKeys{suffix}")["status"] == OK
+            mine = (await until(lambda: stick.named(f"generateCbkeKeysHandler{suffix}")))[0]
+            theirs = await tc_callback(tc_seen, f"generateCbkeKeysHandler{suffix}")
+            status, my_certificate = await getattr(ezsp, f"getCertificate{suffix}")()
+            their_certificate = call(tc, f"getCertificate{suffix}")["localCert"]
+            # The joined node is the initiator (SE practice), the trust centre the responder.
+            (status,) = await getattr(ezsp, f"calculateSmacs{suffix}")(
+                amInitiator=True,
+                partnerCertificate=their_certificate,
+                partnerEphemeralPublicKey=theirs["ephemeralPublicKey"],
+            )
+            assert bt.sl_Status.from_ember_status(status) == OK
+            answer = call(
+                tc,
+                f"calculateSmacs{suffix}",
+                amInitiator=False,
+                partnerCertificate=my_certificate,
+                partnerEphemeralPublicKey=mine["ephemeralPublicKey"],
+            )
+            assert answer["status"] == OK
+            my_smacs = (await until(lambda: stick.named(f"calculateSmacsHandler{suffix}")))[0]
+            their_smacs = await tc_callback(tc_seen, f"calculateSmacsHandler{suffix}")
+            assert bytes(my_smacs["initiatorSmac"]) == bytes(their_smacs["initiatorSmac"])
+            assert bytes(my_smacs["responderSmac"]) == bytes(their_smacs["responderSmac"])
+
+            (status,) = await getattr(ezsp, f"clearTemporaryDataMaybeStoreLinkKey{suffix}")(storeLinkKey=True)
+            assert bt.sl_Status.from_ember_status(status) == OK
+            assert call(tc, f"clearTemporaryDataMaybeStoreLinkKey{suffix}", storeLinkKey=True)["status"] == OK
+            # The joined node stored the key as its TC link key; the trust centre in its key table.
+            key = bytes.fromhex(ncp.stack.state.tc_link_key)
+            assert key != CODE_KEY and tc.link_key_for(joiner) == key
+            assert all(entry is None for entry in ncp.stack.state.key_table)
+            assert await stick.tc_link_key() == key
+            established = await until(lambda: stick.named("zigbeeKeyEstablishmentHandler"))
+            trust_centre_key = bt.EmberKeyStatus.TRUST_CENTER_LINK_KEY_ESTABLISHED
+            assert [(e["partner"], e["status"]) for e in established] == [(tc.ieee, trust_centre_key)]
+            assert await tc_callback(tc_seen, "zigbeeKeyEstablishmentHandler") == {
+                "partner": joiner,
+                "status": trust_centre_key,
+            }
+
+            # And APS encryption with the trust centre now uses it, both ways.
+            assert await stick.send(b"\x01\x09\x01\x02", sequence=1) == OK
+            assert await until(lambda: tc_received(tc_seen)) == [(ENCRYPTED, nwk, b"\x01\x09\x01\x02")]
+            assert tc_send(tc, nwk, b"\x19\x05\x02\x00", sequence=2) == OK
+            got = await until(stick.received)
+            assert [(ENCRYPTED in options, message) for options, message in got] == [(True, b"\x19\x05\x02\x00")]
+        finally:
+            await ezsp.disconnect()
+
+
+@pytest.mark.parametrize("partner_is_trust_centre", [False, True], ids=["other-node", "trust-centre"])
+async def test_cbke_key_storage_and_status_follow_the_partner(tmp_path: Path, partner_is_trust_centre: bool) -> None:
+    """Annex C suite 1 on a joined node (V responds to U): with U as its trust centre the key becomes the TC link
+    key; with U another node it goes into the key table, or fails with KEY_TABLE_FULL when there is no room."""
+    stack, callbacks = make_stack(tmp_path, 13)
+    partner = zt.EUI64(H(SUITE1.u.eui)[::-1])
+    stack.state.trust_centre_eui64 = SUITE1.u.eui if partner_is_trust_centre else "0011223344556677"
+    install(stack, SUITE1, SUITE1.v)
+    stack.cbke_ephemeral = lambda curve: ephemeral_key_of(SUITE1, SUITE1.v)
+
+    async def agree() -> dict[str, Any]:
+        assert status_ok(exchange(stack, "generateCbkeKeys"))
+        await callback(callbacks, "generateCbkeKeysHandler")
+        exchange(stack, "calculateSmacs", amInitiator=False, partnerCertificate=H(SUITE1.u.cert),
+                 partnerEphemeralPublicKey=H(SUITE1.u.q_e))  # fmt: skip
+        await callback(callbacks, "calculateSmacsHandler")
+        answer = exchange(stack, "clearTemporaryDataMaybeStoreLinkKey", storeLinkKey=True)
+        established = await callback(callbacks, "zigbeeKeyEstablishmentHandler")
+        return answer | {"callback": bellows_callback(stack, "zigbeeKeyEstablishmentHandler", established)}
+
+    done = await agree()
+    assert status_ok(done)
+    status = bt.EmberKeyStatus
+    if partner_is_trust_centre:
+        assert done["callback"] == {"partner": partner, "status": status.TRUST_CENTER_LINK_KEY_ESTABLISHED}
+        assert (stack.state.tc_link_key, stack.state.key_table) == (SUITE1.key_data.lower(), [None] * 16)
+        return
+    assert done["callback"] == {"partner": partner, "status": status.APP_LINK_KEY_ESTABLISHED}
+    assert stack.link_key_for(partner) == H(SUITE1.key_data) and stack.state.tc_link_key == "00" * 16
+    call(stack, "clearKeyTable")
+    for index in range(4):
+        call(stack, "importLinkKey", index=index, address=zt.EUI64([index + 1] * 8), key=bt.KeyData(bytes(16)))
+    full = await agree()
+    assert full["status"] == bt.EmberStatus.TABLE_FULL and stack.link_key_for(partner) is None  # 0xB4 on the wire
+    assert full["callback"] == {"partner": partner, "status": status.KEY_TABLE_FULL}

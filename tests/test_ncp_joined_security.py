@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 import zigpy.config
 import zigpy.types as zt
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from se_vectors import SUITE1, ephemeral_key_of
+from se_vectors import SUITE1, SUITE2, ephemeral_key_of
 from test_ncp_security import exchange, make_stack, status_ok
 from test_ncp_security_cbke import bellows_callback, callback, install
 
@@ -33,7 +34,7 @@ from emulator.ncp.faults import Faults
 from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.ncp.server import VirtualNcp
 from emulator.ncp.stack import EmberStack
-from emulator.ncp.state import NetworkState
+from emulator.ncp.state import NetworkState, StateFileError
 from emulator.radio.air import Air
 from emulator.radio.secure import SecuredApsFrame
 from emulator.security.install_code import InstallCode
@@ -410,10 +411,12 @@ def test_importKey_tc_link_frame_sets_the_tc_link_key_and_other_types_are_refuse
 
 def test_state_files_without_a_trust_centre_still_load_and_new_ones_keep_it() -> None:
     old = NetworkState.new(seed=9)
-    data = old.to_json().replace('  "trust_centre_eui64": null,\n', "").replace('  "tc_link_rx_counter": 0,\n', "")
-    assert "trust_centre_eui64" not in data and "tc_link_rx_counter" not in data
+    data = old.to_json()
+    for line in ('  "trust_centre_eui64": null,\n', '  "tc_link_rx_counter": 0,\n', '  "cbke_data": {},\n'):
+        assert line in data
+        data = data.replace(line, "")
     loaded = NetworkState.from_json(data)
-    assert (loaded.trust_centre, loaded.tc_link_rx_counter) == (None, 0)
+    assert (loaded.trust_centre, loaded.tc_link_rx_counter, loaded.cbke_data) == (None, 0, {})
     loaded.trust_centre_eui64 = "0011223344556677"
     loaded.tc_link_rx_counter = 5
     again = NetworkState.from_json(loaded.to_json())
@@ -537,3 +540,61 @@ async def test_cbke_key_storage_and_status_follow_the_partner(tmp_path: Path, pa
     full = await agree()
     assert full["status"] == bt.EmberStatus.TABLE_FULL and stack.link_key_for(partner) is None  # 0xB4 on the wire
     assert full["callback"] == {"partner": partner, "status": status.KEY_TABLE_FULL}
+
+
+# -- CBKE credentials are manufacturing data: they outlive restarts -----------------------------------------
+
+
+@pytest.mark.parametrize("version", [8, 13])
+async def test_installed_cbke_credentials_survive_a_restart_and_a_token_factory_reset(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / "stick.json"
+    ncp = VirtualNcp(Air(seed=14), seed=2, ezsp_version=version, state_path=path)
+    await ncp.start()
+    stick = await Stick.connect(ncp)
+    ezsp = stick.ezsp
+    try:
+        (status,) = await ezsp.setPreinstalledCbkeData(
+            caPublic=H(SUITE1.ca), myCert=H(SUITE1.u.cert), myKey=H(SUITE1.u.d_s)
+        )
+        assert bt.sl_Status.from_ember_status(status) == OK
+        for value_id, data in (
+            (bt.EzspValueId.VALUE_CERTIFICATE_283K1, SUITE2.v.cert),
+            (bt.EzspValueId.VALUE_PUBLIC_KEY_283K1, SUITE2.ca),
+            (bt.EzspValueId.VALUE_PRIVATE_KEY_283K1, SUITE2.v.d_s),
+        ):
+            (status,) = await ezsp.setValue(valueId=value_id, value=H(data))
+            assert bt.sl_Status.from_ember_status(status) == OK
+        (status,) = await ezsp.savePreinstalledCbkeData283k1()
+        assert bt.sl_Status.from_ember_status(status) == OK
+        if version >= 13:  # the network tokens go, the manufacturing data stays
+            await ezsp.tokenFactoryReset(excludeOutgoingFC=False, excludeBootCounter=False)
+    finally:
+        await ezsp.disconnect()
+        await ncp.stop()
+    saved = NetworkState.from_json(path.read_text()).cbke_data
+    assert (saved["1"].certificate, saved["1"].ca_public_key) == (SUITE1.u.cert.lower(), SUITE1.ca.lower())
+    assert (saved["2"].certificate, saved["2"].private_key) == (SUITE2.v.cert.lower(), SUITE2.v.d_s.lower())
+
+    ncp = VirtualNcp(Air(seed=15), seed=2, ezsp_version=version, state_path=path)
+    await ncp.start()
+    stick = await Stick.connect(ncp)
+    try:
+        status, certificate = await stick.ezsp.getCertificate()
+        assert bytes(certificate) == H(SUITE1.u.cert)
+        status, certificate = await stick.ezsp.getCertificate283k1()
+        assert bytes(certificate) == H(SUITE2.v.cert)
+    finally:
+        await stick.ezsp.disconnect()
+        await ncp.stop()
+
+
+def test_a_state_file_whose_cbke_data_do_not_belong_together_is_refused_in_one_line() -> None:
+    state = NetworkState.new(seed=9)
+    mismatched = {"certificate": SUITE1.v.cert, "ca_public_key": SUITE1.ca, "private_key": SUITE1.u.d_s}
+    text = state.to_json().replace('"cbke_data": {}', '"cbke_data": {"1": ' + json.dumps(mismatched) + "}")
+    with pytest.raises(StateFileError, match=r"^state file ncp\.json: credentials: the private key does not match"):
+        NetworkState.from_json(text, source="ncp.json")
+    with pytest.raises(StateFileError, match=r'crypto suites "1" or "2", not \'3\''):
+        NetworkState.from_json(text.replace('"1": {', '"3": {'), source="ncp.json")

@@ -21,8 +21,10 @@
   partner: this is our reading (SE_SECURITY.md §10 question 4), not tried on hardware.
 * `getLibraryStatus` reports the CBKE and ECC libraries present (EmberLibraryStatus 0x80).
 
-The temporary data is RAM: a reset forgets it. Issued credentials are kept for the process (a test CA issues a
-new certificate for the same EUI-64 after a restart, which partners verify against the same CA key).
+The temporary data is RAM: a reset forgets it. Credentials the host installs are manufacturing data: they are kept
+in the state file (`NetworkState.cbke_data`) and outlive restarts, leaving the network and tokenFactoryReset.
+Issued test credentials are kept for the process only (a test CA issues a new certificate for the same EUI-64
+after a restart, which partners verify against the same CA key).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import bellows.types as bt
 import zigpy.types as zt
 
 from emulator.chf.se_credentials import issue_test_credentials
-from emulator.ncp.state import LinkKeyEntry, NetworkState
+from emulator.ncp.state import CbkeData, LinkKeyEntry, NetworkState
 from emulator.security import cbke
 from emulator.security.certs import CertificateError, CryptoSuite, DeviceCredentials, parse_certificate
 from emulator.security.koblitz import Curve, PointError, PrivateKey, PublicKey
@@ -97,9 +99,14 @@ class StackCbke:
     # -- credentials (MFG_CBKE_DATA) -----------------------------------------------------------------------
 
     def cbke_credentials(self) -> dict[CryptoSuite, DeviceCredentials]:
-        """The NCP's CBKE credentials per suite (issued by the bundled test CA until the host installs its own)."""
+        """The NCP's CBKE credentials per suite: what the host installed (kept in the state file), else ones the
+        bundled test CA issues."""
         if self._cbke_credentials is None:
-            self._cbke_credentials = issue_test_credentials(self.ieee, (CryptoSuite.SUITE_2, CryptoSuite.SUITE_1))
+            installed = {
+                CryptoSuite(int(s)): data.credentials(CryptoSuite(int(s))) for s, data in self.state.cbke_data.items()
+            }
+            missing = tuple(suite for suite in (CryptoSuite.SUITE_2, CryptoSuite.SUITE_1) if suite not in installed)
+            self._cbke_credentials = issue_test_credentials(self.ieee, missing) | installed
         return self._cbke_credentials
 
     def _install(self, suite: CryptoSuite, certificate: bytes, ca_public: bytes, private: bytes) -> bt.sl_Status:
@@ -112,6 +119,8 @@ class StackCbke:
         except (CertificateError, PointError):
             return bt.sl_Status.INVALID_CONFIGURATION  # EMBER_SECURITY_DATA_INVALID
         self.cbke_credentials()[suite] = credentials
+        self.state.cbke_data[str(suite.value)] = CbkeData.of(credentials)
+        self.flush()  # manufacturing data: written at once
         return OK
 
     def _cmd_setPreinstalledCbkeData(self, a: dict[str, Any]) -> dict[str, Any]:

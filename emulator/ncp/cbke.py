@@ -10,12 +10,21 @@
   and reports the new ephemeral public key in `generateCbkeKeysHandler`; `calculateSmacs` (am I the initiator,
   the partner's certificate and ephemeral key) reports MACU and MACV in `calculateSmacsHandler` — initiatorSmac
   is MACU and responderSmac MACV whatever this side's role; `clearTemporaryDataMaybeStoreLinkKey(True)` stores
-  KeyData as the link key of the certificate's subject in the key table, `(False)` only forgets the exchange.
-  The math is `security.cbke` (ECQV with the CA key of the credentials, ECMQV, the AES-MMO KDF and MACs).
+  KeyData as the link key of the certificate's subject, `(False)` only forgets the exchange. The math is
+  `security.cbke` (ECQV with the CA key of the credentials, ECMQV, the AES-MMO KDF and MACs).
+* Where the key goes: on a joined node whose partner is its trust centre, it becomes the node's TC link key (and
+  replaces a key-table entry for the TC, which would otherwise come first); anywhere else it goes into the key
+  table (the trust centre keeps its devices' keys there). Then the stack reports zigbeeKeyEstablishmentHandler
+  (partner, EmberKeyStatus): TRUST_CENTER_LINK_KEY_ESTABLISHED when one side is the trust centre,
+  APP_LINK_KEY_ESTABLISHED between two other nodes, KEY_TABLE_FULL when the table has no room. EmberZNet documents
+  the command and the callback but not where the library stores the key nor which status it reports for which
+  partner: this is our reading (SE_SECURITY.md §10 question 4), not tried on hardware.
 * `getLibraryStatus` reports the CBKE and ECC libraries present (EmberLibraryStatus 0x80).
 
-The temporary data is RAM: a reset forgets it. Issued credentials are kept for the process (a test CA issues a
-new certificate for the same EUI-64 after a restart, which partners verify against the same CA key).
+The temporary data is RAM: a reset forgets it. Credentials the host installs are manufacturing data: they are kept
+in the state file (`NetworkState.cbke_data`) and outlive restarts, leaving the network and tokenFactoryReset.
+Issued test credentials are kept for the process only (a test CA issues a new certificate for the same EUI-64
+after a restart, which partners verify against the same CA key).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import bellows.types as bt
 import zigpy.types as zt
 
 from emulator.chf.se_credentials import issue_test_credentials
-from emulator.ncp.state import LinkKeyEntry, NetworkState
+from emulator.ncp.state import CbkeData, LinkKeyEntry, NetworkState
 from emulator.security import cbke
 from emulator.security.certs import CertificateError, CryptoSuite, DeviceCredentials, parse_certificate
 from emulator.security.koblitz import Curve, PointError, PrivateKey, PublicKey
@@ -79,6 +88,7 @@ class StackCbke:
 
     flush: Callable[[], None]
     _emit: Callable[[int, str, dict[str, Any]], None]
+    _emit_soon: Callable[[str, dict[str, Any]], None]
     _find_key: Callable[[zt.EUI64], int]
 
     _cbke_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
@@ -89,9 +99,14 @@ class StackCbke:
     # -- credentials (MFG_CBKE_DATA) -----------------------------------------------------------------------
 
     def cbke_credentials(self) -> dict[CryptoSuite, DeviceCredentials]:
-        """The NCP's CBKE credentials per suite (issued by the bundled test CA until the host installs its own)."""
+        """The NCP's CBKE credentials per suite: what the host installed (kept in the state file), else ones the
+        bundled test CA issues."""
         if self._cbke_credentials is None:
-            self._cbke_credentials = issue_test_credentials(self.ieee, (CryptoSuite.SUITE_2, CryptoSuite.SUITE_1))
+            installed = {
+                CryptoSuite(int(s)): data.credentials(CryptoSuite(int(s))) for s, data in self.state.cbke_data.items()
+            }
+            missing = tuple(suite for suite in (CryptoSuite.SUITE_2, CryptoSuite.SUITE_1) if suite not in installed)
+            self._cbke_credentials = issue_test_credentials(self.ieee, missing) | installed
         return self._cbke_credentials
 
     def _install(self, suite: CryptoSuite, certificate: bytes, ca_public: bytes, private: bytes) -> bt.sl_Status:
@@ -104,6 +119,8 @@ class StackCbke:
         except (CertificateError, PointError):
             return bt.sl_Status.INVALID_CONFIGURATION  # EMBER_SECURITY_DATA_INVALID
         self.cbke_credentials()[suite] = credentials
+        self.state.cbke_data[str(suite.value)] = CbkeData.of(credentials)
+        self.flush()  # manufacturing data: written at once
         return OK
 
     def _cmd_setPreinstalledCbkeData(self, a: dict[str, Any]) -> dict[str, Any]:
@@ -194,15 +211,32 @@ class StackCbke:
         if temporary is None or temporary.partner is None or temporary.key_data is None:
             return {"status": bt.sl_Status.INVALID_STATE}  # no SMACs calculated: no key to store
         partner = zt.EUI64(temporary.partner[::-1])
+        trust_centre = self.state.trust_centre  # None on the trust centre itself
         index = self._find_key(partner)
-        if index == NO_INDEX:
+        if partner == trust_centre:
+            # A joined node and its trust centre: the new key is its TC link key (an entry for the TC, which would
+            # come first, gets it too).
+            self.state.tc_link_key = temporary.key_data.hex()
+            self.state.tc_link_rx_counter = 0
+        elif index == NO_INDEX:
             free = [i for i in range(self._key_table_size) if self.state.key_table[i] is None]
             if not free:
+                self._key_established(partner, bt.EmberKeyStatus.KEY_TABLE_FULL)
                 return {"status": bt.sl_Status.FULL}
             index = free[0]
-        self.state.key_table[index] = LinkKeyEntry(NetworkState.ieee_text(partner), temporary.key_data.hex())
+        if index != NO_INDEX:
+            self.state.key_table[index] = LinkKeyEntry(NetworkState.ieee_text(partner), temporary.key_data.hex())
         self.flush()
+        with_trust_centre = trust_centre is None or partner == trust_centre
+        status = bt.EmberKeyStatus.APP_LINK_KEY_ESTABLISHED
+        if with_trust_centre:
+            status = bt.EmberKeyStatus.TRUST_CENTER_LINK_KEY_ESTABLISHED
+        self._key_established(partner, status)
         return {"status": OK}
+
+    def _key_established(self, partner: zt.EUI64, status: bt.EmberKeyStatus) -> None:
+        """zigbeeKeyEstablishmentHandler, after the command's response."""
+        self._emit_soon("zigbeeKeyEstablishmentHandler", {"partner": partner, "status": status})
 
     def _cmd_clearTemporaryDataMaybeStoreLinkKey(self, a: dict[str, Any]) -> dict[str, Any]:
         return self._clear(bool(a["storeLinkKey"]))

@@ -18,9 +18,11 @@ PRO association and rejoin procedures of Zigbee spec 05-3474 §3.6.1.4 and §3.6
 * **Sleepy end devices** have their receiver off: the parent holds frames for them (the air's indirect queue)
   until they poll; `pollForData` with interval 0 polls once, a non-zero interval polls periodically, and each
   poll ends with pollCompleteHandler (OK when frames came, MAC_NO_DATA when none).
-* **Flash.** The node type, NWK address and parent are network tokens (`NetworkState`), so `networkInit` after a
-  reset or a new host connection resumes on the same address without asking anyone; `findAndRejoinNetwork`
-  finds a parent again (no permit-join needed: the node has the network key) and keeps its address.
+* **Flash.** The node type, NWK address and parent are network tokens (`NetworkState`), and so are the trust
+  centre's EUI-64 and the preconfigured key the node joined with, which becomes its TC link key (`security`);
+  `networkInit` after a reset or a new host connection resumes on the same address without asking anyone;
+  `findAndRejoinNetwork` finds a parent again (no permit-join needed: the node has the network key) and keeps
+  its address.
 """
 
 from __future__ import annotations
@@ -272,6 +274,8 @@ class StackJoining:
         state.network_key = network_key.key
         state.network_key_seq = network_key.sequence
         state.tc_link_key = bytes(security.preconfiguredKey).hex()
+        state.tc_link_rx_counter = 0
+        state.trust_centre_eui64 = NetworkState.ieee_text(trust_centre.ieee)
         state.security_bitmask = int(security.bitmask)
         self.flush()
         self._take_role()

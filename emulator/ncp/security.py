@@ -13,14 +13,31 @@ EmberZNet semantics, as UG100 and the EmberZNet API reference give them:
   key-table entry, the TC link key, and the well-known key when the network allows a global link key. The network
   key goes to the joiner in an APS Transport-Key secured with the key-transport key of the key chosen (Zigbee
   05-3474 §4.4.1.1, key id 2), built with `emulator.security.aps` as the in-process trust centre builds it.
-* **APS encryption**: `sendUnicast` with `APS_OPTION_ENCRYPTION` secures the APS frame with the key-table key of
-  the destination (key id "data key", extended nonce, the stack's APS frame counter) and sends it as a
-  `SecuredApsFrame`, the form `emulator.radio.secure` gives it, so captures and devices read it alike; without
-  a key the unicast fails with APS_ENCRYPTION_ERROR. A secured frame from the air is opened with the sender's
-  key-table key (a bad MIC, an unknown sender or a replayed frame counter drop it, as the stack would) and reaches
+* **APS encryption**: `sendUnicast` with `APS_OPTION_ENCRYPTION` secures the APS frame with the link key the
+  stack shares with the destination (key id "data key", extended nonce, the stack's APS frame counter) and sends
+  it as a `SecuredApsFrame`, the form `emulator.radio.secure` gives it, so captures and devices read it alike;
+  without a key the unicast fails with APS_ENCRYPTION_ERROR. A secured frame from the air is opened with the
+  sender's key (a bad MIC, an unknown sender or a replayed frame counter drop it, as the stack would) and reaches
   the host with `APS_OPTION_ENCRYPTION` set in its apsFrame options, which bellows turns into zigpy's
   `TransmitOptions.APS_Encryption`. The stack does not apply the Smart Energy rule of which clusters need it:
   that is the host application's job (Silicon Labs' framework does it on the host too).
+* **The key shared with a partner** is its key-table entry. A joined node also shares its TC link key with its
+  trust centre (the coordinator whose Transport-Key admitted it, kept in `NetworkState.trust_centre_eui64` and
+  named by getCurrentSecurityState's trustCenterLongAddress): with no key-table entry for the trust centre, frames
+  to and from it use the TC link key, which after an install-code join is the install-code key, with its own
+  incoming frame counter. The trust centre itself only ever uses key-table entries for its partners.
+
+How a joined node's host installs the TC link key after host-side CBKE (nothing here has been tried on hardware):
+
+* EZSP v13/v14: `importKey` (secManImportKey, 0x0115) with core_key_type TC_LINK. Silicon Labs documents
+  sl_zb_sec_man_import_key and its key types, and its source stores TC_LINK as the TC (preconfigured) link key and
+  answers INVALID_PARAMETER for a type it does not store; that a joined node then uses that key with its trust
+  centre, and that the import restarts the key's incoming frame counter, is our reading (SE_SECURITY.md §10
+  question 4). `exportKey` TC_LINK reads it back. APP_LINK writes the key table (documented); other types are
+  refused with INVALID_PARAMETER.
+* EZSP v8: there is no documented command that sets a joined node's TC link key. `addOrUpdateKeyTableEntry(TC
+  EUI-64, linkKey=True, key)` writes a key-table entry for the trust centre (documented), and that the stack then
+  prefers the entry to the TC link key for frames with the trust centre is our reading.
 
 Transient keys are not moved into the key table after a join (Silicon Labs documents no such move for an SE
 trust centre; SE_SECURITY.md §10 question 5): the host installs the link key CBKE gives it.
@@ -238,10 +255,70 @@ class StackSecurity:
         return values
 
     def link_key_for(self, partner: zt.EUI64) -> bytes | None:
-        """The key-table key the stack shares with `partner`, None without an entry."""
+        """The link key the stack shares with `partner`: its key-table key; on a joined node without a key-table
+        entry for its trust centre, the TC link key for the trust centre. None without either."""
+        shared = self._shared_key(partner)
+        return None if shared is None else shared[0]
+
+    def _shared_key(self, partner: zt.EUI64) -> tuple[bytes, int] | None:
+        """(key, incoming frame counter) of the link key shared with `partner` (`link_key_for`)."""
         index = self._find_key(partner)
         entry = self._key_entry(index) if index < self._key_table_size else None
-        return None if entry is None else bytes.fromhex(entry.key)
+        if entry is not None:
+            return bytes.fromhex(entry.key), entry.rx_counter
+        if partner == self.state.trust_centre:  # never on the trust centre itself (no trust_centre there)
+            return bytes.fromhex(self.state.tc_link_key), self.state.tc_link_rx_counter
+        return None
+
+    def _heard_from(self, partner: zt.EUI64, frame_counter: int) -> None:
+        """A frame secured with the key shared with `partner` was opened: later ones must count past it."""
+        index = self._find_key(partner)
+        entry = self._key_entry(index) if index < self._key_table_size else None
+        if entry is not None:
+            entry.rx_counter = frame_counter + 1
+        else:
+            self.state.tc_link_rx_counter = frame_counter + 1
+        self._persist_soon()
+
+    # -- the trust-centre link key of a joined node ---------------------------------------------------------------
+
+    def _cmd_importKey(self, a: dict[str, Any]) -> dict[str, Any]:
+        """v13+ secManImportKey (sl_zb_sec_man_import_key). TC_LINK sets the TC link key (a joined node's key with
+        its trust centre, the trust centre's own preconfigured key on the TC) and restarts its incoming frame
+        counter; APP_LINK writes key-table entry `key_index` for `eui64` (0xFF: the partner's entry or a free
+        one, and the answer's context says which). A derived key type or any other key type is refused with
+        INVALID_PARAMETER and changes nothing, as Silicon Labs' implementation answers what it does not store."""
+        context: bt.SecurityManagerContextV13 = a["context"]
+        key = bytes(a["key"])
+        status = bt.sl_Status.INVALID_PARAMETER
+        kind = context.core_key_type if context.derived_type == bt.SecurityManagerDerivedKeyTypeV13.NONE else None
+        if kind == bt.SecurityManagerKeyType.TC_LINK:
+            self.state.tc_link_key = key.hex()
+            self.state.tc_link_rx_counter = 0
+            self.flush()
+            status = OK
+        elif kind == bt.SecurityManagerKeyType.APP_LINK:
+            status, context = self._import_app_link_key(context, key)
+        values: dict[str, Any] = {"status": status}
+        if self._v14():
+            values["context"] = context
+        return values
+
+    def _import_app_link_key(
+        self, context: bt.SecurityManagerContextV13, key: bytes
+    ) -> tuple[bt.sl_Status, bt.SecurityManagerContextV13]:
+        index = context.key_index
+        if index == NO_INDEX:
+            index = self._find_key(context.eui64)
+        if index == NO_INDEX:
+            index = next((i for i in range(self._key_table_size) if self.state.key_table[i] is None), NO_INDEX)
+            if index == NO_INDEX:
+                return bt.sl_Status.FULL, context
+        if index >= self._key_table_size:
+            return bt.sl_Status.INVALID_INDEX, context
+        self.state.key_table[index] = LinkKeyEntry(NetworkState.ieee_text(context.eui64), key.hex())
+        self.flush()
+        return OK, context.replace(key_index=index)
 
     # -- trust centre ------------------------------------------------------------------------------------
 
@@ -335,15 +412,15 @@ class StackSecurity:
         try:
             length, aux = aps.parse_secured(frame)
             source = zt.EUI64(aux.source) if aux.source is not None else self.ieee_of(sender)
-            index = self._find_key(source) if source is not None else NO_INDEX
-            entry = self._key_entry(index) if index < self._key_table_size else None
-            if aux.key_id != KeyId.DATA or source is None or entry is None:
+            shared = self._shared_key(source) if source is not None else None
+            if aux.key_id != KeyId.DATA or source is None or shared is None:
                 self.counters.air["aps_no_key"] += 1
                 return None
-            if aux.frame_counter < entry.rx_counter:
+            key, rx_counter = shared
+            if aux.frame_counter < rx_counter:
                 self.counters.air["aps_replayed"] += 1
                 return None
-            plain = aps.unsecure_parsed(frame, length, aux, bytes.fromhex(entry.key), bytes(source)).frame
+            plain = aps.unsecure_parsed(frame, length, aux, key, bytes(source)).frame
         except FrameSecurityError:
             self.counters.air["aps_not_opened"] += 1
             return None
@@ -351,7 +428,6 @@ class StackSecurity:
         if fields is None or fields[1:5] != (packet.dst_ep, packet.cluster_id, packet.profile_id, packet.src_ep):
             self.counters.air["aps_not_opened"] += 1
             return None
-        entry.rx_counter = aux.frame_counter + 1
-        self._persist_soon()
+        self._heard_from(source, aux.frame_counter)
         options = packet.tx_options | zt.TransmitOptions.APS_Encryption
         return packet.replace(data=zt.SerializableBytes(plain[length:]), tx_options=options)

@@ -444,6 +444,8 @@ class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity, Stack
         state.network_key = bytes(security.networkKey).hex()
         state.network_key_seq = security.networkKeySequenceNumber
         state.tc_link_key = bytes(security.preconfiguredKey).hex()
+        state.tc_link_rx_counter = 0
+        state.trust_centre_eui64 = None  # this node is the trust centre
         state.security_bitmask = int(security.bitmask)
         self.flush()
         self._place_on_air()
@@ -497,7 +499,8 @@ class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity, Stack
             bitmask |= current.GLOBAL_LINK_KEY
         if bt.EmberInitialSecurityBitmask.TRUST_CENTER_USES_HASHED_LINK_KEY in initial:
             bitmask |= current.TRUST_CENTER_USES_HASHED_LINK_KEY
-        state = bt.EmberCurrentSecurityState(bitmask=bitmask, trustCenterLongAddress=self.ieee)
+        trust_centre = self.state.trust_centre or self.ieee  # a joined node names its TC, the TC itself
+        state = bt.EmberCurrentSecurityState(bitmask=bitmask, trustCenterLongAddress=trust_centre)
         return {"status": OK, "state": state}
 
     def _key_bytes(self, key_type: bt.SecurityManagerKeyType) -> bytes | None:
@@ -544,9 +547,9 @@ class EmberStack(StackTables, StackMessaging, StackJoining, StackSecurity, Stack
                 type=key_type,
                 key=bt.KeyData(bytes.fromhex(self.state.tc_link_key)),
                 outgoingFrameCounter=self.state.aps_frame_counter,
-                incomingFrameCounter=0,
+                incomingFrameCounter=self.state.tc_link_rx_counter,
                 sequenceNumber=0,
-                partnerEUI64=self.ieee,
+                partnerEUI64=self.state.trust_centre or self.ieee,
             )
         else:
             return {"status": bt.sl_Status.NOT_FOUND}

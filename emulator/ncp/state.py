@@ -1,4 +1,6 @@
-"""What the virtual NCP keeps across restarts: its EUI64 and the network tokens a real EmberZNet stores in flash.
+"""What the virtual NCP keeps across restarts: its EUI64, the network tokens a real EmberZNet stores in flash, and
+the manufacturing tokens the host may write (custom EUI64, the CBKE credentials of MFG_CBKE_DATA and its 283k1
+counterpart), which survive leaving the network and tokenFactoryReset.
 
 The JSON file is written atomically, so a killed NCP leaves either the previous state or the new one. Runtime
 tables that a real stack keeps in RAM (configuration values, endpoints, address table, extended timeouts) are
@@ -18,6 +20,8 @@ import zigpy.types as zt
 
 from emulator.errors import InputError
 from emulator.files import write_atomic
+from emulator.security.certs import CryptoSuite, DeviceCredentials, parse_certificate
+from emulator.security.koblitz import PrivateKey, PublicKey
 
 STATE_FORMAT = 1
 # EmberZNet writes the outgoing frame counters to their token only every 4096 frames and, on boot, starts 4096
@@ -36,6 +40,33 @@ class LinkKeyEntry:
     key: str
     tx_counter: int = 0
     rx_counter: int = 0
+
+
+@dataclass
+class CbkeData:
+    """The CBKE credentials of one crypto suite, as the host installed them (setPreinstalledCbkeData, or the 283k1
+    setValue and savePreinstalledCbkeData283k1 path): hex of the certificate, CA public key and private key."""
+
+    certificate: str
+    ca_public_key: str
+    private_key: str
+
+    @classmethod
+    def of(cls, credentials: DeviceCredentials) -> CbkeData:
+        return cls(
+            credentials.certificate.to_bytes().hex(),
+            credentials.ca_public_key.to_bytes().hex(),
+            credentials.private_key.to_bytes().hex(),
+        )
+
+    def credentials(self, suite: CryptoSuite) -> DeviceCredentials:
+        """The credentials, checked to belong together (CertificateError or PointError when they do not)."""
+        curve = suite.curve
+        return DeviceCredentials(
+            parse_certificate(bytes.fromhex(self.certificate), suite),
+            PrivateKey.from_bytes(curve, bytes.fromhex(self.private_key)),
+            PublicKey.from_bytes(curve, bytes.fromhex(self.ca_public_key), "CA public key"),
+        ).check()
 
 
 @dataclass
@@ -64,6 +95,14 @@ class NetworkState:
     node_type: int = 1
     node_id: int = 0
     parent_nwk: int = 0
+    # A joined node: the EUI-64 of the trust centre that sent it the network key (None on the trust centre and in
+    # files written before joined nodes kept it), and the incoming APS frame counter of the TC link key it shares
+    # with it (`security`).
+    trust_centre_eui64: str | None = None
+    tc_link_rx_counter: int = 0
+    # Manufacturing data: CBKE credentials the host installed, by crypto suite ("1", "2"); without them the
+    # NCP's CBKE library uses ones from the bundled test CA (`cbke`).
+    cbke_data: dict[str, CbkeData] = field(default_factory=dict)
 
     @classmethod
     def new(cls, seed: int) -> NetworkState:
@@ -84,9 +123,15 @@ class NetworkState:
     def ieee_text(ieee: zt.EUI64) -> str:
         return bytes(ieee)[::-1].hex()
 
+    @property
+    def trust_centre(self) -> zt.EUI64 | None:
+        """A joined node's trust centre; None on the trust centre itself and before a join."""
+        text = self.trust_centre_eui64
+        return None if text is None else zt.EUI64(bytes.fromhex(text)[::-1])
+
     def forget_network(self, *, keep_frame_counters: bool = True) -> None:
         """Erase the network tokens, as tokenFactoryReset or leaving the network does."""
-        fresh = NetworkState(eui64=self.eui64, custom_eui64=self.custom_eui64)
+        fresh = NetworkState(eui64=self.eui64, custom_eui64=self.custom_eui64, cbke_data=self.cbke_data)
         if keep_frame_counters:
             fresh.nwk_frame_counter = self.nwk_frame_counter
             fresh.aps_frame_counter = self.aps_frame_counter
@@ -118,8 +163,10 @@ class NetworkState:
             state = cls(**data)
             table: list[Any] = list(state.key_table)  # JSON objects until read into entries
             state.key_table = [None if entry is None else LinkKeyEntry(**entry) for entry in table]
+            cbke: dict[str, Any] = dict(state.cbke_data)
+            state.cbke_data = {suite: CbkeData(**data) for suite, data in cbke.items()}
             _check(state)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, InputError) as exc:
             raise StateFileError(f"state file {source}: {exc}") from None
         return state
 
@@ -141,8 +188,10 @@ def _check(state: NetworkState) -> None:
     hex_bytes("tc_link_key", state.tc_link_key, 16)
     if state.custom_eui64 is not None:
         hex_bytes("custom_eui64", state.custom_eui64, 8)
+    if state.trust_centre_eui64 is not None:
+        hex_bytes("trust_centre_eui64", state.trust_centre_eui64, 8)
     limits = {"channel": 26, "pan_id": 0xFFFF, "nwk_update_id": 0xFF, "network_key_seq": 0xFF, "tx_power": 0xFF}
-    limits |= {"node_type": 4, "node_id": 0xFFF7, "parent_nwk": 0xFFF7}
+    limits |= {"node_type": 4, "node_id": 0xFFF7, "parent_nwk": 0xFFF7, "tc_link_rx_counter": 0xFFFFFFFF}
     for name, limit in limits.items():
         value = getattr(state, name)
         if not isinstance(value, int) or not 0 <= value <= limit:
@@ -151,6 +200,10 @@ def _check(state: NetworkState) -> None:
         raise ValueError("channel of a formed network must be in 11..26")
     if not isinstance(state.key_table, list) or len(state.key_table) != KEY_TABLE_SIZE:
         raise ValueError(f"key_table must list {KEY_TABLE_SIZE} entries (null for empty)")
+    for suite, data in state.cbke_data.items():
+        if suite not in ("1", "2"):
+            raise ValueError(f'cbke_data keys must be crypto suites "1" or "2", not {suite!r}')
+        data.credentials(CryptoSuite(int(suite)))  # the three belong together, or CertificateError/PointError
     for ieee, nwk in state.children.items():
         hex_bytes("children key", ieee, 8)
         if not isinstance(nwk, int) or not 0 <= nwk <= 0xFFF7:

@@ -44,9 +44,10 @@ from emulator.profiles import DeviceProfile, load_device
 from emulator.radio.capture import PcapWriter
 from emulator.radio.ezsp import FLOW_CONTROL
 from emulator.radio.kind import RadioKind
-from emulator.radio.stick import Endpoint, Joined, JoinKey, JoinPlan, Role, StickRadio
+from emulator.radio.stick import Endpoint, Joined, JoinPlan, KeyRefusedError, Role, StickRadio
 from emulator.radio.stick_security import StickSecurity
 from emulator.security.certs import CryptoSuite, DeviceCredentials
+from emulator.security.install_code import InstallCode
 from emulator.security.keystore import SecurityContext
 
 # The longest wait after the outcome for the last frames (an Upgrade End, a Default Response) to leave the stick:
@@ -222,18 +223,23 @@ class StickKeyEstablishment:
         return True
 
 
-def _join_key(profile: DeviceProfile, say: Any) -> JoinKey:
+class InstallCodeKey:
     """The key a Smart Energy device's stick joins with: the key of its install code, the profile's or else the one
-    derived from the stick's EUI-64 (only the stick knows it). `say` hears the code, which the network's trust
-    centre must hold (a Communications Hub's Device Log entry)."""
+    derived from the stick's EUI-64 (only the stick knows it). `code` is the one used, once the stick has asked."""
 
-    def key(ieee: t.EUI64) -> bytes:
-        code = install_code_of(profile.replace(ieee=ieee))
-        if say is not None:
-            say(f"Device {ieee}: joining with install code {code.with_crc.hex().upper()} (code and CRC)")
-        return code.key
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+        self.code: InstallCode | None = None
 
-    return key
+    def __call__(self, ieee: t.EUI64) -> bytes:
+        self.code = install_code_of(self.profile.replace(ieee=ieee))
+        return self.code.key
+
+    def refused(self, exc: KeyRefusedError) -> RadioError:
+        """The join error, naming the code the trust centre must hold (a Communications Hub's Device Log entry)."""
+        if self.code is None:
+            return exc
+        return RadioError(f"{exc}; the trust centre must hold install code {self.code.with_crc.hex().upper()}")
 
 
 async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, StickKeyEstablishment | None]:
@@ -241,8 +247,8 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
     Smart Energy device gets what its key establishment needs (its trust centre, its CBKE credentials)."""
     profile = run.profile.replace(sleepy=run.plan.role == Role.SLEEPY)  # the device polls when the stick sleeps
     se = profile.security == SE
-    say = None if run.quiet else lambda text: click.echo(text, err=True)
-    plan = run.plan if not se else dataclasses.replace(run.plan, link_key=_join_key(profile, say))
+    key = InstallCodeKey(profile) if se else None
+    plan = run.plan if key is None else dataclasses.replace(run.plan, link_key=key)
     security = StickSecurity() if se else None
     radio = StickRadio(run.port, plan, baudrate=run.baudrate, flow_control=run.flow_control, security=security)
     if not run.quiet:
@@ -255,7 +261,10 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
         out_clusters=OUT_CLUSTERS,
         manufacturer_code=profile.manufacturer_code,
     )
-    joined = await radio.open(endpoint)
+    try:
+        joined = await radio.open(endpoint)
+    except KeyRefusedError as exc:
+        raise exc if key is None else key.refused(exc) from None
     # The network knows the stick by its own EUI-64: the device takes it, and keeps its state under it.
     profile = profile.replace(ieee=joined.ieee, nwk=joined.nwk)
     how = "resumed" if joined.resumed else "joined"
@@ -275,9 +284,11 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
     except BaseException:
         await radio.close()
         raise
-    security.trust_centre = trust_centre
     if not run.quiet:
-        click.echo(f"Device {joined.ieee}: {how} with its install-code key; trust centre {trust_centre}", err=True)
+        code = "" if key is None or key.code is None else f" (install code {key.code.with_crc.hex().upper()})"
+        click.echo(
+            f"Device {joined.ieee}: {how} with its install-code key{code}; trust centre {trust_centre}", err=True
+        )
     return radio, profile, joined, StickKeyEstablishment(radio, security, trust_centre, credentials)
 
 

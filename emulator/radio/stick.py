@@ -60,6 +60,11 @@ Listener = Callable[[str], None]
 JoinKey = bytes | Callable[[t.EUI64], bytes]
 
 
+class KeyRefusedError(RadioError):
+    """A network answered the join, but its trust centre sent no network key the stick's link key opens: it does
+    not hold that key (a Smart Energy trust centre: not the device's install code)."""
+
+
 class Role(enum.Enum):
     """How the stick joins: the node type it asks its parent for (UG100 EmberNodeType)."""
 
@@ -227,11 +232,15 @@ class StickRadio:
     # -- Smart Energy security ------------------------------------------------------------------------------------
 
     async def trust_centre(self) -> t.EUI64:
-        """The EUI-64 of the network's trust centre, as the NCP learnt it while joining (getCurrentSecurityState)."""
+        """The EUI-64 of the network's trust centre, as the NCP learnt it while joining (getCurrentSecurityState);
+        the security state keeps it too (it names the sender of a refused frame)."""
         status, state = await self._command("getCurrentSecurityState")
         if not _ok(status):
             raise RadioError(f"{self.port}: the stick did not give its security state ({status!r})")
-        return t.EUI64(state.trustCenterLongAddress)
+        trust_centre = t.EUI64(state.trustCenterLongAddress)
+        if self.security is not None:
+            self.security.trust_centre = trust_centre
+        return trust_centre
 
     async def install_link_key(self, trust_centre: t.EUI64, key: bytes) -> None:
         """Make `key` the link key the NCP uses with the trust centre: `addOrUpdateKeyTableEntry` where the EZSP
@@ -451,14 +460,14 @@ class StickRadio:
             finally:
                 ezsp.remove_callback(callback)
             await asyncio.sleep(min(JOIN_RETRY_DELAY, max(0.0, deadline - loop.time())))
-        hint = (
-            "the trust centre sent no network key under the stick's link key: give it the device's install code"
-            if "NETWORK_KEY" in last
-            else "permit joining on the network's coordinator, and check the channel / PAN ID options"
-        )
+        if last == bt.sl_Status.ZIGBEE_NO_NETWORK_KEY_RECEIVED.name:
+            raise KeyRefusedError(
+                f"{self.port}: no network let the stick join within {self.plan.join_timeout:g} s (last answer: "
+                f"{last}: the trust centre sent no network key under the stick's link key)"
+            )
         raise RadioError(
             f"{self.port}: no network let the stick join within {self.plan.join_timeout:g} s (last answer: {last}; "
-            f"{hint})"
+            "permit joining on the network's coordinator, and check the channel / PAN ID options)"
         )
 
     def _tell(self, text: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import zigpy.types as zt
 from test_ncp_joining import form, named, unicast, until
 
-from emulator.chf.node import RadioError
+from emulator.chf.node import RadioError, waited
 from emulator.ncp.server import VirtualNcp
 from emulator.radio.air import Air
 from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
@@ -122,3 +122,21 @@ async def test_ports_that_cannot_be_used(port: str, fragment: str) -> None:
     radio = StickRadio(port, JoinPlan(Role.END_DEVICE))
     with pytest.raises(RadioError, match=fragment):
         await radio.open(ENDPOINT)
+
+
+@pytest.mark.virtual_time
+async def test_a_port_bellows_gives_up_on_first_is_reported_with_the_time_it_was_tried() -> None:
+    """bellows stops after its own ASH resets (three of 2.5 s), before our 10 s: the one-line error then says how
+    long the port was really tried, not our bound; when our bound fires, it says the bound."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(10.0) as ours:
+            async with asyncio.timeout(7.5):  # bellows' RESET_ATTEMPTS x RESET_TIMEOUT
+                await asyncio.sleep(60)
+    assert waited(ours, 10.0, started) == 7.5
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5) as ours:
+            await asyncio.sleep(60)
+    assert waited(ours, 0.5, started) == 0.5

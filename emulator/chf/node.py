@@ -42,6 +42,14 @@ class RadioError(InputError):
     """The coordinator port is missing, busy, or nothing on it speaks EZSP."""
 
 
+def waited(deadline: asyncio.Timeout, limit: float, started: float) -> float:
+    """How long a port was tried before a TimeoutError: `limit` when `deadline` (ours) fired, else the shorter time
+    after which bellows gave up by itself (its ASH resets: three of 2.5 s), to a tenth of a second."""
+    if deadline.expired():
+        return limit
+    return round(asyncio.get_running_loop().time() - started, 1)
+
+
 def _network(profile: ChfProfile) -> dict[str, Any]:
     return {
         "channel": profile.channel,
@@ -126,13 +134,15 @@ class ChfNode:
         app.chf_endpoint = chf_endpoint_descriptor(self.profile)
         if state_dir is not None:
             await app._load_db()  # what ControllerApplication.new() does before startup
+        started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(EZSP_CONNECT_TIMEOUT):
+            async with asyncio.timeout(EZSP_CONNECT_TIMEOUT) as deadline:
                 await app.startup(auto_form=True)
         except TimeoutError:
             await _quietly_shutdown(app)
+            tried = waited(deadline, EZSP_CONNECT_TIMEOUT, started)
             raise RadioError(
-                f"{path}: no EZSP answer within {EZSP_CONNECT_TIMEOUT:g} s (tried ASH reset and EZSP version "
+                f"{path}: no EZSP answer within {tried:g} s (tried ASH reset and EZSP version "
                 f"at {baudrate} baud, flow control {flow_control}; is it a Silicon Labs NCP?)"
             ) from None
         except (

@@ -36,7 +36,7 @@ import zigpy.config
 import zigpy.exceptions
 import zigpy.types as t
 
-from emulator.chf.node import RadioError, _check_port, _reason
+from emulator.chf.node import RadioError, _check_port, _reason, waited
 from emulator.ncp.joining import WELL_KNOWN_LINK_KEY
 from emulator.radio.air import Node
 from emulator.radio.secure import IngressHandler
@@ -328,13 +328,15 @@ class StickRadio:
             }
         )
         ezsp = bellows.ezsp.EZSP(config, application=self)
+        started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT) as deadline:
                 await ezsp.connect(use_thread=False)
         except TimeoutError:
             await _quietly(ezsp.disconnect())
+            tried = waited(deadline, CONNECT_TIMEOUT, started)
             raise RadioError(
-                f"{self.port}: no EZSP answer within {CONNECT_TIMEOUT:g} s (tried ASH reset and EZSP version at "
+                f"{self.port}: no EZSP answer within {tried:g} s (tried ASH reset and EZSP version at "
                 f"{self.baudrate} baud, flow control {self.flow_control}; is it a Silicon Labs NCP?)"
             ) from None
         except (OSError, serialx.SerialException, zigpy.exceptions.ZigbeeException) as exc:

@@ -487,10 +487,7 @@ def command(
     2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
     """
     profile = load_device(device_path)
-    if cbke != HOST and profile.security != SE:
-        raise InputError(
-            f'--cbke {cbke}: {profile.source} asks for no Smart Energy security (expected security = "se")'
-        )
+    _check_cbke(cbke, profile)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
     if pcap is not None and not pcap.parent.is_dir():
         raise InputError(f"--pcap {pcap}: directory {pcap.parent} does not exist")
@@ -517,6 +514,14 @@ def command(
     else:
         click.echo(_outcome_line(summary, stopped, wall))
     return 0 if summary.result in (DeviceResult.UPGRADED, DeviceResult.HELD) else 1
+
+
+def _check_cbke(cbke: str, profile: DeviceProfile) -> None:
+    """CBKE anywhere but on the host needs a device that runs CBKE at all."""
+    if cbke != HOST and profile.security != SE:
+        raise InputError(
+            f'--cbke {cbke}: {profile.source} asks for no Smart Energy security (expected security = "se")'
+        )
 
 
 def _document(

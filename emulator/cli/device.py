@@ -6,9 +6,10 @@ OTA server and upgrades from it, and ends with one outcome line (or `--json`).
 
 With Smart Energy security (`security = "se"`, the profiles' default) the stick joins with the key derived from
 the device's install code (the profile's, or the one derived from the stick's EUI-64 as `ota-emu run` derives it),
-the device runs CBKE with the trust centre on the host (`KeyEstablishmentClient`, the same as in process), the
-host installs the resulting link key in the stick's NCP, and from then on its OTA frames travel APS-encrypted and
-OTA frames that arrive in the clear are dropped (`StickSecurity`).
+the device runs CBKE with the trust centre on the host (`KeyEstablishmentClient`, the same as in process) and the
+host installs the resulting link key in the stick's NCP, or (`--cbke ncp`) the stick's own CBKE library computes
+with its own certificate and stores the key (`NcpKeyEstablishmentClient`); from then on its OTA frames travel
+APS-encrypted and OTA frames that arrive in the clear are dropped (`StickSecurity`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from emulator.device import events as de
 from emulator.device import security_events as sev
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.device.firmware import manufacturer_image_hash
-from emulator.device.key_establishment import KeyEstablishmentClient
+from emulator.device.key_establishment import KeyEstablishmentClient, Outcome
+from emulator.device.ncp_key_establishment import NcpKeyEstablishmentClient, stick_certificates
 from emulator.errors import InputError
 from emulator.han.network import DeviceResult, DeviceSummary
 from emulator.han.security import SE, drop_reporter, install_code_of
@@ -46,13 +48,14 @@ from emulator.radio.ezsp import FLOW_CONTROL
 from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, Joined, JoinPlan, KeyRefusedError, Role, StickRadio
 from emulator.radio.stick_security import StickSecurity
-from emulator.security.certs import CryptoSuite, DeviceCredentials
+from emulator.security.certs import Certificate, CryptoSuite, DeviceCredentials
 from emulator.security.install_code import InstallCode
 from emulator.security.keystore import SecurityContext
 
 # The longest wait after the outcome for the last frames (an Upgrade End, a Default Response) to leave the stick:
 # the run ends as soon as they have.
 FINAL_SEND_GRACE = 0.5
+HOST, NCP = "host", "ncp"  # where CBKE's cryptography runs: on this host, or in the stick's CBKE library
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class DeviceRun:
     quiet: bool = False
     seed: int = 0
     stay: bool = False
+    cbke: str = HOST  # Smart Energy: where CBKE's cryptography runs (host, or the stick's library)
 
 
 class DeviceWatch:
@@ -175,19 +179,23 @@ async def run_device(
 
 class StickKeyEstablishment:
     """Smart Energy security of the device on the stick after the join: CBKE with the trust centre on the host,
-    then the link key into the NCP, before the OTA client starts (as `ota-emu run` does it in process)."""
+    then the link key into the NCP, before the OTA client starts (as `ota-emu run` does it in process); or, given
+    the stick's `certificates` instead of `credentials`, CBKE in the stick's CBKE library, which keeps the key."""
 
     def __init__(
         self,
         radio: StickRadio,
         security: StickSecurity,
         trust_centre: t.EUI64,
-        credentials: dict[CryptoSuite, DeviceCredentials],
+        credentials: dict[CryptoSuite, DeviceCredentials] | None = None,
+        *,
+        certificates: dict[CryptoSuite, Certificate] | None = None,
     ) -> None:
         self.radio = radio
         self.security = security
         self.trust_centre = trust_centre
         self.credentials = credentials
+        self.certificates = certificates
 
     def attach(self, device: EmulatedDevice, say: Any) -> None:
         """Run key establishment for `device` before its OTA client; `say(text)` hears how it went."""
@@ -199,28 +207,41 @@ class StickKeyEstablishment:
         device.before_ota = before_ota
 
     async def establish(self, device: EmulatedDevice, say: Any) -> bool:
-        """CBKE, then install the key: True when the device's OTA traffic can go APS-encrypted."""
+        """CBKE, with the key then in the NCP: True when the device's OTA traffic can go APS-encrypted."""
         security = self.security
         security.application_ready = False  # no OTA frame is taken before the link key is there
         device.emit(sev.Admitted, trust_centre=self.trust_centre)
+        if self.certificates is not None:
+            outcome = await NcpKeyEstablishmentClient(device, self.radio, self.trust_centre, self.certificates).run()
+            where = " in the stick's CBKE library"
+        else:
+            outcome = await self._on_host(device)
+            where = ""
+        if not outcome.ok:
+            return False
+        security.link_key_in_use = security.application_ready = True
+        if say is not None:
+            say(
+                f"Device {device.ieee}: CBKE suite {outcome.suite} done{where} with trust centre "
+                f"{self.trust_centre}; its link key is in the stick and OTA traffic is APS-encrypted"
+            )
+        return True
+
+    async def _on_host(self, device: EmulatedDevice) -> Outcome:
+        """CBKE computed here, then the key installed in the NCP."""
+        assert self.credentials is not None
         context = SecurityContext(device.ieee)
         client = KeyEstablishmentClient(device, self.radio, context, self.credentials, self.trust_centre)
         outcome = await client.run()
         key = context.link_key(self.trust_centre)
         if not outcome.ok or key is None:
-            return False
+            return outcome
         try:
             await self.radio.install_link_key(self.trust_centre, key.key)
         except (RadioError, TimeoutError) as exc:
             device.emit(sev.KeyEstablishmentFailed, status="NOT_INSTALLED", reason=str(exc))
-            return False
-        security.application_ready = True
-        if say is not None:
-            say(
-                f"Device {device.ieee}: CBKE suite {outcome.suite} done with trust centre {self.trust_centre}; "
-                "its link key is in the stick and OTA traffic is APS-encrypted"
-            )
-        return True
+            return Outcome(False, None, "NOT_INSTALLED", str(exc))
+        return outcome
 
 
 class InstallCodeKey:
@@ -277,10 +298,8 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
     if security is None:
         return radio, profile, joined, None
     try:
-        credentials = credentials_for(
-            joined.ieee, profile.cbke_suite, profile.cbke_credentials, profile.source, f"device {joined.ieee}"
-        )
         trust_centre = await radio.trust_centre()
+        keying = await _key_establishment(run, radio, security, trust_centre, profile, joined.ieee)
     except BaseException:
         await radio.close()
         raise
@@ -289,7 +308,24 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
         click.echo(
             f"Device {joined.ieee}: {how} with its install-code key{code}; trust centre {trust_centre}", err=True
         )
-    return radio, profile, joined, StickKeyEstablishment(radio, security, trust_centre, credentials)
+    return radio, profile, joined, keying
+
+
+async def _key_establishment(
+    run: DeviceRun,
+    radio: StickRadio,
+    security: StickSecurity,
+    trust_centre: t.EUI64,
+    profile: DeviceProfile,
+    ieee: t.EUI64,
+) -> StickKeyEstablishment:
+    """What the device's CBKE needs: its credentials on the host, or (`--cbke ncp`) the certificates of the
+    stick's CBKE library, read before the device starts (a stick without them is a one-line error)."""
+    if run.cbke == NCP:
+        certificates = await stick_certificates(radio, ieee)
+        return StickKeyEstablishment(radio, security, trust_centre, certificates=certificates)
+    credentials = credentials_for(ieee, profile.cbke_suite, profile.cbke_credentials, profile.source, f"device {ieee}")
+    return StickKeyEstablishment(radio, security, trust_centre, credentials)
 
 
 async def _until_done(watch: DeviceWatch, run: DeviceRun, stop: asyncio.Event, radio: StickRadio) -> StopReason:
@@ -410,6 +446,14 @@ def _one_device(ctx: click.Context, param: click.Parameter, count: int) -> int:
     "upgraded device).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the device's random choices.")
+@click.option(
+    "--cbke",
+    type=click.Choice([HOST, NCP]),
+    default=HOST,
+    show_default=True,
+    help="Under Smart Energy security, where key establishment's cryptography runs: on this host, or in the "
+    "stick's CBKE library with its own certificate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (and no progress).")
 def command(
     port: str,
@@ -430,6 +474,7 @@ def command(
     pcap: Path | None,
     seed: int,
     stay: bool,
+    cbke: str,
     as_json: bool,
 ) -> int:
     """Run one emulated PPMID or HCALCS on an EZSP stick that joins an existing network.
@@ -442,6 +487,7 @@ def command(
     2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
     """
     profile = load_device(device_path)
+    _check_cbke(cbke, profile)
     chosen = Role(role) if role is not None else Role.SLEEPY if profile.sleepy else Role.END_DEVICE
     if pcap is not None and not pcap.parent.is_dir():
         raise InputError(f"--pcap {pcap}: directory {pcap.parent} does not exist")
@@ -460,6 +506,7 @@ def command(
         quiet=as_json,
         seed=seed,
         stay=stay,
+        cbke=cbke,
     )
     summary, stopped, wall, joined = clock.run(lambda: run_device(run), virtual=False)
     if as_json:
@@ -467,6 +514,14 @@ def command(
     else:
         click.echo(_outcome_line(summary, stopped, wall))
     return 0 if summary.result in (DeviceResult.UPGRADED, DeviceResult.HELD) else 1
+
+
+def _check_cbke(cbke: str, profile: DeviceProfile) -> None:
+    """CBKE anywhere but on the host needs a device that runs CBKE at all."""
+    if cbke != HOST and profile.security != SE:
+        raise InputError(
+            f'--cbke {cbke}: {profile.source} asks for no Smart Energy security (expected security = "se")'
+        )
 
 
 def _document(

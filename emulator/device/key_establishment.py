@@ -6,6 +6,9 @@ strongest common suite, and runs the sans-IO `Initiator` over ZCL. KeyData becom
 with the trust centre (`SecurityContext`, origin CBKE); from then on its OTA frames are APS-encrypted. The frames
 travel with NWK security only (the cluster is not in the APS-encrypted list of ZSE §5.4.6).
 
+`KeyEstablishmentDriver` holds what does not depend on who computes (discovery, frames, resends, retries, events);
+`KeyEstablishmentClient` computes on the host, `device.ncp_key_establishment` in an EZSP stick's CBKE library.
+
 The client takes its frames from the device's radio before the device sees them (the ingress handlers of a
 `SecureRadio` in process, or of a `StickRadio` on an EZSP stick), and polls the parent while it waits, so a sleepy
 device gets its answers.
@@ -66,15 +69,16 @@ class Outcome:
     reason: str
 
 
-class KeyEstablishmentClient:
-    """CBKE for `device` (an `EmulatedDevice`) with the trust centre `server_ieee`, over `radio`."""
+class KeyEstablishmentDriver:
+    """What every Key Establishment client of a device shares, whoever does the cryptography: finding the server
+    (Match_Desc_req, its KeyEstablishmentSuite attribute), the ZCL frames, resends, retries of a failed exchange
+    and the outcome event. A subclass runs one exchange in `_establish` (`KeyEstablishmentClient` on the host,
+    `device.ncp_key_establishment.NcpKeyEstablishmentClient` in an EZSP stick's CBKE library)."""
 
     def __init__(
         self,
         device: Any,
         radio: KeyEstablishmentRadio,
-        context: SecurityContext,
-        credentials: Mapping[CryptoSuite, DeviceCredentials],
         server_ieee: t.EUI64,
         *,
         response_timeout: float = 5.0,
@@ -83,8 +87,6 @@ class KeyEstablishmentClient:
     ) -> None:
         self.device = device
         self.radio = radio
-        self.context = context
-        self.credentials = dict(credentials)
         self.server_ieee = server_ieee
         self.response_timeout = response_timeout
         self.attempts = attempts
@@ -95,7 +97,7 @@ class KeyEstablishmentClient:
         self._tsn: int = device.rng.randrange(256)
 
     async def run(self) -> Outcome:
-        """Find the server, run CBKE and install KeyData; the outcome is also reported as a device event."""
+        """Find the server, run CBKE and keep its key; the outcome is also reported as a device event."""
         remove = self.radio.add_ingress_handler(self._ingress)
         try:
             for _ in range(self.exchanges):
@@ -116,48 +118,16 @@ class KeyEstablishmentClient:
         if endpoint is None:
             return Outcome(False, None, "NO_SERVER", "no Key Establishment server answered Match_Desc_req")
         self._server_endpoint = endpoint
-        suites = await self._read_suites()
-        initiator = ke.Initiator(self.credentials, bytes(self.server_ieee)[::-1])
-        loop = asyncio.get_running_loop()
-        step = initiator.start(loop.time(), suites)
-        sent: list[bytes] = []
-        while True:
-            if step.outbound:
-                sent = [
-                    self._send_zcl(
-                        CLUSTER_SPECIFIC | DISABLE_DEFAULT_RESPONSE,
-                        self._next_tsn(),
-                        message.COMMAND_ID,
-                        message.to_bytes(),
-                    )
-                    for message in map(self._as_sent, step.outbound)
-                    if message is not None
-                ]
-            result = step.outcome
-            if isinstance(result, ke.Established):
-                self.context.set_link_key(self.server_ieee, result.key_data, KeyOrigin.CBKE)
-                return Outcome(True, result.suite.value, "SUCCESS", "")
-            if isinstance(result, ke.Failed):
-                status = result.status.name if result.status is not None else "TIMEOUT"
-                return Outcome(False, None, status, result.reason)
-            deadline = initiator.deadline()
-            left = None if deadline is None else deadline - loop.time()
-            frame = await self._receive(RESEND_AFTER if left is None else min(left, RESEND_AFTER), cluster=True)
-            if frame is None:
-                if deadline is not None and loop.time() >= deadline - MIN_WAIT:
-                    step = initiator.timeout(max(loop.time(), deadline))
-                else:
-                    # No answer yet: send the same frame again, as the APS layer retries an unacknowledged unicast
-                    # (05-3474 §2.2.8.4.4); the server answers a repeat with its answer again.
-                    for data in sent:
-                        self._send_frame(data)
-                    step = ke.Step()
-                continue
-            control, tsn, command_id, payload = frame
-            if not control & DISABLE_DEFAULT_RESPONSE:
-                # The Confirm Key Data Response asks for a Default Response (Annex C.4.2.2.4).
-                self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, DEFAULT_RESPONSE, bytes([command_id, 0x00]))
-            step = initiator.receive_payload(command_id, payload, loop.time())
+        return await self._establish(await self._read_suites())
+
+    async def _establish(self, suites: int) -> Outcome:
+        """One exchange with the server, whose KeyEstablishmentSuite attribute is `suites`."""
+        raise NotImplementedError
+
+    @property
+    def partner(self) -> bytes:
+        """The server's EUI-64 as certificates carry it (most significant byte first)."""
+        return bytes(self.server_ieee)[::-1]
 
     def _as_sent(self, message: ke.Message) -> ke.Message | None:
         """`message` as the device sends it: a Terminate is kept back, or always says BAD_MESSAGE, by a device
@@ -242,6 +212,16 @@ class KeyEstablishmentClient:
             if cluster and not general:
                 return control, tsn, data[2], data[3:]
 
+    def _send_message(self, message: ke.Message) -> bytes:
+        """`message` to the server in a new ZCL frame (no Default Response asked); the frame, for resending."""
+        control = CLUSTER_SPECIFIC | DISABLE_DEFAULT_RESPONSE
+        return self._send_zcl(control, self._next_tsn(), message.COMMAND_ID, message.to_bytes())
+
+    def _acknowledge(self, control: int, tsn: int, command_id: int) -> None:
+        """The Default Response a server frame asks for: the Confirm Key Data Response does (Annex C.4.2.2.4)."""
+        if not control & DISABLE_DEFAULT_RESPONSE:
+            self._send_zcl(DISABLE_DEFAULT_RESPONSE, tsn, DEFAULT_RESPONSE, bytes([command_id, 0x00]))
+
     def _send_zcl(self, control: int, tsn: int, command_id: int, payload: bytes) -> bytes:
         data = bytes([control, tsn & 0xFF, command_id]) + payload
         self._send_frame(data)
@@ -258,3 +238,53 @@ class KeyEstablishmentClient:
     def _next_tsn(self) -> int:
         self._tsn = (self._tsn + 1) & 0xFF
         return self._tsn
+
+
+class KeyEstablishmentClient(KeyEstablishmentDriver):
+    """CBKE for `device` (an `EmulatedDevice`) with the trust centre `server_ieee`, over `radio`, with the
+    cryptography on the host (the sans-IO `Initiator` and `credentials`); KeyData goes into `context`."""
+
+    def __init__(
+        self,
+        device: Any,
+        radio: KeyEstablishmentRadio,
+        context: SecurityContext,
+        credentials: Mapping[CryptoSuite, DeviceCredentials],
+        server_ieee: t.EUI64,
+        **options: Any,
+    ) -> None:
+        super().__init__(device, radio, server_ieee, **options)
+        self.context = context
+        self.credentials = dict(credentials)
+
+    async def _establish(self, suites: int) -> Outcome:
+        initiator = ke.Initiator(self.credentials, self.partner)
+        loop = asyncio.get_running_loop()
+        step = initiator.start(loop.time(), suites)
+        sent: list[bytes] = []
+        while True:
+            if step.outbound:
+                sent = [self._send_message(m) for m in map(self._as_sent, step.outbound) if m is not None]
+            result = step.outcome
+            if isinstance(result, ke.Established):
+                self.context.set_link_key(self.server_ieee, result.key_data, KeyOrigin.CBKE)
+                return Outcome(True, result.suite.value, "SUCCESS", "")
+            if isinstance(result, ke.Failed):
+                status = result.status.name if result.status is not None else "TIMEOUT"
+                return Outcome(False, None, status, result.reason)
+            deadline = initiator.deadline()
+            left = None if deadline is None else deadline - loop.time()
+            frame = await self._receive(RESEND_AFTER if left is None else min(left, RESEND_AFTER), cluster=True)
+            if frame is None:
+                if deadline is not None and loop.time() >= deadline - MIN_WAIT:
+                    step = initiator.timeout(max(loop.time(), deadline))
+                else:
+                    # No answer yet: send the same frame again, as the APS layer retries an unacknowledged unicast
+                    # (05-3474 §2.2.8.4.4); the server answers a repeat with its answer again.
+                    for data in sent:
+                        self._send_frame(data)
+                    step = ke.Step()
+                continue
+            control, tsn, command_id, payload = frame
+            self._acknowledge(control, tsn, command_id)
+            step = initiator.receive_payload(command_id, payload, loop.time())

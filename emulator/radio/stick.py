@@ -14,7 +14,9 @@ on the virtual air.
 Security: by default the stick joins with the Zigbee 3.0 well-known trust-centre link key. A Smart Energy device
 joins with the key derived from its install code instead (`JoinPlan.link_key`, given as a function of the stick's
 EUI-64 when the install code is derived from it); after its CBKE the host installs the new link key in the NCP
-(`install_link_key`), and `StickSecurity` decides which frames go APS-encrypted and which received ones are refused.
+(`install_link_key`), or the stick's own CBKE library computes and stores it (the host runs its commands with
+`command` and awaits their callbacks with `expect`); `StickSecurity` decides which frames go APS-encrypted and
+which received ones are refused.
 
 One stick is one node (one EUI-64, one NWK address): it carries one emulated device.
 """
@@ -183,6 +185,7 @@ class StickRadio:
         self._open = False  # set once `open` has succeeded: only then does a lost link mean "reconnect"
         self._tag = 0
         self._incoming_fields: list[str] = []
+        self._expected: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}  # callbacks awaited by name (`expect`)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -267,6 +270,32 @@ class StickRadio:
             raise RadioError(f"{self.port}: the stick refused the trust centre's link key ({status!r})")
         if self.security is not None:
             self.security.link_key_in_use = True
+
+    # -- EZSP, for what runs in the NCP (its CBKE library) ------------------------------------------------------
+
+    def has_command(self, name: str) -> bool:
+        """Does the stick's EZSP version have the command (or callback) `name`, as bellows' tables name it?"""
+        return self._ezsp is not None and name in self._ezsp._protocol.COMMANDS
+
+    async def command(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        """The EZSP command `name` (bellows' name and parameter names), its answer by field name (the order of
+        fields changes between protocol versions). RadioError when the stick is away or does not answer."""
+        ezsp = self._ezsp
+        if ezsp is None or not self.has_command(name):
+            raise RadioError(f"{self.port}: the stick cannot run {name} (not connected, or not in its EZSP version)")
+        fields = list(ezsp._protocol.COMMANDS[name][2])
+        try:
+            values = await self._command(name, **kwargs)
+        except (TimeoutError, bellows.ezsp.EzspError, zigpy.exceptions.ZigbeeException) as exc:
+            raise RadioError(f"{self.port}: {name} got no answer ({_reason(exc) or type(exc).__name__})") from None
+        return dict(zip(fields, values, strict=True))
+
+    def expect(self, name: str) -> asyncio.Future[dict[str, Any]]:
+        """The next EZSP callback `name`, its values by field name. Ask before sending the command that causes it
+        (the callback may come right behind the command's answer); cancel the future to stop waiting."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._expected.setdefault(name, []).append(future)
+        return future
 
     # -- DeviceRadio --------------------------------------------------------------------------------------------
 
@@ -480,6 +509,8 @@ class StickRadio:
     # -- internals: frames ---------------------------------------------------------------------------------------
 
     def _callback(self, name: str, args: list[Any]) -> None:
+        if name in self._expected:
+            self._fulfil(name, args)
         if name == "incomingMessageHandler":
             self._incoming(dict(zip(self._incoming_fields, args, strict=False)))
         elif name == "stackStatusHandler":
@@ -488,6 +519,15 @@ class StickRadio:
                 # Said, not mended: a stick that loses its parent without resetting is not rejoined here (a
                 # reset, the common case, is: `connection_lost`).
                 self._tell(f"Stick on {self.port}: network down")
+
+    def _fulfil(self, name: str, args: list[Any]) -> None:
+        """Hand callback `name` to the oldest `expect` still waiting for it."""
+        waiting = [future for future in self._expected.pop(name) if not future.done()]
+        if self._ezsp is not None and waiting:
+            fields = list(self._ezsp._protocol.COMMANDS[name][2])
+            waiting.pop(0).set_result(dict(zip(fields, args, strict=False)))
+        if waiting:
+            self._expected[name] = waiting
 
     def _incoming(self, values: dict[str, Any]) -> None:
         aps: bt.EmberApsFrame = values.get("aps_frame", values.get("apsFrame"))

@@ -297,6 +297,34 @@ def _suite_for(suite: CryptoSuite | None, what: str) -> CryptoSuite:
     return suite
 
 
+def partner_certificate_problem(
+    data: bytes, suite: CryptoSuite, issuer: bytes, partner: bytes
+) -> tuple[TerminateStatus, str] | None:
+    """What is wrong with the partner's certificate `data`, checked in Silicon Labs' order (issuer, subject,
+    validity) against the issuer of our own certificate and the partner's EUI-64 (most significant first), as the
+    status to terminate with and why; None when it may be used. Shared by the sans-IO machines and by drivers
+    whose cryptography runs elsewhere (an NCP's CBKE library), which must check before any computation."""
+    try:
+        certificate = parse_certificate(data, suite, "partner certificate")
+    except CertificateError as exc:
+        return TerminateStatus.BAD_MESSAGE, str(exc)
+    if certificate.issuer != issuer:
+        return (
+            TerminateStatus.UNKNOWN_ISSUER,
+            f"partner certificate issuer {certificate.issuer.hex().upper()} (expected {issuer.hex().upper()})",
+        )
+    if certificate.subject != partner:
+        return (
+            TerminateStatus.BAD_MESSAGE,
+            f"partner certificate subject {certificate.subject.hex().upper()} (expected the partner's EUI-64 "
+            f"{partner.hex().upper()})",
+        )
+    problems = certificate.problems()
+    if problems:
+        return TerminateStatus.INVALID_CERTIFICATE, f"partner certificate: {problems[0].value}"
+    return None
+
+
 # --- outcomes ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Established:
@@ -428,28 +456,11 @@ class _Party:
         )
 
     def _check_partner_initiate(self, message: _Initiate) -> Step | None:
-        """Checks of the partner's certificate in order: issuer, subject, validity (Silicon Labs' order)."""
         assert self.suite is not None
         ours = self.credentials[self.suite]
-        try:
-            certificate = parse_certificate(message.certificate, self.suite, "partner certificate")
-        except CertificateError as exc:
-            return self._fail(TerminateStatus.BAD_MESSAGE, str(exc))
-        if certificate.issuer != ours.certificate.issuer:
-            return self._fail(
-                TerminateStatus.UNKNOWN_ISSUER,
-                f"partner certificate issuer {certificate.issuer.hex().upper()} (expected "
-                f"{ours.certificate.issuer.hex().upper()})",
-            )
-        if certificate.subject != self.partner:
-            return self._fail(
-                TerminateStatus.BAD_MESSAGE,
-                f"partner certificate subject {certificate.subject.hex().upper()} (expected the partner's EUI-64 "
-                f"{self.partner.hex().upper()})",
-            )
-        problems = certificate.problems()
-        if problems:
-            return self._fail(TerminateStatus.INVALID_CERTIFICATE, f"partner certificate: {problems[0].value}")
+        problem = partner_certificate_problem(message.certificate, self.suite, ours.certificate.issuer, self.partner)
+        if problem is not None:
+            return self._fail(*problem)
         self._partner_certificate = message.certificate
         self._partner_times = (message.ephemeral_data_generate_time, message.confirm_key_generate_time)
         return None

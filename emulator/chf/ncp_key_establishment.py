@@ -33,7 +33,7 @@ from emulator.chf.key_establishment import (
     zcl_frame,
 )
 from emulator.security import key_establishment as ke
-from emulator.security.certs import Certificate, CertificateError, CryptoSuite, parse_certificate
+from emulator.security.certs import Certificate, CryptoSuite, parse_certificate
 from emulator.security.keystore import KeyOrigin
 
 LOGGER = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class NcpKeyEstablishmentServer(KeyEstablishmentServer):
         if ours is None:
             self._fail(packet, tsn, ieee, ke.TerminateStatus.UNSUPPORTED_SUITE, f"suite {suite.value}", self.suites)
             return
-        problem = self._check(request.certificate, suite, ours, ieee)
+        problem = ke.partner_certificate_problem(request.certificate, suite, ours.issuer, bytes(ieee)[::-1])
         if problem is not None:
             self._fail(packet, tsn, ieee, problem[0], problem[1], suite.bit)
             return
@@ -202,24 +202,6 @@ class NcpKeyEstablishmentServer(KeyEstablishmentServer):
                 ours.to_bytes(),
             ),
         )
-
-    @staticmethod
-    def _check(
-        data: bytes, suite: CryptoSuite, ours: Certificate, ieee: t.EUI64
-    ) -> tuple[ke.TerminateStatus, str] | None:
-        """Silicon Labs' checks of the initiator's certificate, in its order: issuer, subject, validity."""
-        try:
-            certificate = parse_certificate(data, suite, "initiator certificate")
-        except CertificateError as exc:
-            return ke.TerminateStatus.BAD_MESSAGE, str(exc)
-        if certificate.issuer != ours.issuer:
-            return ke.TerminateStatus.UNKNOWN_ISSUER, f"issuer {certificate.issuer.hex().upper()}"
-        if certificate.subject != bytes(ieee)[::-1]:
-            return ke.TerminateStatus.BAD_MESSAGE, f"subject {certificate.subject.hex().upper()} is not the sender"
-        problems = certificate.problems()
-        if problems:
-            return ke.TerminateStatus.INVALID_CERTIFICATE, problems[0].value
-        return None
 
     async def _ephemeral(self, packet: t.ZigbeePacket, tsn: int, exchange: _Exchange, payload: bytes) -> None:
         suffix = SUFFIX[exchange.suite]

@@ -10,7 +10,9 @@ the virtual NCP's share of it, and the EZSP and ASH frames per block as the NCP 
                 (the default of `ota-emu run --radio ezsp` and `conform device --radio ezsp`)
   real time     the same over tcp://127.0.0.1 on the wall clock, as with an `ota-emu ncp` in another process
   sticks        the CHF on one virtual stick, the device on another (`ota-emu device`: bellows' EZSP layer, the
-                NCP in its joining role), both on one air: every block crosses two serial links and two NCPs
+                NCP in its joining role), both on one air: every block crosses two serial links and two NCPs;
+                once more with Smart Energy security as `ota-emu chf` and `ota-emu device` run it (install-code
+                join, CBKE on the device's host, both NCPs APS-encrypting the OTA frames, 48-byte blocks)
   loopback      zigpy's loopback radio on the virtual air, for comparison
 
 "no air latency" sets the air's per-hop latency to 0; "4 ms per hop" is about a 2.4 GHz hop with its MAC ACK. On
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import functools
 import json
 import os
@@ -54,8 +57,11 @@ from pathlib import Path
 from typing import Any
 
 from emulator import clock, keys
+from emulator.chf import ezsp_security
 from emulator.chf.node import ChfNode
+from emulator.chf.se_credentials import credentials_for
 from emulator.chf.store import HeldImage, ImageStore
+from emulator.cli.device import InstallCodeKey, StickKeyEstablishment
 from emulator.device import events as device_events
 from emulator.device.device import IN_CLUSTERS, OUT_CLUSTERS, EmulatedDevice
 from emulator.han.network import Han, HanOptions, expand
@@ -69,6 +75,7 @@ from emulator.profiles import DeviceProfile, bundled, load_chf, load_device
 from emulator.radio.air import Air, LinkModel
 from emulator.radio.kind import RadioKind
 from emulator.radio.stick import Endpoint, JoinPlan, Role, StickRadio
+from emulator.radio.stick_security import StickSecurity
 
 BLOCK = 63
 HOP = LinkModel().latency
@@ -110,6 +117,7 @@ class Workload:
     radio: str  # ezsp | sticks | loopback
     latency: float
     virtual: bool
+    smart_energy: bool = False  # sticks only: install-code join, CBKE on the device's host, APS-encrypted OTA
 
 
 @dataclass
@@ -253,16 +261,20 @@ async def _stick_transfer(work: Workload, size: int, ezsp_version: int, meter: C
         VirtualNcp(air, ezsp_version=ezsp_version, seed=1) as stick,
     ):
         device_profile = profile.replace(ieee=stick.stack.ieee)
+        if work.smart_energy:
+            chf, device_profile = chf.replace(security="se"), device_profile.replace(security="se")
         node = ChfNode(chf, ImageStore.from_profile(chf, [_image(size, device_profile)]), clock.Clock(START))
-        await node.start_ezsp(chf_ncp.url or "")
-        await node.app.permit(60)
-        radio = StickRadio(stick.url or "", JoinPlan(Role.END_DEVICE, join_timeout=30))
+        radio = await _stick_network(node, chf_ncp, stick, device_profile, smart_energy=work.smart_energy)
         endpoint = Endpoint(
             profile.endpoint, profile.profile_id, profile.effective_device_id, IN_CLUSTERS, OUT_CLUSTERS,
             profile.manufacturer_code,
         )  # fmt: skip
         joined = await radio.open(endpoint)
         device = EmulatedDevice(device_profile.replace(nwk=joined.nwk), radio, clock.Clock(START), nwk=joined.nwk)
+        if radio.security is not None:
+            trust_centre = await radio.trust_centre()
+            credentials = credentials_for(joined.ieee, device_profile.cbke_suite, None, "<built-in>", "device")
+            StickKeyEstablishment(radio, radio.security, trust_centre, credentials).attach(device, say=None)
         marks = Marks(meter, lambda: [chf_ncp.counters, stick.counters], {})
 
         def watch(event: device_events.DeviceEvent) -> None:
@@ -280,6 +292,23 @@ async def _stick_transfer(work: Workload, size: int, ezsp_version: int, meter: C
             await radio.close()
             await node.stop()
     return marks.figures(work.label, blocks, True)
+
+
+async def _stick_network(
+    node: ChfNode, chf_ncp: VirtualNcp, stick: VirtualNcp, device: DeviceProfile, *, smart_energy: bool
+) -> StickRadio:
+    """The CHF up on its stick and open for joining, and the device's stick radio to join with: with Smart Energy
+    security as `ota-emu chf` and `ota-emu device` run it, or with the network key only."""
+    plan = JoinPlan(Role.END_DEVICE, join_timeout=30)
+    if not smart_energy:
+        await node.start_ezsp(chf_ncp.url or "")
+        await node.app.permit(60)
+        return StickRadio(stick.url or "", plan)
+    await node.start_ezsp(chf_ncp.url or "", ezsp_extra=ezsp_security.bellows_config())
+    guard = await ezsp_security.start(node, ezsp_security.device_log_of(node.profile, [stick.stack.ieee]))
+    await guard.permit(60)
+    plan = dataclasses.replace(plan, link_key=InstallCodeKey(device))
+    return StickRadio(stick.url or "", plan, security=StickSecurity())
 
 
 def measure(work: Workload, *, size: int, ezsp_version: int) -> Figures:
@@ -403,6 +432,7 @@ def workloads(version: int, quick: bool) -> list[Workload]:
         Workload(f"{ncp}, virtual time, no air latency", "ezsp", 0.0, True),
         Workload(f"{ncp}, virtual time, 4 ms per hop", "ezsp", HOP, True),
         Workload(f"{sticks}, virtual time, 4 ms per hop", "sticks", HOP, True),
+        Workload(f"sticks with SE (CBKE, APS) v{version}, virtual time, 4 ms per hop", "sticks", HOP, True, True),
         Workload("loopback, virtual time, no air latency", "loopback", 0.0, True),
     ]
     if not quick:

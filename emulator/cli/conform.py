@@ -24,6 +24,7 @@ from emulator.cli.params import ProfileParam
 from emulator.conformance.device.bench import DeviceTarget, expected_durations, run_device_checks
 from emulator.conformance.device.catalogue import CHECKS as DEVICE_CHECKS
 from emulator.conformance.device.durations import EXPECTED_S
+from emulator.conformance.device.dut import StickSecurity, read_credentials
 from emulator.conformance.interface import load_plugin
 from emulator.conformance.reports import (
     FILE_NAMES,
@@ -40,8 +41,10 @@ from emulator.conformance.running import Step, exit_code
 from emulator.conformance.selection import parse_ids, select
 from emulator.conformance.server.bench import run_server_checks
 from emulator.conformance.server.catalogue import CHECKS as SERVER_CHECKS
+from emulator.errors import InputError
 from emulator.ota import image as ota_image
 from emulator.profiles import load_device, parse_eui64
+from emulator.security.install_code import InstallCode, InstallCodeError
 
 # Wide enough that a table in a CI log keeps one line per check.
 LOG_WIDTH = 160
@@ -305,6 +308,25 @@ def _list_checks(as_json: bool) -> None:
     show_default=True,
     help="Seconds joining stays open for the real device before its checks are given up as inconclusive.",
 )
+@click.option(
+    "--install-code",
+    metavar="HEX",
+    help="The real device's install code (hex, with or without its CRC): the test CHF then speaks Smart Energy "
+    "security as a GB CHF does (admits the device by this code only, runs CBKE, APS-encrypts OTA). Without it the "
+    "CHF uses the network key only, which a GB device will not join.",
+)
+@click.option(
+    "--cbke",
+    type=click.Choice(["host", "ncp"]),
+    help="With --install-code, where key establishment's cryptography runs: on this host (the default), or in the "
+    "stick's CBKE library with its own certificate.",
+)
+@click.option(
+    "--chf-credentials",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --install-code: the CHF's CBKE credentials (an `ota-emu certs issue` file for the coordinator "
+    "stick's EUI-64, from the CA the device trusts); default: a certificate of the bundled TEST-ONLY CA.",
+)
 @click.option("--checks", "check_ids", metavar="ID,...", help="Only these checks (default: all).")
 @click.option(
     "--report-dir",
@@ -327,6 +349,9 @@ def device(
     image_path: Path | None,
     block_period_unit: str,
     join_timeout: float,
+    install_code: str | None,
+    cbke: str | None,
+    chf_credentials: Path | None,
     check_ids: str | None,
     report_dir: Path | None,
     pcap: Path | None,
@@ -338,9 +363,11 @@ def device(
     Either an emulated device, `--dut PROFILE` (each check gets a fresh HAN; on virtual time a full run takes
     seconds), or a real device behind an EZSP dongle, `--radio ezsp --port PORT --target EUI64`: the bench
     opens joining and waits `--join-timeout` seconds for it to join, reads who it is (Basic and OTA
-    attributes), then runs the checks one after another, showing check n of N and the time left. Checks that
-    cannot be decided (the device never joined, a GBCS message this bench cannot see) are inconclusive with
-    the reason. Ctrl-C or SIGTERM stops the run and writes the report of the checks decided so far."""
+    attributes), then runs the checks one after another, showing check n of N and the time left. A GB device
+    joins only with its install code: give it with --install-code, and the test CHF admits the device by it,
+    runs CBKE with it and APS-encrypts the OTA frames. Checks that cannot be decided (the device never joined or
+    failed CBKE, a GBCS message this bench cannot see) are inconclusive with the reason. Ctrl-C or SIGTERM stops
+    the run and writes the report of the checks decided so far."""
     port = _either(port, old_port, "--port", "--device")
     target_eui64 = _either(target_eui64, old_eui64, "--target", "--eui64")
     ids = _checks(check_ids)
@@ -356,6 +383,9 @@ def device(
         "image": None if image_path is None else str(image_path.resolve()),
         "block-period-unit": block_period_unit,
         "join-timeout": join_timeout,
+        "install-code": install_code,
+        "cbke": cbke,
+        "chf-credentials": None if chf_credentials is None else str(chf_credentials.resolve()),
         "checks": ids,
         "pcap": None if pcap is None else str(pcap),
         "seed": seed,
@@ -371,23 +401,32 @@ def _device_target(settings: dict[str, Any]) -> DeviceTarget:
     """The device under test the settings name (as given on the command line, or as a report recorded them)."""
     dut, port, eui64, radio = settings["dut"], settings["port"], settings["target"], settings["radio"]
     plugin = settings.get("dut-plugin")
+    security = _stick_security(settings)
     if plugin is not None:
         if dut is not None or port is not None or eui64 is not None:
             raise click.UsageError("--dut-plugin names the device under test; drop --dut/--port/--target")
         supplied = None
         if settings["image"] is not None:
             supplied = HeldImage.from_bytes(ota_image.read_file(settings["image"]), source=settings["image"])
+        harness = load_plugin(plugin)
+        if security is not None and harness.port is None:
+            raise click.UsageError("--install-code is for a device behind a coordinator port; this harness has none")
         return DeviceTarget(
-            dut=load_plugin(plugin),
+            dut=harness,
             image=supplied,
             radio=radio or "loopback",
             seed=int(settings["seed"]),
             join_timeout=float(settings["join-timeout"]),
             real_time=bool(settings.get("real-time", False)),
+            security=security,
         )
     if dut is not None:
         if port is not None or eui64 is not None:
             raise click.UsageError("--dut names an emulated device; --port/--target are for a real one, not both")
+        if security is not None:
+            raise click.UsageError(
+                "--install-code is for a real device (--port, --target); an emulated one's profile holds its own"
+            )
         return DeviceTarget(
             profile=load_device(dut),
             radio=radio or "loopback",
@@ -413,7 +452,27 @@ def _device_target(settings: dict[str, Any]) -> DeviceTarget:
         block_period_unit=settings["block-period-unit"],
         join_timeout=float(settings["join-timeout"]),
         radio="ezsp",
+        security=security,
     )
+
+
+def _stick_security(settings: dict[str, Any]) -> StickSecurity | None:
+    """Smart Energy security for a device behind a coordinator, as --install-code, --cbke and --chf-credentials
+    ask (none without --install-code: the network key only)."""
+    text, cbke, credentials = settings.get("install-code"), settings.get("cbke"), settings.get("chf-credentials")
+    if text is None:
+        if cbke is not None or credentials is not None:
+            raise click.UsageError("--cbke and --chf-credentials go with --install-code (Smart Energy security)")
+        return None
+    try:
+        code = InstallCode.parse(text)
+    except InstallCodeError as exc:
+        raise InputError(f"--install-code: {exc}") from None
+    if credentials is not None:
+        if cbke == "ncp":
+            raise click.UsageError("--chf-credentials is for --cbke host: with --cbke ncp the stick's own certificate")
+        read_credentials(credentials)  # a file that is no credentials file is refused before anything runs
+    return StickSecurity(code, cbke or "host", credentials)
 
 
 def _run_device(

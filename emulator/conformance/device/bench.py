@@ -24,11 +24,12 @@ from typing import Any
 import zigpy.types as t
 
 from emulator import clock
+from emulator.chf.ezsp_security import EzspSmartEnergy
 from emulator.chf.store import HeldImage
 from emulator.conformance.check import Check, Rule
 from emulator.conformance.device.catalogue import BOTH, CHECKS, PLAYS, RULES
 from emulator.conformance.device.durations import expected_seconds
-from emulator.conformance.device.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
+from emulator.conformance.device.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld, StickSecurity
 from emulator.conformance.device.identity import read_identity
 from emulator.conformance.device.testchf import TEST_CHF, TestChf
 from emulator.conformance.interface import DeviceUnderTest
@@ -52,7 +53,8 @@ class DeviceTarget:
     named by `ieee`, or any `dut` written to the public interface (`interface.DeviceUnderTest`: one that joins
     the bench's virtual air, or one behind its own `port`). For a real device, `kind` (ppmid|hcalcs) selects
     the GB checks, `image` is an upgrade file it accepts and `block_period_unit` the unit it reads
-    MinimumBlockPeriod in."""
+    MinimumBlockPeriod in; with `security` (the device's install code) the test CHF on the coordinator speaks Smart
+    Energy security to it, else the network key only."""
 
     profile: DeviceProfile | None = None
     radio: str = "loopback"
@@ -65,6 +67,7 @@ class DeviceTarget:
     seed: int = 0
     dut: DeviceUnderTest | None = None
     real_time: bool = False
+    security: StickSecurity | None = None
 
     @property
     def virtual(self) -> bool:
@@ -91,10 +94,15 @@ class DeviceTarget:
                 "a fresh HAN for every check",
             )
         kind = self.kind.upper() if self.kind else "device"
+        security = (
+            f"Smart Energy security ({self.security.describe()})"
+            if self.security is not None
+            else "the network key only"
+        )
         return (
             f"{kind} {self.ieee} on {self.port}",
-            f"Device conformance of a device behind the EZSP coordinator at {self.port}; checks ran one after "
-            "another on the same device (it cannot be reset between them)",
+            f"Device conformance of a device behind the EZSP coordinator at {self.port}, with {security}; checks "
+            "ran one after another on the same device (it cannot be reset between them)",
         )
 
 
@@ -164,16 +172,22 @@ class _Capture:
         if self.path is not None and self.writer is None:
             self.writer = PcapWriter(self.path, network_key=network_key, pan_id=pan_id)
 
-    def __call__(self, chf: TestChf, security: HanSecurity | None = None) -> None:
+    def __call__(self, chf: TestChf, security: HanSecurity | EzspSmartEnergy | None = None) -> None:
         if self.path is None:
             return
         if self.writer is None:
             info = chf.app.state.network_info
             self.open(bytes(info.network_key.key), int(info.pan_id))
-        assert self.writer is not None
-        chf.capture(self.writer)
-        if security is not None:
-            attach_capture(security, self.writer)
+        writer = self.writer
+        assert writer is not None
+        chf.capture(writer)
+        if isinstance(security, EzspSmartEnergy):
+            # As `ota-emu chf` does: each CBKE key the CHF stores in the NCP opens (and secures) the OTA frames.
+            security.notices.append(
+                lambda n: writer.set_link_key(n.coordinator, n.device, n.key, label=f"CBKE link key {n.device}")
+            )
+        elif security is not None:
+            attach_capture(security, writer)
 
     def close(self, failed: bool = False) -> tuple[str, str] | None:
         """The pcap and its keys file, both written; None when there was no capture (or the run failed)."""
@@ -214,6 +228,7 @@ def _world(target: DeviceTarget, capture: _Capture, notice: Notice | None) -> Em
         join_timeout=target.join_timeout,
         notice=notice,
         capture=capture,
+        security=target.security,
     )
 
 
@@ -239,6 +254,7 @@ async def check_device(
     notes = []
     if world.shared and world.absent is None:
         notes.append("checks ran in sequence on one device; an earlier check may have left it holding an image")
+    notes.extend(world.notes)
     return Report(
         target=name,
         description=description,

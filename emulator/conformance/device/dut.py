@@ -15,7 +15,10 @@ And two worlds run the checks on a DUT:
   runs on virtual time; on `radio="ezsp"` the CHF is bellows talking ASH/EZSP to a virtual NCP in process, on
   virtual time too (or both on real time, when the bench runs on a real-time loop).
 * `RadioWorld`: a DUT behind a coordinator `port`. The bench opens joining and waits for it; checks then run
-  one after another on the same device, which cannot be reset in between (the report says so).
+  one after another on the same device, which cannot be reset in between (the report says so). With
+  `StickSecurity` (the DUT's install code) its test CHF speaks Smart Energy security as `ota-emu chf` does
+  (`chf.ezsp_security`): the DUT joins with its install-code key only, runs CBKE with the CHF, and the OTA frames
+  are APS-encrypted by the NCP; a DUT whose CBKE fails leaves every check inconclusive with the reason.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +38,10 @@ import zigpy.device
 import zigpy.exceptions
 import zigpy.types as t
 
+from emulator.chf import ezsp_security
+from emulator.chf.events import ServerEvent
+from emulator.chf.ezsp_security import EzspSmartEnergy
+from emulator.chf.key_establishment import FrameDropped, KeyEstablished, KeyEstablishmentFailed
 from emulator.chf.node import ChfNode
 from emulator.chf.store import HeldImage
 from emulator.clock import Clock
@@ -44,17 +52,24 @@ from emulator.conformance.interface import Ability, ActivationReply, DeviceUnder
 from emulator.conformance.verdict import Inconclusive
 from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
+from emulator.errors import InputError
 from emulator.han.network import FIRST_DEVICE_NWK
 from emulator.han.security import RunCertificates
 from emulator.ncp.server import VirtualNcp
-from emulator.profiles import DEFAULT_DEVICE_IDS, DeviceProfile
+from emulator.profiles import DEFAULT_DEVICE_IDS, ChfProfile, DeviceProfile
 from emulator.radio.air import Air
+from emulator.security import credentials as credential_files
+from emulator.security.certs import DeviceCredentials
+from emulator.security.install_code import InstallCode
 
 Notice = Callable[[str], None]
 
 # zigpy accepts at most this many seconds per permit-joining call; longer windows are renewed.
 MAX_PERMIT = 254
 PERMIT_TIMEOUT = 10.0
+# How long a device that joined gets to complete key establishment (CBKE) with the test CHF under Smart Energy
+# security before its checks are given up as inconclusive.
+CBKE_WAIT = 120.0
 # How long the EZSP path gets to finish sending before its session shuts down.
 DRAIN = 0.5
 KIND_BY_DEVICE_ID = {device_id: kind for kind, device_id in DEFAULT_DEVICE_IDS.items()}
@@ -170,6 +185,47 @@ class RadioDut(DeviceUnderTest):
         self.description = f"device {ieee} on {port}"
 
 
+@dataclass(frozen=True, slots=True)
+class StickSecurity:
+    """Smart Energy security for the test CHF on a coordinator stick: the DUT's `install_code` (its Device Log
+    entry), where CBKE's cryptography runs (`cbke`: the CHF's host, or the stick's CBKE library), and the CHF's
+    CBKE `credentials` file (an `ota-emu certs issue` file for the stick's EUI-64; None: a certificate from the
+    bundled TEST-ONLY CA, which the emulated devices trust and a real device does not)."""
+
+    install_code: InstallCode
+    cbke: str = ezsp_security.HOST
+    credentials: str | None = None
+
+    def describe(self) -> str:
+        where = "the CHF's host" if self.cbke == ezsp_security.HOST else "the stick's CBKE library"
+        issuer = f"certificate {self.credentials}" if self.credentials else "a certificate of the bundled test CA"
+        return f"install code {self.install_code.with_crc.hex().upper()}, CBKE on {where} with {issuer}"
+
+    def chf_profile(self) -> ChfProfile:
+        """The test CHF with its CBKE credentials."""
+        return TEST_CHF.replace(security="se", cbke_credentials=self.credentials)
+
+    def check_credentials(self, coordinator: t.EUI64) -> None:
+        """The credentials file must certify the stick's EUI-64 (the subject a DUT checks in CBKE)."""
+        if self.credentials is None or self.cbke != ezsp_security.HOST:
+            return
+        subject = read_credentials(self.credentials).certificate.subject
+        if subject != bytes(coordinator)[::-1]:
+            raise InputError(
+                f"--chf-credentials {self.credentials}: the certificate is for {subject.hex(':').upper()}, expected "
+                f"{str(coordinator).upper()} (the EUI-64 of the coordinator stick, which the device checks in CBKE)"
+            )
+
+
+def read_credentials(path: str) -> DeviceCredentials:
+    """The CBKE credentials of an `ota-emu certs issue` file (an `InputError` naming it when unreadable)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--chf-credentials {path}: cannot read ({exc.strerror})") from None
+    return credential_files.parse_device(text, path)
+
+
 class EmulatedWorld:
     """A fresh in-process HAN per check around a DUT that joins the bench's virtual air."""
 
@@ -192,6 +248,7 @@ class EmulatedWorld:
         self.timing: Timing = VIRTUAL_TIMING  # set for each session by the clock it runs on
         self.absent: str | None = None
         self.shared = False
+        self.notes: list[str] = []
         # One test CA for the run: the DUT and the CHF keep their certificates from check to check, as real
         # nodes do; every check still joins and runs CBKE afresh.
         self.certificates = RunCertificates()
@@ -286,7 +343,8 @@ class _JoinWatch:
 
 
 class RadioWorld:
-    """A device on an EZSP coordinator's network: one CHF for the whole run, checks in sequence."""
+    """A device on an EZSP coordinator's network: one CHF for the whole run, checks in sequence. With `security`
+    the CHF is a Smart Energy trust centre and Key Establishment server for the DUT (`StickSecurity`)."""
 
     def __init__(
         self,
@@ -296,6 +354,7 @@ class RadioWorld:
         join_timeout: float = 300.0,
         notice: Notice | None = None,
         capture: Capture | None = None,
+        security: StickSecurity | None = None,
     ) -> None:
         assert dut.port is not None, "a RadioWorld DUT is reached through a coordinator port"
         self.port = dut.port
@@ -304,13 +363,19 @@ class RadioWorld:
         self.join_timeout = join_timeout
         self.notice = notice or _quiet
         self.capture = capture
+        self.security = security
         self.timing = REAL_TIMING
         self.dut = dut
         self.absent: str | None = None
         self.shared = True
+        self.notes: list[str] = []
         self._clock: Clock | None = None
         self._chf: TestChf | None = None
         self._node: ChfNode | None = None
+        self._smart_energy: EzspSmartEnergy | None = None
+        self._cbke: KeyEstablished | KeyEstablishmentFailed | None = None
+        self._keyed = asyncio.Event()
+        self._dropped = 0
         self._sessions = 0
 
     @property
@@ -321,20 +386,94 @@ class RadioWorld:
         return self.dut.kind
 
     async def start(self) -> None:
-        """Connect to the coordinator (an `InputError` if the port is unusable), then wait for the DUT."""
+        """Connect to the coordinator (an `InputError` if the port is unusable), then wait for the DUT (and under
+        Smart Energy security for its key establishment)."""
         self._clock = Clock()
         chf = self._chf = TestChf(self._clock, self.ieee)
-        node = ChfNode(TEST_CHF, chf.store, self._clock, observers=[chf.intercept])
-        await node.start_ezsp(self.port)
+        security = self.security
+        profile = TEST_CHF if security is None else security.chf_profile()
+        node = ChfNode(profile, chf.store, self._clock, observers=[chf.intercept])
+        await node.start_ezsp(self.port, ezsp_extra=None if security is None else ezsp_security.bellows_config())
         self._node = node
         chf.attach(node)
+        if security is not None:
+            self._smart_energy = await self._start_security(node, security)
+            chf.base = TEST_CHF.replace(max_block_size=node.server.profile.max_block_size)
+        else:
+            self.notice(
+                f"No --install-code: the test CHF admits device {self.ieee} with the network key only (the "
+                "well-known link key) and runs no key establishment; a GB device (Smart Energy security) will not "
+                "join it."
+            )
         if self.capture is not None:
-            self.capture(chf)
+            self.capture(chf, self._smart_energy)
         self.absent = await self._wait_for_device()
+        if self.absent is None and self._smart_energy is not None:
+            self.absent = await self._wait_for_key()
+
+    async def _start_security(self, node: ChfNode, security: StickSecurity) -> EzspSmartEnergy:
+        """The CHF's Smart Energy security on the stick, admitting the DUT by its install code only."""
+        security.check_credentials(node.app.state.node_info.ieee)
+        self.notice(f"Smart Energy security for device {self.ieee}: {security.describe()}.")
+        return await ezsp_security.start(
+            node, {self.ieee: security.install_code}, listener=self._on_security, cbke=security.cbke
+        )
+
+    def _on_security(self, event: ServerEvent) -> None:
+        """The DUT's key establishment outcome (the first one decides), and the frames the CHF refused."""
+        if event.ieee != self.ieee:
+            return
+        if isinstance(event, (KeyEstablished, KeyEstablishmentFailed)) and self._cbke is None:
+            self._cbke = event
+            self._keyed.set()
+        elif isinstance(event, FrameDropped):
+            self._dropped += 1
+
+    async def _wait_for_key(self) -> str | None:
+        """None once the DUT has a CBKE link key with the CHF; else why its OTA cannot be checked."""
+        if self._cbke is None:
+            self.notice(f"Waiting up to {CBKE_WAIT:g} s for device {self.ieee} to run key establishment (CBKE).")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CBKE_WAIT):
+                    await self._keyed.wait()
+        outcome = self._cbke
+        if isinstance(outcome, KeyEstablished):
+            self.notes.append(
+                f"Smart Energy security: device {self.ieee} joined with its install code and established a link "
+                f"key with the test CHF by CBKE (suite {outcome.suite}); the OTA frames were APS-encrypted"
+            )
+            self.notice(f"Device {self.ieee} completed key establishment (CBKE suite {outcome.suite}).")
+            return None
+        if outcome is None:
+            reason = (
+                f"device {self.ieee} joined but did not run key establishment (CBKE) with the test CHF within "
+                f"{CBKE_WAIT:g} s, so it holds no link key for the APS-encrypted OTA (a device already on the "
+                "network keeps its old key: reset it so it joins again)"
+            )
+        else:
+            hint = (
+                ": the device does not trust the CHF's certificate (give --chf-credentials from the CA it trusts)"
+                if outcome.status == "UNKNOWN_ISSUER"
+                else ""
+            )
+            reason = (
+                f"device {self.ieee} joined but key establishment (CBKE) with the test CHF failed with "
+                f"{outcome.status} ({outcome.reason}){hint}; without a link key its APS-encrypted OTA cannot be "
+                "checked"
+            )
+        self.notes.append(f"Smart Energy security: {reason}")
+        return reason
 
     async def stop(self) -> None:
         if self._chf is not None:
             self._chf.detach()
+        if self._smart_energy is not None:
+            self._smart_energy.stop()
+            if self._dropped:
+                self.notes.append(
+                    f"Smart Energy security: the test CHF dropped {self._dropped} frame(s) from device {self.ieee} "
+                    "that came without the APS encryption its link key calls for"
+                )
         if self._node is not None:
             await asyncio.sleep(DRAIN)
             await self._node.stop()
@@ -354,10 +493,7 @@ class RadioWorld:
             while not self._present(watch):
                 left = deadline - loop.time()
                 if left <= 0:
-                    return (
-                        f"device {self.ieee} did not join within {self.join_timeout:g} s (joining was open; is it "
-                        "powered, in range and allowed to join?)"
-                    )
+                    return self._not_joined()
                 window = min(MAX_PERMIT, max(1, math.ceil(left)))
                 await self._permit(window)
                 closes = min(loop.time() + window, deadline)
@@ -371,12 +507,29 @@ class RadioWorld:
         self.notice(f"Device {self.ieee} is on the network; running the checks.")
         return None
 
+    def _not_joined(self) -> str:
+        """Why the DUT is absent: it never joined while joining was open (to its install-code key only, under
+        Smart Energy security)."""
+        waited = f"device {self.ieee} did not join within {self.join_timeout:g} s"
+        if self.security is not None:
+            code = self.security.install_code.with_crc.hex().upper()
+            return (
+                f"{waited} (joining was open to install code {code} only: is that the device's install code, and "
+                "is it powered, in range and allowed to join?)"
+            )
+        return (
+            f"{waited} (joining was open with the network key only: a GB device joins only with its install code, "
+            "--install-code; else is it powered, in range and allowed to join?)"
+        )
+
     async def _permit(self, seconds: int) -> None:
         """Open (or with 0 close) joining; a coordinator that does not manage it is noted, not waited for."""
         assert self._node is not None
+        # Under Smart Energy security the CHF's own permit: bellows' would admit the well-known key too.
+        permit = self._smart_energy.permit if self._smart_energy is not None else self._node.app.permit
         try:
             async with asyncio.timeout(PERMIT_TIMEOUT):
-                await self._node.app.permit(seconds)
+                await permit(seconds)
         except (TimeoutError, zigpy.exceptions.ZigbeeException) as exc:
             self.notice(f"Could not {'open' if seconds else 'close'} joining on the coordinator ({exc!r})")
 

@@ -95,6 +95,9 @@ class TestChf:
         self.nwk = nwk
         self._endpoint: int | None = None  # the DUT's OTA client endpoint, once an OTA frame from it showed it
         self.store = ImageStore()
+        # What `reset` goes back to: the test CHF, or as Smart Energy security on a stick left it (OTA blocks that
+        # fit an APS-encrypted frame).
+        self.base = TEST_CHF
         self.rules: list[FrameRule] = []
         self.log = FrameLog(clock, self._involves_dut)
         self.node: ChfNode | None = None
@@ -140,7 +143,7 @@ class TestChf:
         self.rules.clear()
         for held in self.store:
             self.store.remove(held)
-        self.server.profile = TEST_CHF.replace(
+        self.server.profile = self.base.replace(
             ieee=self.server.profile.ieee,
             endpoint=self.server.profile.endpoint,
             profile_id=self.server.profile.profile_id,

@@ -25,14 +25,16 @@ from emulator.conformance.verdict import FrameRecord, Inconclusive, TimelinePoin
 from emulator.ota.frames import UPGRADE_TIME_WAIT, Status
 
 if TYPE_CHECKING:
+    from emulator.chf.ezsp_security import EzspSmartEnergy
     from emulator.han.security import HanSecurity, RunCertificates
 
 
 class Capture(Protocol):
     """The run's capture (a pcap): takes in a CHF's radio, and with a session's Smart Energy security the keys that
-    open its frames (the join's Transport-Keys, the CBKE link keys), so the keys file beside the pcap holds them."""
+    open its frames (the join's Transport-Keys, the CBKE link keys; on a stick, the CBKE link keys the CHF stores in
+    the NCP), so the keys file beside the pcap holds them."""
 
-    def __call__(self, chf: TestChf, security: HanSecurity | None = None) -> None: ...
+    def __call__(self, chf: TestChf, security: HanSecurity | EzspSmartEnergy | None = None) -> None: ...
 
 
 # OTA client attributes (SPEC.md §3.1) the scenarios read.

@@ -9,6 +9,7 @@ EZSP command), and tshark, which opens the bench's capture with the keys file wr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from emulator.conformance.selection import select
 from emulator.conformance.verdict import Verdict
 from emulator.device import security_events as sev
 from emulator.device.device import EmulatedDevice
+from emulator.errors import InputError
 from emulator.han.security import install_code_of
 from emulator.ncp.devices import NcpDeviceSecurity
 from emulator.ncp.server import VirtualNcp
@@ -36,6 +38,9 @@ from emulator.profiles import DeviceProfile, bundled, load_device
 from emulator.radio.air import Air
 from emulator.radio.capture import parse_network_key
 from emulator.radio.secure import SecuredApsFrame
+from emulator.security import credentials as credential_files
+from emulator.security.ca import CertificateAuthority
+from emulator.security.certs import CryptoSuite
 from emulator.security.install_code import InstallCode
 
 OTA = 0x0019
@@ -56,6 +61,7 @@ class Bench:
     device_key: bytes | None
     ota_on_air: list[t.ZigbeePacket] = field(default_factory=list)
     device_events: list[object] = field(default_factory=list)
+    ncp_commands: dict[str, int] = field(default_factory=dict)
 
     def verdicts(self) -> dict[str, Verdict]:
         return {r.check.id: r.verdict for r in self.report.results}
@@ -64,8 +70,11 @@ class Bench:
         return {r.reason for r in self.report.results}
 
 
+Security = StickSecurity | None | Callable[[t.EUI64], StickSecurity]  # given, or made for the stick's EUI-64
+
+
 async def _bench(
-    security: StickSecurity | None, *, profile: DeviceProfile = PPMID, pcap: Path | None = None, join: float = 30.0
+    security: Security, *, profile: DeviceProfile = PPMID, pcap: Path | None = None, join: float = 30.0
 ) -> Bench:
     air = Air(seed=5)
     heard: list[t.ZigbeePacket] = []
@@ -83,6 +92,8 @@ async def _bench(
             await devices.join(device, radio)
 
         joining = asyncio.get_running_loop().create_task(power_on())
+        if callable(security):
+            security = security(ncp.stack.ieee)
         target = DeviceTarget(
             port=ncp.url, ieee=profile.ieee, kind="ppmid", join_timeout=join, radio="ezsp", security=security
         )
@@ -102,6 +113,7 @@ async def _bench(
             None if key is None else key.key,
             _ota_after_cbke(heard),
             events,
+            dict(ncp.counters.commands),
         )
 
 
@@ -113,7 +125,7 @@ def _ota_after_cbke(heard: list[t.ZigbeePacket]) -> list[t.ZigbeePacket]:
     return [p for p in after if p.cluster_id == OTA and p.dst is not None and p.dst.addr_mode == t.AddrMode.NWK]
 
 
-def bench(security: StickSecurity | None, **kwargs: object) -> Bench:
+def bench(security: Security, **kwargs: object) -> Bench:
     return clock.run(lambda: _bench(security, **kwargs), virtual=True)  # type: ignore[arg-type]
 
 
@@ -139,6 +151,17 @@ def test_with_the_install_code_the_se_device_joins_runs_cbke_and_passes_over_aps
     assert [p for p in run.ota_on_air if not isinstance(p.data, SecuredApsFrame)] == []
     assert any("established a link key with the test CHF by CBKE" in note for note in run.report.notes)
     assert not any("--install-code" in notice and "network key only" in notice for notice in run.notices)
+
+
+def test_with_cbke_ncp_the_sticks_cbke_library_does_the_cryptography() -> None:
+    run = bench(StickSecurity(install_code_of(PPMID), cbke="ncp"))
+    assert run.verdicts() == {"C-01": Verdict.PASS, "C-04": Verdict.PASS}
+    library = ("generateCbkeKeys283k1", "calculateSmacs283k1", "clearTemporaryDataMaybeStoreLinkKey283k1")
+    assert [run.ncp_commands.get(name) for name in library] == [1, 1, 1]
+    assert "importLinkKey" not in run.ncp_commands  # the library stored the key itself
+    assert run.ncp_key is not None and run.ncp_key == run.device_key
+    assert [p for p in run.ota_on_air if not isinstance(p.data, SecuredApsFrame)] == []
+    assert any("CBKE on the stick's CBKE library" in notice for notice in run.notices)
 
 
 @needs_tshark
@@ -171,6 +194,9 @@ def test_with_a_wrong_install_code_the_device_never_joins_and_the_checks_are_inc
     [reason] = run.reasons()
     assert f"install code {WRONG_CODE.with_crc.hex().upper()} only" in reason
     assert run.ncp_key is None and run.ota_on_air == []
+    # The NCP's trust centre sent the network key under the wrong code's key, which the device could not open.
+    refused = {e.reason for e in run.device_events if isinstance(e, sev.NotAdmitted)}
+    assert any(r.startswith("Transport-Key not opened with its install code") for r in refused)
     assert [e for e in run.device_events if isinstance(e, sev.Admitted)] == []
 
 
@@ -181,6 +207,55 @@ def test_without_the_install_code_an_se_device_does_not_join_and_stderr_says_why
     assert "network key only" in reason and "--install-code" in reason
     [line] = [n for n in run.notices if n.startswith("No --install-code")]
     assert "a GB device (Smart Energy security) will not join it" in line
+    assert [e for e in run.device_events if isinstance(e, sev.Admitted)] == [] and run.ota_on_air == []
+
+
+@pytest.fixture(scope="module")
+def vendor_ca() -> CertificateAuthority:
+    """A CA of the device's vendor, which the bench's test CA is not."""
+    return CertificateAuthority.generate(CryptoSuite.SUITE_2, issuer=b"VENDORCA")
+
+
+def issued(ca: CertificateAuthority, ieee: t.EUI64, path: Path) -> str:
+    path.write_text(credential_files.device_text(ca.issue(bytes(ieee)[::-1])))
+    return str(path)
+
+
+def test_a_device_of_another_ca_fails_cbke_and_its_checks_are_inconclusive_with_the_reason(
+    tmp_path: Path, vendor_ca: CertificateAuthority
+) -> None:
+    device = PPMID.replace(cbke_credentials=issued(vendor_ca, PPMID.ieee, tmp_path / "ppmid.json"), cbke_suite="2")
+    run = bench(StickSecurity(install_code_of(PPMID)), profile=device)
+    assert run.verdicts() == {"C-01": Verdict.INCONCLUSIVE, "C-04": Verdict.INCONCLUSIVE}
+    [reason] = run.reasons()
+    assert "key establishment (CBKE) with the test CHF failed with UNKNOWN_ISSUER" in reason
+    assert "--chf-credentials" in reason
+    assert f"Smart Energy security: {reason}" in run.report.notes
+    assert run.ncp_key is None and run.ota_on_air == []
+
+
+def test_with_chf_credentials_from_the_devices_ca_cbke_succeeds(
+    tmp_path: Path, vendor_ca: CertificateAuthority
+) -> None:
+    device = PPMID.replace(cbke_credentials=issued(vendor_ca, PPMID.ieee, tmp_path / "ppmid.json"), cbke_suite="2")
+    chf = tmp_path / "chf.json"
+    code = install_code_of(PPMID)
+    run = bench(lambda stick: StickSecurity(code, credentials=issued(vendor_ca, stick, chf)), profile=device)
+    assert run.verdicts() == {"C-01": Verdict.PASS, "C-04": Verdict.PASS}
+    assert run.ncp_key is not None and run.ncp_key == run.device_key
+    assert [p for p in run.ota_on_air if not isinstance(p.data, SecuredApsFrame)] == []
+
+
+def test_chf_credentials_for_another_eui64_are_a_one_line_error(
+    tmp_path: Path, vendor_ca: CertificateAuthority
+) -> None:
+    other = t.EUI64.convert("00:0d:6f:00:00:00:00:01")
+    path = issued(vendor_ca, other, tmp_path / "chf.json")
+    with pytest.raises(InputError) as raised:
+        bench(StickSecurity(install_code_of(PPMID), credentials=path), join=1.0)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"--chf-credentials {path}: the certificate is for 00:0D:6F")
+    assert "(the EUI-64 of the coordinator stick" in message
 
 
 def conform(*args: str):

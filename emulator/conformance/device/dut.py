@@ -317,6 +317,18 @@ class EmulatedWorld:
             _empty(state)
 
 
+def _cbke_hint(failed: KeyEstablishmentFailed) -> str:
+    """What an UNKNOWN_ISSUER means for the bench: the device and the CHF's certificate come from different CAs."""
+    if failed.status != "UNKNOWN_ISSUER":
+        return ""
+    side = (
+        "the device does not trust the CHF's certificate"
+        if failed.reason.startswith("partner terminated")
+        else "the CHF does not trust the device's certificate"
+    )
+    return f": {side} (--chf-credentials: a certificate for the coordinator stick from the CA the device trusts)"
+
+
 def _empty(directory: Path) -> None:
     """Remove everything in `directory`, keeping it."""
     with os.scandir(directory) as entries:
@@ -451,15 +463,10 @@ class RadioWorld:
                 "network keeps its old key: reset it so it joins again)"
             )
         else:
-            hint = (
-                ": the device does not trust the CHF's certificate (give --chf-credentials from the CA it trusts)"
-                if outcome.status == "UNKNOWN_ISSUER"
-                else ""
-            )
             reason = (
                 f"device {self.ieee} joined but key establishment (CBKE) with the test CHF failed with "
-                f"{outcome.status} ({outcome.reason}){hint}; without a link key its APS-encrypted OTA cannot be "
-                "checked"
+                f"{outcome.status} ({outcome.reason}){_cbke_hint(outcome)}; without a link key its APS-encrypted OTA "
+                "cannot be checked"
             )
         self.notes.append(f"Smart Energy security: {reason}")
         return reason

@@ -9,6 +9,7 @@ EZSP command), and tshark, which opens the bench's capture with the keys file wr
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import zigpy.types as t
 from click.testing import CliRunner
 from dissection import Frame, dissect, where
+from test_cli_conform import NcpThread
 from test_han_security import needs_tshark
 
 from emulator import clock
@@ -276,3 +278,33 @@ def test_a_bad_install_code_is_a_one_line_error(code: str, says: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ota-emu: error: --install-code"), result.stderr
     assert says in lines[0]
+
+
+@pytest.mark.realtime
+def test_the_command_saves_the_security_options_and_a_resumed_run_uses_them(tmp_path: Path) -> None:
+    """On the command line (real time, a virtual NCP on its own thread, no device joining, one second of joining
+    open): the options reach the bench, the report's settings keep them, and `--resume` runs with them again."""
+    reports = tmp_path / "reports"
+    code = install_code_of(PPMID).with_crc.hex()
+    with NcpThread() as url:
+        first = conform(
+            "--radio", "ezsp", "--port", url, "--target", str(PPMID.ieee), "--kind", "ppmid", "--install-code", code,
+            "--cbke", "ncp", "--join-timeout", "1", "--checks", "C-01,C-04", "--report-dir", str(reports),
+        )  # fmt: skip
+        assert first.exit_code == 1, first.output
+        said = f"Smart Energy security for device {PPMID.ieee}: install code {code.upper()}, CBKE on the stick's CBKE"
+        assert said in first.stderr and "No --install-code" not in first.stderr
+        path = reports / "report.json"
+        data = json.loads(path.read_text())
+        settings = data["run"]["settings"]
+        assert (settings["install-code"], settings["cbke"], settings["chf-credentials"]) == (code, "ncp", None)
+        assert f"joining was open to install code {code.upper()} only" in data["results"][0]["reason"]
+        # As if Ctrl-C had come after C-01: the resumed run plays C-04 with the saved options.
+        data.update(interrupted=True, not_run=["C-04"], results=data["results"][:1])
+        path.write_text(json.dumps(data))
+        resumed = CliRunner().invoke(main, ["conform", "--resume", str(reports)])
+    assert resumed.exit_code == 1, resumed.output
+    assert said in resumed.stderr
+    data = json.loads(path.read_text())
+    assert data["run"]["resumed"] == 1 and [r["check"]["id"] for r in data["results"]] == ["C-01", "C-04"]
+    assert f"joining was open to install code {code.upper()} only" in data["results"][1]["reason"]

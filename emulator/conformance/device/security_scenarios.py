@@ -17,8 +17,10 @@ Establishment server (`han.security.HanSecurity`), and the DUT restarted onto it
 
 The evidence is the CHF radio's record, as everywhere on the bench, plus the CHF's security events (frames its
 APS layer refused, how CBKE ended). A DUT that does not take the bench's SE security (`security = "none"`, a
-harness without it) finds the checks not applicable; a device behind an EZSP coordinator, where this bench
-joins with the network key only, inconclusive.
+harness without it) finds the checks not applicable; on the EZSP path (bellows and an NCP, or a device on a
+stick) they are inconclusive: the NCP's own stack does the APS security there, and it cannot be made to play the
+faults these checks need (a device on a stick given `--install-code` does join by install code, run CBKE and get
+APS-encrypted OTA from the bench's CHF, which the OTA checks then run over).
 """
 
 from __future__ import annotations
@@ -201,8 +203,11 @@ def _dut_profile(trial: Trial, *, cbke: bool = True) -> DeviceProfile:
     dut = trial.dut
     if dut.port is not None or not isinstance(trial.chf.app, LoopbackApp):
         raise Inconclusive(
-            "Smart Energy security is not available on this path: the bench's EZSP coordinator joins a device with "
-            "the network key only (no install-code Transport-Key, no Key Establishment server)"
+            "the Smart Energy security checks need the bench's in-process APS layer (the loopback radio) to play "
+            "their faults (another install code, a CHF certificate of another CA or EUI-64, a wrong MAC, an Image "
+            "Notify in the clear); on an EZSP coordinator the NCP's own stack does the APS security and cannot play "
+            "them (with --install-code a device on a stick still joins by install code and runs CBKE, and the OTA "
+            "checks run APS-encrypted)"
         )
     if not dut.can(Ability.SMART_ENERGY):
         raise NotApplicable(dut.unable(Ability.SMART_ENERGY))

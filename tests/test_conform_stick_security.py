@@ -151,7 +151,9 @@ def test_with_the_install_code_the_se_device_joins_runs_cbke_and_passes_over_aps
     # both ways.
     assert {p.src.address for p in run.ota_on_air} == {0x0000, 0x1001}
     assert [p for p in run.ota_on_air if not isinstance(p.data, SecuredApsFrame)] == []
-    assert any("established a link key with the test CHF by CBKE" in note for note in run.report.notes)
+    assert any("established a link key with the test CHF by CBKE (suite 2)" in note for note in run.report.notes)
+    # Who the device is, read over the air once it had its key.
+    assert run.report.dut is not None and run.report.dut.model_identifier == "PPMID"
     assert not any("--install-code" in notice and "network key only" in notice for notice in run.notices)
 
 

@@ -452,7 +452,7 @@ class RadioWorld:
         if isinstance(outcome, KeyEstablished):
             self.notes.append(
                 f"Smart Energy security: device {self.ieee} joined with its install code and established a link "
-                f"key with the test CHF by CBKE (suite {outcome.suite}); the OTA frames were APS-encrypted"
+                f"key with the test CHF by CBKE (suite {outcome.suite}); the NCP APS-encrypts the OTA frames under it"
             )
             self.notice(f"Device {self.ieee} completed key establishment (CBKE suite {outcome.suite}).")
             return None

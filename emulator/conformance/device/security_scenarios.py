@@ -196,19 +196,32 @@ class SecureSession:
         return recorded[0] if recorded else None
 
 
+def _not_on_ezsp(trial: Trial) -> str:
+    """Why the SE checks cannot be played through an EZSP coordinator: its CHF has no Smart Energy security, or
+    (a device on a stick with --install-code) has it in the NCP's own stack, which cannot play their faults."""
+    faults = (
+        "these checks need the bench's in-process APS layer (the loopback radio) to play their faults (another "
+        "install code, a CHF certificate of another CA or EUI-64, a wrong MAC, an Image Notify in the clear)"
+    )
+    if getattr(trial.chf.app, "aps_security", None) is not None:
+        return (
+            "on the stick the NCP's own stack does the APS security (the device joined by install code and ran CBKE, "
+            f"and the OTA checks run APS-encrypted), but {faults}"
+        )
+    return (
+        "Smart Energy security is not available on this path: the bench's EZSP coordinator joins a device with the "
+        "network key only (no install-code Transport-Key, no Key Establishment server; --install-code gives a "
+        f"device on a stick both), and {faults}"
+    )
+
+
 def _dut_profile(trial: Trial, *, cbke: bool = True) -> DeviceProfile:
     """The DUT's profile, which the bench's SE side issues its certificate and logs its install code from; a DUT
     without one cannot show these checks. With `cbke`, the check needs a CHF certificate the DUT accepts, which the
     bench can give only when its test CA issued the DUT's own (no `cbke_credentials` file of another CA)."""
     dut = trial.dut
     if dut.port is not None or not isinstance(trial.chf.app, LoopbackApp):
-        raise Inconclusive(
-            "the Smart Energy security checks need the bench's in-process APS layer (the loopback radio) to play "
-            "their faults (another install code, a CHF certificate of another CA or EUI-64, a wrong MAC, an Image "
-            "Notify in the clear); on an EZSP coordinator the NCP's own stack does the APS security and cannot play "
-            "them (with --install-code a device on a stick still joins by install code and runs CBKE, and the OTA "
-            "checks run APS-encrypted)"
-        )
+        raise Inconclusive(_not_on_ezsp(trial))
     if not dut.can(Ability.SMART_ENERGY):
         raise NotApplicable(dut.unable(Ability.SMART_ENERGY))
     profile = getattr(dut, "profile", None)

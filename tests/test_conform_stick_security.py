@@ -318,3 +318,26 @@ def test_the_command_saves_the_security_options_and_a_resumed_run_uses_them(tmp_
     data = json.loads(path.read_text())
     assert data["run"]["resumed"] == 1 and [r["check"]["id"] for r in data["results"]] == ["C-01", "C-04"]
     assert f"joining was open to install code {code.upper()} only" in data["results"][1]["reason"]
+
+
+def test_security_options_in_the_wrong_company_are_one_line_errors(tmp_path: Path) -> None:
+    code = install_code_of(PPMID).with_crc.hex()
+    real = ("--port", "/no/such/tty", "--target", str(PPMID.ieee))
+    not_credentials = tmp_path / "notes.txt"
+    not_credentials.write_text("hello")
+    for args, says in (
+        (("--dut", "ppmid", "--install-code", code), "--install-code is for a real device"),
+        ((*real, "--cbke", "ncp"), "--cbke and --chf-credentials go with --install-code"),
+        (
+            (*real, "--install-code", code, "--chf-credentials", str(not_credentials)),
+            f"--chf-credentials {not_credentials}",
+        ),
+        (
+            (*real, "--install-code", code, "--cbke", "ncp", "--chf-credentials", str(not_credentials)),
+            "with --cbke ncp",
+        ),
+    ):
+        result = conform(*args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ota-emu: error:") and says in lines[0], result.stderr

@@ -470,7 +470,9 @@ def _stick_security(settings: dict[str, Any]) -> StickSecurity | None:
         raise InputError(f"--install-code: {exc}") from None
     if credentials is not None:
         if cbke == "ncp":
-            raise click.UsageError("--chf-credentials is for --cbke host: with --cbke ncp the stick's own certificate")
+            raise click.UsageError(
+                "--chf-credentials is for --cbke host: with --cbke ncp the stick's CBKE library has its own certificate"
+            )
         read_credentials(credentials)  # a file that is no credentials file is refused before anything runs
     return StickSecurity(code, cbke or "host", credentials)
 

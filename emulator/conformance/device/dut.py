@@ -223,7 +223,10 @@ def read_credentials(path: str) -> DeviceCredentials:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"--chf-credentials {path}: cannot read ({exc.strerror})") from None
-    return credential_files.parse_device(text, path)
+    try:
+        return credential_files.parse_device(text, path)
+    except InputError as exc:
+        raise InputError(f"--chf-credentials {exc}") from None
 
 
 class EmulatedWorld:

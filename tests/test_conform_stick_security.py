@@ -25,7 +25,7 @@ from emulator import clock
 from emulator.cli import main
 from emulator.conformance.device.bench import DeviceTarget, check_device
 from emulator.conformance.device.catalogue import CHECKS
-from emulator.conformance.device.dut import StickSecurity
+from emulator.conformance.device.dut import DutSecurity
 from emulator.conformance.device.testchf import TEST_CHF
 from emulator.conformance.results import Report
 from emulator.conformance.selection import select
@@ -72,7 +72,7 @@ class Bench:
         return {r.reason for r in self.report.results}
 
 
-Security = StickSecurity | None | Callable[[t.EUI64], StickSecurity]  # given, or made for the stick's EUI-64
+Security = DutSecurity | None | Callable[[t.EUI64], DutSecurity]  # given, or made for the stick's EUI-64
 
 
 async def _bench(
@@ -139,7 +139,7 @@ def bench(security: Security, **kwargs: object) -> Bench:
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bench, Path]:
     pcap = tmp_path_factory.mktemp("stick-se") / "bench.pcap"
-    return bench(StickSecurity(install_code_of(PPMID)), pcap=pcap, checks=[*QUICK, "SE-02"]), pcap
+    return bench(DutSecurity(install_code_of(PPMID)), pcap=pcap, checks=[*QUICK, "SE-02"]), pcap
 
 
 def test_with_the_install_code_the_se_device_joins_runs_cbke_and_passes_over_aps_encrypted_ota(
@@ -166,7 +166,7 @@ def test_with_the_install_code_the_se_device_joins_runs_cbke_and_passes_over_aps
 
 
 def test_with_cbke_ncp_the_sticks_cbke_library_does_the_cryptography() -> None:
-    run = bench(StickSecurity(install_code_of(PPMID), cbke="ncp"))
+    run = bench(DutSecurity(install_code_of(PPMID), cbke="ncp"))
     assert run.verdicts() == {"C-01": Verdict.PASS, "C-04": Verdict.PASS}
     library = ("generateCbkeKeys283k1", "calculateSmacs283k1", "clearTemporaryDataMaybeStoreLinkKey283k1")
     assert [run.ncp_commands.get(name) for name in library] == [1, 1, 1]
@@ -201,7 +201,7 @@ def test_the_capture_keys_file_holds_the_cbke_key_and_tshark_opens_the_ota_frame
 
 
 def test_with_a_wrong_install_code_the_device_never_joins_and_the_checks_are_inconclusive() -> None:
-    run = bench(StickSecurity(WRONG_CODE), join=10.0)
+    run = bench(DutSecurity(WRONG_CODE), join=10.0)
     assert run.verdicts() == {"C-01": Verdict.INCONCLUSIVE, "C-04": Verdict.INCONCLUSIVE}
     [reason] = run.reasons()
     assert f"install code {WRONG_CODE.with_crc.hex().upper()} only" in reason
@@ -237,7 +237,7 @@ def test_a_device_of_another_ca_fails_cbke_and_its_checks_are_inconclusive_with_
     tmp_path: Path, vendor_ca: CertificateAuthority
 ) -> None:
     device = PPMID.replace(cbke_credentials=issued(vendor_ca, PPMID.ieee, tmp_path / "ppmid.json"), cbke_suite="2")
-    run = bench(StickSecurity(install_code_of(PPMID)), profile=device)
+    run = bench(DutSecurity(install_code_of(PPMID)), profile=device)
     assert run.verdicts() == {"C-01": Verdict.INCONCLUSIVE, "C-04": Verdict.INCONCLUSIVE}
     [reason] = run.reasons()
     assert "key establishment (CBKE) with the test CHF failed with UNKNOWN_ISSUER" in reason
@@ -252,7 +252,7 @@ def test_with_chf_credentials_from_the_devices_ca_cbke_succeeds(
     device = PPMID.replace(cbke_credentials=issued(vendor_ca, PPMID.ieee, tmp_path / "ppmid.json"), cbke_suite="2")
     chf = tmp_path / "chf.json"
     code = install_code_of(PPMID)
-    run = bench(lambda stick: StickSecurity(code, credentials=issued(vendor_ca, stick, chf)), profile=device)
+    run = bench(lambda stick: DutSecurity(code, credentials=issued(vendor_ca, stick, chf)), profile=device)
     assert run.verdicts() == {"C-01": Verdict.PASS, "C-04": Verdict.PASS}
     assert run.ncp_key is not None and run.ncp_key == run.device_key
     assert [p for p in run.ota_on_air if not isinstance(p.data, SecuredApsFrame)] == []
@@ -264,7 +264,7 @@ def test_chf_credentials_for_another_eui64_are_a_one_line_error(
     other = t.EUI64.convert("00:0d:6f:00:00:00:00:01")
     path = issued(vendor_ca, other, tmp_path / "chf.json")
     with pytest.raises(InputError) as raised:
-        bench(StickSecurity(install_code_of(PPMID), credentials=path), join=1.0)
+        bench(DutSecurity(install_code_of(PPMID), credentials=path), join=1.0)
     message = str(raised.value)
     assert "\n" not in message and message.startswith(f"--chf-credentials {path}: the certificate is for 00:0D:6F")
     assert "(the EUI-64 of the coordinator stick" in message

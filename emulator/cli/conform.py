@@ -24,7 +24,7 @@ from emulator.cli.params import ProfileParam
 from emulator.conformance.device.bench import DeviceTarget, expected_durations, run_device_checks
 from emulator.conformance.device.catalogue import CHECKS as DEVICE_CHECKS
 from emulator.conformance.device.durations import EXPECTED_S
-from emulator.conformance.device.dut import StickSecurity, read_credentials
+from emulator.conformance.device.dut import DutSecurity, read_credentials
 from emulator.conformance.interface import load_plugin
 from emulator.conformance.reports import (
     FILE_NAMES,
@@ -456,7 +456,7 @@ def _device_target(settings: dict[str, Any]) -> DeviceTarget:
     )
 
 
-def _stick_security(settings: dict[str, Any]) -> StickSecurity | None:
+def _stick_security(settings: dict[str, Any]) -> DutSecurity | None:
     """Smart Energy security for a device behind a coordinator, as --install-code, --cbke and --chf-credentials
     ask (none without --install-code: the network key only)."""
     text, cbke, credentials = settings.get("install-code"), settings.get("cbke"), settings.get("chf-credentials")
@@ -474,7 +474,7 @@ def _stick_security(settings: dict[str, Any]) -> StickSecurity | None:
                 "--chf-credentials is for --cbke host: with --cbke ncp the stick's CBKE library has its own certificate"
             )
         read_credentials(credentials)  # a file that is no credentials file is refused before anything runs
-    return StickSecurity(code, cbke or "host", credentials)
+    return DutSecurity(code, cbke or "host", credentials)
 
 
 def _run_device(

@@ -29,7 +29,7 @@ from emulator.chf.store import HeldImage
 from emulator.conformance.check import Check, Rule
 from emulator.conformance.device.catalogue import BOTH, CHECKS, PLAYS, RULES
 from emulator.conformance.device.durations import expected_seconds
-from emulator.conformance.device.dut import EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld, StickSecurity
+from emulator.conformance.device.dut import DutSecurity, EmulatedDut, EmulatedWorld, Notice, RadioDut, RadioWorld
 from emulator.conformance.device.identity import read_identity
 from emulator.conformance.device.testchf import TEST_CHF, TestChf
 from emulator.conformance.interface import DeviceUnderTest
@@ -67,7 +67,7 @@ class DeviceTarget:
     seed: int = 0
     dut: DeviceUnderTest | None = None
     real_time: bool = False
-    security: StickSecurity | None = None
+    security: DutSecurity | None = None
 
     @property
     def virtual(self) -> bool:

@@ -16,7 +16,7 @@ And two worlds run the checks on a DUT:
   virtual time too (or both on real time, when the bench runs on a real-time loop).
 * `RadioWorld`: a DUT behind a coordinator `port`. The bench opens joining and waits for it; checks then run
   one after another on the same device, which cannot be reset in between (the report says so). With
-  `StickSecurity` (the DUT's install code) its test CHF speaks Smart Energy security as `ota-emu chf` does
+  `DutSecurity` (the DUT's install code) its test CHF speaks Smart Energy security as `ota-emu chf` does
   (`chf.ezsp_security`): the DUT joins with its install-code key only, runs CBKE with the CHF, and the OTA frames
   are APS-encrypted by the NCP; a DUT whose CBKE fails leaves every check inconclusive with the reason.
 """
@@ -186,7 +186,7 @@ class RadioDut(DeviceUnderTest):
 
 
 @dataclass(frozen=True, slots=True)
-class StickSecurity:
+class DutSecurity:
     """Smart Energy security for the test CHF on a coordinator stick: the DUT's `install_code` (its Device Log
     entry), where CBKE's cryptography runs (`cbke`: the CHF's host, or the stick's CBKE library), and the CHF's
     CBKE `credentials` file (an `ota-emu certs issue` file for the stick's EUI-64; None: a certificate from the
@@ -359,7 +359,7 @@ class _JoinWatch:
 
 class RadioWorld:
     """A device on an EZSP coordinator's network: one CHF for the whole run, checks in sequence. With `security`
-    the CHF is a Smart Energy trust centre and Key Establishment server for the DUT (`StickSecurity`)."""
+    the CHF is a Smart Energy trust centre and Key Establishment server for the DUT (`DutSecurity`)."""
 
     def __init__(
         self,
@@ -369,7 +369,7 @@ class RadioWorld:
         join_timeout: float = 300.0,
         notice: Notice | None = None,
         capture: Capture | None = None,
-        security: StickSecurity | None = None,
+        security: DutSecurity | None = None,
     ) -> None:
         assert dut.port is not None, "a RadioWorld DUT is reached through a coordinator port"
         self.port = dut.port
@@ -426,7 +426,7 @@ class RadioWorld:
         if self.absent is None and self._smart_energy is not None:
             self.absent = await self._wait_for_key()
 
-    async def _start_security(self, node: ChfNode, security: StickSecurity) -> EzspSmartEnergy:
+    async def _start_security(self, node: ChfNode, security: DutSecurity) -> EzspSmartEnergy:
         """The CHF's Smart Energy security on the stick, admitting the DUT by its install code only."""
         security.check_credentials(node.app.state.node_info.ieee)
         self.notice(f"Smart Energy security for device {self.ieee}: {security.describe()}.")

@@ -41,7 +41,14 @@ def test_authority(suite: CryptoSuite) -> CertificateAuthority:
 
 def issue_test_credentials(ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
     """A certificate for `ieee` from the bundled test CA, for each suite."""
-    return {suite: test_authority(suite).issue(bytes(ieee)[::-1]) for suite in suites}
+    return {suite: _issued(suite, bytes(ieee)[::-1]) for suite in suites}
+
+
+@cache
+def _issued(suite: CryptoSuite, subject: bytes) -> DeviceCredentials:
+    """A node keeps the certificate the bundled test CA issued it for the process's life, as a real node carries
+    one for life: a process that starts a node again (a test suite, a bench's repeated runs) issues it once."""
+    return test_authority(suite).issue(subject)
 
 
 def credentials_for(

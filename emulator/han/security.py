@@ -11,7 +11,8 @@
 * Both ends get a `SecureRadio`: OTA frames between a device and the CHF are APS-encrypted once they share a
   link key, and frames that should have been are dropped and reported.
 * CBKE credentials come from the profiles' `cbke_credentials` files (`ota-emu certs issue`); a node without one
-  gets a certificate from a test CA made for the run (one per suite), issued when the node first starts.
+  gets a certificate from the emulator's test CA (one per suite, made when the process first needs it), issued
+  when the node first starts and kept for the process's life (`TEST_CERTIFICATES`).
 
 Listeners (a capture) learn of every Transport-Key sent and every link key established.
 """
@@ -108,8 +109,8 @@ def drop_reporter(device: Any) -> Callable[[DroppedFrame], None]:
 
 
 class RunCertificates:
-    """The test CA of a run (one per suite) and the certificates it issued: each node gets its certificate once,
-    as a real node carries one for life. What is shared is only that: every key establishment still draws its own
+    """A test CA (one per suite) and the certificates it issued: each node gets its certificate once, as a real
+    node carries one for life. What is shared is only that: every key establishment still draws its own
     ephemeral keys, so no two CBKEs agree the same link key."""
 
     def __init__(self) -> None:
@@ -130,9 +131,15 @@ class RunCertificates:
         return issued
 
 
+# The test CA of the HANs a process runs without one of their own. A node keeps its certificate from run to run,
+# as a real node carries one for life: a process that runs many HANs (the conformance bench, a benchmark's repeated
+# rows, a test suite) issues each node's certificates once (a suite-2 issue costs ~25 ms of CPU, a suite-1 ~9 ms).
+TEST_CERTIFICATES = RunCertificates()
+
+
 class HanSecurity:
     """The security of one HAN run; `enabled` is False when no profile asks for Smart Energy security.
-    `certificates` is the run's test CA, for a run of several HANs (the conformance bench's, one per check)."""
+    `certificates` is the test CA the run issues from (default `TEST_CERTIFICATES`)."""
 
     def __init__(
         self, chf: ChfProfile, devices: Iterable[DeviceProfile], certificates: RunCertificates | None = None
@@ -144,7 +151,7 @@ class HanSecurity:
         self.chf_context = SecurityContext(chf.ieee)
         self.device_contexts: dict[t.EUI64, SecurityContext] = {}
         self.listeners: list[NoticeListener] = []
-        self.certificates = certificates if certificates is not None else RunCertificates()
+        self.certificates = certificates if certificates is not None else TEST_CERTIFICATES
         self._chf_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
         self.key_server: KeyEstablishmentServer | None = None
         self.trust_centre: TrustCentre | None = None

@@ -4,6 +4,7 @@ tcp:// URL in another — upgrading the emulated PPMID over real sockets, bellow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -14,8 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -23,8 +27,14 @@ from click.testing import CliRunner, Result
 from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.chf import node as chf_node
 from emulator.cli import main
+from emulator.cli.ncp import Output, join_devices
+from emulator.device.device import EmulatedDevice
+from emulator.ncp.server import DEFAULT_TCP, VirtualNcp
+from emulator.profiles import expand, load_device
+from emulator.radio.air import Air
 
 RUN_TIMEOUT = 30
+LINE_TIMEOUT = 30.0
 PPMID = "00:DB:12:34:56:78:90:A4"
 SECOND_PPMID = "00:DB:12:34:56:78:90:A5"  # the next EUI-64, as `ota-emu ncp --count 2` gives it
 ABSENT = "00:DB:12:34:56:78:90:FF"
@@ -204,6 +214,61 @@ def chf_here(url: str, *args: object) -> Result:
     return run("chf", "--radio", "ezsp", "--port", url, *args)
 
 
+class Dongle(Output):
+    """`ota-emu ncp --device PROFILE` (one device, seed 0, EZSP v13, a free TCP port) on a thread of this process:
+    the command's own NCP and `join_devices`, with the lines it would print kept in `lines`."""
+
+    def __init__(self) -> None:
+        super().__init__(as_json=False)
+        self.lines: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.devices: list[EmulatedDevice] = []
+
+    def __call__(self, event: str, text: str, **fields: Any) -> None:
+        self.lines.append(text)
+
+    def until(self, fragment: str) -> list[str]:
+        """The lines so far, once one holds `fragment`: what a device does after the CHF has its outcome (a PPMID
+        activates once told to) is printed when it happens, so the test waits for it."""
+        deadline = time.monotonic() + LINE_TIMEOUT
+        while not any(fragment in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no line with {fragment!r}: {self.lines}"
+            time.sleep(0.02)
+        return list(self.lines)
+
+    async def serve(self, device: Path) -> str:
+        self.ncp = VirtualNcp(Air(seed=0), ezsp_version=13, seed=0, listen=DEFAULT_TCP)
+        await self.ncp.start()
+        profiles = expand([load_device(device)], 1)
+        self.joining = asyncio.get_running_loop().create_task(join_devices(self.ncp, profiles, 0, self.devices, self))
+        assert self.ncp.url is not None
+        return self.ncp.url
+
+    async def stop(self) -> None:
+        self.joining.cancel()
+        await asyncio.gather(self.joining, return_exceptions=True)
+        if not self.joining.cancelled():
+            assert self.joining.exception() is None, self.joining.exception()
+        for device in self.devices:
+            await device.stop()
+        await self.ncp.stop()
+
+
+@contextlib.contextmanager
+def dongle(device: Path) -> Iterator[tuple[str, Dongle]]:
+    """The dongle's URL and the dongle, stopped (as Ctrl-C stops the command) when the block ends."""
+    here = Dongle()
+    here.thread.start()
+    try:
+        yield asyncio.run_coroutine_threadsafe(here.serve(device), here.loop).result(LINE_TIMEOUT), here
+    finally:
+        asyncio.run_coroutine_threadsafe(here.stop(), here.loop).result(LINE_TIMEOUT)
+        here.loop.call_soon_threadsafe(here.loop.stop)
+        here.thread.join(LINE_TIMEOUT)
+        here.loop.close()
+
+
 def lines_until(ncp: subprocess.Popen[str], fragment: str) -> list[str]:
     """The NCP's lines up to and including the first with `fragment`: what a device does after the CHF has its
     outcome (a PPMID activates once told to) is printed when it happens, so the test waits for it."""
@@ -289,10 +354,9 @@ def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) ->
 
 @pytest.mark.realtime
 def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
-    # The CHF in this process (the NCP in its own): `--until` is the CHF's own clock, no process boundary in it.
-    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+    # Both ends in this process (`--until` is the CHF's own clock, no process boundary in it).
+    with dongle(PROFILES / "hcalcs.toml") as (url, _):
         done = chf_here(url, "--image", ppmid_image, "--target", ABSENT, "--until", "1", "--json")
-        stop(ncp)
     assert done.exit_code == 1, done.stderr
     report = json.loads(done.stdout)
     assert (report["complete"], report["stopped"]) == (False, "until")

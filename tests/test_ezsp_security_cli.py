@@ -10,87 +10,19 @@ processes (signals, the printed URL, the two-terminal recipe with Smart Energy s
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import shutil
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_cli_chf import PPMID, PROFILES, chf_here, ppmid_image, run  # noqa: F401 (a fixture)
+from test_cli_chf import PPMID, PROFILES, chf_here, dongle, ppmid_image, run  # noqa: F401 (a fixture)
 from test_han_security import OTA_FIELDS, needs_tshark
 
 from conftest import assert_one_line_error
-from emulator.cli.ncp import Output, join_devices
-from emulator.device.device import EmulatedDevice
-from emulator.ncp.server import DEFAULT_TCP, VirtualNcp
-from emulator.profiles import expand, load_device
-from emulator.radio.air import Air
-
-LINE_TIMEOUT = 30.0
 
 BLOCK = 82 - 17 - 17  # what fits an APS-encrypted Image Block Response on the virtual NCP
-
-
-class Dongle(Output):
-    """`ota-emu ncp --device PROFILE` (one device, seed 0, EZSP v13, a free TCP port) on a thread of this process:
-    the command's own NCP and `join_devices`, with the lines it would print kept in `lines`."""
-
-    def __init__(self) -> None:
-        super().__init__(as_json=False)
-        self.lines: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.devices: list[EmulatedDevice] = []
-
-    def __call__(self, event: str, text: str, **fields: Any) -> None:
-        self.lines.append(text)
-
-    def until(self, fragment: str) -> list[str]:
-        """The lines so far, once one holds `fragment`: what a device does after the CHF has its outcome (a PPMID
-        activates once told to) is printed when it happens, so the test waits for it."""
-        deadline = time.monotonic() + LINE_TIMEOUT
-        while not any(fragment in line for line in self.lines):
-            assert time.monotonic() < deadline, f"no line with {fragment!r}: {self.lines}"
-            time.sleep(0.02)
-        return list(self.lines)
-
-    async def serve(self, device: Path) -> str:
-        self.ncp = VirtualNcp(Air(seed=0), ezsp_version=13, seed=0, listen=DEFAULT_TCP)
-        await self.ncp.start()
-        profiles = expand([load_device(device)], 1)
-        self.joining = asyncio.get_running_loop().create_task(join_devices(self.ncp, profiles, 0, self.devices, self))
-        assert self.ncp.url is not None
-        return self.ncp.url
-
-    async def stop(self) -> None:
-        self.joining.cancel()
-        await asyncio.gather(self.joining, return_exceptions=True)
-        if not self.joining.cancelled():
-            assert self.joining.exception() is None, self.joining.exception()
-        for device in self.devices:
-            await device.stop()
-        await self.ncp.stop()
-
-
-@contextmanager
-def dongle(device: Path) -> Iterator[tuple[str, Dongle]]:
-    """The dongle's URL and the dongle, stopped (as Ctrl-C stops the command) when the block ends."""
-    here = Dongle()
-    here.thread.start()
-    try:
-        yield asyncio.run_coroutine_threadsafe(here.serve(device), here.loop).result(LINE_TIMEOUT), here
-    finally:
-        asyncio.run_coroutine_threadsafe(here.stop(), here.loop).result(LINE_TIMEOUT)
-        here.loop.call_soon_threadsafe(here.loop.stop)
-        here.thread.join(LINE_TIMEOUT)
-        here.loop.close()
 
 
 def none_profiles(tmp_path: Path) -> tuple[Path, Path]:

@@ -215,7 +215,7 @@ def chf_here(url: str, *args: object) -> Result:
 
 
 class Dongle(Output):
-    """`ota-emu ncp --device PROFILE` (one device, seed 0, EZSP v13, a free TCP port) on a thread of this process:
+    """`ota-emu ncp --device PROFILE --count N` (seed 0, EZSP v13, a free TCP port) on a thread of this process:
     the command's own NCP and `join_devices`, with the lines it would print kept in `lines`."""
 
     def __init__(self) -> None:
@@ -237,10 +237,10 @@ class Dongle(Output):
             time.sleep(0.02)
         return list(self.lines)
 
-    async def serve(self, device: Path) -> str:
+    async def serve(self, device: Path, count: int) -> str:
         self.ncp = VirtualNcp(Air(seed=0), ezsp_version=13, seed=0, listen=DEFAULT_TCP)
         await self.ncp.start()
-        profiles = expand([load_device(device)], 1)
+        profiles = expand([load_device(device)], count)
         self.joining = asyncio.get_running_loop().create_task(join_devices(self.ncp, profiles, 0, self.devices, self))
         assert self.ncp.url is not None
         return self.ncp.url
@@ -256,12 +256,12 @@ class Dongle(Output):
 
 
 @contextlib.contextmanager
-def dongle(device: Path) -> Iterator[tuple[str, Dongle]]:
+def dongle(device: Path, count: int = 1) -> Iterator[tuple[str, Dongle]]:
     """The dongle's URL and the dongle, stopped (as Ctrl-C stops the command) when the block ends."""
     here = Dongle()
     here.thread.start()
     try:
-        yield asyncio.run_coroutine_threadsafe(here.serve(device), here.loop).result(LINE_TIMEOUT), here
+        yield asyncio.run_coroutine_threadsafe(here.serve(device, count), here.loop).result(LINE_TIMEOUT), here
     finally:
         asyncio.run_coroutine_threadsafe(here.stop(), here.loop).result(LINE_TIMEOUT)
         here.loop.call_soon_threadsafe(here.loop.stop)
@@ -321,21 +321,21 @@ def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
 
 @pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
-    with virtual_dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
+    # The CHF is the process the signal goes to; the dongle runs on a thread here (the process recipe is above).
+    with dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
         run_ = subprocess.Popen(
             [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", PPMID,
              "--target", ABSENT],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        seen = []
         try:
-            while (line := ncp.stdout.readline()) and "now runs" not in line:  # type: ignore[union-attr]
-                seen.append(line.rstrip("\n"))
-            assert line == f"Device {PPMID.lower()} now runs 0x00000002\n"
+            lines = ncp.until("now runs")
+            first = next(n for n, line in enumerate(lines) if "now runs" in line)
+            seen, line = lines[:first], lines[first]  # what the dongle printed before the first "now runs", and it
+            assert line == f"Device {PPMID.lower()} now runs 0x00000002"
         finally:
             run_.send_signal(signal.SIGINT)
             out, err = run_.communicate(timeout=RUN_TIMEOUT)
-        stop(ncp)
     # --count 2: the profile's PPMID and a copy with the next EUI-64, which the CHF holds no image for; under
     # Smart Energy security only the targets' install codes are given to the NCP, so the copy is not admitted.
     assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in seen
@@ -367,7 +367,8 @@ def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
 
 @pytest.mark.realtime
 def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143(ppmid_image: Path) -> None:
-    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+    # The CHF is the process the signal goes to; the dongle runs on a thread here (the process recipe is above).
+    with dongle(PROFILES / "hcalcs.toml") as (url, ncp):
         waiting = subprocess.Popen(
             [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", ABSENT,
              "--json"],
@@ -376,13 +377,10 @@ def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143
         try:
             # The HCALCS on the air tries to join once the CHF opens joining: the CHF is up and waiting for ABSENT.
             # (Under Smart Energy security it is turned away: it is not in the CHF's Device Log.)
-            while (line := ncp.stdout.readline()) and "was not admitted" not in line:  # type: ignore[union-attr]
-                pass
-            assert "was not admitted" in line
+            ncp.until("was not admitted")
         finally:
             waiting.send_signal(signal.SIGTERM)
             out, err = waiting.communicate(timeout=RUN_TIMEOUT)
-        stop(ncp)
     assert waiting.returncode == 143, err
     report = json.loads(out)
     assert (report["stopped"], report["interrupted"], report["complete"]) == ("signal", "SIGTERM", False)

@@ -472,6 +472,7 @@ def test_tshark_reads_the_exchange(vector: Vector, tmp_path: Path) -> None:
 
 # --- never an exception for what the partner sends -----------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
 @given(
     stage=st.integers(0, 2),

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -214,19 +215,28 @@ def chf_here(url: str, *args: object) -> Result:
     return run("chf", "--radio", "ezsp", "--port", url, *args)
 
 
-class Dongle(Output):
+class Dongle(Output, logging.Handler):
     """`ota-emu ncp --device PROFILE --count N` (seed 0, EZSP v13, a free TCP port) on a thread of this process:
-    the command's own NCP and `join_devices`, with the lines it would print kept in `lines`."""
+    the command's own NCP and `join_devices`, with the lines it would print kept in `lines`, and what the command's
+    process would have printed as a traceback (an error logged on the dongle's thread, an exception its loop saw
+    nobody handle) in `troubles`."""
 
     def __init__(self) -> None:
-        super().__init__(as_json=False)
+        Output.__init__(self, as_json=False)
+        logging.Handler.__init__(self, logging.ERROR)
         self.lines: list[str] = []
+        self.troubles: list[str] = []
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda _, context: self.troubles.append(str(context)))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.devices: list[EmulatedDevice] = []
 
     def __call__(self, event: str, text: str, **fields: Any) -> None:
         self.lines.append(text)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread.ident:
+            self.troubles.append(self.format(record))
 
     def until(self, fragment: str) -> list[str]:
         """The lines so far, once one holds `fragment`: what a device does after the CHF has its outcome (a PPMID
@@ -260,6 +270,7 @@ def dongle(device: Path, count: int = 1) -> Iterator[tuple[str, Dongle]]:
     """The dongle's URL and the dongle, stopped (as Ctrl-C stops the command) when the block ends."""
     here = Dongle()
     here.thread.start()
+    logging.getLogger().addHandler(here)
     try:
         yield asyncio.run_coroutine_threadsafe(here.serve(device, count), here.loop).result(LINE_TIMEOUT), here
     finally:
@@ -267,6 +278,8 @@ def dongle(device: Path, count: int = 1) -> Iterator[tuple[str, Dongle]]:
         here.loop.call_soon_threadsafe(here.loop.stop)
         here.thread.join(LINE_TIMEOUT)
         here.loop.close()
+        logging.getLogger().removeHandler(here)
+    assert here.troubles == []  # the command would have exited 0 without a traceback
 
 
 def lines_until(ncp: subprocess.Popen[str], fragment: str) -> list[str]:

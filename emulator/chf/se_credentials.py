@@ -11,12 +11,13 @@ start-up: that is why certificates are issued then rather than shipped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 import zigpy.types as t
 
 from emulator.errors import InputError
-from emulator.han.security import load_credentials, suites_of
+from emulator.han.security import IssuedOnDemand, load_credentials, suites_of
 from emulator.profiles import bundled_key
 from emulator.security import credentials as credential_files
 from emulator.security.ca import CertificateAuthority
@@ -53,12 +54,13 @@ def _issued(suite: CryptoSuite, subject: bytes) -> DeviceCredentials:
 
 def credentials_for(
     ieee: t.EUI64, suite_setting: str, file: str | None, source: str, what: str
-) -> dict[CryptoSuite, DeviceCredentials]:
+) -> Mapping[CryptoSuite, DeviceCredentials]:
     """The CBKE credentials of the node `ieee`: the profile's file (`file`, relative to the profile `source`),
     whose certificate must name `ieee` (partners check the subject), or ones from the bundled test CA for the
-    suites `suite_setting` offers ("1", "2" or "both")."""
+    suites `suite_setting` offers ("1", "2" or "both"), each issued when first looked up."""
     if file is None:
-        return issue_test_credentials(ieee, suites_of(suite_setting))
+        subject = bytes(ieee)[::-1]
+        return IssuedOnDemand(suites_of(suite_setting), lambda suite: _issued(suite, subject))
     loaded = load_credentials(file, source, what)
     for credentials in loaded.values():
         subject = credentials.certificate.subject

@@ -13,8 +13,21 @@ from pathlib import Path
 from emulator.errors import InputError
 
 
+class _Writes:
+    durable = True  # what `durable_writes` sets
+
+
+def durable_writes(enabled: bool) -> None:
+    """Whether `write_atomic` flushes each file to disk (fsync) before renaming it into place; on unless turned
+    off. Off, a write is still atomic (a reader sees the old file or the new one, never a part), but a power cut
+    may lose the newest version: for state that is thrown away anyway (a test suite's temporary folders, a
+    tmpfs), where the flush is only a wait on the disk."""
+    _Writes.durable = enabled
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+    """Write `data` to a temporary file beside `path`, flush it to disk (unless `durable_writes(False)`), then
+    rename it over `path`.
 
     A reader (or a restarted device reading its state) sees either the old file or the new one, never a part.
     `mode` applies to the new file (private keys pass 0o600; the temporary file starts private either way).
@@ -26,7 +39,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if _Writes.durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:

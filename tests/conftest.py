@@ -14,7 +14,7 @@ import pytest
 import zigpy.types as t
 from click.testing import Result
 
-from emulator import keys
+from emulator import files, keys
 from emulator.chf.store import HeldImage
 from emulator.ota.image import UpgradeImage, build_gb
 from emulator.ota.signing import sign_image
@@ -30,6 +30,10 @@ TEST_SUPPLIER_KEY = TEST_KEYS / "test-supplier.key.pem"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "virtual_time: runs on the virtual clock (emulator.clock)")
     config.addinivalue_line("markers", "soak: many devices on a lossy air to the end (virtual time; runs in CI)")
+    # Every file a test writes lives in a temporary folder: writes stay atomic (what readers and restarts rely
+    # on), without waiting on the disk to make each one survive a power cut (devices save state at every
+    # checkpoint: some 1,500 flushes a run of the suite).
+    files.durable_writes(False)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

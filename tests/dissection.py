@@ -6,15 +6,20 @@ to nothing. So a test module asks tshark once per capture and key table for ever
 filters from those fields: a protocol in the frame is in `frame.protocols`, a field compared with `==` matches
 when any of its occurrences does, and a frame in trouble carries `_ws.malformed` among its protocols or an
 expert item of severity warning or worse (`_ws.malformed || _ws.expert.severity >= warning`).
+
+zigpy-cli's `ota reconstruct-from-pcaps` (`zigpy_reconstruct`) is the other reader: it runs tshark itself and
+rebuilds every OTA image it can from the Image Block Responses it finds.
 """
 
 from __future__ import annotations
 
 import functools
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from click.testing import CliRunner
 
 FIELDS = (
     "frame.number", "frame.protocols", "frame.time_epoch", "_ws.expert.severity",
@@ -83,3 +88,19 @@ def where(frames: Sequence[Frame], keep: Callable[[Frame], bool], *fields: str) 
 def ota_rows(frames: Sequence[Frame]) -> list[list[str]]:
     """(client-to-server id, server-to-client id, file offset) of every OTA command tshark could read."""
     return where(frames, lambda frame: any(frame.carries(field) for field in OTA_IDS), *OTA_ROW)
+
+
+def zigpy_reconstruct(pcap: Path, output: Path, network_keys: Iterable[str]) -> list[Path]:
+    """The OTA images zigpy-cli's `zigpy ota reconstruct-from-pcaps --output-root OUTPUT [--add-network-key KEY]...
+    PCAP` writes (sorted). The command runs in this process through click's runner, as its own `ota` group: a
+    `zigpy` process would only add an interpreter start and zigpy's imports (a second of CPU) to the same code and
+    the same tshark run, and the top-level `zigpy` group installs coloured logging on the root logger."""
+    from zigpy_cli.ota import ota  # zigpy-cli's own command group: imported by the few tests that run it
+
+    output.mkdir()
+    args = ["reconstruct-from-pcaps", "--output-root", str(output)]
+    for key in network_keys:
+        args += ["--add-network-key", key]
+    done = CliRunner().invoke(ota, [*args, str(pcap)], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return sorted(output.glob("*.ota"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,11 +14,7 @@ from pathlib import Path
 import pytest
 import zigpy.types as t
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from dissection import Frame, dissect, ota_rows, where
-from scapy.config import conf as scapy_conf
-from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS
-from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
-from scapy.utils import rdpcap
+from dissection import Frame, dissect, ota_rows, where, zigpy_reconstruct
 from zigpy.util import convert_install_code
 
 from conftest import held_image
@@ -232,13 +227,7 @@ def test_addresses_and_counters_on_the_air(upgrade: Upgrade) -> None:
 @needs_tshark
 def test_zigpy_rebuilds_the_served_image_byte_identical(upgrade: Upgrade, tmp_path: Path) -> None:
     def reconstruct(output: Path, *keys: str) -> list[Path]:
-        output.mkdir()
-        cli = "import sys; from zigpy_cli.__main__ import cli; sys.exit(cli())"
-        command = [sys.executable, "-c", cli, "ota", "reconstruct-from-pcaps", "--output-root", str(output)]
-        for key in keys:
-            command += ["--add-network-key", key]
-        subprocess.run([*command, str(upgrade.other_key)], capture_output=True, check=True, timeout=60)
-        return sorted(output.glob("*.ota"))
+        return zigpy_reconstruct(upgrade.other_key, output, keys)
 
     [rebuilt] = reconstruct(tmp_path / "with-key", OTHER_KEY.hex(":"))
     assert "_partial" not in rebuilt.name and "_unk_size" not in rebuilt.name
@@ -248,6 +237,12 @@ def test_zigpy_rebuilds_the_served_image_byte_identical(upgrade: Upgrade, tmp_pa
 
 def test_scapy_dissects_the_same_layers(upgrade: Upgrade, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second, independent reading of every frame: scapy's 802.15.4 and Zigbee dissectors."""
+    # scapy is imported by the two tests that read with it, not by every test worker at collection (half a second)
+    from scapy.config import conf as scapy_conf
+    from scapy.layers.dot15d4 import Dot15d4Data, Dot15d4FCS
+    from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
+    from scapy.utils import rdpcap
+
     monkeypatch.setattr(scapy_conf, "dot15d4_protocol", "zigbee")
     plain, secured = rdpcap(str(upgrade.plain)), rdpcap(str(upgrade.encrypted))
     assert len(plain) == len(secured) == len(upgrade.tapped)
@@ -556,13 +551,7 @@ def test_zigpy_rebuilds_the_image_from_an_aps_encrypted_capture(
     frames alike; so the link key goes in with the same option."""
 
     def reconstruct(output: Path, *keys: bytes) -> list[Path]:
-        output.mkdir()
-        cli = "import sys; from zigpy_cli.__main__ import cli; sys.exit(cli())"
-        command = [sys.executable, "-c", cli, "ota", "reconstruct-from-pcaps", "--output-root", str(output)]
-        for key in keys:
-            command += ["--add-network-key", key.hex(":")]
-        subprocess.run([*command, str(aps_capture.path)], capture_output=True, check=True, timeout=60)
-        return sorted(output.glob("*.ota"))
+        return zigpy_reconstruct(aps_capture.path, output, [key.hex(":") for key in keys])
 
     # (Without the link key tshark shows no OTA field at all: test_without_the_link_key_the_ota_payload_stays_closed.)
     [rebuilt] = reconstruct(tmp_path / "both", upgrade.key, CBKE_KEY)
@@ -599,6 +588,11 @@ def test_scapy_reads_the_aps_security_header(
 ) -> None:
     """With the NWK layer in clear, scapy's Zigbee dissector reaches the APS auxiliary header: key id 0 (data
     key), extended nonce with the sender's IEEE address, a per-sender frame counter."""
+    from scapy.config import conf as scapy_conf
+    from scapy.layers.dot15d4 import Dot15d4FCS
+    from scapy.layers.zigbee import ZigbeeAppDataPayload, ZigbeeNWK, ZigbeeSecurityHeader
+    from scapy.utils import rdpcap
+
     monkeypatch.setattr(scapy_conf, "dot15d4_protocol", "zigbee")
     records = rdpcap(str(aps_capture.plain_nwk))
     transport_key = Dot15d4FCS(bytes(records[0]))

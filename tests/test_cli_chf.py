@@ -4,9 +4,11 @@ tcp:// URL in another — upgrading the emulated PPMID over real sockets, bellow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -14,8 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -23,8 +28,14 @@ from click.testing import CliRunner, Result
 from conftest import TEST_IMAGE_KEY, assert_one_line_error
 from emulator.chf import node as chf_node
 from emulator.cli import main
+from emulator.cli.ncp import Output, join_devices
+from emulator.device.device import EmulatedDevice
+from emulator.ncp.server import DEFAULT_TCP, VirtualNcp
+from emulator.profiles import expand, load_device
+from emulator.radio.air import Air
 
 RUN_TIMEOUT = 30
+LINE_TIMEOUT = 30.0
 PPMID = "00:DB:12:34:56:78:90:A4"
 SECOND_PPMID = "00:DB:12:34:56:78:90:A5"  # the next EUI-64, as `ota-emu ncp --count 2` gives it
 ABSENT = "00:DB:12:34:56:78:90:FF"
@@ -117,13 +128,10 @@ def test_a_missing_serial_port_is_named(ppmid_image: Path) -> None:
 
 @pytest.mark.realtime
 def test_a_closed_port_fails_with_one_line_and_exit_2(ppmid_image: Path) -> None:
+    # In this process, as the missing, busy and silent ports below: what decides the line is the CHF's own code.
     url = f"tcp://127.0.0.1:{closed_port()}"
-    chf = subprocess.run(
-        [sys.executable, "-m", "emulator", "chf", "--radio", "ezsp", "--port", url, "--image", str(ppmid_image),
-         "--target", PPMID],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
-    assert chf.returncode == 2, chf.stderr
+    chf = run("chf", "--radio", "ezsp", "--port", url, "--image", ppmid_image, "--target", PPMID)
+    assert chf.exit_code == 2, chf.output
     assert chf.stderr.splitlines() == [f"ota-emu: error: {url}: cannot open the EZSP port (connection refused: "
                                        "nothing listens there)"]  # fmt: skip
     assert chf.stdout == ""
@@ -207,6 +215,73 @@ def chf_here(url: str, *args: object) -> Result:
     return run("chf", "--radio", "ezsp", "--port", url, *args)
 
 
+class Dongle(Output, logging.Handler):
+    """`ota-emu ncp --device PROFILE --count N` (seed 0, EZSP v13, a free TCP port) on a thread of this process:
+    the command's own NCP and `join_devices`, with the lines it would print kept in `lines`, and what the command's
+    process would have printed as a traceback (an error logged on the dongle's thread, an exception its loop saw
+    nobody handle) in `troubles`."""
+
+    def __init__(self) -> None:
+        Output.__init__(self, as_json=False)
+        logging.Handler.__init__(self, logging.ERROR)
+        self.lines: list[str] = []
+        self.troubles: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(lambda _, context: self.troubles.append(str(context)))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.devices: list[EmulatedDevice] = []
+
+    def __call__(self, event: str, text: str, **fields: Any) -> None:
+        self.lines.append(text)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread.ident:
+            self.troubles.append(self.format(record))
+
+    def until(self, fragment: str) -> list[str]:
+        """The lines so far, once one holds `fragment`: what a device does after the CHF has its outcome (a PPMID
+        activates once told to) is printed when it happens, so the test waits for it."""
+        deadline = time.monotonic() + LINE_TIMEOUT
+        while not any(fragment in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no line with {fragment!r}: {self.lines}"
+            time.sleep(0.02)
+        return list(self.lines)
+
+    async def serve(self, device: Path, count: int) -> str:
+        self.ncp = VirtualNcp(Air(seed=0), ezsp_version=13, seed=0, listen=DEFAULT_TCP)
+        await self.ncp.start()
+        profiles = expand([load_device(device)], count)
+        self.joining = asyncio.get_running_loop().create_task(join_devices(self.ncp, profiles, 0, self.devices, self))
+        assert self.ncp.url is not None
+        return self.ncp.url
+
+    async def stop(self) -> None:
+        self.joining.cancel()
+        await asyncio.gather(self.joining, return_exceptions=True)
+        if not self.joining.cancelled():
+            assert self.joining.exception() is None, self.joining.exception()
+        for device in self.devices:
+            await device.stop()
+        await self.ncp.stop()
+
+
+@contextlib.contextmanager
+def dongle(device: Path, count: int = 1) -> Iterator[tuple[str, Dongle]]:
+    """The dongle's URL and the dongle, stopped (as Ctrl-C stops the command) when the block ends."""
+    here = Dongle()
+    here.thread.start()
+    logging.getLogger().addHandler(here)
+    try:
+        yield asyncio.run_coroutine_threadsafe(here.serve(device, count), here.loop).result(LINE_TIMEOUT), here
+    finally:
+        asyncio.run_coroutine_threadsafe(here.stop(), here.loop).result(LINE_TIMEOUT)
+        here.loop.call_soon_threadsafe(here.loop.stop)
+        here.thread.join(LINE_TIMEOUT)
+        here.loop.close()
+        logging.getLogger().removeHandler(here)
+    assert here.troubles == []  # the command would have exited 0 without a traceback
+
+
 def lines_until(ncp: subprocess.Popen[str], fragment: str) -> list[str]:
     """The NCP's lines up to and including the first with `fragment`: what a device does after the CHF has its
     outcome (a PPMID activates once told to) is printed when it happens, so the test waits for it."""
@@ -259,21 +334,21 @@ def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
 
 @pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
-    with virtual_dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
+    # The CHF is the process the signal goes to; the dongle runs on a thread here (the process recipe is above).
+    with dongle(PROFILES / "ppmid.toml", count=2) as (url, ncp):
         run_ = subprocess.Popen(
             [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", PPMID,
              "--target", ABSENT],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        seen = []
         try:
-            while (line := ncp.stdout.readline()) and "now runs" not in line:  # type: ignore[union-attr]
-                seen.append(line.rstrip("\n"))
-            assert line == f"Device {PPMID.lower()} now runs 0x00000002\n"
+            lines = ncp.until("now runs")
+            first = next(n for n, line in enumerate(lines) if "now runs" in line)
+            seen, line = lines[:first], lines[first]  # what the dongle printed before the first "now runs", and it
+            assert line == f"Device {PPMID.lower()} now runs 0x00000002"
         finally:
             run_.send_signal(signal.SIGINT)
             out, err = run_.communicate(timeout=RUN_TIMEOUT)
-        stop(ncp)
     # --count 2: the profile's PPMID and a copy with the next EUI-64, which the CHF holds no image for; under
     # Smart Energy security only the targets' install codes are given to the NCP, so the copy is not admitted.
     assert f"Device PPMID {PPMID.lower()} joined as NWK 0x1001" in seen
@@ -292,10 +367,9 @@ def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) ->
 
 @pytest.mark.realtime
 def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
-    # The CHF in this process (the NCP in its own): `--until` is the CHF's own clock, no process boundary in it.
-    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+    # Both ends in this process (`--until` is the CHF's own clock, no process boundary in it).
+    with dongle(PROFILES / "hcalcs.toml") as (url, _):
         done = chf_here(url, "--image", ppmid_image, "--target", ABSENT, "--until", "1", "--json")
-        stop(ncp)
     assert done.exit_code == 1, done.stderr
     report = json.loads(done.stdout)
     assert (report["complete"], report["stopped"]) == (False, "until")
@@ -306,7 +380,8 @@ def test_until_ends_a_run_whose_target_never_joins(ppmid_image: Path) -> None:
 
 @pytest.mark.realtime
 def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143(ppmid_image: Path) -> None:
-    with virtual_dongle(PROFILES / "hcalcs.toml") as (url, ncp):
+    # The CHF is the process the signal goes to; the dongle runs on a thread here (the process recipe is above).
+    with dongle(PROFILES / "hcalcs.toml") as (url, ncp):
         waiting = subprocess.Popen(
             [sys.executable, "-m", "emulator", "chf", "--port", url, "--image", str(ppmid_image), "--target", ABSENT,
              "--json"],
@@ -315,13 +390,10 @@ def test_sigterm_while_waiting_for_a_target_prints_the_json_so_far_and_exits_143
         try:
             # The HCALCS on the air tries to join once the CHF opens joining: the CHF is up and waiting for ABSENT.
             # (Under Smart Energy security it is turned away: it is not in the CHF's Device Log.)
-            while (line := ncp.stdout.readline()) and "was not admitted" not in line:  # type: ignore[union-attr]
-                pass
-            assert "was not admitted" in line
+            ncp.until("was not admitted")
         finally:
             waiting.send_signal(signal.SIGTERM)
             out, err = waiting.communicate(timeout=RUN_TIMEOUT)
-        stop(ncp)
     assert waiting.returncode == 143, err
     report = json.loads(out)
     assert (report["stopped"], report["interrupted"], report["complete"]) == ("signal", "SIGTERM", False)

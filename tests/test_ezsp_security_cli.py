@@ -1,8 +1,12 @@
-"""The two-terminal recipe under Smart Energy security: `ota-emu ncp --device profiles/ppmid.toml` in one process,
+"""The two-terminal recipe under Smart Energy security: `ota-emu ncp --device profiles/ppmid.toml` in one terminal,
 `ota-emu chf --pcap` on its URL in another. The PPMID joins with its install code, runs CBKE with the CHF's host
 through bellows, and upgrades APS-encrypted; tshark, run as the CHF prints it, opens the capture with the keys it
-printed. With `security = "none"` in both profiles the same recipe runs with the network key only. The CHF runs in
-the test's process here (what it decides is the same there); test_cli_chf runs both ends as processes."""
+printed. With `security = "none"` in both profiles the same recipe runs with the network key only.
+
+Both ends run in the test's process here, each on its own event loop and talking over TCP: the dongle is what
+`ota-emu ncp --device` serves (its `join_devices` and the lines it prints) on a thread, the CHF is `ota-emu chf`
+through click's runner. What they decide is the same in a process of their own; test_cli_chf runs both ends as
+processes (signals, the printed URL, the two-terminal recipe with Smart Energy security end to end)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli_chf import PPMID, PROFILES, chf_here, lines_until, ppmid_image, run, stop, virtual_dongle  # noqa: F401 (a fixture)
+from test_cli_chf import PPMID, PROFILES, chf_here, dongle, ppmid_image, run  # noqa: F401 (a fixture)
 from test_han_security import OTA_FIELDS, needs_tshark
 
 from conftest import assert_one_line_error
@@ -37,15 +41,14 @@ def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys
     tmp_path: Path,
 ) -> None:
     pcap = tmp_path / "chf.pcap"
-    with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
+    with dongle(PROFILES / "ppmid.toml") as (url, ncp):
         done = chf_here(url, "--image", ppmid_image, "--target", PPMID, "--json", "--pcap", pcap)
-        dongle = stop(ncp)
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     [target] = report["devices"]
     assert (target["outcome"], target["cbke_suite"]) == ("success", 2)
     coordinator = report["network"]["ieee"]
-    assert f"Device {PPMID.lower()} established a link key with {coordinator} (CBKE suite 2)" in dongle.splitlines()
+    assert f"Device {PPMID.lower()} established a link key with {coordinator} (CBKE suite 2)" in ncp.lines
 
     keys = pcap.with_name("chf.pcap.keys")
     rows = keys.read_text().splitlines()[1:]
@@ -70,26 +73,25 @@ def test_smart_energy_upgrade_and_tshark_opens_the_capture_with_the_printed_keys
 @pytest.mark.realtime
 def test_network_key_only_when_both_profiles_say_none(ppmid_image: Path, tmp_path: Path) -> None:  # noqa: F811
     chf_profile, device = none_profiles(tmp_path)
-    with virtual_dongle(device) as (url, ncp):
+    with dongle(device) as (url, ncp):
         done = chf_here(url, "--chf", chf_profile, "--image", ppmid_image, "--target", PPMID, "--json")
-        dongle = lines_until(ncp, "now runs") + stop(ncp).splitlines()
+        lines = ncp.until("now runs")
     assert done.exit_code == 0, done.output
     [target] = json.loads(done.stdout)["devices"]
     assert (target["outcome"], target["cbke_suite"], target["offset"]) == ("success", None, ppmid_image.stat().st_size)
-    assert not any("established a link key" in line for line in dongle)
-    assert f"Device {PPMID.lower()} now runs 0x00000002" in dongle
+    assert not any("established a link key" in line for line in lines)
+    assert f"Device {PPMID.lower()} now runs 0x00000002" in lines
 
 
 @pytest.mark.realtime
 def test_cbke_in_the_ncps_library(ppmid_image: Path) -> None:  # noqa: F811
     """`--cbke ncp`: the stick's CBKE library (the virtual NCP's, with its own test-CA certificate) does the math."""
-    with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
+    with dongle(PROFILES / "ppmid.toml") as (url, ncp):
         done = chf_here(url, "--cbke", "ncp", "--image", ppmid_image, "--target", PPMID, "--json")
-        dongle = stop(ncp)
     assert done.exit_code == 0, done.output
     [target] = json.loads(done.stdout)["devices"]
     assert (target["outcome"], target["cbke_suite"]) == ("success", 2)
-    assert "established a link key" in dongle
+    assert any("established a link key" in line for line in ncp.lines)
 
 
 def test_cbke_ncp_needs_a_smart_energy_chf(ppmid_image: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -9,14 +9,13 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import zigpy.types as t
 from click.testing import CliRunner
-from dissection import Frame, dissect, ota_rows, where
+from dissection import Frame, dissect, ota_rows, where, zigpy_reconstruct
 
 from conftest import TEST_KEYS, assert_one_line_error, held_image
 from emulator import clock
@@ -241,13 +240,7 @@ def test_zigpy_rebuilds_the_image_from_the_capture_given_the_keys(
     assert result.capture is not None
 
     def reconstruct(output: Path, keys: list[bytes]) -> list[Path]:
-        output.mkdir()
-        cli = "import sys; from zigpy_cli.__main__ import cli; sys.exit(cli())"
-        command = [sys.executable, "-c", cli, "ota", "reconstruct-from-pcaps", "--output-root", str(output)]
-        for key in keys:
-            command += ["--add-network-key", key.hex(":")]
-        subprocess.run([*command, str(pcap)], capture_output=True, check=True, timeout=60)
-        return sorted(output.glob("*.ota"))
+        return zigpy_reconstruct(pcap, output, [key.hex(":") for key in keys])
 
     known = result.capture.keys()
     keys = [key.key for key in known]

@@ -12,7 +12,6 @@ import pytest
 import zigpy.types as t
 from hypothesis import given
 from hypothesis import strategies as st
-from scapy.layers.zigbee import ZigbeeSecurityHeader
 
 from emulator.errors import InputError
 from emulator.security import aps, ccm
@@ -80,7 +79,10 @@ def test_aux_header_round_trip(aux: AuxHeader, wire: str) -> None:
     data = bytes.fromhex(wire)
     assert aux.to_bytes() == data and aux.size == len(data)
     assert AuxHeader.from_bytes(b"\x99" + data + b"tail", 1) == aux
-    # scapy reads the same fields from the same bytes.
+    # scapy reads the same fields from the same bytes (imported here: half a second, which only this test needs, not
+    # every test worker while it collects).
+    from scapy.layers.zigbee import ZigbeeSecurityHeader
+
     scapy = ZigbeeSecurityHeader(data + bytes(4))
     assert (scapy.key_type, scapy.extended_nonce, scapy.fc) == (aux.key_id, aux.source is not None, aux.frame_counter)
     if aux.source is not None:

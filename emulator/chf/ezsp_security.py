@@ -310,7 +310,7 @@ async def start(
     fit an APS-encrypted frame (`encrypted_block_size`)."""
     profile = node.profile
     coordinator = node.app.state.node_info.ieee
-    credentials = {}
+    credentials: Mapping[CryptoSuite, DeviceCredentials] = {}
     if cbke == HOST:
         credentials = credentials_for(
             coordinator, profile.cbke_suite, profile.cbke_credentials, profile.source, "CHF profile"

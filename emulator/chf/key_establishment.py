@@ -92,7 +92,7 @@ class KeyEstablishmentServer:
         self.app = app
         self.endpoint = endpoint
         self.context = context
-        self.credentials = dict(credentials)
+        self.credentials = credentials  # looked up, never copied: a suite no device asks for is never issued
         self.clock = clock
         self.ieee_of = ieee_of
         self.listener = listener

@@ -11,12 +11,13 @@ start-up: that is why certificates are issued then rather than shipped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 import zigpy.types as t
 
 from emulator.errors import InputError
-from emulator.han.security import load_credentials, suites_of
+from emulator.han.security import IssuedOnDemand, load_credentials, suites_of
 from emulator.profiles import bundled_key
 from emulator.security import credentials as credential_files
 from emulator.security.ca import CertificateAuthority
@@ -41,17 +42,25 @@ def test_authority(suite: CryptoSuite) -> CertificateAuthority:
 
 def issue_test_credentials(ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
     """A certificate for `ieee` from the bundled test CA, for each suite."""
-    return {suite: test_authority(suite).issue(bytes(ieee)[::-1]) for suite in suites}
+    return {suite: _issued(suite, bytes(ieee)[::-1]) for suite in suites}
+
+
+@cache
+def _issued(suite: CryptoSuite, subject: bytes) -> DeviceCredentials:
+    """A node keeps the certificate the bundled test CA issued it for the process's life, as a real node carries
+    one for life: a process that starts a node again (a test suite, a bench's repeated runs) issues it once."""
+    return test_authority(suite).issue(subject)
 
 
 def credentials_for(
     ieee: t.EUI64, suite_setting: str, file: str | None, source: str, what: str
-) -> dict[CryptoSuite, DeviceCredentials]:
+) -> Mapping[CryptoSuite, DeviceCredentials]:
     """The CBKE credentials of the node `ieee`: the profile's file (`file`, relative to the profile `source`),
     whose certificate must name `ieee` (partners check the subject), or ones from the bundled test CA for the
-    suites `suite_setting` offers ("1", "2" or "both")."""
+    suites `suite_setting` offers ("1", "2" or "both"), each issued when first looked up."""
     if file is None:
-        return issue_test_credentials(ieee, suites_of(suite_setting))
+        subject = bytes(ieee)[::-1]
+        return IssuedOnDemand(suites_of(suite_setting), lambda suite: _issued(suite, subject))
     loaded = load_credentials(file, source, what)
     for credentials in loaded.values():
         subject = credentials.certificate.subject

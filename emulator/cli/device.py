@@ -20,6 +20,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -187,7 +188,7 @@ class StickKeyEstablishment:
         radio: StickRadio,
         security: StickSecurity,
         trust_centre: t.EUI64,
-        credentials: dict[CryptoSuite, DeviceCredentials] | None = None,
+        credentials: Mapping[CryptoSuite, DeviceCredentials] | None = None,
         *,
         certificates: dict[CryptoSuite, Certificate] | None = None,
     ) -> None:

@@ -255,7 +255,7 @@ class KeyEstablishmentClient(KeyEstablishmentDriver):
     ) -> None:
         super().__init__(device, radio, server_ieee, **options)
         self.context = context
-        self.credentials = dict(credentials)
+        self.credentials = credentials  # looked up, not copied: a suite no exchange uses is never issued
 
     async def _establish(self, suites: int) -> Outcome:
         initiator = ke.Initiator(self.credentials, self.partner)

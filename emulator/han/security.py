@@ -11,14 +11,15 @@
 * Both ends get a `SecureRadio`: OTA frames between a device and the CHF are APS-encrypted once they share a
   link key, and frames that should have been are dropped and reported.
 * CBKE credentials come from the profiles' `cbke_credentials` files (`ota-emu certs issue`); a node without one
-  gets a certificate from a test CA made for the run (one per suite), issued when the node first starts.
+  gets a certificate from the emulator's test CA (one per suite, made when the process first needs it), issued
+  when the node first starts and kept for the process's life (`TEST_CERTIFICATES`).
 
 Listeners (a capture) learn of every Transport-Key sent and every link key established.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,32 +108,62 @@ def drop_reporter(device: Any) -> Callable[[DroppedFrame], None]:
     return dropped
 
 
+class IssuedOnDemand(Mapping[CryptoSuite, DeviceCredentials]):
+    """A node's credentials for the suites it offers, each issued when first looked up: a node offers both
+    suites, a key establishment uses one, and a certificate costs milliseconds of CPU to issue (~7 ms suite 1,
+    ~14 ms suite 2). Iterating gives the suites without issuing anything (what `suite_bits` and `choose_suite`
+    need); copying it into a dict issues them all."""
+
+    __slots__ = ("_issue", "_suites")
+
+    def __init__(self, suites: tuple[CryptoSuite, ...], issue: Callable[[CryptoSuite], DeviceCredentials]) -> None:
+        self._suites = suites
+        self._issue = issue
+
+    def __getitem__(self, suite: CryptoSuite) -> DeviceCredentials:
+        if suite not in self._suites:
+            raise KeyError(suite)
+        return self._issue(suite)
+
+    def __iter__(self) -> Iterator[CryptoSuite]:
+        return iter(self._suites)
+
+    def __len__(self) -> int:
+        return len(self._suites)
+
+
 class RunCertificates:
-    """The test CA of a run (one per suite) and the certificates it issued: each node gets its certificate once,
-    as a real node carries one for life. What is shared is only that: every key establishment still draws its own
+    """A test CA (one per suite) and the certificates it issued: each node gets its certificate once, as a real
+    node carries one for life. What is shared is only that: every key establishment still draws its own
     ephemeral keys, so no two CBKEs agree the same link key."""
 
     def __init__(self) -> None:
         self._authorities: dict[CryptoSuite, CertificateAuthority] = {}
         self._issued: dict[tuple[CryptoSuite, t.EUI64], DeviceCredentials] = {}
 
-    def issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
-        """The credentials of `ieee` for each of `suites`, issued on first asking."""
-        issued = {}
-        for suite in suites:
-            credentials = self._issued.get((suite, ieee))
-            if credentials is None:
-                authority = self._authorities.get(suite)
-                if authority is None:
-                    authority = self._authorities[suite] = CertificateAuthority.generate(suite)
-                credentials = self._issued[suite, ieee] = authority.issue(bytes(ieee)[::-1])
-            issued[suite] = credentials
-        return issued
+    def issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> IssuedOnDemand:
+        """The credentials of `ieee` for each of `suites`, each issued when first looked up."""
+        return IssuedOnDemand(suites, lambda suite: self._one(suite, ieee))
+
+    def _one(self, suite: CryptoSuite, ieee: t.EUI64) -> DeviceCredentials:
+        credentials = self._issued.get((suite, ieee))
+        if credentials is None:
+            authority = self._authorities.get(suite)
+            if authority is None:
+                authority = self._authorities[suite] = CertificateAuthority.generate(suite)
+            credentials = self._issued[suite, ieee] = authority.issue(bytes(ieee)[::-1])
+        return credentials
+
+
+# The test CA of the HANs a process runs without one of their own. A node keeps its certificate from run to run,
+# as a real node carries one for life: a process that runs many HANs (the conformance bench, a benchmark's repeated
+# rows, a test suite) issues each node's certificates once (a suite-2 issue costs ~25 ms of CPU, a suite-1 ~9 ms).
+TEST_CERTIFICATES = RunCertificates()
 
 
 class HanSecurity:
     """The security of one HAN run; `enabled` is False when no profile asks for Smart Energy security.
-    `certificates` is the run's test CA, for a run of several HANs (the conformance bench's, one per check)."""
+    `certificates` is the test CA the run issues from (default `TEST_CERTIFICATES`)."""
 
     def __init__(
         self, chf: ChfProfile, devices: Iterable[DeviceProfile], certificates: RunCertificates | None = None
@@ -144,8 +175,8 @@ class HanSecurity:
         self.chf_context = SecurityContext(chf.ieee)
         self.device_contexts: dict[t.EUI64, SecurityContext] = {}
         self.listeners: list[NoticeListener] = []
-        self.certificates = certificates if certificates is not None else RunCertificates()
-        self._chf_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
+        self.certificates = certificates if certificates is not None else TEST_CERTIFICATES
+        self._chf_credentials: Mapping[CryptoSuite, DeviceCredentials] | None = None
         self.key_server: KeyEstablishmentServer | None = None
         self.trust_centre: TrustCentre | None = None
         if self.chf_se:
@@ -173,7 +204,7 @@ class HanSecurity:
 
     # -- credentials --------------------------------------------------------------------------------------
 
-    def _issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> dict[CryptoSuite, DeviceCredentials]:
+    def _issue(self, ieee: t.EUI64, suites: tuple[CryptoSuite, ...]) -> Mapping[CryptoSuite, DeviceCredentials]:
         return self.certificates.issue(ieee, suites)
 
     def issue(self, ieee: t.EUI64, suite: CryptoSuite) -> DeviceCredentials:
@@ -181,12 +212,12 @@ class HanSecurity:
         device's trust centre (a genuine certificate of another EUI-64)."""
         return self._issue(ieee, (suite,))[suite]
 
-    def chf_credentials(self) -> dict[CryptoSuite, DeviceCredentials]:
+    def chf_credentials(self) -> Mapping[CryptoSuite, DeviceCredentials]:
         if self._chf_credentials is None:
             self._chf_credentials = self._issue(self.chf_profile.ieee, suites_of(self.chf_profile.cbke_suite))
         return self._chf_credentials
 
-    def device_credentials(self, profile: DeviceProfile) -> dict[CryptoSuite, DeviceCredentials]:
+    def device_credentials(self, profile: DeviceProfile) -> Mapping[CryptoSuite, DeviceCredentials]:
         return self._device_files.get(profile.ieee) or self._issue(profile.ieee, suites_of(profile.cbke_suite))
 
     # -- the CHF ------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ class CertificateAuthority:
         while True:
             request_secret = curve.random_scalar()  # k_U, the requester's
             ca_secret = curve.random_scalar()  # k, the CA's
-            p_u = curve.add(curve.multiply_generator(request_secret), curve.multiply_generator(ca_secret))
+            # P_U = R_U + k·G with R_U = k_U·G: one scalar multiplication, since both secrets are at hand
+            p_u = curve.multiply_generator(request_secret + ca_secret)
             if p_u.infinity:
                 continue
             certificate = self._certificate(subject, curve.compress(p_u), valid_from, valid_to, key_usage, serial)

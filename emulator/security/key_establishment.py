@@ -381,8 +381,9 @@ class _Party:
         terminate_wait_time: int,
         ephemeral_key: EphemeralSource,
     ) -> None:
-        self.credentials: dict[CryptoSuite, DeviceCredentials] = (
-            {credentials.suite: credentials} if isinstance(credentials, DeviceCredentials) else dict(credentials)
+        # Looked up, never copied: credentials issued on demand are issued only for the suite the exchange uses.
+        self.credentials: Mapping[CryptoSuite, DeviceCredentials] = (
+            {credentials.suite: credentials} if isinstance(credentials, DeviceCredentials) else credentials
         )
         if not self.credentials:
             raise ValueError("key establishment needs credentials for at least one suite")

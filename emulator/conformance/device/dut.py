@@ -54,7 +54,7 @@ from emulator.device import events as device_events
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
 from emulator.han.network import FIRST_DEVICE_NWK
-from emulator.han.security import RunCertificates
+from emulator.han.security import TEST_CERTIFICATES, RunCertificates
 from emulator.ncp.server import VirtualNcp
 from emulator.profiles import DEFAULT_DEVICE_IDS, ChfProfile, DeviceProfile
 from emulator.radio.air import Air
@@ -252,9 +252,9 @@ class EmulatedWorld:
         self.absent: str | None = None
         self.shared = False
         self.notes: list[str] = []
-        # One test CA for the run: the DUT and the CHF keep their certificates from check to check, as real
-        # nodes do; every check still joins and runs CBKE afresh.
-        self.certificates = RunCertificates()
+        # The process's test CA: the DUT and the CHF keep their certificates from check to check (and from run
+        # to run), as real nodes do; every check still joins and runs CBKE afresh.
+        self.certificates: RunCertificates = TEST_CERTIFICATES
         # The DUT's state directory: one for the run, emptied after every check, so each check starts with none
         # (making and removing a directory per check cost more than many a check's protocol work).
         self._state: tempfile.TemporaryDirectory[str] | None = None

@@ -30,6 +30,7 @@ TEST_SUPPLIER_KEY = TEST_KEYS / "test-supplier.key.pem"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "virtual_time: runs on the virtual clock (emulator.clock)")
     config.addinivalue_line("markers", "soak: many devices on a lossy air to the end (virtual time; runs in CI)")
+    config.addinivalue_line("markers", "long: several seconds of wall time; scheduled first (see below)")
     # Every file a test writes lives in a temporary folder: writes stay atomic (what readers and restarts rely
     # on), without waiting on the disk to make each one survive a power cut (devices save state at every
     # checkpoint: some 1,500 flushes a run of the suite).
@@ -41,6 +42,12 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     suite's wall time is spent in tests that wait on real processes, sockets and ptys; the extra worker keeps the
     cores busy meanwhile."""
     return len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `long` tests first, the rest in their order: xdist hands tests out in collection order, and a
+    long test handed out last keeps the whole suite waiting on one worker after the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.hookimpl(trylast=True)

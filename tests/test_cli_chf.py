@@ -301,6 +301,7 @@ def stop(ncp: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
     with virtual_dongle(PROFILES / "ppmid.toml") as (url, ncp):
@@ -332,6 +333,7 @@ def test_two_terminals_upgrade_the_emulated_ppmid(ppmid_image: Path) -> None:
     assert f"Device {PPMID.lower()} now runs 0x00000002" in lines
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_table_of_every_target(ppmid_image: Path) -> None:
     # The CHF is the process the signal goes to; the dongle runs on a thread here (the process recipe is above).

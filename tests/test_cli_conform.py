@@ -191,6 +191,7 @@ def test_a_real_device_that_never_joins_leaves_every_check_inconclusive():
     assert "DUT Firmware (file version): not readable" in result.stdout
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 def test_a_device_on_the_coordinator_network_is_checked_through_bellows():
     """Two checks in sequence on the one CHF a real-device run keeps (the quickest on real time: the checks'
@@ -292,6 +293,7 @@ def test_resume_refuses_a_finished_run_and_a_missing_report(tmp_path):
     one_line_error(run("--resume", str(tmp_path / "none")), "no such report")
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 def test_ctrl_c_writes_the_report_of_the_checks_decided_and_resume_finishes_the_run(tmp_path):
     """A real SIGINT to a real-time run (emulated device through bellows and a virtual NCP) once its first

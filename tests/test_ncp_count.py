@@ -34,6 +34,7 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 SETTLE = 6 * 3600.0
 
 
+@pytest.mark.long
 async def test_one_ncp_carries_200_devices_upgrading_through_one_chf_on_bellows(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -44,6 +44,7 @@ async def test_200_devices_at_20_percent_loss_5_duplication_5_reordering_end_byt
     assert all(d.state.running_image == held.data for d in han.devices.values())
 
 
+@pytest.mark.long
 async def test_at_40_percent_loss_every_device_ends_with_a_clear_outcome_and_the_run_ends():
     """At 40 % loss some exchange may run out of retries; the run must still end, and every device with a final
     result that says why (upgraded, or failed with its reason: a CBKE timeout, a transfer failure, ...)."""

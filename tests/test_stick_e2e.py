@@ -275,6 +275,7 @@ async def test_sent_returns_once_the_frames_handed_to_the_stick_are_on_the_air(t
     assert (before, done, after) == (0, True, 3) and seconds < 5.0
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 async def test_a_killed_device_process_resumes_its_download_at_its_offset(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)  # 12 KiB: the device saves at 8 KiB
@@ -369,6 +370,7 @@ def test_a_trust_centre_without_the_install_code_is_one_line_naming_it(tmp_path:
     assert_one_line_error(result, "ZIGBEE_NO_NETWORK_KEY_RECEIVED", f"the trust centre must hold install code {code}")
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 async def test_three_terminals_ncp_with_two_sticks_chf_on_one_device_on_the_other(tmp_path: Path) -> None:
     """The issue's own setup: `ota-emu ncp --listen A --listen B`, `ota-emu chf` on A, `ota-emu device` on B."""
@@ -447,6 +449,7 @@ async def test_a_stick_reset_mid_download_is_a_reconnect_and_the_download_goes_o
     assert [int(o.response) for o in b.outcomes()] == [0]
 
 
+@pytest.mark.long
 @pytest.mark.realtime
 async def test_ctrl_c_saves_the_partial_download_and_exits_with_the_outcome_line(tmp_path: Path) -> None:
     image = build_image(tmp_path, "0x0084", bytes(range(256)) * 48)

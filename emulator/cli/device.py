@@ -305,11 +305,15 @@ async def _join(run: DeviceRun) -> tuple[StickRadio, DeviceProfile, Joined, Stic
         await radio.close()
         raise
     if not run.quiet:
-        code = "" if key is None or key.code is None else f" (install code {key.code.with_crc.hex().upper()})"
-        click.echo(
-            f"Device {joined.ieee}: {how} with its install-code key{code}; trust centre {trust_centre}", err=True
-        )
+        click.echo(f"Device {joined.ieee}: {_admission(joined, key)}; trust centre {trust_centre}", err=True)
     return radio, profile, joined, keying
+
+
+def _admission(joined: Joined, key: InstallCodeKey | None) -> str:
+    """How the stick got onto the Smart Energy network: now, with the install code named, or earlier."""
+    if joined.resumed or key is None or key.code is None:
+        return "resumed the network it joined with its install-code key"
+    return f"joined with its install-code key (install code {key.code.with_crc.hex().upper()})"
 
 
 async def _key_establishment(

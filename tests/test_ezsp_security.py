@@ -46,7 +46,7 @@ from emulator.security import credentials as credential_files
 from emulator.security.certs import CryptoSuite
 
 # One worker runs the whole module under pytest-xdist, so its module-scoped fixtures are built once, not per worker.
-pytestmark = pytest.mark.xdist_group("test_ezsp_security")
+pytestmark = [pytest.mark.xdist_group("test_ezsp_security"), pytest.mark.long]
 
 NEW = 0x00000002
 OTA = 0x0019

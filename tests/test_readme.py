@@ -170,6 +170,7 @@ def test_the_readme_has_the_blocks_this_test_knows() -> None:
 
 # The blocks run in order in one folder (a later block uses what an earlier one made): under pytest-xdist they
 # stay together on one worker.
+@pytest.mark.long
 @pytest.mark.xdist_group("readme")
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
 def test_readme_block(block: Block, session: Session) -> None:

@@ -102,15 +102,21 @@ def wanted(ext_pan: bt.ExtendedPanId = EXT_PAN) -> bt.EmberNetworkParameters:
     )
 
 
-def unicast(stack: EmberStack, dst: int, payload: bytes, *, cluster: int = 0x0019) -> None:
+def unicast(
+    stack: EmberStack, dst: int, payload: bytes, *, cluster: int = 0x0019, encrypt: bool = False, sequence: int = 7
+) -> None:
+    """`sendUnicast` from `stack` (SE profile, endpoint 1 to 1), APS-encrypted when asked."""
+    options = bt.EmberApsOption.APS_OPTION_RETRY
+    if encrypt:
+        options |= bt.EmberApsOption.APS_OPTION_ENCRYPTION
     aps = bt.EmberApsFrame(
         profileId=0x0109,
         clusterId=cluster,
         sourceEndpoint=1,
         destinationEndpoint=1,
-        options=bt.EmberApsOption.APS_OPTION_RETRY,
+        options=options,
         groupId=0,
-        sequence=7,
+        sequence=sequence,
     )
     answer = call(
         stack,

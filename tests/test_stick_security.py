@@ -11,7 +11,7 @@ import asyncio
 import bellows.types as bt
 import pytest
 import zigpy.types as zt
-from test_ncp_joining import call, form, named, until
+from test_ncp_joining import call, form, named, unicast, until
 from test_stick_radio import ENDPOINT, Recorder, ota_frame
 
 from emulator.chf.node import RadioError
@@ -40,28 +40,7 @@ def smart_energy_trust_centre(stack: EmberStack, joiner: zt.EUI64) -> list[tuple
 
 
 def send_from_trust_centre(stack: EmberStack, dst: int, payload: bytes, *, cluster: int, encrypt: bool) -> None:
-    options = bt.EmberApsOption.APS_OPTION_RETRY
-    if encrypt:
-        options |= bt.EmberApsOption.APS_OPTION_ENCRYPTION
-    aps = bt.EmberApsFrame(
-        profileId=0x0109,
-        clusterId=cluster,
-        sourceEndpoint=1,
-        destinationEndpoint=1,
-        options=options,
-        groupId=0,
-        sequence=payload[1],
-    )
-    answer = call(
-        stack,
-        "sendUnicast",
-        type=bt.EmberOutgoingMessageType.OUTGOING_DIRECT,
-        indexOrDestination=dst,
-        apsFrame=aps,
-        messageTag=1,
-        messageContents=payload,
-    )
-    assert answer["status"] == bt.sl_Status.OK
+    unicast(stack, dst, payload, cluster=cluster, encrypt=encrypt, sequence=payload[1])
 
 
 @pytest.mark.parametrize("version", [8, 13, 14])

@@ -250,8 +250,7 @@ class StickRadio:
         version has it (v4 to v12), else the security manager's `importKey` with the TC_LINK context (v13 on,
         which dropped the key-table commands; bellows reads the TC link key back the same way). RadioError when
         the NCP refuses it."""
-        assert self._ezsp is not None
-        if "addOrUpdateKeyTableEntry" in self._ezsp._protocol.COMMANDS:
+        if self.has_command("addOrUpdateKeyTableEntry"):
             (status,) = await self._command(
                 "addOrUpdateKeyTableEntry", address=trust_centre, linkKey=True, keyData=bt.KeyData(key)
             )

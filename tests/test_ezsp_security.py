@@ -30,6 +30,7 @@ from emulator.chf.key_establishment import FrameDropped, KeyEstablished
 from emulator.chf.node import ChfNode
 from emulator.chf.se_credentials import credentials_for, issue_test_credentials
 from emulator.chf.store import HeldImage, ImageStore
+from emulator.clock import Clock
 from emulator.device import security_events as sev
 from emulator.device.device import EmulatedDevice
 from emulator.errors import InputError
@@ -289,3 +290,22 @@ def test_a_credentials_file_for_another_eui64_is_a_one_line_error(tmp_path: Path
         CryptoSuite.SUITE_2: bytes(coordinator)[::-1],
         CryptoSuite.SUITE_1: bytes(coordinator)[::-1],
     }
+
+
+@pytest.mark.virtual_time
+async def test_cbke_ncp_on_a_stick_without_the_cbke_library_is_a_one_line_error() -> None:
+    """`ota-emu chf --cbke ncp` on a firmware built without the CBKE library (the virtual NCP can be one): its
+    certificate commands answer LIBRARY_NOT_PRESENT, and the CHF says so in one line before opening joining."""
+    chf = load_chf(bundled("chf"))
+    async with VirtualNcp(Air(seed=4), seed=4, cbke_library=False) as ncp:
+        node = ChfNode(chf, ImageStore.from_profile(chf, []), Clock())
+        await node.start_ezsp(ncp.url or "", ezsp_extra=ezsp_security.bellows_config())
+        try:
+            with pytest.raises(InputError) as raised:
+                await ezsp_security.start(node, {}, cbke=ezsp_security.NCP)
+        finally:
+            await node.stop()
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("--cbke ncp: the NCP has no CBKE certificate")
+    assert "use --cbke host" in message
+    assert ncp.counters.commands["getCertificate"] == ncp.counters.commands["getCertificate283k1"] == 1

@@ -18,7 +18,7 @@ import bellows.types as bt
 import pytest
 import zigpy.types as zt
 from click.testing import Result
-from test_ncp_joining import until
+from test_ncp_joining import call, until
 from test_stick_e2e import Bench, build_image, cli, quick_profile
 
 from conftest import assert_one_line_error
@@ -46,11 +46,17 @@ LIBRARY_COMMANDS = ("generateCbkeKeys283k1", "calculateSmacs283k1", "clearTempor
 
 
 @contextlib.asynccontextmanager
-async def bench(image: Path, stick_version: int, chf_cbke: str = ezsp_security.HOST) -> AsyncIterator[Bench]:
+async def bench(
+    image: Path, stick_version: int, chf_cbke: str = ezsp_security.HOST, *, stick_library: bool = True
+) -> AsyncIterator[Bench]:
     """test_stick_e2e's bench (the CHF with Smart Energy security on one stick, its CBKE on its host or, with
-    `chf_cbke` NCP, in its NCP's library) with the device's stick speaking EZSP `stick_version`."""
+    `chf_cbke` NCP, in its NCP's library) with the device's stick speaking EZSP `stick_version`, built with or
+    without the CBKE library (`stick_library`)."""
     air = Air(seed=9)
-    async with VirtualNcp(air, seed=0) as chf_ncp, VirtualNcp(air, seed=1, ezsp_version=stick_version) as stick:
+    async with (
+        VirtualNcp(air, seed=0) as chf_ncp,
+        VirtualNcp(air, seed=1, ezsp_version=stick_version, cbke_library=stick_library) as stick,
+    ):
         target = stick.stack.ieee
         chf = load_chf(bundled("chf"))
         node = ChfNode(chf, ImageStore.from_profile(chf, load_images([image], device_ids=[target])), Clock())
@@ -163,18 +169,16 @@ async def test_a_chf_certificate_from_another_ca_ends_with_the_device_sending_un
     assert not any(p.cluster_id == 0x0019 for p in b.received)  # the OTA client never started
 
 
-def without_cbke_library(stick: VirtualNcp) -> None:
-    """The stick as a build without the CBKE library answers (SE_SECURITY.md §7): getLibraryStatus says stub (0x00)
-    and the certificate commands LIBRARY_NOT_PRESENT."""
-    stack = stick.stack
-    stack.add_command("getLibraryStatus", lambda a: {"status": 0x00})
-    for name, size in (("getCertificate", 48), ("getCertificate283k1", 74)):
-        stack.add_command(name, lambda a, n=size: {"status": bt.EmberStatus.LIBRARY_NOT_PRESENT, "localCert": bytes(n)})
-
-
-async def test_a_stick_without_the_cbke_library_is_a_one_line_error_before_the_device_starts(tmp_path: Path) -> None:
-    async with bench(build_image(tmp_path, "0x0084", PAYLOAD[:64]), 13) as b:
-        without_cbke_library(b.stick)
+@pytest.mark.parametrize("version", [8, 14])
+async def test_a_stick_without_the_cbke_library_is_a_one_line_error_before_the_device_starts(
+    tmp_path: Path, version: int
+) -> None:
+    async with bench(build_image(tmp_path, "0x0084", PAYLOAD[:64]), version, stick_library=False) as b:
+        # What such a firmware answers (the virtual NCP built without the library): stubs, LIBRARY_NOT_PRESENT.
+        certificate = call(b.stick.stack, "getCertificate283k1")
+        assert certificate == {"status": bt.EmberStatus.LIBRARY_NOT_PRESENT, "localCert": bytes(74)}
+        assert call(b.stick.stack, "getLibraryStatus", libraryId=0x0D) == {"status": 0x00}  # a stub
+        assert call(b.stick.stack, "getLibraryStatus", libraryId=0x01)["status"] == 0x80  # the rest is there
         with pytest.raises(RadioError) as raised:
             await device_with_ncp_cbke(b, tmp_path)
     message = str(raised.value)
@@ -182,6 +186,7 @@ async def test_a_stick_without_the_cbke_library_is_a_one_line_error_before_the_d
     assert message.startswith(f"--cbke ncp: the stick on {b.stick.url} ({b.stick.stack.ieee}) has no CBKE library")
     assert "getLibraryStatus(0x0D) answered 0x00" in message and "use --cbke host" in message
     assert b.stick.counters.commands["getLibraryStatus"] == 2
+    assert b.stick.counters.commands["generateCbkeKeys283k1"] == 0
     assert not any(p.cluster_id in (ke.CLUSTER_ID, 0x0019) for p in b.received)  # no CBKE, no OTA client
 
 

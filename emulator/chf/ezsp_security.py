@@ -334,7 +334,10 @@ async def start(
     if isinstance(security.key_server, NcpKeyEstablishmentServer):
         await security.key_server.load()
         if not security.key_server.certificates:
-            raise InputError("--cbke ncp: the NCP has no CBKE certificate (getCertificate answered no data)")
+            raise InputError(
+                "--cbke ncp: the NCP has no CBKE certificate (getCertificate and getCertificate283k1 answered no "
+                "data: a firmware without the Smart Energy CBKE library?); use --cbke host"
+            )
     security.start()
     return security
 

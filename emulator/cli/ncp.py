@@ -129,13 +129,23 @@ async def _serve(
     profiles: list[DeviceProfile],
     out: Output,
     more: tuple[str, ...] = (),
+    cbke_library: bool = True,
 ) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
-    ncp = VirtualNcp(air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen)
+    ncp = VirtualNcp(
+        air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen, cbke_library=cbke_library
+    )
     # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network, and
     # keeps its own state beside the first one's (ncp-2.json, ncp-3.json, ...).
     others = [
-        VirtualNcp(air, ezsp_version=ezsp_version, seed=seed + n, listen=url, state_path=_nth_state(state, n + 1))
+        VirtualNcp(
+            air,
+            ezsp_version=ezsp_version,
+            seed=seed + n,
+            listen=url,
+            state_path=_nth_state(state, n + 1),
+            cbke_library=cbke_library,
+        )
         for n, url in enumerate(more, 1)
     ]
     stop = asyncio.Event()
@@ -226,6 +236,13 @@ async def _serve(
     "dongle's air; repeatable.",
 )
 @click.option("--count", type=click.IntRange(1, 1000), help="Devices per --device profile, with consecutive EUI-64s.")
+@click.option(
+    "--no-cbke-library",
+    "no_cbke_library",
+    is_flag=True,
+    help="Be a firmware built without the Smart Energy CBKE library, as most coordinator sticks are: its CBKE "
+    "commands answer LIBRARY_NOT_PRESENT (for trying `--cbke ncp` against such a stick).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line; the first has the URL.")
 def command(
     listen: tuple[str, ...],
@@ -236,6 +253,7 @@ def command(
     seed: int,
     device_paths: tuple[Path, ...],
     count: int | None,
+    no_cbke_library: bool,
     as_json: bool,
 ) -> None:
     """Run a virtual EZSP NCP (ASH + EZSP over TCP or a pty) until Ctrl-C.
@@ -265,7 +283,10 @@ def command(
             raise ListenError(f"--listen {url}: expected tcp://HOST:PORT (PORT 0 picks a free port)")
     first, *more = listen or (DEFAULT_TCP,)
     where = PTY if use_pty else first
-    asyncio.run(_serve(where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more)))
+    serve = _serve(
+        where, int(ezsp_version), state, seed, profiles, Output(as_json), tuple(more), cbke_library=not no_cbke_library
+    )
+    asyncio.run(serve)
 
 
 def _nth_state(state: str | None, n: int) -> str | None:

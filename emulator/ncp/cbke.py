@@ -20,6 +20,9 @@
   the command and the callback but not where the library stores the key nor which status it reports for which
   partner: this is our reading (SE_SECURITY.md §10 question 4), not tried on hardware.
 * `getLibraryStatus` reports the CBKE and ECC libraries present (EmberLibraryStatus 0x80).
+* A firmware built without the library (most coordinator sticks: `VirtualNcp(cbke_library=False)`, `ota-emu ncp
+  --no-cbke-library`) has stubs: `getLibraryStatus` says 0x00 for the CBKE and ECC libraries, and every command
+  above answers LIBRARY_NOT_PRESENT (EmberStatus 0xB5, SE_SECURITY.md §7) with no data.
 
 The temporary data is RAM: a reset forgets it. Credentials the host installs are manufacturing data: they are kept
 in the state file (`NetworkState.cbke_data`) and outlive restarts, leaving the network and tokenFactoryReset.
@@ -50,6 +53,23 @@ LIBRARY_ERROR = 0xFF
 KNOWN_LIBRARIES = range(0x00, 0x10)
 NO_INDEX = 0xFF
 _V = bt.EzspValueId
+# EmberLibraryId of the CBKE and ECC libraries (suite 1, suite 2, and the core both share).
+CBKE_LIBRARIES = frozenset({0x06, 0x08, 0x0D, 0x0E, 0x0F})
+LIBRARY_STUB = 0x00
+LIBRARY_NOT_PRESENT = bt.EmberStatus.LIBRARY_NOT_PRESENT
+# The library's commands and the data fields of their answers (empty in a stub's answer).
+LIBRARY_COMMANDS: dict[str, dict[str, bytes]] = {
+    "getCertificate": {"localCert": bytes(48)},
+    "getCertificate283k1": {"localCert": bytes(74)},
+    "setPreinstalledCbkeData": {},
+    "savePreinstalledCbkeData283k1": {},
+    "generateCbkeKeys": {},
+    "generateCbkeKeys283k1": {},
+    "calculateSmacs": {},
+    "calculateSmacs283k1": {},
+    "clearTemporaryDataMaybeStoreLinkKey": {},
+    "clearTemporaryDataMaybeStoreLinkKey283k1": {},
+}
 
 # Command (and callback) names per suite.
 GENERATE = {CryptoSuite.SUITE_1: "generateCbkeKeys", CryptoSuite.SUITE_2: "generateCbkeKeys283k1"}
@@ -61,6 +81,15 @@ CLEAR = {
     CryptoSuite.SUITE_2: "clearTemporaryDataMaybeStoreLinkKey283k1",
 }
 CERTIFICATE = {CryptoSuite.SUITE_1: "getCertificate", CryptoSuite.SUITE_2: "getCertificate283k1"}
+
+
+def _stub(data: dict[str, bytes]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A stub library command: LIBRARY_NOT_PRESENT and `data` (zeros where the answer carries data)."""
+
+    def answer(a: dict[str, Any]) -> dict[str, Any]:
+        return {"status": LIBRARY_NOT_PRESENT, **data}
+
+    return answer
 
 
 @dataclass(slots=True)
@@ -90,6 +119,8 @@ class StackCbke:
     _emit: Callable[[int, str, dict[str, Any]], None]
     _emit_soon: Callable[[str, dict[str, Any]], None]
     _find_key: Callable[[zt.EUI64], int]
+
+    add_command: Callable[[str, Callable[[dict[str, Any]], dict[str, Any]]], None]
 
     _cbke_credentials: dict[CryptoSuite, DeviceCredentials] | None = None
     _cbke_temporary: _Temporary | None = None
@@ -145,6 +176,17 @@ class StackCbke:
 
     def _cmd_getLibraryStatus(self, a: dict[str, Any]) -> dict[str, Any]:
         return {"status": LIBRARY_PRESENT if a["libraryId"] in KNOWN_LIBRARIES else LIBRARY_ERROR}
+
+    def remove_cbke_library(self) -> None:
+        """Be a firmware built without the CBKE library: its commands become stubs answering LIBRARY_NOT_PRESENT."""
+        for name, data in LIBRARY_COMMANDS.items():
+            self.add_command(name, _stub(data))
+
+        def library_status(a: dict[str, Any]) -> dict[str, Any]:
+            stub = a["libraryId"] in CBKE_LIBRARIES
+            return {"status": LIBRARY_STUB if stub else self._cmd_getLibraryStatus(a)["status"]}
+
+        self.add_command("getLibraryStatus", library_status)
 
     # -- ephemeral keys ---------------------------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class VirtualNcp:
         seed: int = 0,
         listen: str | None = None,
         timing: AshTiming | None = None,
+        cbke_library: bool = True,
     ) -> None:
         self.codec = EzspCodec(ezsp_version)
         self._listen = parse_listen(listen) if listen is not None else None
@@ -157,6 +158,8 @@ class VirtualNcp:
             counters=self.counters,
             persist=self._persist,
         )
+        if not cbke_library:  # a firmware built without the Smart Energy CBKE library (`cbke`)
+            self.stack.remove_cbke_library()
         self._link_rng = random.Random(f"ncp-link-{seed}")
         self._host: HostConnection | None = None
         self._server: asyncio.Server | None = None

@@ -121,6 +121,18 @@ async def join_devices(
     await asyncio.gather(*joins)
 
 
+def _facts(ncp: VirtualNcp, ezsp_version: int) -> dict[str, object]:
+    """What the first "listening" line says of the NCP: its URL, EZSP version, EUI-64 and network, if any."""
+    network = ncp.state
+    facts: dict[str, object] = {"url": ncp.url, "ezsp_version": ezsp_version, "ieee": str(ncp.stack.ieee)}
+    facts["network"] = (
+        {"pan_id": f"0x{network.pan_id:04X}", "channel": network.channel, "extended_pan_id": network.extended_pan_id}
+        if network.formed
+        else None
+    )
+    return facts
+
+
 async def _serve(
     listen: str,
     ezsp_version: int,
@@ -132,22 +144,17 @@ async def _serve(
     cbke_library: bool = True,
 ) -> None:
     air = Air(seed=seed)  # emulated devices join this air once `ncp.wait_for_network()` returns
-    ncp = VirtualNcp(
-        air, ezsp_version=ezsp_version, state_path=state, seed=seed, listen=listen, cbke_library=cbke_library
-    )
-    # Further sticks on the same air (`--listen` repeated): each is a separate NCP that can join the network, and
-    # keeps its own state beside the first one's (ncp-2.json, ncp-3.json, ...).
-    others = [
+    ncp, *others = [
         VirtualNcp(
             air,
             ezsp_version=ezsp_version,
             seed=seed + n,
             listen=url,
-            state_path=_nth_state(state, n + 1),
+            state_path=_nth_state(state, n + 1) if n else state,
             cbke_library=cbke_library,
         )
-        for n, url in enumerate(more, 1)
-    ]
+        for n, url in enumerate((listen, *more))
+    ]  # further sticks on the same air (`--listen` repeated) can join the first one's network (ncp-2.json, ...)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -155,19 +162,7 @@ async def _serve(
     async with ncp, contextlib.AsyncExitStack() as stack:
         where = "on" if listen == PTY else "listening on"
         network = ncp.state
-        facts: dict[str, object] = {
-            "url": ncp.url,
-            "ezsp_version": ezsp_version,
-            "ieee": str(ncp.stack.ieee),
-            "network": None,
-        }
-        if network.formed:
-            facts["network"] = {
-                "pan_id": f"0x{network.pan_id:04X}",
-                "channel": network.channel,
-                "extended_pan_id": network.extended_pan_id,
-            }
-        out("listening", f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}", **facts)
+        out("listening", f"Virtual EZSP v{ezsp_version} NCP {where} {ncp.url}", **_facts(ncp, ezsp_version))
         for other in others:
             await stack.enter_async_context(other)
             out("listening", f"Virtual EZSP v{ezsp_version} NCP listening on {other.url}", url=other.url,

@@ -487,12 +487,9 @@ def command(
     Open joining on the network first (permit join on its coordinator). The stick joins as an end device
     (or sleepy end device, or router), or resumes the network it already has; the device takes the stick's
     EUI-64, announces itself, answers the interview, finds the OTA server and upgrades from it exactly as in
-    `ota-emu run`, with the profile's faults. With Smart Energy security (a profile's default) the stick joins
-    with the device's install code (the trust centre must hold it: the join line names it), the device runs CBKE
-    with the trust centre (on this host, or with --cbke ncp in the stick's CBKE library) and its OTA traffic is
-    APS-encrypted. With --state-dir a restarted device continues its download at its offset. Exit 0 when the
-    device ends upgraded or held (an HCALCS waiting for Activate Firmware), 1 otherwise,
-    2 for bad input, a port that cannot be used, or no network to join within --join-timeout.
+    `ota-emu run`, with its faults and Smart Energy security (install-code join, CBKE, APS-encrypted OTA). With
+    --state-dir a restarted device continues its download at its offset. Exit 0 when it ends upgraded or held (an
+    HCALCS waiting for Activate Firmware), 1 otherwise, 2 for bad input, an unusable port or no network to join.
     """
     profile = load_device(device_path)
     _check_cbke(cbke, profile)

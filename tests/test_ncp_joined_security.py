@@ -25,6 +25,7 @@ import zigpy.config
 import zigpy.types as zt
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from se_vectors import SUITE1, SUITE2, ephemeral_key_of
+from test_ncp_joining import call
 from test_ncp_security import exchange, make_stack, status_ok
 from test_ncp_security_cbke import bellows_callback, callback, install
 
@@ -55,12 +56,6 @@ PAN = 0x5E5E
 EXT_PAN = bt.ExtendedPanId.convert("53:45:53:45:53:45:53:45")
 DECISION = bt.EzspDecisionBitmask
 Callbacks = list[tuple[str, Any]]
-
-
-def call(stack: EmberStack, name: str, **args: Any) -> dict[str, Any]:
-    result = stack.handle(name, args)
-    assert result is not None, name
-    return result[1]
 
 
 def security(key: bytes, *, network_key: bytes = bytes(16)) -> bt.EmberInitialSecurityState:
